@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install what the tests and the demo need; cheap and idempotent, so the
+# README's commands run it every time.
+#
+#   - the virtualenv at .venv with proxyrefresh and its test extras
+#     (reinstalled only when pyproject.toml changes);
+#   - Debian packages: redis-server, tinyproxy, squid (when missing);
+#   - Go-built tools, cached under $PROXYREFRESH_CACHE (hack/tools.sh).
+#
+# What cannot be installed is named at the end, and the exit status is
+# non-zero, so a test run stops with a message instead of a mystery.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+PYTHON=${PYTHON:-python3}
+DEBIAN_PACKAGES=(redis-server tinyproxy squid)
+GO_TOOLS=(${PROXYREFRESH_GO_TOOLS:-})
+
+# --- Debian packages ---------------------------------------------------------
+need_pkgs=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$pkg")
+done
+if ((${#need_pkgs[@]})); then
+  if command -v apt-get >/dev/null && [[ $(id -u) == 0 ]]; then
+    echo "bootstrap: installing ${need_pkgs[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"; } \
+      >/tmp/proxyrefresh-apt.log 2>&1 \
+      || { echo "bootstrap: apt-get failed, see /tmp/proxyrefresh-apt.log" >&2; missing+=("${need_pkgs[@]}"); }
+    # The packages' own services are not wanted: the tests start their own.
+    for svc in redis-server tinyproxy squid; do
+      command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1 || true
+    done
+  else
+    missing+=("${need_pkgs[@]} (Debian packages: sudo apt-get install ${need_pkgs[*]})")
+  fi
+fi
+
+# --- Python ------------------------------------------------------------------
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  missing+=("Python >= 3.11 (set PYTHON=/path/to/python3.11)")
+else
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  stamp=.venv/.proxyrefresh-installed
+  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "bootstrap: installing proxyrefresh[test] into .venv" >&2
+    if .venv/bin/python -m pip install -q --upgrade pip >/dev/null \
+      && .venv/bin/python -m pip install -q -e '.[test]'; then
+      echo "$want" >"$stamp"
+    else
+      missing+=("Python packages (pip install -e '.[test]' failed; see above)")
+    fi
+  fi
+fi
+
+# --- Go-built tools ----------------------------------------------------------
+if ((${#GO_TOOLS[@]})); then
+  bash hack/tools.sh "${GO_TOOLS[@]}" || missing+=("Go tools: ${GO_TOOLS[*]} (see hack/tools.sh output above)")
+fi
+
+if ((${#missing[@]})); then
+  echo "bootstrap: could not install:" >&2
+  printf '  - %s\n' "${missing[@]}" >&2
+  exit 1
+fi

@@ -1,0 +1,1 @@
+"""Control plane: the kopf operator that scrapes, dispatches, follows and merges."""

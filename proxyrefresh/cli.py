@@ -1,0 +1,136 @@
+"""The one entry point, ``proxyrefresh``: check, judge (and later worker,
+operator, create).
+
+Exit codes (documented in the README):
+  0  the command ran (a check that found nothing live still ran);
+  2  bad input or usage: unreadable or oversized list, no candidates, bad flags;
+  3  no judge answered, so nothing could be judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from proxyrefresh.models import Anonymity, Protocol, TargetSpec
+from proxyrefresh.settings import CheckerSettings
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_NO_JUDGE = 3
+
+app = typer.Typer(
+    name="proxyrefresh",
+    help="Keep a pool of working HTTP/SOCKS proxies fresh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"proxyrefresh: {message}", err=True)
+    return typer.Exit(code)
+
+
+def parse_target(text: str) -> TargetSpec:
+    """``URL`` or ``URL=STATUS``."""
+    url, sep, status = text.rpartition("=")
+    if sep and status.isdigit() and "://" in url:
+        return TargetSpec(url=url, expect_status=int(status))
+    return TargetSpec(url=text)
+
+
+@app.command()
+def check(
+    file: Annotated[str, typer.Argument(help="Candidate list (any text), or - for stdin.")],
+    judge: Annotated[
+        list[str] | None,
+        typer.Option("--judge", "-j", help="Judge URL (repeatable); env PROXYREFRESH_JUDGES."),
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Total seconds per check.")] = None,
+    connect_timeout: Annotated[
+        float | None, typer.Option(help="Seconds to connect to a proxy (default: --timeout).")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Checks in flight at once.")] = None,
+    min_anonymity: Annotated[
+        Anonymity | None, typer.Option(help="Least anonymity a proxy must have to pass.")
+    ] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Slowest proxy that passes.")] = None,
+    protocol: Annotated[
+        Protocol | None, typer.Option(help="Protocol of bare host:port lines.")
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="URL[=STATUS] a passing proxy must reach (repeatable)."),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="json: JSON lines; txt: scheme://host:port lines.")
+    ] = "json",
+    include_dead: Annotated[
+        bool, typer.Option("--all", help="With --format json, also print proxies that fail.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")
+    ] = None,
+    max_bytes: Annotated[int | None, typer.Option(help="Refuse lists larger than this.")] = None,
+) -> None:
+    """Check a list of proxies on this machine: live ones out, with anonymity,
+    exit IP and latency."""
+    from proxyrefresh.worker.check_command import CheckRequest, run_check
+
+    if output_format not in ("json", "txt"):
+        raise fail(f"--format must be json or txt, not {output_format!r}", EXIT_BAD_INPUT)
+    try:
+        settings = CheckerSettings().overlay(
+            judges=judge or None,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            concurrency=concurrency,
+            min_anonymity=min_anonymity,
+            max_latency_ms=max_latency_ms,
+            default_protocol=protocol,
+            targets=[parse_target(t) for t in target] if target else None,
+            max_input_bytes=max_bytes,
+        )
+    except ValidationError as exc:
+        raise fail(f"invalid setting: {exc}", EXIT_BAD_INPUT) from None
+    request = CheckRequest(
+        source=file,
+        settings=settings,
+        output_format=output_format,
+        include_dead=include_dead,
+        output=output,
+    )
+    raise typer.Exit(asyncio.run(run_check(request)))
+
+
+@app.command()
+def judge(
+    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "0.0.0.0:8080",
+) -> None:
+    """Serve a judge: echoes the caller's address, headers and token as JSON."""
+    from proxyrefresh.worker.judge import serve, split_listen
+
+    try:
+        split_listen(listen)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    typer.echo(f"proxyrefresh judge listening on {listen}", err=True)
+    asyncio.run(serve(listen))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Typed models shared by the control plane and the data plane.
+
+A proxy travels as a :class:`Proxy` from the parser to the checker and comes
+back as a :class:`ProxyResult`; both serialise to plain JSON so the same
+objects go through Redis, the output ConfigMap and ``proxyrefresh check``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Protocol(StrEnum):
+    """How the checker talks to a proxy."""
+
+    HTTP = "http"  # plain forwarding: GET http://judge/ via the proxy
+    HTTPS = "https"  # a CONNECT tunnel
+    SOCKS4 = "socks4"
+    SOCKS5 = "socks5"
+
+    @property
+    def is_tunnel(self) -> bool:
+        """A tunnel cannot add headers: only its exit IP can betray us."""
+        return self is not Protocol.HTTP
+
+
+class Anonymity(StrEnum):
+    """What a proxy reveals, from worst to best; the order is the ranking."""
+
+    TRANSPARENT = "transparent"
+    ANONYMOUS = "anonymous"
+    ELITE = "elite"
+
+    @property
+    def rank(self) -> int:
+        return _ANONYMITY_ORDER.index(self)
+
+    def at_least(self, other: Anonymity) -> bool:
+        return self.rank >= other.rank
+
+
+_ANONYMITY_ORDER = [Anonymity.TRANSPARENT, Anonymity.ANONYMOUS, Anonymity.ELITE]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Proxy(BaseModel):
+    """One candidate proxy, as parsed from a list."""
+
+    model_config = ConfigDict(frozen=True)
+
+    protocol: Protocol
+    host: str
+    port: Port
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """Identity for de-duplication: credentials do not make a new proxy."""
+        return (self.protocol.value, self.host.lower(), self.port)
+
+    @property
+    def hostport(self) -> str:
+        host = self.host
+        try:
+            if ipaddress.ip_address(host).version == 6:
+                host = f"[{host}]"
+        except ValueError:
+            pass
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``scheme://[user:pass@]host:port``: what mubeng and clients read."""
+        auth = ""
+        if self.username is not None:
+            auth = f"{self.username}:{self.password or ''}@"
+        return f"{self.protocol.value}://{auth}{self.hostport}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class TargetSpec(BaseModel):
+    """An extra URL a usable proxy must reach, with the status it must get."""
+
+    url: str
+    expect_status: int = Field(default=200, alias="expectStatus")
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+
+class TargetResult(BaseModel):
+    url: str
+    ok: bool
+    status: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class ProxyResult(BaseModel):
+    """Everything one check learned about one proxy."""
+
+    proxy: str  # scheme://host:port, the identity users see
+    protocol: Protocol
+    host: str
+    port: int
+    alive: bool
+    exit_ip: str | None = None
+    latency_ms: float | None = None
+    anonymity: Anonymity | None = None
+    judge: str | None = None
+    revealing_headers: list[str] = Field(default_factory=list)
+    targets: list[TargetResult] = Field(default_factory=list)
+    error: str | None = None
+    checked_at: float
+
+    @property
+    def targets_ok(self) -> bool:
+        return all(t.ok for t in self.targets)
+
+    def passes(self, min_anonymity: Anonymity, max_latency_ms: float | None = None) -> bool:
+        """Usable: alive, anonymous enough, fast enough, every target reached."""
+        if not self.alive or self.anonymity is None:
+            return False
+        if not self.anonymity.at_least(min_anonymity):
+            return False
+        if max_latency_ms is not None and (self.latency_ms or 0) > max_latency_ms:
+            return False
+        return self.targets_ok

@@ -1,0 +1,281 @@
+"""Start real proxies of every anonymity level, dead ends and a judge.
+
+Each proxy listens on, and leaves from, its own 127.0.0.x address, so what
+the judge sees as the exit IP tells the proxies apart and differs from the
+checker's own address (127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from proxyrefresh.models import Anonymity
+
+INSTALL_HINT = "run `make bootstrap` (or apt-get install {pkg})"
+
+
+class MissingTool(RuntimeError):
+    """A server the testbed needs is not installed."""
+
+
+def which(name: str, package: str | None = None) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise MissingTool(f"{name} is not installed: " + INSTALL_HINT.format(pkg=package or name))
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float = 20.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Block until something accepts on host:port, or fail saying why."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            command = " ".join(map(str, proc.args[:4])) if isinstance(proc.args, list) else ""
+            raise RuntimeError(f"{command} ... exited with {proc.returncode}: {tail}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+@dataclass(frozen=True)
+class LocalProxy:
+    """A proxy the testbed runs, and what a correct checker must say of it."""
+
+    name: str
+    url: str
+    expect: Anonymity | None  # None: must be found dead
+    exit_ip: str | None = None
+
+
+class Testbed:
+    """Owns every process it starts; ``close()`` (or the context) stops them."""
+
+    def __init__(self, workdir: Path | None = None) -> None:
+        # squid and tinyproxy, started as root, drop to an unprivileged user
+        # that must reach their files: a private temp dir (pytest's are 0700
+        # all the way up) would stop them, so the state lives under /tmp.
+        self.owned = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="proxyrefresh-testbed-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
+        self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+
+    def __enter__(self) -> Testbed:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def spawn(
+        self, name: str, args: list[str], cwd: Path | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.workdir / f"{name}.log"
+        handle = log.open("ab")
+        proc = subprocess.Popen(
+            args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc, handle))
+        return proc, log
+
+    def close(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc, handle in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            handle.close()
+        self.procs.clear()
+        if self.owned and not os.environ.get("PROXYREFRESH_KEEP_TESTBED"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- the judge -------------------------------------------------------
+
+    def judge(self, host: str = "127.0.0.2") -> str:
+        port = free_port(host)
+        proc, log = self.spawn(
+            f"judge-{host}",
+            [sys.executable, "-m", "proxyrefresh.cli", "judge", "--listen", f"{host}:{port}"],
+        )
+        wait_for_port(host, port, proc=proc, log=log)
+        return f"http://{host}:{port}/"
+
+    # --- real proxies ----------------------------------------------------
+
+    def tinyproxy(self, ip: str, level: Anonymity) -> LocalProxy:
+        """tinyproxy set up to be transparent (X-Tinyproxy carries the
+        client's address), anonymous (Via) or elite (no Via)."""
+        binary = which("tinyproxy")
+        port = free_port(ip)
+        name = f"tinyproxy-{level}-{ip}"
+        lines = [
+            f"Port {port}",
+            f"Listen {ip}",
+            f"Bind {ip}",
+            "Timeout 30",
+            "MaxClients 512",
+            f'LogFile "{self.workdir / (name + ".access.log")}"',
+            "LogLevel Warning",
+        ]
+        if os.geteuid() == 0:
+            lines += ["User nobody", "Group nogroup"]
+        if level is Anonymity.TRANSPARENT:
+            lines.append("XTinyproxy Yes")
+        if level is Anonymity.ELITE:
+            lines.append("DisableViaHeader Yes")
+        conf = self.workdir / f"{name}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        (self.workdir / f"{name}.access.log").touch()
+        os.chmod(self.workdir / f"{name}.access.log", 0o666)
+        proc, log = self.spawn(name, [binary, "-d", "-c", str(conf)])
+        wait_for_port(ip, port, proc=proc, log=log)
+        return LocalProxy(name, f"http://{ip}:{port}", level, ip)
+
+    def tinyproxy_connect(self, ip: str) -> LocalProxy:
+        """The same elite tinyproxy, checked as a CONNECT (https) proxy."""
+        plain = self.tinyproxy(ip, Anonymity.ELITE)
+        return LocalProxy(
+            plain.name + "-connect",
+            plain.url.replace("http://", "https://", 1),
+            Anonymity.ELITE,
+            ip,
+        )
+
+    def squid(self, ip: str) -> LocalProxy:
+        """squid with ``forwarded_for on``: X-Forwarded-For names the client."""
+        binary = which("squid")
+        port = free_port(ip)
+        name = f"squid-{ip}"
+        state = self.workdir / name
+        state.mkdir(exist_ok=True)
+        user = "proxy" if os.geteuid() == 0 else None
+        if user:
+            shutil.chown(state, user)
+        conf = state / "squid.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"http_port {ip}:{port}",
+                    f"tcp_outgoing_address {ip}",
+                    "http_access allow all",
+                    "forwarded_for on",
+                    "via on",
+                    "cache deny all",
+                    "cache_mem 8 MB",
+                    f"access_log stdio:{state}/access.log",
+                    f"cache_log {state}/cache.log",
+                    f"pid_filename {state}/squid.pid",
+                    f"coredump_dir {state}",
+                    "shutdown_lifetime 0 seconds",
+                    "dns_nameservers 127.0.0.1",
+                    "max_filedescriptors 4096",
+                    *([f"cache_effective_user {user}"] if user else []),
+                ]
+            )
+            + "\n"
+        )
+        proc, log = self.spawn(name, [binary, "-N", "-f", str(conf)], cwd=state)
+        wait_for_port(ip, port, timeout=40, proc=proc, log=log)
+        return LocalProxy(name, f"http://{ip}:{port}", Anonymity.TRANSPARENT, ip)
+
+    def pproxy(self, ip: str, scheme: str = "socks5") -> LocalProxy:
+        """pproxy as a SOCKS (or HTTP) server leaving from the address it
+        was reached on (``@in``)."""
+        port = free_port(ip)
+        name = f"pproxy-{scheme}-{ip}"
+        proc, log = self.spawn(
+            name, [sys.executable, "-m", "pproxy", "-l", f"{scheme}://{ip}:{port}/@in"]
+        )
+        wait_for_port(ip, port, proc=proc, log=log)
+        return LocalProxy(name, f"{scheme}://{ip}:{port}", Anonymity.ELITE, ip)
+
+    # --- dead ends -------------------------------------------------------
+
+    def refused(self, ip: str, count: int = 1) -> list[LocalProxy]:
+        """Ports nothing listens on: the kernel refuses at once."""
+        ports: set[int] = set()
+        while len(ports) < count:
+            ports.add(free_port(ip))
+        return [LocalProxy(f"refused-{ip}-{port}", f"http://{ip}:{port}", None) for port in ports]
+
+    def _deadends(self, mode: str, ip: str, count: int) -> list[int]:
+        """Start the dead-end listeners; they print their ports when ready."""
+        name = f"{mode}-{ip}-{len(self.procs)}"
+        log = self.workdir / f"{name}.log"
+        handle = log.open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxyrefresh.testing.deadends", mode, ip, str(count)],
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc, handle))
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(timeout=10)
+            raise RuntimeError(f"{mode} listeners on {ip} failed: {log.read_text()[-2000:]}")
+        return [int(port) for port in json.loads(line)]
+
+    def blackholes(self, ip: str, count: int = 1) -> list[LocalProxy]:
+        """Listeners that accept and never answer: each costs a full timeout."""
+        return [
+            LocalProxy(f"blackhole-{ip}-{port}", f"http://{ip}:{port}", None)
+            for port in self._deadends("blackhole", ip, count)
+        ]
+
+    def forger(self, ip: str) -> LocalProxy:
+        """Answers every request with a fake judge page."""
+        (port,) = self._deadends("forger", ip, 1)
+        return LocalProxy(f"forger-{ip}", f"http://{ip}:{port}", None)
+
+
+def standard_set(bed: Testbed) -> list[LocalProxy]:
+    """One proxy of every kind the acceptance tests and the demo name."""
+    return [
+        bed.tinyproxy("127.0.0.11", Anonymity.TRANSPARENT),
+        bed.tinyproxy("127.0.0.12", Anonymity.ANONYMOUS),
+        bed.tinyproxy("127.0.0.13", Anonymity.ELITE),
+        bed.squid("127.0.0.14"),
+        bed.pproxy("127.0.0.15", "socks5"),
+        bed.pproxy("127.0.0.16", "socks4"),
+        bed.tinyproxy_connect("127.0.0.17"),
+        *bed.refused("127.0.0.20"),
+        *bed.blackholes("127.0.0.21"),
+        bed.forger("127.0.0.22"),
+    ]

@@ -1,0 +1,184 @@
+"""``proxyrefresh check`` against real proxies on loopback.
+
+tinyproxy (transparent, anonymous, elite, and CONNECT), squid with
+forwarded_for on, pproxy SOCKS4/SOCKS5, a refused port, a black hole and a
+proxy that forges the judge's answer; the judge on its own address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxyrefresh.models import Anonymity
+from proxyrefresh.testing.testbed import free_port
+from tests.conftest import Bed, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def checked(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    path = tmp_path_factory.mktemp("check") / "all.txt"
+    path.write_text("\n".join(p.url for p in bed.proxies) + "\n")
+    result = run_cli("check", str(path), "--judge", bed.judge, "--timeout", "3", "--all")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    return {str(row["proxy"]): row for row in rows}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tinyproxy-transparent",
+        "tinyproxy-anonymous",
+        "tinyproxy-elite-127.0.0.13",
+        "squid",
+        "pproxy-socks5",
+        "pproxy-socks4",
+        "tinyproxy-elite-127.0.0.17-connect",
+        "refused",
+        "blackhole",
+        "forger",
+    ],
+)
+def test_each_proxy_is_classified(
+    bed: Bed, checked: dict[str, dict[str, object]], name: str
+) -> None:
+    proxy = bed.by_name(name)
+    row = checked[proxy.url]
+    if proxy.expect is None:
+        assert row["alive"] is False
+        assert "anonymity" not in row
+        assert row["error"]
+    else:
+        assert row["alive"] is True, row
+        assert row["anonymity"] == proxy.expect.value
+        assert row["exit_ip"] == proxy.exit_ip
+        assert 0 < float(row["latency_ms"]) < 3000  # type: ignore[arg-type]
+
+
+def test_dead_proxies_say_why(bed: Bed, checked: dict[str, dict[str, object]]) -> None:
+    assert "connection failed" in str(checked[bed.by_name("refused").url]["error"])
+    assert checked[bed.by_name("blackhole").url]["error"] == "timed out after 3s"
+    assert "forged answer" in str(checked[bed.by_name("forger").url]["error"])
+
+
+def test_transparent_names_the_leaking_header(
+    bed: Bed, checked: dict[str, dict[str, object]]
+) -> None:
+    assert checked[bed.by_name("tinyproxy-transparent").url]["revealing_headers"] == ["X-Tinyproxy"]
+    assert checked[bed.by_name("squid").url]["revealing_headers"] == ["X-Forwarded-For"]
+    assert checked[bed.by_name("tinyproxy-anonymous").url]["revealing_headers"] == ["Via"]
+
+
+def test_txt_output_lists_what_passes_the_filter(bed: Bed, write_list: Callable[..., str]) -> None:
+    path = write_list(*(p.url for p in bed.proxies))
+    result = run_cli(
+        "check",
+        path,
+        "-j",
+        bed.judge,
+        "--timeout",
+        "3",
+        "--min-anonymity",
+        "anonymous",
+        "--format",
+        "txt",
+    )
+    assert result.returncode == 0, result.stderr
+    expected = {p.url for p in bed.proxies if p.expect and p.expect.at_least(Anonymity.ANONYMOUS)}
+    assert set(result.stdout.split()) == expected
+    assert "checked 10, live 7, passed 5" in result.stderr
+    assert "anonymity: transparent 2, anonymous 1, elite 4" in result.stderr
+
+
+def test_stdin_and_malformed_lines_are_reported(bed: Bed) -> None:
+    elite = bed.by_name("tinyproxy-elite-127.0.0.13").url
+    text = f"# list\n{elite}\n1.2.3.4:99999\nnot a proxy line\n1.2.3.4\n"
+    result = run_cli("check", "-", "-j", bed.judge, "--timeout", "3", stdin=text)
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["proxy"] for line in result.stdout.splitlines()] == [elite]
+    assert "line 3: port 99999 out of range 1-65535" in result.stderr
+    assert "line 5: no host:port found" in result.stderr
+    assert "5 lines, 1 candidates, 0 duplicates, 2 errors, 1 lines without a proxy" in result.stderr
+
+
+def test_target_checks(bed: Bed, write_list: Callable[..., str]) -> None:
+    elite = bed.by_name("tinyproxy-elite-127.0.0.13").url
+    path = write_list(elite)
+    ok = run_cli("check", path, "-j", bed.judge, "--target", f"{bed.judge}healthz=200")
+    (row,) = [json.loads(line) for line in ok.stdout.splitlines()]
+    assert row["targets"][0]["ok"] is True
+    assert row["targets"][0]["status"] == 200
+    wrong = run_cli("check", path, "-j", bed.judge, "--target", f"{bed.judge}healthz=204", "--all")
+    (row,) = [json.loads(line) for line in wrong.stdout.splitlines()]
+    assert row["alive"] is True
+    assert row["targets"][0] == {
+        "url": f"{bed.judge}healthz",
+        "ok": False,
+        "status": 200,
+        "latency_ms": row["targets"][0]["latency_ms"],
+    }
+    assert "passed 0" in wrong.stderr
+
+
+def test_bad_input_exits_2(write_list: Callable[..., str], tmp_path: Path) -> None:
+    missing = run_cli("check", str(tmp_path / "nope.txt"), "-j", "http://127.0.0.2:1/")
+    assert missing.returncode == 2
+    assert "No such file" in missing.stderr
+    empty = run_cli("check", write_list("# nothing", "words"), "-j", "http://127.0.0.2:1/")
+    assert empty.returncode == 2
+    assert "no candidate proxies" in empty.stderr
+    big = run_cli("check", write_list("1.2.3.4:80"), "-j", "x", "--max-bytes", "4")
+    assert big.returncode == 2
+    assert "over the cap of 4 bytes" in big.stderr
+    usage = run_cli("check", write_list("1.2.3.4:80"), "--format", "xml", "-j", "x")
+    assert usage.returncode == 2
+    bad_flag = run_cli("check", write_list("1.2.3.4:80"), "--concurrency", "0", "-j", "x")
+    assert bad_flag.returncode == 2
+    assert "concurrency" in bad_flag.stderr
+
+
+def test_dead_judge_exits_3_naming_it(write_list: Callable[..., str]) -> None:
+    judge = f"http://127.0.0.2:{free_port('127.0.0.2')}/"
+    result = run_cli("check", write_list("1.2.3.4:80"), "-j", judge, "--timeout", "2")
+    assert result.returncode == 3
+    assert f"no judge answered a direct request ({judge}: connection failed" in result.stderr
+    none = run_cli("check", write_list("1.2.3.4:80"))
+    assert none.returncode == 3
+    assert "no judge configured" in none.stderr
+
+
+def test_progress_bar_only_on_a_terminal(bed: Bed, write_list: Callable[..., str]) -> None:
+    path = write_list(bed.by_name("tinyproxy-elite-127.0.0.13").url)
+    piped = run_cli("check", path, "-j", bed.judge)
+    assert "checking" not in piped.stderr
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxyrefresh.cli", "check", path, "-j", bed.judge],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    os.close(secondary)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=60)
+    os.close(primary)
+    assert proc.returncode == 0
+    assert b"checking" in seen
+    assert b"1/1" in seen

@@ -1,0 +1,117 @@
+"""Candidate list parsing: every format, every line accounted for."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxyrefresh.models import Protocol
+from proxyrefresh.worker.parse import InputTooLarge, parse_lines, parse_text
+
+
+def urls(text: str, default: Protocol = Protocol.HTTP) -> list[str]:
+    return [p.url for p in parse_text(text, default).proxies]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("1.2.3.4:8080", "http://1.2.3.4:8080"),
+        ("  1.2.3.4 : 8080  ", "http://1.2.3.4:8080"),
+        ("1.2.3.4\t3128", "http://1.2.3.4:3128"),
+        ("http://1.2.3.4:80", "http://1.2.3.4:80"),
+        ("https://1.2.3.4:443", "https://1.2.3.4:443"),
+        ("socks4://1.2.3.4:1080", "socks4://1.2.3.4:1080"),
+        ("socks5://1.2.3.4:1080", "socks5://1.2.3.4:1080"),
+        ("SOCKS5H://1.2.3.4:1080", "socks5://1.2.3.4:1080"),
+        ("socks5://user:p4ss@1.2.3.4:1080", "socks5://user:p4ss@1.2.3.4:1080"),
+        ("http://bob:@10.0.0.1:8080", "http://bob:@10.0.0.1:8080"),
+        ("[2001:db8::1]:8080", "http://[2001:db8::1]:8080"),
+        ("socks5://[::1]:1080", "socks5://[::1]:1080"),
+        ("proxy.example.com:3128", "http://proxy.example.com:3128"),
+        ("localhost:3128", "http://localhost:3128"),
+        ("<tr><td>5.6.7.8</td><td>3128</td></tr>", "http://5.6.7.8:3128"),
+        ('{"ip": "9.9.9.9", "port": 53}', "http://9.9.9.9:53"),
+        ('{"proxy": "socks5://9.9.9.9:1080"}', "socks5://9.9.9.9:1080"),
+        ("working: 1.1.1.1:80 (fast)", "http://1.1.1.1:80"),
+    ],
+)
+def test_each_format(line: str, expected: str) -> None:
+    assert urls(line) == [expected]
+
+
+def test_bare_lines_take_the_default_protocol() -> None:
+    assert urls("1.2.3.4:1080", Protocol.SOCKS5) == ["socks5://1.2.3.4:1080"]
+
+
+def test_many_per_line_and_across_lines() -> None:
+    text = "1.1.1.1:80, 2.2.2.2:81; 3.3.3.3:82\n<li>4.4.4.4:83</li>\n"
+    assert urls(text) == [
+        "http://1.1.1.1:80",
+        "http://2.2.2.2:81",
+        "http://3.3.3.3:82",
+        "http://4.4.4.4:83",
+    ]
+
+
+def test_duplicates_are_counted_not_repeated() -> None:
+    report = parse_text("1.2.3.4:80\nhttp://1.2.3.4:80\nhttp://u:p@1.2.3.4:80\n1.2.3.4:81\n")
+    assert [p.url for p in report.proxies] == ["http://1.2.3.4:80", "http://1.2.3.4:81"]
+    assert report.duplicates == 2
+
+
+def test_same_address_other_protocol_is_another_proxy() -> None:
+    assert len(parse_text("http://1.2.3.4:80\nsocks5://1.2.3.4:80\n").proxies) == 2
+
+
+def test_every_line_is_accounted_for() -> None:
+    text = "\n".join(
+        [
+            "# a comment",
+            "",
+            "1.2.3.4:80",
+            "1.2.3.4:99999",  # port out of range
+            "300.1.1.1:80",  # bad octet
+            "ftp://1.2.3.4:21",  # unsupported scheme
+            "1.2.3.4",  # no port
+            "just some words",
+            "[2001:db8::zz]:80",  # bad IPv6
+        ]
+    )
+    report = parse_text(text)
+    assert [p.url for p in report.proxies] == ["http://1.2.3.4:80"]
+    assert report.comment_lines == 1
+    assert report.blank_lines == 1
+    assert report.ignored_lines == 1
+    reasons = {e.line: e.reason for e in report.errors}
+    assert reasons == {
+        4: "port 99999 out of range 1-65535",
+        5: "bad IPv4 address 300.1.1.1",
+        6: "unsupported scheme 'ftp'",
+        7: "no host:port found",
+        9: "no host:port found",
+    }
+    assert report.lines == 9
+    accounted = (
+        len(report.proxies)
+        + report.comment_lines
+        + report.blank_lines
+        + report.ignored_lines
+        + len({e.line for e in report.errors})
+    )
+    assert accounted == report.lines
+
+
+def test_error_names_line_and_text() -> None:
+    (error,) = parse_lines(["ok", "9.9.9.9:0"]).errors
+    assert str(error) == "line 2: port 0 out of range 1-65535: '9.9.9.9:0'"
+
+
+def test_ipv6_is_normalised_for_dedup() -> None:
+    report = parse_text("[2001:DB8:0::1]:80\n[2001:db8::1]:80\n")
+    assert [p.url for p in report.proxies] == ["http://[2001:db8::1]:80"]
+    assert report.duplicates == 1
+
+
+def test_size_cap() -> None:
+    with pytest.raises(InputTooLarge, match="over the cap of 10 bytes"):
+        parse_text("1.2.3.4:8080\n", max_bytes=10)

@@ -1,0 +1,119 @@
+"""Anonymity rules: what a judge's echo says about a proxy.
+
+The rules (PRODUCT.md): *transparent* when our real IP appears anywhere in
+what the judge saw; *anonymous* when the real IP is hidden but the proxy
+announces itself; *elite* when neither. Through a tunnel (CONNECT, SOCKS)
+the proxy cannot add headers, so there only the exit IP counts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from proxyrefresh.models import Anonymity
+
+# Headers by which a proxy announces itself (lower case). Any header whose
+# value holds our real IP is caught separately, whatever its name.
+PROXY_HEADERS = frozenset(
+    {
+        "via",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-server",
+        "x-real-ip",
+        "client-ip",
+        "x-client-ip",
+        "x-proxy-id",
+        "x-proxy-connection",
+        "proxy-connection",
+        "proxy-agent",
+        "x-tinyproxy",
+        "x-bluecoat-via",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-cache",
+        "x-cache-lookup",
+        "cache-control-proxy",
+        "x-squid-error",
+    }
+)
+
+_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
+_IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?")
+
+
+def addresses_in(text: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every IP address written in ``text`` (whole tokens, so 10.0.0.1 is
+    not found inside 10.0.0.11)."""
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for token in _IPV4.findall(text):
+        try:
+            found.add(ipaddress.IPv4Address(token))
+        except ValueError:
+            continue
+    for token in _IPV6.findall(text):
+        try:
+            found.add(ipaddress.IPv6Address(token.split("%")[0]))
+        except ValueError:
+            continue
+    # IPv4-mapped IPv6 addresses name the IPv4 address too.
+    for address in list(found):
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            found.add(address.ipv4_mapped)
+    return found
+
+
+def same_ip(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        left, right = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+    for x in (left, right):
+        if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped:
+            if x is left:
+                left = x.ipv4_mapped
+            else:
+                right = x.ipv4_mapped
+    return left == right
+
+
+@dataclass(frozen=True)
+class Verdict:
+    anonymity: Anonymity
+    revealing_headers: list[str]
+    reason: str
+
+
+def classify(
+    real_ips: Iterable[str],
+    exit_ip: str | None,
+    headers: Mapping[str, str],
+    tunnel: bool,
+) -> Verdict:
+    """Judge one echo. ``headers`` are what the judge received through the
+    proxy; ``real_ips`` are the addresses the judge saw when asked directly."""
+    real = {ipaddress.ip_address(ip) for ip in real_ips}
+    real |= {
+        ip.ipv4_mapped for ip in real if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped
+    }
+    if any(same_ip(exit_ip, str(ip)) for ip in real):
+        return Verdict(Anonymity.TRANSPARENT, [], f"exit IP {exit_ip} is our real IP")
+    if tunnel:
+        return Verdict(Anonymity.ELITE, [], "tunnel with a foreign exit IP")
+    leaking = sorted(name for name, value in headers.items() if addresses_in(value) & real)
+    if leaking:
+        return Verdict(Anonymity.TRANSPARENT, leaking, f"real IP in header(s) {', '.join(leaking)}")
+    announcing = sorted(name for name in headers if name.lower() in PROXY_HEADERS)
+    if announcing:
+        return Verdict(Anonymity.ANONYMOUS, announcing, f"proxy header(s) {', '.join(announcing)}")
+    return Verdict(Anonymity.ELITE, [], "no proxy headers and a foreign exit IP")

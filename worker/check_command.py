@@ -1,0 +1,158 @@
+"""``proxyrefresh check``: the whole job on one machine, no cluster.
+
+Read a list, parse it, learn our real IP from the judges, check every
+candidate concurrently and write the ones that pass. The progress bar goes
+to a terminal only; the summary always goes to stderr so stdout stays
+machine-readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from proxyrefresh.models import Anonymity, ProxyResult
+from proxyrefresh.settings import CheckerSettings
+from proxyrefresh.worker.native import CheckOptions, NativeChecker, NoJudgeAvailable, require_judges
+from proxyrefresh.worker.parse import InputTooLarge, ParseReport, check_size, parse_text
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_JUDGE = 0, 2, 3
+SHOWN_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    source: str  # a path or "-"
+    settings: CheckerSettings
+    output_format: str = "json"
+    include_dead: bool = False
+    output: Path | None = None
+
+
+def read_source(source: str, max_bytes: int) -> str:
+    """The list's text, refusing one over the cap without reading it all."""
+    if source == "-":
+        data = sys.stdin.buffer.read(max_bytes + 1)
+    else:
+        path = Path(source)
+        check_size(path.stat().st_size, max_bytes)
+        data = path.read_bytes()
+    check_size(len(data), max_bytes)
+    return data.decode("utf-8", errors="replace")
+
+
+def options_from(settings: CheckerSettings) -> CheckOptions:
+    return CheckOptions(
+        judges=settings.judges,
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        concurrency=settings.concurrency,
+        targets=settings.targets,
+    )
+
+
+def format_result(result: ProxyResult, output_format: str) -> str:
+    if output_format == "txt":
+        return result.proxy
+    return result.model_dump_json(exclude_none=True)
+
+
+@dataclass
+class Tally:
+    """Counts for the closing summary."""
+
+    checked: int = 0
+    live: int = 0
+    passed: int = 0
+    anonymity: Counter[str] | None = None
+    failures: Counter[str] | None = None
+
+    def add(self, result: ProxyResult, passed: bool) -> None:
+        self.anonymity = self.anonymity or Counter()
+        self.failures = self.failures or Counter()
+        self.checked += 1
+        if result.alive:
+            self.live += 1
+            self.anonymity[str(result.anonymity)] += 1
+        elif result.error:
+            self.failures[result.error.split(":")[0]] += 1
+        self.passed += passed
+
+
+def summary_lines(report: ParseReport, tally: Tally, seconds: float) -> list[str]:
+    by_level = tally.anonymity or Counter()
+    levels = ", ".join(f"{lvl} {by_level.get(lvl, 0)}" for lvl in Anonymity)
+    lines = [
+        f"checked {tally.checked}, live {tally.live}, passed {tally.passed} in {seconds:.1f}s",
+        f"anonymity: {levels}",
+        f"input: {report.lines} lines, {len(report.proxies)} candidates, "
+        f"{report.duplicates} duplicates, {len(report.errors)} errors, "
+        f"{report.ignored_lines} lines without a proxy",
+    ]
+    if tally.failures:
+        top = ", ".join(f"{why} {n}" for why, n in tally.failures.most_common(4))
+        lines.append(f"dead: {top}")
+    return lines
+
+
+async def run_check(request: CheckRequest) -> int:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    settings = request.settings
+    try:
+        text = read_source(request.source, settings.max_input_bytes)
+    except (OSError, InputTooLarge) as exc:
+        err.print(f"proxyrefresh: cannot read {request.source}: {exc}")
+        return EXIT_BAD_INPUT
+    report = parse_text(text, settings.default_protocol, settings.max_input_bytes)
+    for error in report.errors[:SHOWN_ERRORS]:
+        err.print(f"proxyrefresh: {request.source}: {error}", markup=False)
+    if len(report.errors) > SHOWN_ERRORS:
+        err.print(f"proxyrefresh: ... and {len(report.errors) - SHOWN_ERRORS} more bad lines")
+    if not report.proxies:
+        err.print(
+            f"proxyrefresh: no candidate proxies in {request.source} "
+            f"({report.lines} lines, {len(report.errors)} errors)"
+        )
+        return EXIT_BAD_INPUT
+    try:
+        judges = await require_judges(settings.judges, settings.timeout)
+    except NoJudgeAvailable as exc:
+        err.print(f"proxyrefresh: {exc}", markup=False)
+        return EXIT_NO_JUDGE
+    checker = NativeChecker(options_from(settings), judges)
+    started = time.monotonic()
+    tally = Tally()
+    out: IO[str] = request.output.open("w") if request.output else sys.stdout
+    progress = Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("live {task.fields[live]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    )
+    try:
+        with progress:
+            task = progress.add_task("check", total=len(report.proxies), live=0)
+            async for result in checker.check_stream(report.proxies):
+                passed = result.passes(settings.min_anonymity, settings.max_latency_ms)
+                tally.add(result, passed)
+                if passed or (request.include_dead and request.output_format == "json"):
+                    out.write(format_result(result, request.output_format) + "\n")
+                progress.update(task, advance=1, live=tally.live)
+    finally:
+        out.flush()
+        if request.output:
+            out.close()
+    for line in summary_lines(report, tally, time.monotonic() - started):
+        err.print(line, markup=False)
+    return EXIT_OK

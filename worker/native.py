@@ -1,0 +1,252 @@
+"""The native checking engine: asyncio, one judge request per proxy.
+
+Dead proxies cost a whole timeout each, so throughput is set by how many
+checks are in flight: a fixed pool of ``concurrency`` coroutines pulls
+proxies from one iterator (no task per proxy parked on a semaphore), and
+each check is bounded by its own connect and total timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp_socks import ProxyConnector, ProxyType
+
+from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
+from proxyrefresh.worker.anonymity import classify
+from proxyrefresh.worker.judge import TOKEN_PARAM
+
+MAX_BODY = 64 * 1024
+USER_AGENT = "proxyrefresh-checker"
+
+_SOCKS_TYPES = {
+    Protocol.HTTPS: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
+    Protocol.SOCKS4: ProxyType.SOCKS4,
+    Protocol.SOCKS5: ProxyType.SOCKS5,
+}
+
+
+class BadJudgeAnswer(ValueError):
+    """What came back through the proxy is not our judge's answer."""
+
+
+class NoJudgeAvailable(RuntimeError):
+    """No judge answered a direct request, so no proxy can be judged."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    url: str
+    real_ip: str
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    judges: Sequence[str]
+    timeout: float = 10.0
+    connect_timeout: float | None = None
+    concurrency: int = 256
+    targets: Sequence[TargetSpec] = field(default_factory=tuple)
+
+    @property
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        connect = self.connect_timeout or self.timeout
+        return aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(connect, self.timeout))
+
+
+def token_url(judge: str, token: str) -> str:
+    return f"{judge}{'&' if '?' in judge else '?'}{TOKEN_PARAM}={token}"
+
+
+def describe(exc: BaseException, timeout: float) -> str:
+    """A short, stable reason for a failed check."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"timed out after {timeout:g}s"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"connection failed: {os.strerror(exc.errno)}"
+    if isinstance(exc, BadJudgeAnswer):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+async def _read_judge(resp: aiohttp.ClientResponse, token: str) -> dict[str, Any]:
+    """Parse a judge answer, refusing one that does not echo our token."""
+    if resp.status != 200:
+        raise BadJudgeAnswer(f"judge answered HTTP {resp.status}")
+    body = await resp.content.read(MAX_BODY)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadJudgeAnswer("forged answer: not a judge's JSON") from None
+    if not isinstance(data, dict) or data.get("token") != token:
+        raise BadJudgeAnswer("forged answer: judge token not echoed")
+    return data
+
+
+async def discover_judges(
+    urls: Iterable[str], request_timeout: float = 10.0
+) -> tuple[list[Judge], dict[str, str]]:
+    """Ask every judge directly who we are. Returns the working judges and
+    an error per judge that did not answer."""
+    judges: list[Judge] = []
+    errors: dict[str, str] = {}
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=request_timeout),
+        headers={"User-Agent": USER_AGENT},
+    ) as session:
+        for url in urls:
+            token = secrets.token_hex(16)
+            try:
+                async with session.get(token_url(url, token)) as resp:
+                    data = await _read_judge(resp, token)
+                judges.append(Judge(url=url, real_ip=str(data["remote_addr"])))
+            except Exception as exc:
+                errors[url] = describe(exc, request_timeout)
+    return judges, errors
+
+
+async def require_judges(urls: Sequence[str], request_timeout: float) -> list[Judge]:
+    if not urls:
+        raise NoJudgeAvailable("no judge configured: give at least one judge URL")
+    judges, errors = await discover_judges(urls, request_timeout)
+    if not judges:
+        detail = "; ".join(f"{url}: {why}" for url, why in errors.items())
+        raise NoJudgeAvailable(f"no judge answered a direct request ({detail})")
+    return judges
+
+
+class NativeChecker:
+    """Checks proxies against judges with aiohttp (and aiohttp-socks for tunnels)."""
+
+    def __init__(self, options: CheckOptions, judges: Sequence[Judge]) -> None:
+        if not judges:
+            raise NoJudgeAvailable("NativeChecker needs at least one working judge")
+        self.options = options
+        self.judges = list(judges)
+        self.real_ips = sorted({j.real_ip for j in judges})
+
+    def _session(self, proxy: Proxy) -> aiohttp.ClientSession:
+        connector: aiohttp.BaseConnector
+        if proxy.protocol is Protocol.HTTP:
+            connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        else:
+            connector = ProxyConnector(
+                proxy_type=_SOCKS_TYPES[proxy.protocol],
+                host=proxy.host,
+                port=proxy.port,
+                username=proxy.username,
+                password=proxy.password,
+                rdns=proxy.protocol is Protocol.SOCKS5,
+                force_close=True,
+                limit=0,
+            )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.options.client_timeout,
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,
+        )
+
+    def _request_kwargs(self, proxy: Proxy) -> dict[str, Any]:
+        if proxy.protocol is not Protocol.HTTP:
+            return {}
+        auth = None
+        if proxy.username is not None:
+            auth = aiohttp.BasicAuth(proxy.username, proxy.password or "")
+        return {"proxy": f"http://{proxy.hostport}", "proxy_auth": auth}
+
+    async def check(self, proxy: Proxy, index: int = 0) -> ProxyResult:
+        """Check one proxy; never raises for anything the proxy does."""
+        judge = self.judges[index % len(self.judges)]
+        base: dict[str, Any] = {
+            "proxy": proxy.url,
+            "protocol": proxy.protocol,
+            "host": proxy.host,
+            "port": proxy.port,
+            "judge": judge.url,
+        }
+        timeout = self.options.timeout
+        token = secrets.token_hex(16)
+        try:
+            async with self._session(proxy) as session:
+                started = time.perf_counter()
+                async with asyncio.timeout(timeout):
+                    async with session.get(
+                        token_url(judge.url, token), **self._request_kwargs(proxy)
+                    ) as resp:
+                        data = await _read_judge(resp, token)
+                latency = (time.perf_counter() - started) * 1000
+                exit_ip = str(data.get("remote_addr") or "") or None
+                raw_headers = data.get("headers") or {}
+                headers = {str(k): str(v) for k, v in raw_headers.items()}
+                verdict = classify(self.real_ips, exit_ip, headers, proxy.protocol.is_tunnel)
+                targets = [await self._target(session, proxy, t) for t in self.options.targets]
+        except Exception as exc:
+            return ProxyResult(
+                **base, alive=False, error=describe(exc, timeout), checked_at=time.time()
+            )
+        return ProxyResult(
+            **base,
+            alive=True,
+            exit_ip=exit_ip,
+            latency_ms=round(latency, 1),
+            anonymity=verdict.anonymity,
+            revealing_headers=verdict.revealing_headers,
+            targets=targets,
+            checked_at=time.time(),
+        )
+
+    async def _target(
+        self, session: aiohttp.ClientSession, proxy: Proxy, target: TargetSpec
+    ) -> TargetResult:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.options.timeout):
+                async with session.get(target.url, **self._request_kwargs(proxy)) as resp:
+                    await resp.content.read(MAX_BODY)
+                    status = resp.status
+        except Exception as exc:
+            return TargetResult(url=target.url, ok=False, error=describe(exc, self.options.timeout))
+        return TargetResult(
+            url=target.url,
+            ok=status == target.expect_status,
+            status=status,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def check_stream(self, proxies: Iterable[Proxy]) -> AsyncIterator[ProxyResult]:
+        """Check every proxy with at most ``concurrency`` in flight, yielding
+        results as they finish (fast failures first)."""
+        results: asyncio.Queue[ProxyResult | None] = asyncio.Queue()
+        source = enumerate(proxies)
+
+        async def pump() -> None:
+            try:
+                for index, proxy in source:
+                    await results.put(await self.check(proxy, index))
+            finally:
+                await results.put(None)
+
+        workers = max(1, self.options.concurrency)
+        tasks = [asyncio.create_task(pump()) for _ in range(workers)]
+        try:
+            finished = 0
+            while finished < workers:
+                item = await results.get()
+                if item is None:
+                    finished += 1
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
