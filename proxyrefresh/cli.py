@@ -1,4 +1,4 @@
-"""The one entry point, ``proxyrefresh``: check, judge (and later worker,
+"""The one entry point, ``proxyrefresh``: check, judge, worker (and later
 operator, create).
 
 Exit codes (documented in the README):
@@ -123,6 +123,15 @@ def judge(
         raise fail(str(exc), EXIT_BAD_INPUT) from None
     typer.echo(f"proxyrefresh judge listening on {listen}", err=True)
     asyncio.run(serve(listen))
+
+
+@app.command()
+def worker() -> None:
+    """Run one Indexed Job pod: check chunk $JOB_COMPLETION_INDEX of the run
+    $PROXYREFRESH_RUN_ID (exit codes: see the README)."""
+    from proxyrefresh.worker.pod import main as pod_main
+
+    raise typer.Exit(pod_main())
 
 
 def main() -> None:

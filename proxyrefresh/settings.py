@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 
@@ -38,3 +43,53 @@ class CheckerSettings(BaseSettings):
         merged = self.model_dump()
         merged.update({k: v for k, v in explicit.items() if v is not None})
         return CheckerSettings.model_validate(merged)
+
+
+class RedisSettings(BaseSettings):
+    """Where the fan-out state lives (one URL for the operator and its pods)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_REDIS_", extra="ignore")
+
+    url: str = "redis://127.0.0.1:6379/0"  # redis://, rediss://, user:password@, /db
+    key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    # A brief outage is ridden out with jittered exponential backoff; past
+    # this many attempts the caller gets the error (a pod then exits 69).
+    retries: int = Field(default=8, ge=0)
+    backoff_cap_seconds: float = Field(default=4.0, gt=0)
+    socket_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    def client(self) -> Redis:
+        retry = Retry(
+            ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds), self.retries
+        )
+        return Redis.from_url(
+            self.url,
+            decode_responses=True,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_timeout=self.socket_timeout_seconds,
+            socket_connect_timeout=self.socket_timeout_seconds,
+            health_check_interval=30,
+        )
+
+
+class WorkerSettings(BaseSettings):
+    """What a Job pod is told through its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_", extra="ignore")
+
+    run_id: str = Field(min_length=1)  # the resource's uid: the Redis hash tag
+    # Set by the Job controller for Indexed Jobs (no prefix).
+    job_completion_index: int = Field(
+        ge=0, validation_alias=AliasChoices("JOB_COMPLETION_INDEX", "PROXYREFRESH_INDEX")
+    )
+    chunk_seconds: float | None = Field(default=None, gt=0)  # the pod's hard deadline
+    soft_deadline_fraction: float = Field(default=0.85, gt=0, le=1)
+    progress_interval_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def soft_deadline_seconds(self) -> float | None:
+        """Stop this much after start, before the hard deadline kills us."""
+        if self.chunk_seconds is None:
+            return None
+        return self.chunk_seconds * self.soft_deadline_fraction

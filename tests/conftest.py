@@ -6,15 +6,26 @@ skipped.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from proxyrefresh.testing.testbed import LocalProxy, MissingTool, Testbed, standard_set
+from proxyrefresh.testing.testbed import (
+    LocalProxy,
+    MissingTool,
+    RedisServer,
+    Testbed,
+    standard_set,
+)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -58,3 +69,38 @@ def write_list(tmp_path: Path):  # type: ignore[no-untyped-def]
         return str(path)
 
     return write
+
+
+@pytest.fixture(scope="session")
+def redis_server(bed: Bed) -> RedisServer:
+    """One real redis-server for the session (tests use distinct run ids)."""
+    try:
+        return RedisServer(bed.testbed)
+    except MissingTool as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``predicate`` until it returns something truthy, or fail naming
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+async def async_wait_for(
+    predicate: Callable[[], Awaitable[T | None]], within: float, what: str
+) -> T:
+    deadline = time.monotonic() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)

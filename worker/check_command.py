@@ -143,7 +143,7 @@ async def run_check(request: CheckRequest) -> int:
     try:
         with progress:
             task = progress.add_task("check", total=len(report.proxies), live=0)
-            async for result in checker.check_stream(report.proxies):
+            async for _, result in checker.check_stream(report.proxies):
                 passed = result.passes(settings.min_anonymity, settings.max_latency_ms)
                 tally.add(result, passed)
                 if passed or (request.include_dead and request.output_format == "json"):

@@ -223,16 +223,18 @@ class NativeChecker:
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
-    async def check_stream(self, proxies: Iterable[Proxy]) -> AsyncIterator[ProxyResult]:
+    async def check_stream(
+        self, proxies: Iterable[Proxy]
+    ) -> AsyncIterator[tuple[int, ProxyResult]]:
         """Check every proxy with at most ``concurrency`` in flight, yielding
-        results as they finish (fast failures first)."""
-        results: asyncio.Queue[ProxyResult | None] = asyncio.Queue()
+        ``(position, result)`` as checks finish (fast failures first)."""
+        results: asyncio.Queue[tuple[int, ProxyResult] | None] = asyncio.Queue()
         source = enumerate(proxies)
 
         async def pump() -> None:
             try:
-                for index, proxy in source:
-                    await results.put(await self.check(proxy, index))
+                for position, proxy in source:
+                    await results.put((position, await self.check(proxy, position)))
             finally:
                 await results.put(None)
 

@@ -279,3 +279,43 @@ def standard_set(bed: Testbed) -> list[LocalProxy]:
         *bed.blackholes("127.0.0.21"),
         bed.forger("127.0.0.22"),
     ]
+
+
+class RedisServer:
+    """A real redis-server on loopback that a test may stop and restart,
+    with its data (appendonly) or empty."""
+
+    def __init__(self, bed: Testbed, host: str = "127.0.0.1", appendonly: bool = False) -> None:
+        self.binary = which("redis-server")
+        self.bed = bed
+        self.host = host
+        self.port = free_port(host)
+        self.appendonly = appendonly
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=bed.workdir))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary, "--bind", self.host, "--port", str(self.port), "--dir", str(self.dir),
+            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+        ]  # fmt: skip
+        self.proc, log = self.bed.spawn(f"redis-{self.port}", args)
+        wait_for_port(self.host, self.port, proc=self.proc, log=log)
+
+    def stop(self, wipe: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        if wipe:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir()
+
+    def restart(self, wipe: bool = False) -> None:
+        self.stop(wipe=wipe)
+        self.start()

@@ -1,0 +1,326 @@
+"""The Redis key schema of one fan-out run, and every operation on it.
+
+Keys are ``proxyrefresh:{<uid>}:<field>``; the braces are a Redis Cluster
+hash tag, so all keys of one run live in one slot and the Lua scripts below
+may touch several of them atomically. Every key carries a TTL; the operator
+extends it while the run is active and deletes the keys with the resource.
+
+Why scripts: a retried pod (same index) must overwrite its own result and
+be counted once, and progress must never go backwards. The legacy system
+INCRed a counter per finished chunk, so retries counted twice (seed 000).
+Here the completed counter moves only when an index first enters the
+completed set, and per-index progress is kept as absolute values whose
+changes are folded into the totals, all inside one script.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+KEY_PREFIX = "proxyrefresh"
+DEFAULT_TTL_SECONDS = 24 * 3600
+CHUNK_WRITE_BATCH = 500  # chunks per HSET, to bound one command's size
+
+
+class StateLost(RuntimeError):
+    """The run's keys are gone (expired, deleted, or Redis restarted empty)."""
+
+
+class ChunkResult(BaseModel):
+    """What one pod leaves for the merge step: its results, and the items it
+    could not get to (a deadline or SIGTERM), so nothing is silently lost."""
+
+    index: int
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    unchecked: list[Any] = Field(default_factory=list)
+    checked: int = 0
+    live: int = 0
+    partial: bool = False
+    reason: str | None = None
+    attempts: int = 1
+    finished_at: float = Field(default_factory=time.time)
+
+
+class Progress(BaseModel):
+    """A consistent snapshot of a run's counters."""
+
+    total_chunks: int
+    completed_chunks: int
+    checked: int
+    live: int
+    started_at: float | None = None
+    completed_at: float | None = None
+
+    @property
+    def text(self) -> str:
+        """``15/50 (30%)``: the figure ``kubectl get -w`` shows."""
+        pct = 100 * self.completed_chunks // self.total_chunks if self.total_chunks else 0
+        return f"{self.completed_chunks}/{self.total_chunks} ({pct}%)"
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The names of every key of one run."""
+
+    uid: str
+
+    def key(self, field: str) -> str:
+        return f"{KEY_PREFIX}:{{{self.uid}}}:{field}"
+
+    @property
+    def chunks(self) -> str:  # hash: index -> JSON list of work items
+        return self.key("chunks")
+
+    @property
+    def results(self) -> str:  # hash: index -> ChunkResult JSON
+        return self.key("results")
+
+    @property
+    def completed(self) -> str:  # set of completed indexes
+        return self.key("completed")
+
+    @property
+    def index_progress(self) -> str:  # hash: "<i>:checked", "<i>:live" -> absolute counts
+        return self.key("index_progress")
+
+    @property
+    def total_chunks(self) -> str:
+        return self.key("total_chunks")
+
+    @property
+    def completed_chunks(self) -> str:
+        return self.key("completed_chunks")
+
+    @property
+    def checked(self) -> str:
+        return self.key("checked")
+
+    @property
+    def live(self) -> str:
+        return self.key("live")
+
+    @property
+    def started_at(self) -> str:
+        return self.key("started_at")
+
+    @property
+    def completed_at(self) -> str:
+        return self.key("completed_at")
+
+    @property
+    def snapshot(self) -> str:  # JSON of the counters, rewritten on every change
+        return self.key("snapshot")
+
+    @property
+    def events(self) -> str:  # pub/sub channel (not a key: no TTL, nothing to delete)
+        return self.key("events")
+
+    def all(self) -> list[str]:
+        return [
+            self.chunks, self.results, self.completed, self.index_progress, self.total_chunks,
+            self.completed_chunks, self.checked, self.live, self.started_at,
+            self.completed_at, self.snapshot,
+        ]  # fmt: skip
+
+    def script_keys(self) -> list[str]:
+        """KEYS[] of the scripts, in the order they index them."""
+        return [
+            self.results, self.completed, self.index_progress, self.total_chunks,
+            self.completed_chunks, self.checked, self.live, self.snapshot, self.events,
+        ]  # fmt: skip
+
+
+# Shared by both scripts: fold one index's absolute counts into the totals,
+# rewrite the snapshot, publish it, and keep every key alive for ttl.
+_LUA_COMMON = """
+local results, completed, idx, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local done, checked, live, snapshot, events = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local index, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if redis.call('EXISTS', total) == 0 then
+  return redis.error_reply('STATELOST total_chunks is gone')
+end
+local function fold(field, value, key, only_up)
+  local old = tonumber(redis.call('HGET', idx, index .. ':' .. field) or '0')
+  if only_up and value <= old then return end
+  redis.call('HSET', idx, index .. ':' .. field, value)
+  redis.call('INCRBY', key, value - old)
+end
+local function publish(index_done)
+  local snap = cjson.encode({
+    total_chunks = tonumber(redis.call('GET', total)),
+    completed_chunks = tonumber(redis.call('GET', done) or '0'),
+    checked = tonumber(redis.call('GET', checked) or '0'),
+    live = tonumber(redis.call('GET', live) or '0'),
+    index = tonumber(index), index_completed = index_done, updated_at = tonumber(now)})
+  redis.call('SET', snapshot, snap, 'EX', ttl)
+  redis.call('PUBLISH', events, snap)
+  for _, key in ipairs({results, completed, idx, total, done, checked, live}) do
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+"""
+
+# ARGV: index, ttl, now, checked, live. Running counts only move up, and a
+# completed index ignores stragglers (a pod the Job already replaced).
+PROGRESS_SCRIPT = (
+    _LUA_COMMON
+    + """
+if redis.call('SISMEMBER', completed, index) == 1 then return 0 end
+fold('checked', tonumber(ARGV[4]), checked, true)
+fold('live', tonumber(ARGV[5]), live, true)
+publish(false)
+return 1
+"""
+)
+
+# ARGV: index, ttl, now, checked, live, result JSON. The final counts replace
+# the running ones; the index is counted the first time only. Returns
+# {1 if first completion else 0, completed_chunks}.
+COMPLETE_SCRIPT = (
+    _LUA_COMMON
+    + """
+redis.call('HSET', results, index, ARGV[6])
+fold('checked', tonumber(ARGV[4]), checked, false)
+fold('live', tonumber(ARGV[5]), live, false)
+local first = redis.call('SADD', completed, index)
+if first == 1 then redis.call('INCR', done) end
+publish(true)
+return {first, tonumber(redis.call('GET', done))}
+"""
+)
+
+
+def _is_state_lost(exc: Exception) -> bool:
+    return "STATELOST" in str(exc)
+
+
+class RunStore:
+    """Operations on one run's keys; both the operator and the pods use it."""
+
+    def __init__(self, redis: Redis, uid: str, ttl: int = DEFAULT_TTL_SECONDS) -> None:
+        self.redis = redis
+        self.keys = RunKeys(uid)
+        self.ttl = ttl
+        self._progress = redis.register_script(PROGRESS_SCRIPT)
+        self._complete = redis.register_script(COMPLETE_SCRIPT)
+
+    # --- operator side ----------------------------------------------------
+
+    async def write_chunks(self, chunks: Sequence[Sequence[Any]]) -> int:
+        """Store the chunks and zeroed counters, in one pipeline.
+
+        Idempotent: a second call (an operator restarted mid-dispatch) leaves
+        counters that pods already moved alone (SET NX)."""
+        k = self.keys
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        for start in range(0, len(chunks), CHUNK_WRITE_BATCH):
+            batch = chunks[start : start + CHUNK_WRITE_BATCH]
+            pipe.hset(k.chunks, mapping={
+                str(start + i): json.dumps(list(chunk)) for i, chunk in enumerate(batch)
+            })  # fmt: skip
+        pipe.set(k.total_chunks, len(chunks), ex=self.ttl)
+        for counter in (k.completed_chunks, k.checked, k.live):
+            pipe.set(counter, 0, ex=self.ttl, nx=True)
+        pipe.set(k.started_at, now, ex=self.ttl, nx=True)
+        pipe.expire(k.chunks, self.ttl)
+        await pipe.execute()
+        return len(chunks)
+
+    async def progress(self) -> Progress:
+        """One round trip; raises StateLost when the run's keys are gone."""
+        k = self.keys
+        values = await self.redis.mget(
+            k.total_chunks, k.completed_chunks, k.checked, k.live, k.started_at, k.completed_at
+        )
+        total, done, checked, live, started, finished = values
+        if total is None:
+            raise StateLost(f"Redis has no state for run {self.keys.uid} (expired or lost)")
+        return Progress(
+            total_chunks=int(total),
+            completed_chunks=int(done or 0),
+            checked=int(checked or 0),
+            live=int(live or 0),
+            started_at=float(started) if started else None,
+            completed_at=float(finished) if finished else None,
+        )
+
+    async def snapshot(self) -> dict[str, Any] | None:
+        """The JSON snapshot the pods keep current (what a web page reads)."""
+        raw = await self.redis.get(self.keys.snapshot)
+        return json.loads(raw) if raw else None
+
+    async def completed_indexes(self) -> set[int]:
+        return {int(i) for i in await self.redis.smembers(self.keys.completed)}
+
+    async def read_results(self) -> dict[int, ChunkResult]:
+        """Every stored result, complete or partial, by index."""
+        raw = await self.redis.hgetall(self.keys.results)
+        return {int(i): ChunkResult.model_validate_json(v) for i, v in raw.items()}
+
+    async def mark_finished(self) -> None:
+        await self.redis.set(self.keys.completed_at, time.time(), ex=self.ttl, nx=True)
+
+    async def touch(self) -> None:
+        """Keep every key alive for another TTL while the run is active."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.keys.all():
+            pipe.expire(key, self.ttl)
+        await pipe.execute()
+
+    async def delete(self) -> int:
+        return int(await self.redis.delete(*self.keys.all()))
+
+    # --- pod side ---------------------------------------------------------
+
+    async def read_chunk(self, index: int) -> tuple[list[Any], ChunkResult | None]:
+        """The chunk's items and any result an earlier attempt left, in one
+        round trip. Raises StateLost if the chunk is not there."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(self.keys.chunks, str(index))
+        pipe.hget(self.keys.results, str(index))
+        raw_chunk, raw_result = await pipe.execute()
+        if raw_chunk is None:
+            raise StateLost(
+                f"chunk {index} of run {self.keys.uid} is not in Redis (expired, deleted, "
+                "or Redis restarted without its data)"
+            )
+        previous = ChunkResult.model_validate_json(raw_result) if raw_result else None
+        return json.loads(raw_chunk), previous
+
+    async def report_progress(self, index: int, checked: int, live: int) -> None:
+        await self._run(self._progress, index, checked, live)
+
+    async def save_partial(self, result: ChunkResult) -> None:
+        """Keep what an interrupted attempt did, without completing the index,
+        so the retry resumes instead of starting over."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.results, str(result.index), result.model_dump_json())
+        pipe.expire(self.keys.results, self.ttl)
+        await pipe.execute()
+
+    async def complete(self, result: ChunkResult) -> bool:
+        """Write the result and count the index once. True the first time."""
+        first, _ = await self._run(
+            self._complete, result.index, result.checked, result.live, result.model_dump_json()
+        )
+        return bool(first)
+
+    async def _run(self, script: Any, index: int, *args: Any) -> Any:
+        try:
+            return await script(
+                keys=self.keys.script_keys(), args=[index, self.ttl, time.time(), *args]
+            )
+        except Exception as exc:
+            if _is_state_lost(exc):
+                raise StateLost(
+                    f"run {self.keys.uid} has no state in Redis (expired or lost)"
+                ) from exc
+            raise

@@ -1,0 +1,328 @@
+"""The worker pod and the Redis job protocol, against a real redis-server,
+real proxies and the real ``proxyrefresh worker`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from proxyrefresh.fanout.runner import DONE, run_chunk
+from proxyrefresh.fanout.store import ChunkResult, RunStore, StateLost
+from proxyrefresh.models import Proxy
+from proxyrefresh.settings import RedisSettings
+from proxyrefresh.testing.testbed import RedisServer
+from tests.conftest import Bed, async_wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def items(bed: Bed, *names: str) -> list[dict[str, Any]]:
+    """Chunk items (Proxy dicts) for the named testbed proxies."""
+    out = []
+    for name in names:
+        url = bed.by_name(name).url
+        scheme, rest = url.split("://")
+        host, port = rest.rsplit(":", 1)
+        out.append(Proxy(protocol=scheme, host=host, port=int(port)).model_dump(mode="json"))
+    return out
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def run_id() -> str:
+    return str(uuid.uuid4())
+
+
+def worker_env(redis_url: str, run_id: str, index: int, judge: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYREFRESH_")}
+    env.update(
+        PROXYREFRESH_REDIS_URL=redis_url,
+        PROXYREFRESH_RUN_ID=run_id,
+        JOB_COMPLETION_INDEX=str(index),
+        PROXYREFRESH_JUDGES=json.dumps([judge]),
+        PROXYREFRESH_TIMEOUT="3",
+        PROXYREFRESH_PROGRESS_INTERVAL_SECONDS="0.2",
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "proxyrefresh.cli", "worker"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+async def finish(proc: subprocess.Popen[str], within: float = 60) -> tuple[int, str]:
+    _, err = await asyncio.to_thread(proc.communicate, timeout=within)
+    return proc.returncode, err
+
+
+LIVE = ("tinyproxy-anonymous", "tinyproxy-elite-127.0.0.13", "pproxy-socks5")
+DEAD = ("refused", "forger")
+
+
+async def test_worker_checks_its_chunk_and_counts_it(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE), items(bed, *DEAD)])
+    code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
+    assert code == 0, err
+    progress = await store.progress()
+    assert (progress.completed_chunks, progress.checked, progress.live) == (1, 3, 3)
+    (result,) = (await store.read_results()).values()
+    assert result.index == 0
+    assert result.partial is False
+    assert sorted(r["anonymity"] for r in result.results) == ["anonymous", "elite", "elite"]
+    snapshot = await store.snapshot()
+    assert snapshot is not None
+    assert snapshot["completed_chunks"] == 1
+    assert snapshot["index_completed"] is True
+
+
+async def test_two_pods_racing_give_exact_totals(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE, *DEAD), items(bed, *DEAD, *LIVE[:2])])
+    procs = [start_worker(worker_env(redis_server.url, run_id, i, bed.judge)) for i in (0, 1)]
+    results = await asyncio.gather(*(finish(p) for p in procs))
+    assert [code for code, _ in results] == [0, 0], results
+    progress = await store.progress()
+    assert (progress.completed_chunks, progress.checked, progress.live) == (2, 9, 5)
+    assert await store.completed_indexes() == {0, 1}
+
+
+async def test_a_retried_index_is_counted_once(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE)])
+    for _ in range(3):
+        code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
+        assert code == 0, err
+    progress = await store.progress()
+    assert (progress.completed_chunks, progress.checked, progress.live) == (1, 3, 3)
+    assert len(await store.read_results()) == 1
+    assert "already counted" in err
+    # The same result written again directly is still one completion.
+    (result,) = (await store.read_results()).values()
+    assert await store.complete(result) is False
+    assert (await store.progress()).completed_chunks == 1
+
+
+async def test_killed_mid_chunk_and_rerun_gives_one_result(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    holes = [p.model_dump(mode="json") for p in black_holes(bed, 4)]
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE) + holes])
+    env = worker_env(redis_server.url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT="30")
+    proc = start_worker(env)
+
+    async def live_reported() -> bool:
+        return (await store.progress()).live == 3
+
+    await async_wait_for(live_reported, 30, "the first pod to report its live proxies")
+    proc.kill()
+    proc.wait(timeout=10)
+    assert (await store.progress()).completed_chunks == 0
+    code, err = await finish(start_worker({**env, "PROXYREFRESH_TIMEOUT": "1"}))
+    assert code == 0, err
+    progress = await store.progress()
+    assert (progress.completed_chunks, progress.checked, progress.live) == (1, 7, 3)
+    (result,) = (await store.read_results()).values()
+    assert sorted(r["pos"] for r in result.results) == list(range(7))
+
+
+async def test_sigterm_saves_partial_and_the_retry_resumes(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    holes = [p.model_dump(mode="json") for p in black_holes(bed, 2)]
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE) + holes])
+    env = worker_env(redis_server.url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT="30")
+    proc = start_worker(env)
+
+    async def live_reported() -> bool:
+        return (await store.progress()).live == 3
+
+    await async_wait_for(live_reported, 30, "the pod to report its live proxies")
+    proc.send_signal(signal.SIGTERM)
+    code, err = await finish(proc)
+    assert code == 143, err
+    (saved,) = (await store.read_results()).values()
+    assert saved.partial is True
+    assert saved.checked == 3
+    assert len(saved.unchecked) == 2
+    assert await store.completed_indexes() == set()
+    code, err = await finish(start_worker({**env, "PROXYREFRESH_TIMEOUT": "1"}))
+    assert code == 0, err
+    assert "3 items to do" not in err
+    assert "5 items, 2 to do (attempt 2)" in err
+    (done,) = (await store.read_results()).values()
+    assert (done.partial, done.checked, done.live, done.attempts) == (False, 5, 3, 2)
+
+
+async def test_soft_deadline_saves_a_partial_result(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    holes = [p.model_dump(mode="json") for p in black_holes(bed, 3)]
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE) + holes])
+    env = worker_env(
+        redis_server.url, run_id, 0, bed.judge,
+        PROXYREFRESH_TIMEOUT="60", PROXYREFRESH_CHUNK_SECONDS="4",
+    )  # fmt: skip
+    code, err = await finish(start_worker(env))
+    assert code == 0, err
+    (result,) = (await store.read_results()).values()
+    assert result.partial is True
+    assert result.reason == "soft deadline"
+    assert (result.checked, len(result.unchecked)) == (3, 3)
+    assert "unchecked 3" in err
+    assert await store.completed_indexes() == {0}
+
+
+def black_holes(bed: Bed, count: int) -> list[Proxy]:
+    return [
+        Proxy.model_validate({"protocol": "http", "host": p.url.split("//")[1].split(":")[0],
+                              "port": int(p.url.rsplit(":", 1)[1])})
+        for p in bed.testbed.blackholes("127.0.0.25", count)
+    ]  # fmt: skip
+
+
+async def test_exit_codes_for_what_a_retry_cannot_fix(
+    bed: Bed, redis_server: RedisServer, run_id: str
+) -> None:
+    env = worker_env(redis_server.url, run_id, 0, bed.judge)
+    no_id = {k: v for k, v in env.items() if k != "PROXYREFRESH_RUN_ID"}
+    code, err = await finish(start_worker(no_id))
+    assert code == 64
+    assert "bad configuration: run_id: Field required" in err
+    code, err = await finish(start_worker({**env, "PROXYREFRESH_ENGINE": "carrier-pigeon"}))
+    assert code == 64
+    assert "engine 'carrier-pigeon'" in err
+    code, err = await finish(start_worker(env))  # nothing dispatched under this id
+    assert code == 65
+    assert f"chunk 0 of run {run_id} is not in Redis" in err
+
+
+async def test_redis_unavailable_exits_69_naming_it(bed: Bed, run_id: str) -> None:
+    url = "redis://127.0.0.1:1/0"
+    env = worker_env(url, run_id, 0, bed.judge, PROXYREFRESH_REDIS_RETRIES="2")
+    code, err = await finish(start_worker(env))
+    assert code == 69
+    assert f"Redis at {url} unavailable" in err
+
+
+async def test_keys_expire_and_delete_removes_everything(redis: Redis, run_id: str) -> None:
+    async def noop(batch: list[Any]) -> AsyncIterator[tuple[int, dict[str, Any], bool]]:
+        for pos, item in enumerate(batch):
+            yield pos, {"item": item}, True
+
+    store = RunStore(redis, run_id, ttl=300)
+    await store.write_chunks([[1, 2], [3]])
+    await run_chunk(store, 0, noop)
+    pattern = f"proxyrefresh:{{{run_id}}}:*"
+    keys = [k async for k in redis.scan_iter(pattern)]
+    assert len(keys) >= 9
+    ttls = [await redis.ttl(k) for k in keys]
+    assert all(0 < t <= 300 for t in ttls), dict(zip(keys, ttls, strict=True))
+    assert await store.delete() == len(keys)
+    assert [k async for k in redis.scan_iter(pattern)] == []
+
+    short = RunStore(redis, run_id, ttl=1)
+    await short.write_chunks([[1]])
+    await run_chunk(short, 0, noop)
+
+    async def gone() -> bool:
+        return not [k async for k in redis.scan_iter(pattern)]
+
+    await async_wait_for(gone, 10, "every key of the run to expire")
+    with pytest.raises(StateLost):
+        await short.progress()
+
+
+class CountingRedis(Redis):
+    """Counts round trips: one per command sent, one per pipeline."""
+
+    round_trips = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        CountingRedis.round_trips += 1
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        CountingRedis.round_trips += 1
+        return super().pipeline(transaction, shard_hint)
+
+
+@pytest.mark.parametrize("size", [100, 1000])
+async def test_round_trips_do_not_grow_with_chunk_size(
+    redis_server: RedisServer, run_id: str, size: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def instant(batch: list[Any]) -> AsyncIterator[tuple[int, dict[str, Any], bool]]:
+        for pos, item in enumerate(batch):
+            yield pos, {"item": item}, pos % 10 == 0
+
+    client = CountingRedis.from_url(redis_server.url, decode_responses=True)
+    store = RunStore(client, run_id)
+    await store.write_chunks([list(range(size))])
+    CountingRedis.round_trips = 0
+    outcome = await run_chunk(store, 0, instant, progress_interval=60)
+    await client.aclose()
+    assert outcome.how == DONE
+    assert outcome.result.checked == size
+    with capsys.disabled():
+        print(f"\n  chunk size {size}: {CountingRedis.round_trips} Redis round trips")
+    # read chunk + previous result (1 pipeline), complete (script: EVALSHA, +1 on a cold
+    # script cache), independent of the number of items.
+    assert CountingRedis.round_trips <= 3
+
+
+def test_chunk_result_roundtrips() -> None:
+    result = ChunkResult(index=2, results=[{"pos": 0}], unchecked=["x"], checked=1, partial=True)
+    assert ChunkResult.model_validate_json(result.model_dump_json()) == result
+
+
+async def test_a_brief_redis_outage_is_ridden_out(bed: Bed, run_id: str) -> None:
+    server = RedisServer(bed.testbed, appendonly=True)
+    redis = RedisSettings(url=server.url).client()  # retries, as the operator's does
+    try:
+        store = RunStore(redis, run_id)
+        holes = [p.model_dump(mode="json") for p in black_holes(bed, 2)]
+        await store.write_chunks([items(bed, *LIVE) + holes])
+        env = worker_env(server.url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT="4")
+        proc = start_worker(env)
+
+        async def live_reported() -> bool:
+            return (await store.progress()).live == 3
+
+        await async_wait_for(live_reported, 30, "the pod to report its live proxies")
+        await asyncio.to_thread(server.restart)  # data kept: appendonly
+        code, err = await finish(proc)
+        assert code == 0, err
+        progress = await store.progress()
+        assert (progress.completed_chunks, progress.checked, progress.live) == (1, 5, 3)
+    finally:
+        await redis.aclose()
+        server.stop()
