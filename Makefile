@@ -2,10 +2,15 @@
 # first. Tools built from Go modules are cached under $(PROXYREFRESH_CACHE).
 SHELL := /bin/bash
 export PROXYREFRESH_CACHE ?= $(HOME)/.cache/proxyrefresh
+# Go-built tools (etcd, kube-apiserver, kube-controller-manager, kubectl, helm)
+# come first on PATH, for us and for the pods the local cluster runs.
+export PATH := $(PROXYREFRESH_CACHE)/bin:$(PATH)
+export PROXYREFRESH_GO_TOOLS ?= etcd kube
+CLUSTER_DIR ?= $(CURDIR)/.cluster
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test lint unit integration demo bench clean
+.PHONY: bootstrap test lint unit integration e2e demo bench clean cluster-up cluster-down
 
 bootstrap:
 	@bash hack/bootstrap.sh
@@ -20,6 +25,19 @@ unit: bootstrap
 
 integration: bootstrap
 	$(VENV)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: bootstrap
+	$(VENV)/pytest tests/e2e $(PYTEST_ARGS)
+
+cluster-up: bootstrap
+	@$(VENV)/python -m proxyrefresh.testing.cluster up --dir $(CLUSTER_DIR)
+
+cluster-down:
+	@$(VENV)/python -m proxyrefresh.testing.cluster down --dir $(CLUSTER_DIR)
+
+# make pod-logs POD=name [NS=namespace]: what a pod printed (no kubelet, so no kubectl logs)
+pod-logs:
+	@$(VENV)/python -m proxyrefresh.testing.cluster logs $(POD) -n $(or $(NS),default) --dir $(CLUSTER_DIR)
 
 test: lint
 	$(VENV)/pytest tests $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(redis-server tinyproxy squid)
+DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl)
 GO_TOOLS=(${PROXYREFRESH_GO_TOOLS:-})
 
 # --- Debian packages ---------------------------------------------------------

@@ -12,6 +12,9 @@ set -euo pipefail
 
 KUBE_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
+# mubeng: the Go module proxy answers 403 for every version of
+# github.com/mubeng/mubeng (and kitabisa/mubeng) here, so it is not built by
+# default; `hack/tools.sh mubeng` tries.
 MUBENG_VERSION=v0.22.0
 HELM_VERSION=v3.19.5
 
@@ -24,7 +27,7 @@ if [[ "${1:-}" == "--path" ]]; then echo "$BIN"; exit 0; fi
 
 need_go() {
   if ! command -v go >/dev/null 2>&1; then
-    echo "tools: Go is not installed; install Go >= 1.24 (https://go.dev/dl) to build $*" >&2
+    echo "tools: Go is not installed; install Go >= 1.24 to build $*" >&2
     exit 3
   fi
 }
@@ -127,7 +130,8 @@ build_mubeng() { build_simple mubeng "$MUBENG_VERSION" github.com/mubeng/mubeng;
 build_helm() { build_simple helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm; }
 
 tools=("$@")
-((${#tools[@]})) || tools=(mubeng etcd kube helm)
+((${#tools[@]})) || tools=(etcd kube helm)
+t_start=$SECONDS
 for t in "${tools[@]}"; do
   case $t in
     kube|kubernetes) build_kube ;;
@@ -137,3 +141,6 @@ for t in "${tools[@]}"; do
     *) echo "tools: unknown tool $t (mubeng, etcd, kube, helm)" >&2; exit 2 ;;
   esac
 done
+if ((SECONDS - t_start > 5)); then
+  echo "tools: built ${tools[*]} in $((SECONDS - t_start))s (cache: $CACHE, $(du -sh "$CACHE" | cut -f1))" >&2
+fi

@@ -1,0 +1,374 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver,
+kube-controller-manager, one Node, and the pod runner.
+
+There is no container runtime here, so the pod runner (podrunner.py) stands
+in for the kubelet; everything else is the real thing, built from Go modules
+by hack/tools.sh. State (certificates, etcd data, logs, pids) lives in one
+directory, so ``cluster down`` from another process finds what ``up``
+started.
+
+    python -m proxyrefresh.testing.cluster up [--dir DIR]     # prints export KUBECONFIG=...
+    python -m proxyrefresh.testing.cluster down [--dir DIR]
+    python -m proxyrefresh.testing.cluster logs POD [-n NAMESPACE] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxyrefresh.testing.testbed import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = ROOT / ".cluster"
+NODE_NAME = "proxyrefresh-local"
+SERVICE_CIDR = "10.0.0.0/24"
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = [
+    "job-controller", "cronjob-controller", "garbage-collector-controller",
+    "ttl-after-finished-controller", "deployment-controller", "replicaset-controller",
+    "namespace-controller", "serviceaccount-controller", "clusterrole-aggregation-controller",
+    "root-ca-certificate-publisher-controller",
+]  # fmt: skip
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner")
+
+
+def tools_bin() -> Path:
+    cache = os.environ.get("PROXYREFRESH_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "proxyrefresh"
+    )
+    return Path(cache) / "bin"
+
+
+def binary(name: str) -> str:
+    path = tools_bin() / name
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(
+            f"{path} is missing: run `make bootstrap` (hack/tools.sh builds it from Go modules)"
+        )
+    return str(path)
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@dataclass
+class Cluster:
+    """One control plane's state directory and how to reach it."""
+
+    dir: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def certs(self) -> Path:
+        return self.dir / "certs"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def state(self) -> dict[str, object]:
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def save_state(self, state: dict[str, object]) -> None:
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.state()['apiserver_port']}"
+
+    @property
+    def token(self) -> str:
+        return str(self.state()["admin_token"])
+
+    # --- one-time material ------------------------------------------------
+
+    def _certificates(self) -> None:
+        c = self.certs
+        if (c / "apiserver.crt").exists():
+            return
+        c.mkdir(parents=True, exist_ok=True)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+                "-keyout", str(c / "ca.key"), "-out", str(c / "ca.crt"),
+                "-subj", "/CN=proxyrefresh-local-ca")  # fmt: skip
+        ext = c / "apiserver.ext"
+        ext.write_text(
+            "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
+            "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+            "DNS:kubernetes.default.svc.cluster.local\n"
+            "extendedKeyUsage=serverAuth\n"
+        )
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(c / "apiserver.key"),
+                "-out", str(c / "apiserver.csr"), "-subj", "/CN=kube-apiserver")  # fmt: skip
+        openssl("x509", "-req", "-in", str(c / "apiserver.csr"), "-CA", str(c / "ca.crt"),
+                "-CAkey", str(c / "ca.key"), "-CAcreateserial", "-days", "3650",
+                "-extfile", str(ext), "-out", str(c / "apiserver.crt"))  # fmt: skip
+        openssl("genrsa", "-out", str(c / "sa.key"), "2048")
+        openssl("rsa", "-in", str(c / "sa.key"), "-pubout", "-out", str(c / "sa.pub"))
+
+    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
+        ca = (self.certs / "ca.crt").read_text()
+        import base64
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {
+                "server": self.server,
+                "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
+            }}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+            "current-context": "local",
+        }  # fmt: skip
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+
+    # --- processes ----------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> int:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env=env,
+            )  # fmt: skip
+        return proc.pid
+
+    def pids(self) -> dict[str, int]:
+        raw = self.state().get("pids", {})
+        return {str(k): int(v) for k, v in dict(raw).items()}  # type: ignore[call-overload]
+
+    def running(self) -> bool:
+        pids = self.pids()
+        return bool(pids) and all(alive(pids.get(c, 0)) for c in COMPONENTS) and self.healthy()
+
+    def healthy(self) -> bool:
+        try:
+            return self.get("/readyz").strip() == b"ok"
+        except OSError:
+            return False
+
+    def get(self, path: str) -> bytes:
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+        request = urllib.request.Request(
+            self.server + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, context=context, timeout=5) as resp:
+            return bytes(resp.read())
+
+    def up(self, node_pods: int = 16) -> float:
+        """Start everything that is not running; returns the seconds it took."""
+        started = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.running():
+            return 0.0
+        self.down()
+        self._certificates()
+        state = self.state()
+        token = str(state.get("admin_token") or secrets.token_hex(24))
+        state.update(
+            admin_token=token,
+            etcd_port=free_port("127.0.0.1"),
+            etcd_peer_port=free_port("127.0.0.1"),
+            apiserver_port=free_port("127.0.0.1"),
+        )
+        self.save_state(state)
+        (self.certs / "tokens.csv").write_text(f'{token},admin,admin-uid,"system:masters"\n')
+        c, pids = self.certs, {}
+        etcd_url = f"http://127.0.0.1:{state['etcd_port']}"
+        peer_url = f"http://127.0.0.1:{state['etcd_peer_port']}"
+        pids["etcd"] = self._spawn("etcd", [
+            binary("etcd"), "--name", "local", "--data-dir", str(self.dir / "etcd"),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"local={peer_url}", "--unsafe-no-fsync",
+            "--log-level", "warn", "--quota-backend-bytes", str(2 * 1024**3),
+        ])  # fmt: skip
+        self.save_state({**state, "pids": pids})
+        wait_for_port("127.0.0.1", int(state["etcd_port"]), timeout=30)  # type: ignore[call-overload]
+        pids["kube-apiserver"] = self._spawn("kube-apiserver", [
+            binary("kube-apiserver"), "--etcd-servers", etcd_url,
+            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+            "--secure-port", str(state["apiserver_port"]),
+            "--tls-cert-file", str(c / "apiserver.crt"),
+            "--tls-private-key-file", str(c / "apiserver.key"),
+            "--client-ca-file", str(c / "ca.crt"),
+            "--token-auth-file", str(c / "tokens.csv"),
+            "--authorization-mode", "RBAC", "--anonymous-auth=false",
+            "--service-account-issuer", ISSUER, "--api-audiences", ISSUER,
+            "--service-account-key-file", str(c / "sa.pub"),
+            "--service-account-signing-key-file", str(c / "sa.key"),
+            "--service-cluster-ip-range", SERVICE_CIDR, "--allow-privileged",
+            "--enable-priority-and-fairness=false", "--profiling=false",
+            "--cert-dir", str(c),
+        ])  # fmt: skip
+        self.save_state({**state, "pids": pids})
+        self._write_kubeconfig(self.kubeconfig, "admin", token)
+        wait(self.healthy, 60, "kube-apiserver /readyz", self.logs / "kube-apiserver.log",
+             pids["kube-apiserver"])  # fmt: skip
+        pids["kube-controller-manager"] = self._spawn("kube-controller-manager", [
+            binary("kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
+            "--controllers", ",".join(CONTROLLERS), "--leader-elect=false",
+            "--bind-address", "127.0.0.1", "--secure-port", str(free_port("127.0.0.1")),
+            "--root-ca-file", str(c / "ca.crt"),
+            "--service-account-private-key-file", str(c / "sa.key"),
+            "--use-service-account-credentials=false",
+            "--concurrent-job-syncs", "10", "--concurrent-cron-job-syncs", "5",
+        ])  # fmt: skip
+        self.save_state({**state, "pids": pids})
+        pids["podrunner"] = self._spawn("podrunner", [
+            sys.executable, "-m", "proxyrefresh.testing.podrunner",
+            "--kubeconfig", str(self.kubeconfig), "--dir", str(self.dir),
+            "--node", NODE_NAME, "--pods", str(node_pods),
+        ])  # fmt: skip
+        self.save_state({**state, "pids": pids})
+        wait(self._node_ready, 30, f"node {NODE_NAME}", self.logs / "podrunner.log",
+             pids["podrunner"])  # fmt: skip
+        kcm_log = self.logs / "kube-controller-manager.log"
+        wait(self._default_sa, 30, "the default ServiceAccount", kcm_log,
+             pids["kube-controller-manager"])  # fmt: skip
+        return time.monotonic() - started
+
+    def _node_ready(self) -> bool:
+        try:
+            return b'"Ready"' in self.get(f"/api/v1/nodes/{NODE_NAME}")
+        except OSError:
+            return False
+
+    def _default_sa(self) -> bool:
+        try:
+            return bool(self.get("/api/v1/namespaces/default/serviceaccounts/default"))
+        except OSError:
+            return False
+
+    def down(self) -> None:
+        """Stop every process this directory recorded, last started first."""
+        pids = self.pids()
+        for name in reversed(COMPONENTS):
+            pid = pids.get(name)
+            if pid and alive(pid):
+                stop_group(pid, grace=10)
+        state = self.state()
+        state.pop("pids", None)
+        if state:
+            self.save_state(state)
+        # etcd data is per run: a fresh cluster each time up() starts one.
+        subprocess.run(["rm", "-rf", str(self.dir / "etcd")], check=False)
+
+    def pod_logs(self, name: str, namespace: str = "default") -> str:
+        """What a pod's containers printed (``kubectl logs`` needs a kubelet)."""
+        pod_dir = self.dir / "pods"
+        matches = sorted(pod_dir.glob(f"{namespace}_{name}_*/*.log"), key=os.path.getmtime)
+        if not matches:
+            raise FileNotFoundError(f"no logs for pod {namespace}/{name} under {pod_dir}")
+        return "".join(f"==> {m.parent.name}/{m.name} <==\n{m.read_text()}" for m in matches)
+
+
+def alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_group(pid: int, grace: float) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and alive(pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def wait(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    log: Path | None = None,
+    pid: int | None = None,
+) -> None:
+    """Wait for ``predicate``; fail at once if ``pid`` dies, with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if pid is not None and not alive(pid):
+            timeout = 0
+            break
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    why = "exited" if timeout == 0 else f"not ready after {timeout}s"
+    raise TimeoutError(f"{what} {why}\n{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cluster", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "logs", "kubeconfig"])
+    parser.add_argument("pod", nargs="?")
+    parser.add_argument("-n", "--namespace", default="default")
+    parser.add_argument("--dir", type=Path, default=Path(
+        os.environ.get("PROXYREFRESH_CLUSTER_DIR", DEFAULT_DIR)))  # fmt: skip
+    parser.add_argument("--pods", type=int, default=16, help="the Node's pod capacity")
+    args = parser.parse_args(argv)
+    cluster = Cluster(args.dir.resolve())
+    if args.command == "up":
+        try:
+            took = cluster.up(args.pods)
+        except (FileNotFoundError, TimeoutError, subprocess.CalledProcessError) as exc:
+            print(f"cluster: {exc}", file=sys.stderr)
+            cluster.down()
+            return 1
+        print(f"cluster: up in {took:.1f}s ({cluster.server})", file=sys.stderr)
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+    elif args.command == "down":
+        cluster.down()
+        print("cluster: down", file=sys.stderr)
+    elif args.command == "kubeconfig":
+        print(cluster.kubeconfig)
+    else:
+        if not args.pod:
+            parser.error("logs needs a pod name")
+        print(cluster.pod_logs(args.pod, args.namespace), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The real local control plane, once per session; a namespace per test.
+
+When a test fails, the control plane's and the pods' logs of its namespace
+are attached to the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyrefresh.testing.cluster import Cluster, binary
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Kubectl:
+    """kubectl against the local cluster, in one namespace by default."""
+
+    kubeconfig: Path
+    namespace: str
+
+    def __call__(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120,
+        namespaced: bool = True,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        ns = ["-n", self.namespace] if namespaced else []
+        result = subprocess.run(
+            [binary("kubectl"), "--kubeconfig", str(self.kubeconfig), *ns, *args],
+            input=stdin, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def apply(self, manifest: dict[str, Any] | str) -> None:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        self("apply", "-f", "-", stdin=text)
+
+    def get(self, *what: str) -> dict[str, Any]:
+        return dict(json.loads(self("get", *what, "-o", "json").stdout))
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="proxyrefresh-cluster-"))
+    root.chmod(0o755)
+    local = Cluster(root)
+    try:
+        local.up(node_pods=int(os.environ.get("PROXYREFRESH_NODE_PODS", "16")))
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield local
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def kubectl(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Kubectl]:
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    k = Kubectl(cluster.kubeconfig, namespace)
+    k("create", "namespace", namespace, namespaced=False)
+    yield k
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for pod_dir in sorted((cluster.dir / "pods").glob(f"{namespace}_*")):
+            for log in pod_dir.glob("*.log"):
+                report.sections.append((f"pod {pod_dir.name}/{log.name}", log.read_text()))
+        for name in ("podrunner", "kube-controller-manager"):
+            text = (cluster.logs / f"{name}.log").read_text(errors="replace")
+            report.sections.append((name, text[-6000:]))
+    k("delete", "namespace", namespace, "--wait=false", namespaced=False, check=False)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,219 @@
+"""The local control plane behaves like a cluster: real controllers, and a
+pod runner that runs, fails, retries, deletes and authorises like a kubelet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxyrefresh.testing.cluster import Cluster
+from tests.conftest import wait_for
+from tests.e2e.conftest import Kubectl
+
+pytestmark = pytest.mark.e2e
+
+
+def job(name: str, script: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {
+            "completionMode": "Indexed", **spec,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}},
+        },
+    }  # fmt: skip
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == kind and cond["status"] == "True":
+            return dict(cond)
+    return None
+
+
+def test_indexed_job_completes_every_index(kubectl: Kubectl, tmp_path: Path) -> None:
+    tmp_path.chmod(0o777)
+    script = f"echo $JOB_COMPLETION_INDEX > {tmp_path}/index-$JOB_COMPLETION_INDEX"
+    kubectl.apply(job("six", script, completions=6, parallelism=2))
+    kubectl("wait", "--for=condition=Complete", "job/six", "--timeout=90s")
+    status = kubectl.get("job", "six")["status"]
+    assert status["completedIndexes"] == "0-5"
+    assert status["succeeded"] == 6
+    assert sorted(p.read_text().strip() for p in tmp_path.glob("index-*")) == [
+        str(i) for i in range(6)
+    ]
+
+
+def test_failed_index_is_retried_and_a_hopeless_one_fails_the_job(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    tmp_path.chmod(0o777)
+    # index 0 fails on its first attempt only; index 1 always fails.
+    script = (
+        f'if [ "$JOB_COMPLETION_INDEX" = 1 ]; then exit 3; fi; '
+        f"m={tmp_path}/tried-$JOB_COMPLETION_INDEX; "
+        'if [ -e "$m" ]; then exit 0; fi; touch "$m"; exit 1'
+    )
+    kubectl.apply(job("flaky", script, completions=2, parallelism=2, backoffLimitPerIndex=1))
+    kubectl("wait", "--for=condition=Failed", "job/flaky", "--timeout=120s")
+    status = kubectl.get("job", "flaky")["status"]
+    assert status["completedIndexes"] == "0"
+    assert status["failedIndexes"] == "1"
+    assert condition(kubectl.get("job", "flaky"), "Failed")["reason"] == "FailedIndexes"  # type: ignore[index]
+    pods = kubectl.get("pods", "-l", "job-name=flaky")["items"]
+    exit_codes = sorted(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in pods
+    )
+    assert exit_codes == [0, 1, 3, 3]  # index 0: fail, retry ok; index 1: fail twice
+
+
+def test_pod_deleted_mid_run_is_killed_within_its_grace_period(
+    kubectl: Kubectl, tmp_path: Path
+) -> None:
+    tmp_path.chmod(0o777)
+    pidfile = tmp_path / "pid"
+    kubectl.apply({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
+        "spec": {"terminationGracePeriodSeconds": 3, "restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "busybox",
+            # ignores SIGTERM, so only the SIGKILL after the grace period ends it
+            # ($$$$ is the shell's $$ after Kubernetes' own $$ escape)
+            "command": ["sh", "-c", f"trap '' TERM; echo $$$$ > {pidfile}; "
+                        "while true; do sleep 0.2; done"]}]},
+    })  # fmt: skip
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the pod to start")
+    pid = int(pidfile.read_text())
+    started = time.monotonic()
+    kubectl("delete", "pod", "sleeper", "--wait=false")
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+
+    wait_for(gone, 15, "the pod's process to be killed")
+    assert 2.5 < time.monotonic() - started < 8
+    kubectl("wait", "--for=delete", "pod/sleeper", "--timeout=30s")
+
+
+def test_active_deadline_fails_the_pod(kubectl: Kubectl) -> None:
+    spec = job("late", "sleep 30", completions=1, backoffLimitPerIndex=0)
+    spec["spec"]["template"]["spec"]["activeDeadlineSeconds"] = 2
+    kubectl.apply(spec)
+    kubectl("wait", "--for=condition=Failed", "job/late", "--timeout=60s")
+    (pod,) = kubectl.get("pods", "-l", "job-name=late")["items"]
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+
+
+def test_cronjob_creates_a_job_within_70_seconds(kubectl: Kubectl) -> None:
+    kubectl.apply({
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "every-minute"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}}}},
+    })  # fmt: skip
+    started = time.monotonic()
+    wait_for(lambda: kubectl.get("jobs")["items"], 70, "the CronJob's first Job")
+    print(f"CronJob created a Job after {time.monotonic() - started:.1f}s")
+
+
+def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
+    kubectl.apply({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "main", "image": "busybox",
+                                     "command": ["sh", "-c", "sleep 3600"]}]}}},
+    })  # fmt: skip
+    kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+    (pod,) = kubectl.get("pods", "-l", "app=web")["items"]
+    assert pod["status"]["phase"] == "Running"
+    assert pod["spec"]["nodeName"] == "proxyrefresh-local"
+
+
+def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl, cluster: Cluster) -> None:
+    kubectl("create", "configmap", "cfg", "--from-literal=colour=blue")
+    kubectl("create", "secret", "generic", "sec", "--from-literal=password=hunter2")
+    kubectl.apply({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "envy", "labels": {"team": "proxies"}},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "busybox",
+            "command": ["sh", "-c", "echo $(GREETING) $COLOUR $PASSWORD $POD $TEAM $X_colour"],
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "X_"}],
+            "env": [
+                {"name": "GREETING", "value": "hello"},
+                {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "cfg",
+                                                                     "key": "colour"}}},
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec",
+                                                                    "key": "password"}}},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "TEAM", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.labels['team']"}}},
+            ]}]},
+    })  # fmt: skip
+    kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/envy", "--timeout=60s")
+    logs = cluster.pod_logs("envy", kubectl.namespace)
+    assert "hello blue hunter2 envy proxies blue" in logs
+    printed = subprocess.run(
+        ["python", "-m", "proxyrefresh.testing.cluster", "logs", "envy",
+         "-n", kubectl.namespace, "--dir", str(cluster.dir)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "hello blue hunter2" in printed
+
+
+def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> None:
+    ns = kubectl.namespace
+    kubectl("create", "serviceaccount", "reader")
+    kubectl("create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps")
+    kubectl("create", "rolebinding", "cm-reader", "--role=cm-reader",
+            f"--serviceaccount={ns}:reader")  # fmt: skip
+    kubectl.apply({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
+        "spec": {"serviceAccountName": "reader", "restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "bitnami/kubectl",
+            "command": ["sh", "-c", "kubectl get configmaps -o name; echo cm=$?; "
+                        "kubectl get secrets; echo secrets=$?"]}]},
+    })  # fmt: skip
+    kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/probe", "--timeout=60s")
+    logs = cluster.pod_logs("probe", ns)
+    assert "configmap/kube-root-ca.crt" in logs
+    assert "cm=0" in logs
+    assert f'User "system:serviceaccount:{ns}:reader" cannot list resource "secrets"' in logs
+    assert "secrets=1" in logs
+
+
+def test_kubectl_get_watch_streams_changes(kubectl: Kubectl) -> None:
+    proc = subprocess.Popen(
+        [*kubectl_argv(kubectl), "get", "configmaps", "-w", "-o", "name"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        kubectl("create", "configmap", "watched", "--from-literal=a=1")
+        stdout = proc.stdout
+        assert stdout is not None
+
+        def next_watched() -> str | None:
+            line = stdout.readline()  # kubectl -w prints a line per event
+            return line if "watched" in line else None
+
+        seen = wait_for(next_watched, 30, "kubectl get -w to print the new ConfigMap")
+        assert seen.strip() == "configmap/watched"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def kubectl_argv(kubectl: Kubectl) -> list[str]:
+    from proxyrefresh.testing.cluster import binary
+
+    return [binary("kubectl"), "--kubeconfig", str(kubectl.kubeconfig), "-n", kubectl.namespace]
