@@ -13,21 +13,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_operator_is_the_stdlib() -> None:
-    # A fresh interpreter started from the repository root, where operator/ is.
+    # A bare interpreter (-S: no site, so nothing imports operator early) in
+    # the repository root, where operator/ is first on sys.path.
     code = "import operator, sys; print(operator.__file__); print(operator.itemgetter)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    assert Path(out[0]).resolve().parent == stdlib
-    assert "itemgetter" in out[1]
+    for argv in ([sys.executable, "-S", "-c", code], [sys.executable, "-c", code]):
+        out = subprocess.run(
+            argv, cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert Path(out[0]).resolve().parent == stdlib
+        assert "itemgetter" in out[1]
+
+
+def test_python_dash_m_works_from_the_repository_root() -> None:
+    # runpy imports collections, which imports operator: the first thing to
+    # break if the folder shadowed the stdlib.
+    out = subprocess.run(
+        [sys.executable, "-S", "-m", "json.tool"], input="{}", cwd=ROOT,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip() == "{}"
 
 
 def test_folders_are_subpackages_of_proxyrefresh() -> None:
     for name, folder in (("proxyrefresh.operator", "operator"), ("proxyrefresh.worker", "worker")):
         module = importlib.import_module(name)
-        assert module.__file__ is not None
-        assert Path(module.__file__).resolve() == (ROOT / folder / "__init__.py").resolve()
+        assert [Path(p).resolve() for p in module.__path__] == [(ROOT / folder).resolve()]
+    assert importlib.import_module("proxyrefresh.worker.parse").__file__ is not None
 
 
 def test_folders_are_not_top_level_packages() -> None:

@@ -1,1 +1,0 @@
-"""Control plane: the kopf operator that scrapes, dispatches, follows and merges."""
