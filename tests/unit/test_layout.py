@@ -70,7 +70,7 @@ def test_wheel_maps_the_folders_into_the_package(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("proxyrefresh-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert "proxyrefresh/operator/__init__.py" in names
+    assert "proxyrefresh/operator/constants.py" in names
     assert "proxyrefresh/worker/native.py" in names
     assert "proxyrefresh/cli.py" in names
     tops = {name.split("/")[0] for name in names}
