@@ -1,5 +1,5 @@
-"""The one entry point, ``proxyrefresh``: check, judge, worker (and later
-operator, create).
+"""The one entry point, ``proxyrefresh``: check, judge, worker, operator
+(and create).
 
 Exit codes (documented in the README):
   0  the command ran (a check that found nothing live still ran);
@@ -132,6 +132,25 @@ def worker() -> None:
     from proxyrefresh.worker.pod import main as pod_main
 
     raise typer.Exit(pod_main())
+
+
+@app.command()
+def operator() -> None:
+    """Run the kopf operator (one replica; liveness on
+    $PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT)."""
+    import kopf
+
+    from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
+    from proxyrefresh.settings import OperatorSettings
+
+    settings = OperatorSettings()
+    kopf.configure(verbose=False)
+    kopf.run(
+        standalone=True,  # one replica, no peering objects needed
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint or None,
+    )
 
 
 def main() -> None:

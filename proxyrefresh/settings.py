@@ -93,3 +93,26 @@ class WorkerSettings(BaseSettings):
         if self.chunk_seconds is None:
             return None
         return self.chunk_seconds * self.soft_deadline_fraction
+
+
+class OperatorSettings(BaseSettings):
+    """How the operator runs, from its environment (the chart sets these)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_OPERATOR_", extra="ignore")
+
+    worker_image: str = "proxyrefresh:dev"
+    worker_image_pull_policy: str = "IfNotPresent"
+    worker_service_account: str | None = None  # None: the namespace's default
+    # Name and key of a Secret holding the Redis URL, passed to worker pods by
+    # reference; unset: the URL itself goes into their env.
+    redis_secret_name: str | None = None
+    redis_secret_key: str = "url"
+    job_ttl_seconds: int = Field(default=3600, ge=0)
+    keep_complete: int = Field(default=5, ge=0)
+    keep_failed: int = Field(default=3, ge=0)
+    source_timeout_seconds: float = Field(default=30.0, gt=0)
+    source_retries: int = Field(default=3, ge=0)
+    source_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces

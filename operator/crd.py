@@ -1,0 +1,227 @@
+"""The ProxyRefresh CRD, generated from the typed models in proxyrefresh.api.
+
+    python -m proxyrefresh.operator.crd > manifests/crd.yaml
+
+A unit test regenerates it and compares, so the committed CRD cannot drift
+from the models. Pydantic's JSON schema is turned into a Kubernetes
+structural schema: references inlined, optional fields unwrapped, defaults
+kept (nested objects default to {} so their own defaults apply), and CEL
+rules added for what one field cannot say alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from proxyrefresh.api import ProxyRefreshSpec
+from proxyrefresh.models import Anonymity
+from proxyrefresh.operator import constants as c
+
+_DROP = {"title", "additionalProperties", "description"}
+
+# Rules that involve more than one field, as CEL on the schema node at path.
+RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
+    (): [
+        {
+            "rule": "self == oldSelf",
+            "message": "spec is immutable once a refresh has started; create a new ProxyRefresh",
+        }
+    ],
+    ("sources", "[]"): [
+        {
+            "rule": "[has(self.url), has(self.configMapRef), has(self.inline)]"
+            ".filter(x, x).size() == 1",
+            "message": "each source needs exactly one of url, configMapRef or inline",
+        }
+    ],
+    ("checker",): [
+        {
+            "rule": "!has(self.connectTimeoutSeconds) || "
+            "self.connectTimeoutSeconds <= self.timeoutSeconds",
+            "message": "connectTimeoutSeconds must not exceed timeoutSeconds",
+            "fieldPath": ".connectTimeoutSeconds",
+        }
+    ],
+}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_inline(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = _inline(defs[node["$ref"].split("/")[-1]], defs)
+        return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return {k: _inline(v, defs) for k, v in node.items()}
+
+
+def _structural(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """Pydantic's JSON schema node -> a Kubernetes structural schema node."""
+    node = dict(node)
+    optional = False
+    if "anyOf" in node:  # Optional[X]: drop the null branch
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        (only,) = branches
+        node = {**only, **node}
+        optional = True
+    if node.get("default", 0) is None:
+        node.pop("default")
+    out: dict[str, Any] = {k: v for k, v in node.items() if k not in _DROP}
+    if "allOf" in out:
+        (only,) = out.pop("allOf")
+        out = {**only, **out}
+    for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if bound in out and not isinstance(out[bound], bool):
+            out[flag] = out.pop(bound)
+            out[bound] = True
+    if out.get("type") == "object" or "properties" in out:
+        out["type"] = "object"
+        props = {}
+        for name, prop in out.get("properties", {}).items():
+            child = _structural(prop, (*path, name))
+            # A sub-object with defaults of its own (filter, retry, ...) defaults
+            # to {} so the API server fills it in; an optional one stays absent.
+            if (
+                child.pop("x-optional", False) is False
+                and child.get("type") == "object"
+                and (name not in out.get("required", []))
+            ):
+                child.setdefault("default", {})
+            props[name] = child
+        out["properties"] = props
+    if out.get("type") == "array":
+        out["items"] = _structural(out.get("items", {}), (*path, "[]"))
+    if path in RULES:
+        out["x-kubernetes-validations"] = RULES[path]
+    if optional:
+        out["x-optional"] = True  # read and removed by the parent
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    raw = ProxyRefreshSpec.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema = _structural(_inline(raw, defs), ())
+    schema.pop("x-optional", None)
+    return schema
+
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "phase": {"type": "string"},
+        "message": {"type": "string"},
+        "candidates": {"type": "integer"},
+        "totalChunks": {"type": "integer"},
+        "completedChunks": {"type": "integer"},
+        "failedChunks": {"type": "integer"},
+        "checked": {"type": "integer"},
+        "live": {"type": "integer"},
+        "usable": {"type": "integer"},
+        "unchecked": {"type": "integer"},
+        "poolSize": {"type": "integer"},
+        "progress": {"type": "string"},
+        "anonymity": {
+            "type": "object",
+            "properties": {level.value: {"type": "integer"} for level in Anonymity},
+        },
+        "jobName": {"type": "string"},
+        "startedAt": {"type": "string", "format": "date-time"},
+        "completedAt": {"type": "string", "format": "date-time"},
+        "observedGeneration": {"type": "integer"},
+        "sources": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "source": {"type": "string"},
+                    "ok": {"type": "boolean"},
+                    "candidates": {"type": "integer"},
+                    "errors": {"type": "integer"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "conditions": {
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+            "items": {
+                "type": "object",
+                "required": ["type", "status"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                    "reason": {"type": "string"},
+                    "message": {"type": "string"},
+                    "lastTransitionTime": {"type": "string", "format": "date-time"},
+                    "observedGeneration": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{c.PLURAL}.{c.GROUP}",
+            "labels": {c.LABEL_NAME: "proxyrefresh"},
+        },
+        "spec": {
+            "group": c.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": c.KIND,
+                "plural": c.PLURAL,
+                "singular": c.SINGULAR,
+                "shortNames": c.SHORT_NAMES,
+                "categories": ["proxyrefresh"],
+            },
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Pool", "type": "string", "jsonPath": ".spec.pool"},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+                        {"name": "Live", "type": "integer", "jsonPath": ".status.live"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": STATUS_SCHEMA,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m proxyrefresh.operator.crd`; do not edit.\n"
+    return header + str(yaml.safe_dump(crd(), sort_keys=False, width=100))
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

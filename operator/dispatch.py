@@ -1,0 +1,129 @@
+"""Fan-out: chunk the candidates and build the Indexed Job that checks them.
+
+``build_job`` is a pure function of the refresh and the settings, so it is
+tested by rendering it, with no cluster. The Job's name is derived from the
+refresh, so creating it twice (an operator restarted mid-dispatch) finds the
+first one instead of starting a second.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from proxyrefresh.api import ProxyRefreshSpec
+from proxyrefresh.operator import constants as c
+from proxyrefresh.settings import OperatorSettings, RedisSettings
+from proxyrefresh.worker.pod import EXIT_CONFIG, EXIT_STATE_LOST
+
+T = TypeVar("T")
+
+
+def chunked(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def job_name(refresh_name: str, uid: str) -> str:
+    """Unique per refresh, stable across restarts, and short enough for the
+    job-name label (63) with room for the Job controller's pod suffixes."""
+    return f"{refresh_name[:50].rstrip('-')}-{uid[:8]}"
+
+
+def labels(name: str, pool: str) -> dict[str, str]:
+    return {
+        c.LABEL_NAME: "proxyrefresh",
+        c.LABEL_COMPONENT: "worker",
+        c.LABEL_MANAGED_BY: "proxyrefresh-operator",
+        c.LABEL_REFRESH: name[:63],
+        c.LABEL_POOL: pool,
+    }
+
+
+def worker_env(
+    spec: ProxyRefreshSpec, uid: str, settings: OperatorSettings, redis: RedisSettings
+) -> list[dict[str, Any]]:
+    checker = spec.checker
+    env: list[dict[str, Any]] = [
+        {"name": "PROXYREFRESH_RUN_ID", "value": uid},
+        {"name": "PROXYREFRESH_ENGINE", "value": checker.engine.value},
+        {"name": "PROXYREFRESH_JUDGES", "value": json.dumps(checker.judges)},
+        {"name": "PROXYREFRESH_TIMEOUT", "value": str(checker.timeout_seconds)},
+        {"name": "PROXYREFRESH_CONCURRENCY", "value": str(checker.concurrency)},
+        {"name": "PROXYREFRESH_TARGETS", "value": json.dumps(
+            [t.model_dump(by_alias=True) for t in checker.targets])},
+        {"name": "PROXYREFRESH_CHUNK_SECONDS", "value": str(spec.deadlines.chunk_seconds)},
+        {"name": "PROXYREFRESH_REDIS_KEY_TTL_SECONDS", "value": str(redis.key_ttl_seconds)},
+    ]  # fmt: skip
+    if checker.connect_timeout_seconds:
+        env.append({"name": "PROXYREFRESH_CONNECT_TIMEOUT",
+                    "value": str(checker.connect_timeout_seconds)})  # fmt: skip
+    if settings.redis_secret_name:
+        env.append({"name": "PROXYREFRESH_REDIS_URL", "valueFrom": {"secretKeyRef": {
+            "name": settings.redis_secret_name, "key": settings.redis_secret_key}}})  # fmt: skip
+    else:
+        env.append({"name": "PROXYREFRESH_REDIS_URL", "value": redis.url})
+    return env
+
+
+def build_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: ProxyRefreshSpec,
+    chunks: int,
+    settings: OperatorSettings,
+    redis: RedisSettings,
+) -> dict[str, Any]:
+    """The Indexed Job for one refresh: one pod per chunk."""
+    pod_labels = labels(name, spec.pool)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The pod's hard deadline; the worker stops itself at 85% of it.
+        "activeDeadlineSeconds": spec.deadlines.chunk_seconds,
+        "terminationGracePeriodSeconds": 30,
+        # Workers need no API access at all.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": c.WORKER_CONTAINER,
+            "image": settings.worker_image,
+            "imagePullPolicy": settings.worker_image_pull_policy,
+            "args": ["worker"],
+            "env": worker_env(spec, uid, settings, redis),
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                          "limits": {"memory": "512Mi"}},
+            "securityContext": {"allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+        }],
+    }  # fmt: skip
+    if settings.worker_service_account:
+        pod_spec["serviceAccountName"] = settings.worker_service_account
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": chunks,
+        "parallelism": min(spec.parallelism, chunks),
+        "backoffLimitPerIndex": spec.retry.backoff_limit_per_index,
+        "podFailurePolicy": {"rules": [
+            # The worker's own word that a retry cannot help: fail at once.
+            {"action": "FailJob", "onExitCodes": {
+                "containerName": c.WORKER_CONTAINER, "operator": "In",
+                "values": [EXIT_CONFIG, EXIT_STATE_LOST]}},
+            # A pod evicted or preempted is not the chunk's fault.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]},
+        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+    }  # fmt: skip
+    if spec.retry.max_failed_indexes is not None:
+        job_spec["maxFailedIndexes"] = spec.retry.max_failed_indexes
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job_name(name, uid), "namespace": namespace, "labels": pod_labels},
+        "spec": job_spec,
+    }

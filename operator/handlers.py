@@ -1,0 +1,72 @@
+"""The kopf handlers: thin wrappers that hand the resource to reconcile.
+
+Kopf's own bookkeeping (progress, last-handled state, the finalizer) lives
+in annotations under our API group, so nothing of it lands in (or is pruned
+from) the status our schema describes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from proxyrefresh.api import Phase
+from proxyrefresh.operator import constants as c
+from proxyrefresh.operator import kube, reconcile
+from proxyrefresh.settings import OperatorSettings, RedisSettings
+
+ACTIVE = {p.value for p in Phase if not p.terminal}
+
+
+def active(**kwargs: Any) -> bool:
+    status = kwargs.get("status") or {}
+    return status.get("phase", Phase.PENDING.value) in ACTIVE
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = c.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own Events only
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    kube.load_config()
+    operator_settings = OperatorSettings()
+    redis_settings = RedisSettings()
+    memo.ctx = reconcile.Context(operator_settings, redis_settings, redis_settings.client())
+    settings.execution.max_workers = 20
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_via_client(**kwargs)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.ctx.redis.aclose()
+
+
+def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
+    ctx: reconcile.Context = memo.ctx
+
+    def event(reason: str, message: str, warning: bool = False) -> None:
+        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+
+    return reconcile.Context(ctx.settings, ctx.redis_settings, ctx.redis, event)
+
+
+@kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=2.0, when=active)
+async def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Every two seconds while the refresh is not finished: one step."""
+    await reconcile.step(_ctx(memo, body), dict(body))
+
+
+@kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)
+async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile.cleanup(_ctx(memo, body), dict(body))

@@ -1,0 +1,119 @@
+"""The Kubernetes API calls the control plane makes, off the event loop.
+
+The kubernetes client is synchronous; every call here runs in a thread so
+kopf's loop never blocks. Status patches are counted, so a benchmark can
+report how many the operator sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from proxyrefresh.operator import constants as c
+
+T = TypeVar("T")
+STATUS_PATCHES = 0  # read by bench/refresh_e2e.py through the operator's log
+
+
+def load_config() -> None:
+    """In a pod: its ServiceAccount; elsewhere: KUBECONFIG / ~/.kube/config."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+
+
+def not_found(exc: ApiException) -> bool:
+    return bool(exc.status == 404)
+
+
+def custom() -> Any:
+    return client.CustomObjectsApi()
+
+
+async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
+    result = await call(custom().list_namespaced_custom_object, c.GROUP, c.VERSION, namespace,
+                        c.PLURAL)  # fmt: skip
+    return list(result.get("items", []))
+
+
+async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
+    global STATUS_PATCHES
+    STATUS_PATCHES += 1
+    await call(custom().patch_namespaced_custom_object_status, c.GROUP, c.VERSION, namespace,
+               c.PLURAL, name, {"status": fields})  # fmt: skip
+
+
+async def delete_refresh(namespace: str, name: str) -> None:
+    try:
+        await call(custom().delete_namespaced_custom_object, c.GROUP, c.VERSION, namespace,
+                   c.PLURAL, name)  # fmt: skip
+    except ApiException as exc:
+        if not not_found(exc):
+            raise
+
+
+async def read_job(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        job = await call(client.BatchV1Api().read_namespaced_job, name, namespace)
+    except ApiException as exc:
+        if not_found(exc):
+            return None
+        raise
+    return dict(client.ApiClient().sanitize_for_serialization(job))
+
+
+async def create_job(manifest: dict[str, Any]) -> bool:
+    """Create the Job if missing. False when it already existed (a restart)."""
+    try:
+        await call(client.BatchV1Api().create_namespaced_job,
+                   manifest["metadata"]["namespace"], manifest)  # fmt: skip
+        return True
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
+async def delete_job(namespace: str, name: str) -> None:
+    try:
+        await call(client.BatchV1Api().delete_namespaced_job, name, namespace,
+                   propagation_policy="Background")  # fmt: skip
+    except ApiException as exc:
+        if not not_found(exc):
+            raise
+
+
+async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        cm = await call(client.CoreV1Api().read_namespaced_config_map, name, namespace)
+    except ApiException as exc:
+        if not_found(exc):
+            return None
+        raise
+    return dict(client.ApiClient().sanitize_for_serialization(cm))
+
+
+async def write_config_map(namespace: str, body: dict[str, Any], exists: bool) -> None:
+    """Create, or replace at the resourceVersion in ``body`` (409 if it moved)."""
+    api = client.CoreV1Api()
+    if exists:
+        await call(api.replace_namespaced_config_map, body["metadata"]["name"], namespace, body)
+    else:
+        await call(api.create_namespaced_config_map, namespace, body)
+
+
+async def read_secret_data(namespace: str, name: str) -> dict[str, str]:
+    secret = await call(client.CoreV1Api().read_namespaced_secret, name, namespace)
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}

@@ -1,0 +1,161 @@
+"""The ProxyRefresh resource as typed models: the one description of the
+spec and status. The CRD's schema is generated from these models
+(``proxyrefresh.operator.crd``), so the API server and the code cannot drift.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from proxyrefresh.models import Anonymity, Protocol
+
+
+class Camel(BaseModel):
+    """Kubernetes spells fields in camelCase; Python keeps snake_case."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        alias_generator=lambda name: (
+            name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:])
+        ),
+        extra="forbid",
+    )
+
+
+class Engine(StrEnum):
+    NATIVE = "native"
+    MUBENG = "mubeng"
+
+
+class ConcurrencyPolicy(StrEnum):
+    ALLOW = "Allow"
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    SCRAPING = "Scraping"
+    DISPATCHED = "Dispatched"
+    PROCESSING = "Processing"
+    MERGING = "Merging"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.COMPLETE, Phase.FAILED)
+
+    @property
+    def active(self) -> bool:
+        """Holds its pool (for concurrencyPolicy)."""
+        return self in (Phase.SCRAPING, Phase.DISPATCHED, Phase.PROCESSING, Phase.MERGING)
+
+
+class LocalObjectRef(Camel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class KeyRef(Camel):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: Annotated[str, Field(min_length=1)] = "proxies.txt"
+
+
+URL_PATTERN = r"^https?://[^\s/$.?#].[^\s]*$"
+
+
+class Source(Camel):
+    """Where candidates come from: exactly one of url, configMapRef, inline."""
+
+    url: Annotated[str | None, Field(pattern=URL_PATTERN, max_length=2048)] = None
+    protocol: Protocol = Protocol.HTTP  # for bare host:port lines
+    headers_secret_ref: LocalObjectRef | None = None
+    config_map_ref: KeyRef | None = None
+    inline: Annotated[list[str] | None, Field(max_length=100_000)] = None
+
+    @property
+    def label(self) -> str:
+        if self.url:
+            return f"url {self.url}"
+        if self.config_map_ref:
+            return f"configMap {self.config_map_ref.name}/{self.config_map_ref.key}"
+        return f"inline ({len(self.inline or [])} lines)"
+
+
+class Target(Camel):
+    url: Annotated[str, Field(pattern=URL_PATTERN)]
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+
+
+class Checker(Camel):
+    engine: Engine = Engine.NATIVE
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
+    connect_timeout_seconds: Annotated[float | None, Field(gt=0, le=300)] = None
+    concurrency: Annotated[int, Field(ge=1, le=4096)] = 256
+    judges: Annotated[list[Annotated[str, Field(pattern=URL_PATTERN)]], Field(min_length=1)]
+    targets: list[Target] = Field(default_factory=list)
+
+
+class Filter(Camel):
+    min_anonymity: Anonymity = Anonymity.ANONYMOUS
+    max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+
+
+class Retry(Camel):
+    backoff_limit_per_index: Annotated[int, Field(ge=0, le=20)] = 2
+    max_failed_indexes: Annotated[int | None, Field(ge=0)] = None
+
+
+class Deadlines(Camel):
+    chunk_seconds: Annotated[int, Field(ge=10, le=86_400)] = 900
+
+
+class Output(Camel):
+    config_map: Annotated[str | None, Field(min_length=1, max_length=253)] = None
+
+
+class ProxyRefreshSpec(Camel):
+    pool: Annotated[
+        str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    ] = "default"  # noqa: E501
+    sources: Annotated[list[Source], Field(min_length=1, max_length=100)]
+    chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
+    checker: Checker
+    filter: Filter = Field(default_factory=Filter)
+    retry: Retry = Field(default_factory=Retry)
+    deadlines: Deadlines = Field(default_factory=Deadlines)
+    min_usable: Annotated[int, Field(ge=0)] = 5
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    output: Output = Field(default_factory=Output)
+
+    @property
+    def output_config_map(self) -> str:
+        return self.output.config_map or f"{self.pool}-proxies"
+
+
+class Condition(Camel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class SourceStatus(Camel):
+    source: str
+    ok: bool
+    candidates: int = 0
+    errors: int = 0
+    message: str = ""
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A model as the API server wants it: camelCase, no nulls."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
