@@ -27,7 +27,7 @@ def chunked(items: Sequence[T], size: int) -> list[list[T]]:
 def job_name(refresh_name: str, uid: str) -> str:
     """Unique per refresh, stable across restarts, and short enough for the
     job-name label (63) with room for the Job controller's pod suffixes."""
-    return f"{refresh_name[:50].rstrip('-')}-{uid[:8]}"
+    return f"{refresh_name[:40].rstrip('-')}-{uid[:8]}"
 
 
 def labels(name: str, pool: str) -> dict[str, str]:

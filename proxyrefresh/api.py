@@ -120,7 +120,7 @@ class Output(Camel):
 class ProxyRefreshSpec(Camel):
     pool: Annotated[
         str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    ] = "default"  # noqa: E501
+    ] = "default"
     sources: Annotated[list[Source], Field(min_length=1, max_length=100)]
     chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 10

@@ -1,0 +1,177 @@
+"""The control plane's pure functions, without a cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from proxyrefresh.api import Filter, ProxyRefreshSpec
+from proxyrefresh.fanout.store import ChunkResult, Progress
+from proxyrefresh.models import Anonymity
+from proxyrefresh.operator import dispatch, merge, policy
+from proxyrefresh.operator.status import (
+    changes,
+    failed_indexes,
+    job_finished,
+    progress_fields,
+    set_condition,
+)
+from proxyrefresh.settings import OperatorSettings, RedisSettings
+
+SPEC = ProxyRefreshSpec.model_validate({
+    "pool": "eu", "sources": [{"inline": ["1.2.3.4:80"]}], "chunkSize": 50, "parallelism": 3,
+    "checker": {"judges": ["http://judge/"], "timeoutSeconds": 4},
+    "retry": {"backoffLimitPerIndex": 1, "maxFailedIndexes": 2},
+    "deadlines": {"chunkSeconds": 120},
+})  # fmt: skip
+
+
+def build(**settings: Any) -> dict[str, Any]:
+    return dispatch.build_job(
+        name="nightly", namespace="ns", uid="0123456789abcdef", spec=SPEC, chunks=10,
+        settings=OperatorSettings(**settings), redis=RedisSettings(url="redis://r:6379/2"),
+    )  # fmt: skip
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_job_fans_out_one_pod_per_chunk() -> None:
+    job = build()
+    spec = job["spec"]
+    assert job["metadata"]["name"] == "nightly-01234567"
+    assert spec["completionMode"] == "Indexed"
+    assert (spec["completions"], spec["parallelism"]) == (10, 3)
+    assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (1, 2)
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["activeDeadlineSeconds"] == 120
+    assert pod["automountServiceAccountToken"] is False
+    rule = spec["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"]["values"] == [64, 65]
+    assert spec["template"]["metadata"]["labels"]["proxyrefresh.dev/pool"] == "eu"
+
+
+def test_worker_env_carries_the_checker_settings() -> None:
+    env = env_of(build())
+    assert env["PROXYREFRESH_RUN_ID"] == "0123456789abcdef"
+    assert json.loads(env["PROXYREFRESH_JUDGES"]) == ["http://judge/"]
+    assert env["PROXYREFRESH_TIMEOUT"] == "4.0"
+    assert env["PROXYREFRESH_CHUNK_SECONDS"] == "120"
+    assert env["PROXYREFRESH_REDIS_URL"] == "redis://r:6379/2"
+    secret = env_of(build(redis_secret_name="redis", redis_secret_key="url"))
+    assert secret["PROXYREFRESH_REDIS_URL"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
+
+
+def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
+    job = dispatch.build_job(
+        name="x" * 253, namespace="ns", uid="u" * 36, spec=SPEC, chunks=2,
+        settings=OperatorSettings(), redis=RedisSettings(),
+    )  # fmt: skip
+    assert job["spec"]["parallelism"] == 2
+    assert len(job["metadata"]["name"]) <= 49  # the job-name label (63) with room for pods
+    assert dispatch.chunked(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
+
+
+def test_progress_never_goes_backwards() -> None:
+    old = {"phase": "Processing", "completedChunks": 5, "checked": 250, "live": 9}
+    fields = progress_fields(old, Progress(total_chunks=10, completed_chunks=4, checked=240,
+                                           live=9), None)  # fmt: skip
+    assert (fields["completedChunks"], fields["checked"], fields["progress"]) == (
+        5, 250, "5/10 (50%)"
+    )  # fmt: skip
+
+
+def test_dispatched_becomes_processing_once_work_starts() -> None:
+    progress = Progress(total_chunks=3, completed_chunks=0, checked=0, live=0)
+    assert "phase" not in progress_fields({"phase": "Dispatched"}, progress, None)
+    job = {"status": {"active": 2}}
+    assert progress_fields({"phase": "Dispatched"}, progress, job)["phase"] == "Processing"
+
+
+def test_job_status_reading() -> None:
+    assert failed_indexes({"status": {"failedIndexes": "1,3-5,9"}}) == 5
+    assert job_finished({"status": {"conditions": [
+        {"type": "FailureTarget", "status": "True"},
+        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "m"}]}},
+    ) == (True, False, "PodFailurePolicy", "m")  # fmt: skip
+    assert job_finished({"status": {}}) == (False, False, "", "")
+
+
+def test_conditions_keep_their_transition_time() -> None:
+    first = set_condition(None, "Degraded", False, "Fine", "ok")
+    first[0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    same = set_condition(first, "Degraded", False, "Fine", "still ok")
+    assert same[0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    flipped = set_condition(first, "Degraded", True, "TooFew", "2 usable")
+    assert flipped[0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+    assert changes({"a": 1, "b": 2}, {"a": 1, "b": 3}) == {"b": 3}
+
+
+def row(port: int, alive: bool, anonymity: str | None = None, latency: float = 100) -> dict:  # type: ignore[type-arg]
+    base = {"proxy": f"http://1.1.1.1:{port}", "protocol": "http", "host": "1.1.1.1",
+            "port": port, "alive": alive, "checked_at": 1.0, "pos": 0, "_live": alive}  # fmt: skip
+    if alive:
+        base.update(anonymity=anonymity, latency_ms=latency, exit_ip="1.1.1.1")
+    return base
+
+
+def found(*rows: dict, flt: Filter | None = None) -> merge.Tally:  # type: ignore[type-arg]
+    return merge.tally({0: ChunkResult(index=0, results=list(rows), unchecked=["x"])},
+                       flt or Filter())  # fmt: skip
+
+
+def test_tally_applies_the_filter() -> None:
+    t = found(row(1, True, "elite"), row(2, True, "transparent"), row(3, False),
+              row(4, True, "anonymous", latency=9000), flt=Filter(max_latency_ms=8000))  # fmt: skip
+    assert (t.checked, t.live, t.usable, t.unchecked) == (4, 3, 1, 1)
+    assert t.anonymity == {"elite": 1, "transparent": 1, "anonymous": 1}
+    assert t.passing == {"http://1.1.1.1:1"}
+
+
+def test_pool_scores_follow_the_legacy_rules() -> None:
+    pool = merge.merge_pool({}, found(row(1, True, "elite", 300), row(2, True, "elite", 100)))
+    assert [e.proxy for e in merge.ordered(pool)] == ["http://1.1.1.1:2", "http://1.1.1.1:1"]
+    assert pool["http://1.1.1.1:1"].score == 1.0
+    pool = merge.merge_pool(pool, found(row(1, True, "elite"), row(2, False)))
+    assert pool["http://1.1.1.1:1"].score == pytest.approx(1.1)
+    assert (pool["http://1.1.1.1:2"].score, pool["http://1.1.1.1:2"].failures) == (0.5, 1)
+    pool = merge.merge_pool(pool, found(row(2, False)))
+    assert "http://1.1.1.1:1" in pool  # not checked this time: untouched
+    pool = merge.merge_pool(pool, found(row(2, False)))
+    assert "http://1.1.1.1:2" not in pool  # third failure in a row
+    low = {"http://1.1.1.1:9": pool["http://1.1.1.1:1"].model_copy(
+        update={"proxy": "http://1.1.1.1:9", "port": 9, "score": 0.015})}  # fmt: skip
+    assert merge.merge_pool(low, found(row(9, False))) == {}  # score below 0.01
+    text = merge.render(pool)[merge.TXT_KEY]
+    assert text == "http://1.1.1.1:1\n"
+
+
+def item(name: str, created: str, phase: str | None, pool: str = "p",
+         completed: str = "") -> dict[str, Any]:  # fmt: skip
+    return {
+        "metadata": {"name": name, "uid": name, "creationTimestamp": created},
+        "spec": {"pool": pool},
+        "status": {"phase": phase, "completedAt": completed},
+    }
+
+
+def test_forbid_waits_for_older_unfinished_refreshes_of_the_same_pool() -> None:
+    items = [item("a", "1", "Processing"), item("b", "2", None), item("c", "3", None),
+             item("d", "0", "Processing", pool="other"), item("e", "0", "Complete")]  # fmt: skip
+    me = items[2]
+    assert [i["metadata"]["name"] for i in policy.unfinished_before(items, me)] == ["a", "b"]
+    assert policy.unfinished_before(items, items[0]) == []
+
+
+def test_history_keeps_the_newest() -> None:
+    items = [item(f"ok{i}", str(i), "Complete", completed=f"2026-01-0{i}") for i in range(1, 8)]
+    items += [item(f"bad{i}", str(i), "Failed", completed=f"2026-01-0{i}") for i in range(1, 6)]
+    doomed = policy.history_to_delete(items, "p", keep_complete=5, keep_failed=3)
+    assert sorted(doomed) == ["bad1", "bad2", "ok1", "ok2"]
+    assert Anonymity.ELITE.at_least(Anonymity.ANONYMOUS)
