@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -151,6 +151,42 @@ def operator() -> None:
         namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness_endpoint or None,
     )
+
+
+@app.command()
+def create(
+    spec_file: Annotated[Path, typer.Argument(help="YAML/JSON: a ProxyRefresh, or just its spec.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    name: Annotated[
+        str | None, typer.Option(help="Name; default: generateName from the pool.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Block until Complete (exit 1 if Failed).")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait may take.")] = 1800,
+) -> None:
+    """Create a ProxyRefresh (what the scheduling CronJobs run)."""
+    import yaml
+    from pydantic import ValidationError as SpecError
+
+    from proxyrefresh.api import ProxyRefreshSpec
+    from proxyrefresh.client import RefreshFailed, create_refresh, wait_for_refresh
+
+    try:
+        doc = yaml.safe_load(spec_file.read_text())
+        spec = doc.get("spec", doc) if isinstance(doc, dict) else None
+        parsed = ProxyRefreshSpec.model_validate(spec)
+    except (OSError, yaml.YAMLError, SpecError, AttributeError) as exc:
+        raise fail(f"{spec_file}: {exc}", EXIT_BAD_INPUT) from None
+    metadata: dict[str, Any] = {"name": name} if name else {"generateName": f"{parsed.pool}-"}
+    metadata["labels"] = {"proxyrefresh.dev/pool": parsed.pool}
+    created = create_refresh(namespace, {"metadata": metadata, "spec": spec})
+    created_name = created["metadata"]["name"]
+    typer.echo(f"proxyrefresh.proxyrefresh.dev/{created_name} created")
+    if wait:
+        try:
+            status = wait_for_refresh(created_name, namespace, timeout)
+        except (RefreshFailed, TimeoutError) as exc:
+            raise fail(str(exc), 1) from None
+        typer.echo(f"{created_name}: {status.get('message')}")
 
 
 def main() -> None:

@@ -86,17 +86,24 @@ async def run_chunk(
         except Exception as exc:  # keep what was done; the caller re-raises
             failure.append(exc)
 
+    finished_reporting = asyncio.Event()
+
     async def report() -> None:
+        # Never cancelled mid-call: a redis-py command cancelled while it
+        # waits for its reply can leave the connection stuck, so the loop is
+        # told to stop and finishes the call in flight instead.
         last = (-1, -1)
-        while True:
-            await asyncio.sleep(progress_interval)
+        while not finished_reporting.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished_reporting.wait(), progress_interval)
             now = (len(done), live)
-            if now != last:
-                try:
-                    await store.report_progress(index, *now)
-                    last = now
-                except Exception as exc:  # progress is best effort; the result is not
-                    log.warning("chunk %s: progress not reported: %s", index, exc)
+            if finished_reporting.is_set() or now == last:
+                continue
+            try:
+                await store.report_progress(index, *now)
+                last = now
+            except Exception as exc:  # progress is best effort; the result is not
+                log.warning("chunk %s: progress not reported: %s", index, exc)
 
     worker = asyncio.create_task(consume())
     reporter = asyncio.create_task(report())
@@ -108,11 +115,12 @@ async def run_chunk(
         await asyncio.wait({worker, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         finished = worker.done()
-        for task in (worker, reporter, stopper):
+        finished_reporting.set()
+        for task in (worker, stopper):
             task.cancel()
         for task in (worker, reporter, stopper):
             with contextlib.suppress(asyncio.CancelledError):
-                await task  # re-raises a processing error, handled below
+                await task
     how = DONE if finished else TERMINATED if stop.is_set() else SOFT_DEADLINE
     unchecked = [items[pos] for pos in range(len(items)) if pos not in done]
     result = ChunkResult(

@@ -505,6 +505,9 @@ class PodRunner:
     def terminate(self, pod: RunningPod, grace: float) -> None:
         pod.kill_at = time.monotonic() + grace
         self.signal(pod, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        # As a kubelet does: a terminating pod is no longer Ready (the Job
+        # controller refuses to count more ready pods than active ones).
+        self.report(pod, ready=False)
 
     def handle_deletion(self, uid: str, pod: dict[str, Any]) -> None:
         running = self.running.get(uid)
@@ -572,9 +575,10 @@ class PodRunner:
             "containerStatuses": [self.container_status(c, pod) for c in pod.containers],
         }  # fmt: skip
 
-    def report(self, pod: RunningPod) -> None:
+    def report(self, pod: RunningPod, ready: bool | None = None) -> None:
         status = self.base_status(pod)
-        ready = all(s["ready"] for s in status["containerStatuses"])
+        if ready is None:
+            ready = pod.kill_at is None and all(s["ready"] for s in status["containerStatuses"])
         status.update(phase="Running", conditions=self.conditions(ready, pod))
         self.patch_status(pod, status)
 

@@ -125,8 +125,8 @@ class Testbed:
 
     # --- the judge -------------------------------------------------------
 
-    def judge(self, host: str = "127.0.0.2") -> str:
-        port = free_port(host)
+    def judge(self, host: str = "127.0.0.2", port: int | None = None) -> str:
+        port = port or free_port(host)
         proc, log = self.spawn(
             f"judge-{host}",
             [sys.executable, "-m", "proxyrefresh.cli", "judge", "--listen", f"{host}:{port}"],

@@ -1,0 +1,74 @@
+"""Code that must block until a refresh is really done, and the
+``proxyrefresh create`` used by scheduling CronJobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kubernetes import client, watch
+
+from proxyrefresh.operator import constants as c
+from proxyrefresh.operator.kube import load_config
+
+
+class RefreshFailed(RuntimeError):
+    """The refresh ended Failed; the message is its condition's."""
+
+    def __init__(self, name: str, status: dict[str, Any]) -> None:
+        self.status = status
+        cond = _condition(status, "Failed") or {}
+        super().__init__(f"refresh {name} failed: {cond.get('reason')}: {cond.get('message')}")
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def wait_for_refresh(
+    name: str, namespace: str = "default", timeout: float = 1800
+) -> dict[str, Any]:
+    """Block until the refresh's condition Complete (the merged pool is
+    written) and return its status; raise RefreshFailed or TimeoutError.
+
+    Watches instead of polling, resuming the watch if the server ends it."""
+    load_config()
+    api = client.CustomObjectsApi()
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
+        status = obj.get("status") or {}
+        if _condition(status, "Complete"):
+            return dict(status)
+        if _condition(status, "Failed"):
+            raise RefreshFailed(name, status)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"refresh {name} not done after {timeout}s: "
+                f"phase {status.get('phase')}, {status.get('progress')}"
+            )
+        stream = watch.Watch().stream(
+            api.list_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL,
+            field_selector=f"metadata.name={name}",
+            resource_version=obj["metadata"]["resourceVersion"],
+            timeout_seconds=max(1, min(int(left), 60)),
+        )  # fmt: skip
+        for event in stream:
+            status = event["object"].get("status") or {}
+            if _condition(status, "Complete") or _condition(status, "Failed"):
+                break
+
+
+def create_refresh(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a ProxyRefresh; ``metadata.generateName`` gives each scheduled
+    run its own name."""
+    load_config()
+    body = {"apiVersion": c.API_VERSION, "kind": c.KIND, **body}
+    created = client.CustomObjectsApi().create_namespaced_custom_object(
+        c.GROUP, c.VERSION, namespace, c.PLURAL, body
+    )
+    return dict(created)

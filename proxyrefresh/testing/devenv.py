@@ -1,0 +1,128 @@
+"""``make dev-up`` / ``make dev-down``: the local control plane, Redis and the
+operator in the background, so a person can ``kubectl apply`` refreshes.
+
+Redis is ``$PROXYREFRESH_REDIS_URL`` (default redis://127.0.0.1:6379/0); if
+nothing answers there, a redis-server is started on it (appendonly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, alive, binary, stop_group
+from proxyrefresh.testing.testbed import wait_for_port
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def redis_url() -> str:
+    return os.environ.get("PROXYREFRESH_REDIS_URL", DEFAULT_REDIS)
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [binary("kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+
+
+def up(cluster: Cluster) -> None:
+    took = cluster.up()
+    print(f"dev: control plane up in {took:.1f}s", file=sys.stderr)
+    state = cluster.state()
+    pids = dict(state.get("dev_pids") or {})  # type: ignore[call-overload]
+    url = urlparse(redis_url())
+    host, port = url.hostname or "127.0.0.1", url.port or 6379
+    if not listening(host, port):
+        data = cluster.dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        with (cluster.logs / "redis.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [server, "--bind", host, "--port", str(port), "--dir", str(data),
+                 "--appendonly", "yes", "--save", ""],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_for_port(host, port, proc=proc)
+        pids["redis"] = proc.pid
+        print(f"dev: redis-server on {host}:{port}", file=sys.stderr)
+    kubectl(cluster, "apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
+    kubectl(cluster, "wait", "--for=condition=Established",
+            "crd/proxyrefreshes.proxyrefresh.dev", "--timeout=30s")  # fmt: skip
+    if not alive(int(pids.get("operator", 0))):
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "PROXYREFRESH_REDIS_URL": redis_url(),
+            "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": "http://127.0.0.1:8081/healthz",
+        }
+        with (cluster.logs / "operator.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxyrefresh.cli", "operator"], env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_for_port("127.0.0.1", 8081, timeout=60, proc=proc, log=cluster.logs / "operator.log")
+        pids["operator"] = proc.pid
+        print(f"dev: operator running (log: {cluster.logs / 'operator.log'})", file=sys.stderr)
+    cluster.save_state({**cluster.state(), "dev_pids": pids})
+
+
+def down(cluster: Cluster) -> None:
+    pids = dict(cluster.state().get("dev_pids") or {})  # type: ignore[call-overload]
+    for name in ("operator", "redis"):
+        pid = int(pids.get(name, 0))
+        if alive(pid):
+            stop_group(pid, grace=10)
+    state = cluster.state()
+    state.pop("dev_pids", None)
+    cluster.save_state(state)
+    cluster.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devenv", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument(
+        "--dir", type=Path, default=Path(os.environ.get("PROXYREFRESH_CLUSTER_DIR", DEFAULT_DIR))
+    )
+    args = parser.parse_args(argv)
+    cluster = Cluster(args.dir.resolve())
+    if args.command == "up":
+        started = time.monotonic()
+        try:
+            up(cluster)
+        except (
+            FileNotFoundError,
+            TimeoutError,
+            RuntimeError,
+            subprocess.CalledProcessError,
+        ) as exc:
+            print(f"dev: {exc}", file=sys.stderr)
+            down(cluster)
+            return 1
+        print(f"dev: ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+    else:
+        down(cluster)
+        print("dev: down", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

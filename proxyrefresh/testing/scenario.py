@@ -1,0 +1,133 @@
+"""A whole refresh on one machine: candidates, a list server, the operator.
+
+Shared by the e2e tests, ``make demo`` and bench/refresh_e2e.py, so the
+three exercise exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxyrefresh.models import Anonymity
+from proxyrefresh.testing.testbed import LocalProxy, Testbed, free_port, wait_for_port
+
+
+@dataclass
+class Candidates:
+    """A candidate list and what a correct refresh must make of it."""
+
+    urls: list[str] = field(default_factory=list)
+    live: dict[str, Anonymity] = field(default_factory=dict)
+
+    def usable(self, least: Anonymity = Anonymity.ANONYMOUS) -> set[str]:
+        return {url for url, level in self.live.items() if level.at_least(least)}
+
+    def text(self) -> str:
+        return "\n".join(self.urls) + "\n"
+
+
+def pproxy_fleet(bed: Testbed, ip: str, count: int) -> list[LocalProxy]:
+    """``count`` live elite proxies (HTTP and SOCKS5 alternately) in one
+    pproxy process, each on its own port."""
+    if count <= 0:
+        return []
+    ports = [free_port(ip) for _ in range(count)]
+    while len(set(ports)) < count:
+        ports = [free_port(ip) for _ in range(count)]
+    schemes = ["http" if i % 2 else "socks5" for i in range(count)]
+    args = [a for s, p in zip(schemes, ports, strict=True) for a in ("-l", f"{s}://{ip}:{p}/@in")]
+    proc, log = bed.spawn(f"pproxy-fleet-{ip}", [sys.executable, "-m", "pproxy", *args])
+    for port in ports:
+        wait_for_port(ip, port, proc=proc, log=log)
+    return [
+        LocalProxy(f"fleet-{ip}-{p}", f"{s}://{ip}:{p}", Anonymity.ELITE, ip)
+        for s, p in zip(schemes, ports, strict=True)
+    ]
+
+
+def build_candidates(
+    bed: Testbed, fixed: list[LocalProxy], fleet: int, refused: int, holes: int,
+    fleet_ip: str = "127.0.0.40", refused_ip: str = "127.0.0.41", holes_ip: str = "127.0.0.43",
+) -> Candidates:  # fmt: skip
+    """Fixed proxies (every level), a fleet of elite ones, refused ports and
+    black holes, interleaved so each chunk gets a mix."""
+    proxies = [*fixed, *pproxy_fleet(bed, fleet_ip, fleet)]
+    # Refused ports and black holes on separate addresses: a port just
+    # found free could otherwise be handed to a black hole next.
+    dead = [*bed.refused(refused_ip, refused), *bed.blackholes(holes_ip, holes)]
+    out = Candidates()
+    mixed: list[LocalProxy] = []
+    step = max(1, len(dead) // max(1, len(proxies)))
+    for i, proxy in enumerate(proxies):
+        mixed += [proxy, *dead[i * step : (i + 1) * step]]
+    mixed += dead[len(proxies) * step :]
+    for proxy in mixed:
+        out.urls.append(proxy.url)
+        if proxy.expect is not None:
+            out.live[proxy.url] = proxy.expect
+    return out
+
+
+class ListServer:
+    """Serves candidate lists over HTTP on loopback, as a proxy site would."""
+
+    def __init__(self, root: Path, host: str = "127.0.0.3") -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        handler = functools.partial(Quiet, directory=str(root))
+        self.server = http.server.ThreadingHTTPServer((host, 0), handler)
+        self.host = host
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def put(self, name: str, text: str) -> str:
+        (self.root / name).write_text(text)
+        return f"http://{self.host}:{self.server.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class OperatorProcess:
+    """``proxyrefresh operator`` as a local process, killable and restartable."""
+
+    def __init__(self, kubeconfig: Path, redis_url: str, log: Path, **env: str) -> None:
+        self.log = log
+        self.port = free_port("127.0.0.1")
+        self.env = {
+            **os.environ, "KUBECONFIG": str(kubeconfig), "PROXYREFRESH_REDIS_URL": redis_url,
+            "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            **env,
+        }  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxyrefresh.cli", "operator"], env=self.env,
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        handle.close()
+        wait_for_port("127.0.0.1", self.port, timeout=60, proc=self.proc, log=self.log)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,297 @@
+"""ProxyRefresh from ``kubectl apply`` to a merged pool, on the local control
+plane, with real Redis, real proxies, real worker pods and the real operator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+
+from proxyrefresh.operator import constants as c
+from proxyrefresh.testing.scenario import build_candidates
+from tests.conftest import wait_for
+from tests.e2e.conftest import Kubectl, World, phase_in, refresh, wait_status
+
+pytestmark = pytest.mark.e2e
+
+
+def complete(status: dict[str, Any]) -> bool:
+    return any(
+        x["type"] == "Complete" and x["status"] == "True" for x in status.get("conditions", [])
+    )
+
+
+def done(status: dict[str, Any]) -> bool:
+    return status.get("phase") in ("Complete", "Failed")
+
+
+class Watcher(threading.Thread):
+    """Records every watch event of one refresh, and what the output
+    ConfigMap held at the first event that said Complete."""
+
+    def __init__(self, kubeconfig: str, namespace: str, name: str, config_map: str) -> None:
+        super().__init__(daemon=True)
+        self.api = client.ApiClient(config.new_client_from_config(kubeconfig).configuration)
+        self.namespace, self.name, self.config_map = namespace, name, config_map
+        self.statuses: list[dict[str, Any]] = []
+        self.pool_at_complete: str | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        core = client.CoreV1Api(self.api)
+        stream = watch.Watch().stream(
+            custom.list_namespaced_custom_object, c.GROUP, c.VERSION, self.namespace, c.PLURAL,
+            field_selector=f"metadata.name={self.name}", timeout_seconds=600,
+        )  # fmt: skip
+        for event in stream:
+            status = event["object"].get("status") or {}
+            self.statuses.append(status)
+            if (complete(status) or status.get("phase") == "Complete") and (
+                self.pool_at_complete is None
+            ):
+                cm = core.read_namespaced_config_map(self.config_map, self.namespace)
+                self.pool_at_complete = cm.data["live_proxies.txt"]
+            if done(status) or self.stop.is_set():
+                return
+
+
+def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
+    cands = build_candidates(world.bed.testbed, world.live_fixed(), fleet=18, refused=240,
+                             holes=235)  # fmt: skip
+    assert (len(cands.urls), len(cands.live)) == (500, 25)
+    url = world.lists.put(f"{kubectl.namespace}.txt", cands.text())
+    watcher = Watcher(str(world.cluster.kubeconfig), kubectl.namespace, "big", "main-proxies")
+    watcher.start()
+    kubectl.apply(refresh("big", [{"url": url}], world.judge, pool="main", chunkSize=50,
+                          parallelism=3))  # fmt: skip
+    status = wait_status(kubectl, "big", done, 240, "Complete")
+    watcher.join(timeout=30)
+    assert status["phase"] == "Complete", status
+    usable = cands.usable()
+    assert (status["candidates"], status["checked"], status["live"]) == (500, 500, 25)
+    assert status["usable"] == len(usable) == 23
+    assert status["anonymity"] == {"transparent": 2, "anonymous": 1, "elite": 22}
+    assert (status["totalChunks"], status["completedChunks"], status["progress"]) == (
+        10, 10, "10/10 (100%)",
+    )  # fmt: skip
+    cm = kubectl.get("configmap", "main-proxies")
+    assert set(cm["data"]["live_proxies.txt"].split()) == usable
+    entries = json.loads(cm["data"]["live_proxies.json"])
+    assert {e["proxy"] for e in entries} == usable
+    latencies = [e["latency_ms"] for e in entries]
+    assert latencies == sorted(latencies)
+    # Every event: progress never went backwards, and Complete came only
+    # once the ConfigMap held the result.
+    seen = [s for s in watcher.statuses if "completedChunks" in s]
+    for field in ("completedChunks", "checked", "live"):
+        values = [s.get(field, 0) for s in seen]
+        assert values == sorted(values), (field, values)
+    assert watcher.pool_at_complete is not None
+    assert set(watcher.pool_at_complete.split()) == usable
+    phases = [s.get("phase") for s in watcher.statuses]
+    assert "Processing" in phases
+    assert phases.index("Merging") < phases.index("Complete")
+    jobs = kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=big")["items"]
+    assert len(jobs) == 1
+    assert jobs[0]["spec"]["completions"] == 10
+
+
+def small(world: World, kubectl: Kubectl, name: str, holes: int = 20, **spec: Any) -> Any:
+    """A refresh slow enough to interrupt: 7 live, 3 dead each per chunk, and
+    black holes that cost the whole timeout."""
+    cands = build_candidates(world.bed.testbed, world.live_fixed(), fleet=3, refused=10,
+                             holes=holes, refused_ip="127.0.0.42", holes_ip="127.0.0.44")  # fmt: skip
+    url = world.lists.put(f"{kubectl.namespace}-{name}.txt", cands.text())
+    spec = {"chunkSize": 5, "parallelism": 2, "checker": {"timeoutSeconds": 3}, **spec}
+    kubectl.apply(refresh(name, [{"url": url}], world.judge, **spec))
+    return cands
+
+
+def assert_exact(status: dict[str, Any], cands: Any) -> None:
+    assert status["phase"] == "Complete", status
+    assert status["checked"] == len(cands.urls)
+    assert status["live"] == len(cands.live)
+    assert status["usable"] == len(cands.usable())
+    assert status["completedChunks"] == status["totalChunks"]
+
+
+def test_operator_killed_mid_run_resumes_with_one_job(world: World, kubectl: Kubectl) -> None:
+    cands = small(world, kubectl, "restart")
+    wait_status(kubectl, "restart", phase_in("Processing"), 60, "Processing")
+    world.operator.stop(kill=True)
+    world.operator.start()
+    status = wait_status(kubectl, "restart", done, 180, "Complete")
+    assert_exact(status, cands)
+    assert len(kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=restart")["items"]) == 1
+
+
+def test_worker_pod_deleted_mid_chunk_is_retried_and_counted_once(
+    world: World, kubectl: Kubectl
+) -> None:
+    cands = small(world, kubectl, "podkill", holes=30)
+
+    def running_pod() -> str | None:
+        pods = kubectl.get("pods", "-l", f"{c.LABEL_REFRESH}=podkill")["items"]
+        live = [p for p in pods if p.get("status", {}).get("phase") == "Running"]
+        return live[0]["metadata"]["name"] if live else None
+
+    victim = wait_for(running_pod, 60, "a running worker pod")
+    kubectl("delete", "pod", victim, "--wait=false")
+    status = wait_status(kubectl, "podkill", done, 180, "Complete")
+    assert_exact(status, cands)
+
+
+def test_redis_restarted_with_its_data_completes(world: World, kubectl: Kubectl) -> None:
+    cands = small(world, kubectl, "aof", holes=30)
+    wait_status(kubectl, "aof", lambda s: s.get("completedChunks", 0) >= 1, 60, "a chunk done")
+    world.redis.restart(wipe=False)
+    status = wait_status(kubectl, "aof", done, 180, "Complete")
+    assert_exact(status, cands)
+
+
+def test_redis_restarted_empty_fails_naming_the_lost_state(world: World, kubectl: Kubectl) -> None:
+    small(world, kubectl, "wiped", holes=30)
+    wait_status(kubectl, "wiped", phase_in("Processing"), 60, "Processing")
+    world.redis.restart(wipe=True)
+    status = wait_status(kubectl, "wiped", done, 120, "Failed")
+    assert status["phase"] == "Failed"
+    failed = next(x for x in status["conditions"] if x["type"] == "Failed")
+    assert failed["status"] == "True"
+    assert failed["reason"] == "StateLost"
+    assert "expired or lost" in failed["message"]
+    assert not complete(status)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"chunkSize": 0}, "spec.chunkSize"),
+        ({"parallelism": -1}, "spec.parallelism"),
+        ({"sources": []}, "spec.sources"),
+        ({"checker": {"engine": "carrier-pigeon", "judges": ["http://j/"]}},
+         "spec.checker.engine"),
+        ({"sources": [{"url": "ftp://lists.example/x.txt"}]}, "spec.sources[0].url"),
+    ],
+)  # fmt: skip
+def test_invalid_specs_are_refused_naming_the_field(
+    world: World, kubectl: Kubectl, change: dict[str, Any], field: str
+) -> None:
+    manifest = refresh("bad", [{"inline": ["1.2.3.4:80"]}], world.judge)
+    manifest["spec"].update(change)
+    result = kubectl("apply", "-f", "-", stdin=json.dumps(manifest), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+
+
+def test_unreachable_and_garbage_sources_fail_with_their_causes(
+    world: World, kubectl: Kubectl
+) -> None:
+    garbage = world.lists.put(f"{kubectl.namespace}-garbage.txt", "<html>nothing here</html>\n")
+    unreachable = "http://127.0.0.3:1/list.txt"
+    missing = garbage.replace("garbage.txt", "no-such-list.txt")
+    kubectl.apply(refresh("nosrc", [{"url": unreachable}, {"url": garbage}, {"url": missing}],
+                          world.judge))  # fmt: skip
+    status = wait_status(kubectl, "nosrc", done, 120, "Failed")
+    assert status["phase"] == "Failed"
+    failed = next(x for x in status["conditions"] if x["type"] == "Failed")
+    assert failed["reason"] == "NoCandidates"
+    assert f"url {unreachable}: unreachable" in failed["message"]
+    assert f"url {garbage}: no proxies in 1 lines" in failed["message"]
+    assert f"url {missing}: HTTP 404" in failed["message"]
+    assert [s["ok"] for s in status["sources"]] == [False, False, False]
+
+
+def test_forbid_waits_for_the_pool_then_runs(world: World, kubectl: Kubectl) -> None:
+    small(world, kubectl, "first", holes=10)
+    wait_status(kubectl, "first", phase_in("Dispatched", "Processing"), 60, "started")
+    kubectl.apply(refresh("second", [{"inline": [world.live_fixed()[2].url]}], world.judge,
+                          concurrencyPolicy="Forbid"))  # fmt: skip
+
+    def waiting(status: dict[str, Any]) -> bool:
+        return any(x["type"] == "Waiting" and x["status"] == "True" and
+                   x["reason"] == "PoolBusy" for x in status.get("conditions", []))  # fmt: skip
+
+    status = wait_status(kubectl, "second", waiting, 30, "Waiting PoolBusy")
+    assert status["phase"] == "Pending"
+    assert "busy with first" in status["message"]
+    first = wait_status(kubectl, "first", done, 180, "first done")
+    second = wait_status(kubectl, "second", done, 120, "second done")
+    assert (first["phase"], second["phase"]) == ("Complete", "Complete")
+    assert second["startedAt"] >= first["completedAt"]
+
+
+def test_replace_stops_the_running_refresh(world: World, kubectl: Kubectl) -> None:
+    small(world, kubectl, "old", holes=40)
+    wait_status(kubectl, "old", phase_in("Processing"), 60, "Processing")
+    kubectl.apply(refresh("new", [{"inline": [world.live_fixed()[2].url]}], world.judge,
+                          concurrencyPolicy="Replace"))  # fmt: skip
+    new = wait_status(kubectl, "new", done, 120, "new done")
+    old = kubectl.get("proxyrefresh", "old")["status"]
+    assert new["phase"] == "Complete"
+    assert old["phase"] == "Failed"
+    failed = next(x for x in old["conditions"] if x["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == ("Replaced", "replaced by new")
+    wait_for(lambda: not kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=old")["items"], 30,
+             "the replaced refresh's Job to go")  # fmt: skip
+
+
+async def test_deletion_mid_run_removes_job_pods_and_redis_keys(
+    world: World, kubectl: Kubectl
+) -> None:
+    small(world, kubectl, "doomed", holes=40)
+    status = wait_status(kubectl, "doomed", phase_in("Processing"), 60, "Processing")
+    uid = kubectl.get("proxyrefresh", "doomed")["metadata"]["uid"]
+    store = await world.store(uid)
+    assert (await store.progress()).total_chunks == status["totalChunks"]
+    kubectl("delete", "proxyrefresh", "doomed", "--timeout=60s")
+    wait_for(lambda: not kubectl.get("jobs")["items"], 60, "the Job to go")
+    wait_for(lambda: not kubectl.get("pods")["items"], 60, "the worker pods to go")
+    keys = [k async for k in store.redis.scan_iter(f"proxyrefresh:{{{uid}}}:*")]
+    assert keys == []
+    await store.redis.aclose()
+
+
+def test_history_keeps_five_complete_and_three_failed(world: World, kubectl: Kubectl) -> None:
+    live = world.live_fixed()[2].url
+    garbage = world.lists.put(f"{kubectl.namespace}-junk.txt", "junk\n")
+    for i in range(7):
+        kubectl.apply(refresh(f"ok-{i}", [{"inline": [live]}], world.judge, pool="hist",
+                              concurrencyPolicy="Allow"))  # fmt: skip
+    for i in range(5):
+        kubectl.apply(refresh(f"bad-{i}", [{"url": garbage}], world.judge, pool="hist",
+                              concurrencyPolicy="Allow"))  # fmt: skip
+
+    def settled() -> list[str] | None:
+        items = kubectl.get("proxyrefreshes")["items"]
+        phases = [(i.get("status") or {}).get("phase") for i in items]
+        if len(items) == 8 and all(p in ("Complete", "Failed") for p in phases):
+            return sorted(str(p) for p in phases)
+        return None
+
+    phases = wait_for(settled, 180, "history to be pruned to 5 complete and 3 failed")
+    assert phases == ["Complete"] * 5 + ["Failed"] * 3
+
+
+def test_wait_for_refresh_blocks_until_complete(world: World, kubectl: Kubectl) -> None:
+    live = world.live_fixed()[2].url
+    spec = {"sources": [{"inline": [live]}], "checker": {"judges": [world.judge]},
+            "minUsable": 1}  # fmt: skip
+    path = world.bed.testbed.workdir / f"{kubectl.namespace}-spec.json"
+    path.write_text(json.dumps(spec))
+    result = subprocess.run(
+        [sys.executable, "-m", "proxyrefresh.cli", "create", str(path), "-n", kubectl.namespace,
+         "--wait", "--timeout", "120"],
+        capture_output=True, text=True, timeout=180,
+        env={**world.operator.env},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "1 usable of 1 live" in result.stdout
+    (item,) = kubectl.get("proxyrefreshes")["items"]
+    assert item["metadata"]["name"].startswith("default-")
+    assert complete(item["status"])
