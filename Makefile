@@ -10,7 +10,8 @@ CLUSTER_DIR ?= $(CURDIR)/.cluster
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test lint unit integration e2e demo bench clean cluster-up cluster-down
+.PHONY: bootstrap test lint unit integration e2e demo bench clean cluster-up cluster-down \
+	dev-up dev-down pod-logs
 
 bootstrap:
 	@bash hack/bootstrap.sh
@@ -35,6 +36,14 @@ cluster-up: bootstrap
 cluster-down:
 	@$(VENV)/python -m proxyrefresh.testing.cluster down --dir $(CLUSTER_DIR)
 
+# The control plane, Redis ($$PROXYREFRESH_REDIS_URL, default 127.0.0.1:6379)
+# and the operator in the background.
+dev-up: bootstrap
+	@$(VENV)/python -m proxyrefresh.testing.devenv up --dir $(CLUSTER_DIR)
+
+dev-down:
+	@$(VENV)/python -m proxyrefresh.testing.devenv down --dir $(CLUSTER_DIR)
+
 # make pod-logs POD=name [NS=namespace]: what a pod printed (no kubelet, so no kubectl logs)
 pod-logs:
 	@$(VENV)/python -m proxyrefresh.testing.cluster logs $(POD) -n $(or $(NS),default) --dir $(CLUSTER_DIR)
@@ -48,6 +57,7 @@ demo: bootstrap
 bench: bootstrap
 	$(VENV)/python bench/check_throughput.py
 	$(VENV)/python bench/judge_rps.py
+	$(VENV)/python bench/refresh_e2e.py
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -302,6 +302,8 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
         )
         await patch(ctx, refresh, fields)
         await fail(ctx, refresh, reason or "JobFailed", message)
+    log.info("%s/%s: status patches sent by this operator so far: %d",
+             refresh.namespace, refresh.name, kube.STATUS_PATCHES)  # fmt: skip
     await prune_history(ctx, refresh)
 
 

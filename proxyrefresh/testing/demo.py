@@ -1,76 +1,88 @@
-"""``make demo`` before the operator exists: the whole check on one machine.
+"""``make demo``: one refresh, from ``kubectl apply`` to the merged pool.
 
-Starts real local proxies of every anonymity level plus dead ones and a
-judge, runs ``proxyrefresh check`` on a list of them exactly as a user
-would, and prints what it found.
+Brings up the local control plane, Redis and the operator (as ``make
+dev-up`` does), starts real proxies of every anonymity level plus dead ones
+and serves them as a candidate list, applies manifests/examples/refresh.yaml,
+shows ``kubectl get proxyrefresh -w`` until the refresh is done, prints the
+pool, and takes everything down again (KEEP=1 leaves it up).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from rich.console import Console
 from rich.table import Table
 
+from proxyrefresh.testing import devenv
+from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, binary
+from proxyrefresh.testing.scenario import ListServer, build_candidates
 from proxyrefresh.testing.testbed import Testbed, standard_set
+
+EXAMPLE = ROOT / "manifests" / "examples" / "refresh.yaml"
 
 
 def main() -> int:
-    console = Console(width=max(Console().width, 130))
-    with Testbed() as bed:
-        console.print("[bold]starting a judge and local proxies[/bold] (tinyproxy, squid, pproxy)")
-        judge = bed.judge()
-        proxies = standard_set(bed) + bed.refused("127.0.0.23", 3) + bed.blackholes("127.0.0.24", 3)
-        listing = bed.workdir / "candidates.txt"
-        listing.write_text(
-            "# demo candidates: live proxies of every level, refused ports, black holes\n"
-            + "\n".join(
-                p.url.removeprefix("http://") if p.url.startswith("http://") else p.url
-                for p in proxies
-            )
-            + "\nnot-a-proxy:99999\n"
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "proxyrefresh.cli",
-            "check",
-            str(listing),
-            "--judge",
-            judge,
-            "--timeout",
-            "3",
-            "--all",
-        ]
-        console.print(
-            f"[bold]$[/bold] proxyrefresh check {listing.name} --judge {judge} --timeout 3 --all"
-        )
-        result = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-        rows = [json.loads(line) for line in result.stdout.splitlines()]
-        expected = {p.url: p for p in proxies}
-        table = Table(title="proxyrefresh check: results")
-        for column in ("proxy", "alive", "anonymity", "exit ip", "latency ms", "why", "expected"):
-            table.add_column(column)
-        wrong = 0
-        for row in sorted(rows, key=lambda r: (not r["alive"], r["proxy"])):
-            local = expected.get(row["proxy"])
-            want = local.expect.value if local and local.expect else "dead"
-            got = row.get("anonymity") or "dead"
-            wrong += want != got
-            table.add_row(
-                row["proxy"],
-                "yes" if row["alive"] else "no",
-                row.get("anonymity", ""),
-                row.get("exit_ip", ""),
-                str(row.get("latency_ms", "")),
-                row.get("error", ""),
-                want if want == got else f"[red]{want}[/red]",
-            )
-        console.print(table)
-        console.print("all classified as expected" if not wrong else f"[red]{wrong} wrong[/red]")
-        return result.returncode or (1 if wrong else 0)
+    console = Console(width=max(Console().width, 120))
+    cluster = Cluster(DEFAULT_DIR)
+    kubectl = [binary("kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    console.rule("[bold]proxyrefresh demo")
+    devenv.up(cluster)
+    console.print(f"export KUBECONFIG={cluster.kubeconfig}")
+    try:
+        with Testbed() as bed:
+            console.print("starting the judge and local proxies (tinyproxy, squid, pproxy)")
+            bed.judge("127.0.0.2", 8080)
+            fixed = [p for p in standard_set(bed) if p.expect is not None]
+            cands = build_candidates(bed, fixed, fleet=8, refused=40, holes=30)
+            lists = ListServer(bed.workdir / "lists", host="127.0.0.3", port=8000)
+            lists.put("candidates.txt", cands.text())
+            console.print(f"{len(cands.urls)} candidates: {len(cands.live)} live "
+                          f"({len(cands.usable())} anonymous or better), the rest refused "
+                          "or black-holed")  # fmt: skip
+            subprocess.run([*kubectl, "delete", "-f", str(EXAMPLE), "--ignore-not-found",
+                            "--wait=true"], check=True, capture_output=True)  # fmt: skip
+            console.print(f"[bold]$ kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
+            subprocess.run([*kubectl, "apply", "-f", str(EXAMPLE)], check=True)
+            console.print("[bold]$ kubectl get proxyrefresh -w")
+            watch = subprocess.Popen([*kubectl, "get", "proxyrefresh", "-w"],
+                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+            assert watch.stdout is not None
+            for line in watch.stdout:
+                console.print(line.rstrip(), highlight=False)
+                if " Complete " in line or " Failed " in line:
+                    break
+            watch.terminate()
+            subprocess.run([*kubectl, "wait", "--for=jsonpath={.status.completedAt}",
+                            "proxyrefresh/demo", "--timeout=120s"],
+                           check=True, capture_output=True)  # fmt: skip
+            status = json.loads(subprocess.run(
+                [*kubectl, "get", "proxyrefresh", "demo", "-o", "json"],
+                check=True, capture_output=True, text=True).stdout)["status"]  # fmt: skip
+            console.print(f"[bold]{status['phase']}[/bold]: {status.get('message')}")
+            cm = json.loads(subprocess.run(
+                [*kubectl, "get", "configmap", "default-proxies", "-o", "json"],
+                check=True, capture_output=True, text=True).stdout)  # fmt: skip
+            table = Table(title="ConfigMap default-proxies: live_proxies.json")
+            for column in ("proxy", "anonymity", "exit ip", "latency ms", "score"):
+                table.add_column(column)
+            pool = json.loads(cm["data"]["live_proxies.json"])
+            for entry in pool:
+                table.add_row(entry["proxy"], entry["anonymity"], entry["exit_ip"],
+                              f"{entry['latency_ms']:.1f}", f"{entry['score']:.2f}")  # fmt: skip
+            console.print(table)
+            ok = {e["proxy"] for e in pool} == cands.usable() and status["phase"] == "Complete"
+            console.print("pool matches the proxies that should pass the filter" if ok
+                          else "[red]pool does not match what should pass[/red]")  # fmt: skip
+            lists.close()
+            return 0 if ok else 1
+    finally:
+        if not os.environ.get("KEEP"):
+            devenv.down(cluster)
+            console.print("demo: everything stopped (KEEP=1 leaves it running)")
 
 
 if __name__ == "__main__":

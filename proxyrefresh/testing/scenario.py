@@ -78,11 +78,11 @@ def build_candidates(
 class ListServer:
     """Serves candidate lists over HTTP on loopback, as a proxy site would."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.3") -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.3", port: int = 0) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         handler = functools.partial(Quiet, directory=str(root))
-        self.server = http.server.ThreadingHTTPServer((host, 0), handler)
+        self.server = http.server.ThreadingHTTPServer((host, port), handler)
         self.host = host
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
