@@ -90,7 +90,12 @@ def main() -> int:
     patches = [int(n) for n in re.findall(r"status patches sent by this operator so far: (\d+)",
                                           log)]  # fmt: skip
     chunks = math.ceil(args.candidates / args.chunk)
-    waves = math.ceil(chunks / args.parallelism)
+    # A chunk costs at least T if it holds a black hole (and no more: a chunk
+    # fits in one round of a pod's concurrency); pods run `parallelism` at once.
+    holes = [i for i in range(0, len(cands.urls), args.chunk)
+             if any(u not in cands.live and u.startswith("http://127.0.0.43")
+                    for u in cands.urls[i : i + args.chunk])]  # fmt: skip
+    waves = math.ceil(len(holes) / args.parallelism)
     floor = waves * args.timeout
     budget = wall / 2 + 10
     print(
@@ -99,7 +104,10 @@ def main() -> int:
     )
     print(f"result            {status.get('phase')}: {status.get('message')}")
     print(f"end to end        {wall:.1f}s")
-    print(f"floor             {floor:.1f}s  ({waves} waves x {args.timeout:g}s)")
+    print(
+        f"floor             {floor:.1f}s  ({len(holes)} chunks with black holes, "
+        f"{waves} waves x {args.timeout:g}s)"
+    )
     print(f"ratio             {wall / floor:.2f}")
     print(
         f"status patches    {patches[-1] if patches else '?'}  (budget {budget:.0f}: "

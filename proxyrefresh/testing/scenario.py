@@ -61,7 +61,9 @@ def build_candidates(
     proxies = [*fixed, *pproxy_fleet(bed, fleet_ip, fleet)]
     # Refused ports and black holes on separate addresses: a port just
     # found free could otherwise be handed to a black hole next.
-    dead = [*bed.refused(refused_ip, refused), *bed.blackholes(holes_ip, holes)]
+    refused_list, holes_list = bed.refused(refused_ip, refused), bed.blackholes(holes_ip, holes)
+    dead = [p for pair in zip(holes_list, refused_list, strict=False) for p in pair]
+    dead += refused_list[len(holes_list) :] + holes_list[len(refused_list) :]
     out = Candidates()
     mixed: list[LocalProxy] = []
     step = max(1, len(dead) // max(1, len(proxies)))
