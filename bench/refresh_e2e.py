@@ -46,37 +46,71 @@ def main() -> int:
     try:
         with Testbed() as bed:
             judge = bed.judge()
-            cands = build_candidates(bed, [], fleet=live, refused=dead - dead // 2,
-                                     holes=dead // 2)  # fmt: skip
+            cands = build_candidates(bed, [], fleet=live, refused=dead - dead // 2, holes=dead // 2)
             lists = ListServer(bed.workdir / "lists")
             url = lists.put("big.txt", cands.text())
             redis = RedisServer(bed)
-            subprocess.run([*kubectl, "apply", "-f", str(ROOT / "manifests" / "crd.yaml")],
-                           check=True, capture_output=True)  # fmt: skip
-            subprocess.run([*kubectl, "wait", "--for=condition=Established",
-                            "crd/proxyrefreshes.proxyrefresh.dev"], check=True,
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                [*kubectl, "apply", "-f", str(ROOT / "manifests" / "crd.yaml")],
+                check=True,
+                capture_output=True,
+            )
+            subprocess.run(
+                [
+                    *kubectl,
+                    "wait",
+                    "--for=condition=Established",
+                    "crd/proxyrefreshes.proxyrefresh.dev",
+                ],
+                check=True,
+                capture_output=True,
+            )
             operator = OperatorProcess(cluster.kubeconfig, redis.url, root / "operator.log")
             operator.start()
             manifest = {
-                "apiVersion": "proxyrefresh.dev/v1alpha1", "kind": "ProxyRefresh",
+                "apiVersion": "proxyrefresh.dev/v1alpha1",
+                "kind": "ProxyRefresh",
                 "metadata": {"name": "bench", "namespace": "default"},
-                "spec": {"sources": [{"url": url}], "chunkSize": args.chunk,
-                         "parallelism": args.parallelism, "minUsable": 1,
-                         "checker": {"judges": [judge], "timeoutSeconds": args.timeout,
-                                     "concurrency": 256}},
-            }  # fmt: skip
+                "spec": {
+                    "sources": [{"url": url}],
+                    "chunkSize": args.chunk,
+                    "parallelism": args.parallelism,
+                    "minUsable": 1,
+                    "checker": {
+                        "judges": [judge],
+                        "timeoutSeconds": args.timeout,
+                        "concurrency": 256,
+                    },
+                },
+            }
             started = time.monotonic()
-            subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(manifest),
-                           text=True, check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                [*kubectl, "apply", "-f", "-"],
+                input=json.dumps(manifest),
+                text=True,
+                check=True,
+                capture_output=True,
+            )
             done = subprocess.run(
-                [*kubectl, "wait", "--for=condition=Complete", "proxyrefresh/bench",
-                 "--timeout=3600s"], capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    *kubectl,
+                    "wait",
+                    "--for=condition=Complete",
+                    "proxyrefresh/bench",
+                    "--timeout=3600s",
+                ],
+                capture_output=True,
+                text=True,
+            )
             wall = time.monotonic() - started
-            status = json.loads(subprocess.run(
-                [*kubectl, "get", "proxyrefresh", "bench", "-o", "json"],
-                check=True, capture_output=True, text=True).stdout)["status"]  # fmt: skip
+            status = json.loads(
+                subprocess.run(
+                    [*kubectl, "get", "proxyrefresh", "bench", "-o", "json"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )["status"]
             assert operator.proc is not None
             pid = operator.proc.pid
             operator.proc.terminate()
@@ -87,14 +121,20 @@ def main() -> int:
     finally:
         cluster.down()
     log = (root / "operator.log").read_text()
-    patches = [int(n) for n in re.findall(r"status patches sent by this operator so far: (\d+)",
-                                          log)]  # fmt: skip
+    patches = [
+        int(n) for n in re.findall(r"status patches sent by this operator so far: (\d+)", log)
+    ]
     chunks = math.ceil(args.candidates / args.chunk)
     # A chunk costs at least T if it holds a black hole (and no more: a chunk
     # fits in one round of a pod's concurrency); pods run `parallelism` at once.
-    holes = [i for i in range(0, len(cands.urls), args.chunk)
-             if any(u not in cands.live and u.startswith("http://127.0.0.43")
-                    for u in cands.urls[i : i + args.chunk])]  # fmt: skip
+    holes = [
+        i
+        for i in range(0, len(cands.urls), args.chunk)
+        if any(
+            u not in cands.live and u.startswith("http://127.0.0.43")
+            for u in cands.urls[i : i + args.chunk]
+        )
+    ]
     waves = math.ceil(len(holes) / args.parallelism)
     floor = waves * args.timeout
     budget = wall / 2 + 10

@@ -50,17 +50,29 @@ def worker_env(
         {"name": "PROXYREFRESH_JUDGES", "value": json.dumps(checker.judges)},
         {"name": "PROXYREFRESH_TIMEOUT", "value": str(checker.timeout_seconds)},
         {"name": "PROXYREFRESH_CONCURRENCY", "value": str(checker.concurrency)},
-        {"name": "PROXYREFRESH_TARGETS", "value": json.dumps(
-            [t.model_dump(by_alias=True) for t in checker.targets])},
+        {
+            "name": "PROXYREFRESH_TARGETS",
+            "value": json.dumps([t.model_dump(by_alias=True) for t in checker.targets]),
+        },
         {"name": "PROXYREFRESH_CHUNK_SECONDS", "value": str(spec.deadlines.chunk_seconds)},
         {"name": "PROXYREFRESH_REDIS_KEY_TTL_SECONDS", "value": str(redis.key_ttl_seconds)},
-    ]  # fmt: skip
+    ]
     if checker.connect_timeout_seconds:
-        env.append({"name": "PROXYREFRESH_CONNECT_TIMEOUT",
-                    "value": str(checker.connect_timeout_seconds)})  # fmt: skip
+        env.append(
+            {"name": "PROXYREFRESH_CONNECT_TIMEOUT", "value": str(checker.connect_timeout_seconds)}
+        )
     if settings.redis_secret_name:
-        env.append({"name": "PROXYREFRESH_REDIS_URL", "valueFrom": {"secretKeyRef": {
-            "name": settings.redis_secret_name, "key": settings.redis_secret_key}}})  # fmt: skip
+        env.append(
+            {
+                "name": "PROXYREFRESH_REDIS_URL",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": settings.redis_secret_name,
+                        "key": settings.redis_secret_key,
+                    }
+                },
+            }
+        )
     else:
         env.append({"name": "PROXYREFRESH_REDIS_URL", "value": redis.url})
     return env
@@ -86,21 +98,31 @@ def build_job(
         # Workers need no API access at all.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{
-            "name": c.WORKER_CONTAINER,
-            "image": settings.worker_image,
-            "imagePullPolicy": settings.worker_image_pull_policy,
-            "args": ["worker"],
-            "env": worker_env(spec, uid, settings, redis),
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
-                          "limits": {"memory": "512Mi"}},
-            "securityContext": {"allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]}},
-        }],
-    }  # fmt: skip
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": c.WORKER_CONTAINER,
+                "image": settings.worker_image,
+                "imagePullPolicy": settings.worker_image_pull_policy,
+                "args": ["worker"],
+                "env": worker_env(spec, uid, settings, redis),
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"memory": "512Mi"},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
     if settings.worker_service_account:
         pod_spec["serviceAccountName"] = settings.worker_service_account
     job_spec: dict[str, Any] = {
@@ -108,17 +130,24 @@ def build_job(
         "completions": chunks,
         "parallelism": min(spec.parallelism, chunks),
         "backoffLimitPerIndex": spec.retry.backoff_limit_per_index,
-        "podFailurePolicy": {"rules": [
-            # The worker's own word that a retry cannot help: fail at once.
-            {"action": "FailJob", "onExitCodes": {
-                "containerName": c.WORKER_CONTAINER, "operator": "In",
-                "values": [EXIT_CONFIG, EXIT_STATE_LOST]}},
-            # A pod evicted or preempted is not the chunk's fault.
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-        ]},
+        "podFailurePolicy": {
+            "rules": [
+                # The worker's own word that a retry cannot help: fail at once.
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": c.WORKER_CONTAINER,
+                        "operator": "In",
+                        "values": [EXIT_CONFIG, EXIT_STATE_LOST],
+                    },
+                },
+                # A pod evicted or preempted is not the chunk's fault.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
         "ttlSecondsAfterFinished": settings.job_ttl_seconds,
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
-    }  # fmt: skip
+    }
     if spec.retry.max_failed_indexes is not None:
         job_spec["maxFailedIndexes"] = spec.retry.max_failed_indexes
     return {

@@ -43,42 +43,57 @@ def custom() -> Any:
 
 
 async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
-    result = await call(custom().list_namespaced_custom_object, c.GROUP, c.VERSION, namespace,
-                        c.PLURAL)  # fmt: skip
+    result = await call(
+        custom().list_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL
+    )
     return list(result.get("items", []))
 
 
 async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
     global STATUS_PATCHES
     STATUS_PATCHES += 1
-    await call(custom().patch_namespaced_custom_object_status, c.GROUP, c.VERSION, namespace,
-               c.PLURAL, name, {"status": fields})  # fmt: skip
+    await call(
+        custom().patch_namespaced_custom_object_status,
+        c.GROUP,
+        c.VERSION,
+        namespace,
+        c.PLURAL,
+        name,
+        {"status": fields},
+    )
 
 
 async def delete_refresh(namespace: str, name: str) -> None:
     try:
-        await call(custom().delete_namespaced_custom_object, c.GROUP, c.VERSION, namespace,
-                   c.PLURAL, name)  # fmt: skip
+        await call(
+            custom().delete_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL, name
+        )
     except ApiException as exc:
         if not not_found(exc):
             raise
 
 
-async def read_job(namespace: str, name: str) -> dict[str, Any] | None:
+async def read_or_none(fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
+    """The object as plain JSON, or None if it does not exist."""
     try:
-        job = await call(client.BatchV1Api().read_namespaced_job, name, namespace)
+        obj = await call(fn, *args)
     except ApiException as exc:
         if not_found(exc):
             return None
         raise
-    return dict(client.ApiClient().sanitize_for_serialization(job))
+    return dict(client.ApiClient().sanitize_for_serialization(obj))
+
+
+async def read_job(namespace: str, name: str) -> dict[str, Any] | None:
+    return await read_or_none(client.BatchV1Api().read_namespaced_job, name, namespace)
 
 
 async def create_job(manifest: dict[str, Any]) -> bool:
     """Create the Job if missing. False when it already existed (a restart)."""
     try:
-        await call(client.BatchV1Api().create_namespaced_job,
-                   manifest["metadata"]["namespace"], manifest)  # fmt: skip
+        await call(
+            client.BatchV1Api().create_namespaced_job, manifest["metadata"]["namespace"], manifest
+        )
         return True
     except ApiException as exc:
         if exc.status == 409:
@@ -88,21 +103,19 @@ async def create_job(manifest: dict[str, Any]) -> bool:
 
 async def delete_job(namespace: str, name: str) -> None:
     try:
-        await call(client.BatchV1Api().delete_namespaced_job, name, namespace,
-                   propagation_policy="Background")  # fmt: skip
+        await call(
+            client.BatchV1Api().delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+        )
     except ApiException as exc:
         if not not_found(exc):
             raise
 
 
 async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        cm = await call(client.CoreV1Api().read_namespaced_config_map, name, namespace)
-    except ApiException as exc:
-        if not_found(exc):
-            return None
-        raise
-    return dict(client.ApiClient().sanitize_for_serialization(cm))
+    return await read_or_none(client.CoreV1Api().read_namespaced_config_map, name, namespace)
 
 
 async def write_config_map(namespace: str, body: dict[str, Any], exists: bool) -> None:

@@ -98,12 +98,18 @@ def merge_pool(
         old = merged.get(result.proxy)
         if result.proxy in found.passing and result.anonymity is not None:
             merged[result.proxy] = PoolEntry(
-                proxy=result.proxy, protocol=result.protocol, host=result.host,
-                port=result.port, anonymity=result.anonymity, exit_ip=result.exit_ip,
+                proxy=result.proxy,
+                protocol=result.protocol,
+                host=result.host,
+                port=result.port,
+                anonymity=result.anonymity,
+                exit_ip=result.exit_ip,
                 latency_ms=result.latency_ms,
                 score=min(MAX_SCORE, old.score * SUCCESS) if old else 1.0,
-                failures=0, last_checked=now, last_ok=now,
-            )  # fmt: skip
+                failures=0,
+                last_checked=now,
+                last_ok=now,
+            )
         elif old is not None:
             score, failures = old.score * FAILURE, old.failures + 1
             if failures >= MAX_FAILURES or score < MIN_SCORE:
@@ -164,14 +170,23 @@ async def write_pool(
             ([*done, refresh_uid])[-REMEMBERED_REFRESHES:]
         )
         metadata: dict[str, Any] = {
-            "name": name, "namespace": namespace, "annotations": annotations,
-            "labels": {**(((current or {}).get("metadata") or {}).get("labels") or {}),
-                       **owner_labels, c.LABEL_POOL: pool_name},
-        }  # fmt: skip
+            "name": name,
+            "namespace": namespace,
+            "annotations": annotations,
+            "labels": {
+                **(((current or {}).get("metadata") or {}).get("labels") or {}),
+                **owner_labels,
+                c.LABEL_POOL: pool_name,
+            },
+        }
         if current is not None:
             metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
-                "data": render(merged)}  # fmt: skip
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata,
+            "data": render(merged),
+        }
         try:
             await kube.write_config_map(namespace, body, exists=current is not None)
             return merged

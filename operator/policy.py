@@ -27,13 +27,16 @@ def unfinished_before(items: list[dict[str, Any]], me: dict[str, Any]) -> list[d
     mine, my_uid = pool_of(me), me["metadata"]["uid"]
     return sorted(
         (
-            it for it in items
-            if it["metadata"]["uid"] != my_uid and pool_of(it) == mine
+            it
+            for it in items
+            if it["metadata"]["uid"] != my_uid
+            and pool_of(it) == mine
             and not it["metadata"].get("deletionTimestamp")
-            and not (_phase(it) or Phase.PENDING).terminal and _order(it) < _order(me)
+            and not (_phase(it) or Phase.PENDING).terminal
+            and _order(it) < _order(me)
         ),
         key=_order,
-    )  # fmt: skip
+    )
 
 
 def history_to_delete(

@@ -99,11 +99,20 @@ def note(ctx: Context, reason: str, message: str, warning: bool = False) -> None
 
 
 async def fail(ctx: Context, refresh: Refresh, reason: str, message: str) -> None:
-    conditions = set_condition(refresh.status.get("conditions"), "Failed", True, reason,
-                               message, refresh.generation)  # fmt: skip
+    conditions = set_condition(
+        refresh.status.get("conditions"), "Failed", True, reason, message, refresh.generation
+    )
     conditions = set_condition(conditions, "Complete", False, reason, message, refresh.generation)
-    await patch(ctx, refresh, {"phase": Phase.FAILED.value, "message": message,
-                               "completedAt": now_iso(), "conditions": conditions})  # fmt: skip
+    await patch(
+        ctx,
+        refresh,
+        {
+            "phase": Phase.FAILED.value,
+            "message": message,
+            "completedAt": now_iso(),
+            "conditions": conditions,
+        },
+    )
     note(ctx, reason, message, warning=True)
 
 
@@ -139,21 +148,51 @@ async def start(ctx: Context, refresh: Refresh) -> None:
         except StateLost as exc:
             await fail(ctx, refresh, "StateLost", str(exc))
             return
-        await patch(ctx, refresh, {"phase": Phase.DISPATCHED.value, "jobName": job_name,
-                                   "totalChunks": progress.total_chunks})  # fmt: skip
+        await patch(
+            ctx,
+            refresh,
+            {
+                "phase": Phase.DISPATCHED.value,
+                "jobName": job_name,
+                "totalChunks": progress.total_chunks,
+            },
+        )
         return
     if spec.checker.engine is Engine.MUBENG:
-        await fail(ctx, refresh, "EngineUnavailable",
-                   "engine mubeng is not available in this build: the mubeng module could "
-                   "not be fetched; use engine: native")  # fmt: skip
+        await fail(
+            ctx,
+            refresh,
+            "EngineUnavailable",
+            "engine mubeng is not available in this build: the mubeng module could "
+            "not be fetched; use engine: native",
+        )
         return
-    waiting = set_condition(refresh.status.get("conditions"), "Waiting", False, "Started",
-                            "the pool was free", refresh.generation)  # fmt: skip
-    await patch(ctx, refresh, {"phase": Phase.SCRAPING.value, "startedAt": now_iso(),
-                               "progress": "scraping", "conditions": waiting})  # fmt: skip
+    waiting = set_condition(
+        refresh.status.get("conditions"),
+        "Waiting",
+        False,
+        "Started",
+        "the pool was free",
+        refresh.generation,
+    )
+    await patch(
+        ctx,
+        refresh,
+        {
+            "phase": Phase.SCRAPING.value,
+            "startedAt": now_iso(),
+            "progress": "scraping",
+            "conditions": waiting,
+        },
+    )
     s = ctx.settings
-    found = await scrape.scrape(spec.sources, refresh.namespace, s.source_timeout_seconds,
-                                s.source_retries, s.source_max_bytes)  # fmt: skip
+    found = await scrape.scrape(
+        spec.sources,
+        refresh.namespace,
+        s.source_timeout_seconds,
+        s.source_retries,
+        s.source_max_bytes,
+    )
     sources = [dump(x) for x in found.sources]
     if found.failed:
         await patch(ctx, refresh, {"sources": sources})
@@ -165,25 +204,48 @@ async def start(ctx: Context, refresh: Refresh) -> None:
     except RedisError as exc:
         raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
     manifest = dispatch.build_job(
-        name=refresh.name, namespace=refresh.namespace, uid=refresh.uid, spec=spec,
-        chunks=len(chunks), settings=s, redis=ctx.redis_settings,
-    )  # fmt: skip
+        name=refresh.name,
+        namespace=refresh.namespace,
+        uid=refresh.uid,
+        spec=spec,
+        chunks=len(chunks),
+        settings=s,
+        redis=ctx.redis_settings,
+    )
     manifest["metadata"]["ownerReferences"] = [owner_reference(refresh)]
     created = await kube.create_job(manifest)
-    await patch(ctx, refresh, {
-        "phase": Phase.DISPATCHED.value, "jobName": job_name, "candidates": len(found.proxies),
-        "totalChunks": len(chunks), "completedChunks": 0, "checked": 0, "live": 0,
-        "progress": progress_text(0, len(chunks)), "sources": sources,
-    })  # fmt: skip
+    await patch(
+        ctx,
+        refresh,
+        {
+            "phase": Phase.DISPATCHED.value,
+            "jobName": job_name,
+            "candidates": len(found.proxies),
+            "totalChunks": len(chunks),
+            "completedChunks": 0,
+            "checked": 0,
+            "live": 0,
+            "progress": progress_text(0, len(chunks)),
+            "sources": sources,
+        },
+    )
     if created:
-        note(ctx, "Dispatched", f"{len(found.proxies)} candidates in {len(chunks)} chunks, "
-             f"Job {job_name}")  # fmt: skip
+        note(
+            ctx,
+            "Dispatched",
+            f"{len(found.proxies)} candidates in {len(chunks)} chunks, Job {job_name}",
+        )
 
 
 def owner_reference(refresh: Refresh) -> dict[str, Any]:
-    return {"apiVersion": refresh.body["apiVersion"], "kind": refresh.body["kind"],
-            "name": refresh.name, "uid": refresh.uid, "controller": True,
-            "blockOwnerDeletion": True}  # fmt: skip
+    return {
+        "apiVersion": refresh.body["apiVersion"],
+        "kind": refresh.body["kind"],
+        "name": refresh.name,
+        "uid": refresh.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def kopf_temporary(message: str) -> Exception:
@@ -206,10 +268,19 @@ async def may_start(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec) -> b
         return True
     names = ", ".join(it["metadata"]["name"] for it in ahead)
     message = f"pool {spec.pool} is busy with {names} (concurrencyPolicy Forbid)"
-    conditions = set_condition(refresh.status.get("conditions"), "Waiting", True, "PoolBusy",
-                               message, refresh.generation)  # fmt: skip
-    await patch(ctx, refresh, {"phase": Phase.PENDING.value, "progress": "waiting",
-                               "conditions": conditions, "message": message})  # fmt: skip
+    conditions = set_condition(
+        refresh.status.get("conditions"), "Waiting", True, "PoolBusy", message, refresh.generation
+    )
+    await patch(
+        ctx,
+        refresh,
+        {
+            "phase": Phase.PENDING.value,
+            "progress": "waiting",
+            "conditions": conditions,
+            "message": message,
+        },
+    )
     return False
 
 
@@ -262,22 +333,31 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
         return
     found = merge.tally(results, spec.filter)
     pool = await merge.write_pool(
-        refresh.namespace, spec.output_config_map, spec.pool, refresh.uid, found,
+        refresh.namespace,
+        spec.output_config_map,
+        spec.pool,
+        refresh.uid,
+        found,
         dispatch.labels(refresh.name, spec.pool) | {"app.kubernetes.io/component": "pool"},
-    )  # fmt: skip
+    )
     await ctx.redis.set(
         POOL_KEY.format(namespace=refresh.namespace, pool=spec.pool),
-        merge.render(pool)[merge.JSON_KEY], ex=ctx.settings.pool_ttl_seconds,
-    )  # fmt: skip
+        merge.render(pool)[merge.JSON_KEY],
+        ex=ctx.settings.pool_ttl_seconds,
+    )
     await store.mark_finished()
     fields: dict[str, Any] = {
         **progress_fields(refresh.status, progress, job),
-        "checked": found.checked, "live": found.live, "usable": found.usable,
-        "unchecked": found.unchecked, "poolSize": len(pool),
-        "anonymity": {level: found.anonymity.get(level, 0)
-                      for level in ("transparent", "anonymous", "elite")},
+        "checked": found.checked,
+        "live": found.live,
+        "usable": found.usable,
+        "unchecked": found.unchecked,
+        "poolSize": len(pool),
+        "anonymity": {
+            level: found.anonymity.get(level, 0) for level in ("transparent", "anonymous", "elite")
+        },
         "completedAt": now_iso(),
-    }  # fmt: skip
+    }
     conditions = refresh.status.get("conditions")
     gen = refresh.generation
     if succeeded:
@@ -287,9 +367,13 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
         )
         degraded = found.usable < spec.min_usable
         conditions = set_condition(
-            conditions, "Degraded", degraded, "TooFewUsable" if degraded else "EnoughUsable",
-            f"{found.usable} usable, minUsable {spec.min_usable}", gen,
-        )  # fmt: skip
+            conditions,
+            "Degraded",
+            degraded,
+            "TooFewUsable" if degraded else "EnoughUsable",
+            f"{found.usable} usable, minUsable {spec.min_usable}",
+            gen,
+        )
         conditions = set_condition(conditions, "Failed", False, "Completed", "", gen)
         conditions = set_condition(conditions, "Complete", True, "Merged", summary, gen)
         fields.update(phase=Phase.COMPLETE.value, conditions=conditions, message=summary)
@@ -302,15 +386,20 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
         )
         await patch(ctx, refresh, fields)
         await fail(ctx, refresh, reason or "JobFailed", message)
-    log.info("%s/%s: status patches sent by this operator so far: %d",
-             refresh.namespace, refresh.name, kube.STATUS_PATCHES)  # fmt: skip
+    log.info(
+        "%s/%s: status patches sent by this operator so far: %d",
+        refresh.namespace,
+        refresh.name,
+        kube.STATUS_PATCHES,
+    )
     await prune_history(ctx, refresh)
 
 
 async def prune_history(ctx: Context, refresh: Refresh) -> None:
     items = await kube.list_refreshes(refresh.namespace)
-    for name in policy.history_to_delete(items, refresh.spec.pool, ctx.settings.keep_complete,
-                                         ctx.settings.keep_failed):  # fmt: skip
+    for name in policy.history_to_delete(
+        items, refresh.spec.pool, ctx.settings.keep_complete, ctx.settings.keep_failed
+    ):
         log.info("history: deleting %s/%s", refresh.namespace, name)
         await kube.delete_refresh(refresh.namespace, name)
 

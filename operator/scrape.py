@@ -69,8 +69,9 @@ def fetch(url: str, headers: dict[str, str], timeout: float, retries: int, max_b
     """GET a list, refusing one over ``max_bytes`` without reading it all."""
     with http_session(retries) as session:
         try:
-            resp = session.get(url, headers=headers, timeout=(min(10, timeout), timeout),
-                               stream=True)  # fmt: skip
+            resp = session.get(
+                url, headers=headers, timeout=(min(10, timeout), timeout), stream=True
+            )
         except requests.RequestException as exc:
             raise SourceError(f"unreachable: {type(exc).__name__}: {exc}") from None
         with resp:
@@ -123,8 +124,13 @@ async def scrape_one(
         message = f"{len(report.errors)} bad lines, first: {report.errors[0]}"
     if not ok:
         message = message or f"no proxies in {report.lines} lines"
-    status = SourceStatus(source=source.label, ok=ok, candidates=len(report.proxies),
-                          errors=len(report.errors), message=message)  # fmt: skip
+    status = SourceStatus(
+        source=source.label,
+        ok=ok,
+        candidates=len(report.proxies),
+        errors=len(report.errors),
+        message=message,
+    )
     return status, report
 
 

@@ -43,8 +43,13 @@ def set_condition(
     out = [dict(cond) for cond in conditions or [] if cond.get("type") != kind]
     old = next((cond for cond in conditions or [] if cond.get("type") == kind), None)
     since = old["lastTransitionTime"] if old and old.get("status") == value else now_iso()
-    new = {"type": kind, "status": value, "reason": reason, "message": message,
-           "lastTransitionTime": since}  # fmt: skip
+    new = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
     if generation is not None:
         new["observedGeneration"] = generation
     out.append(new)

@@ -52,11 +52,15 @@ def wait_for_refresh(
                 f"phase {status.get('phase')}, {status.get('progress')}"
             )
         stream = watch.Watch().stream(
-            api.list_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL,
+            api.list_namespaced_custom_object,
+            c.GROUP,
+            c.VERSION,
+            namespace,
+            c.PLURAL,
             field_selector=f"metadata.name={name}",
             resource_version=obj["metadata"]["resourceVersion"],
             timeout_seconds=max(1, min(int(left), 60)),
-        )  # fmt: skip
+        )
         for event in stream:
             status = event["object"].get("status") or {}
             if _condition(status, "Complete") or _condition(status, "Failed"):

@@ -124,18 +124,23 @@ async def run(started: float) -> int:
     result = outcome.result
     log.info(
         "chunk %s %s: checked %d, live %d, unchecked %d%s",
-        index, outcome.how, result.checked, result.live, len(result.unchecked),
+        index,
+        outcome.how,
+        result.checked,
+        result.live,
+        len(result.unchecked),
         "" if outcome.first_completion or outcome.how == TERMINATED else " (already counted)",
-    )  # fmt: skip
+    )
     return EXIT_TERMINATED if outcome.how == TERMINATED else EXIT_OK
 
 
 def main() -> int:
     started = time.monotonic()
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
-    )  # fmt: skip
+    )
     try:
         return asyncio.run(run(started))
     except Exception:

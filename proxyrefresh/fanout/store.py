@@ -124,17 +124,32 @@ class RunKeys:
 
     def all(self) -> list[str]:
         return [
-            self.chunks, self.results, self.completed, self.index_progress, self.total_chunks,
-            self.completed_chunks, self.checked, self.live, self.started_at,
-            self.completed_at, self.snapshot,
-        ]  # fmt: skip
+            self.chunks,
+            self.results,
+            self.completed,
+            self.index_progress,
+            self.total_chunks,
+            self.completed_chunks,
+            self.checked,
+            self.live,
+            self.started_at,
+            self.completed_at,
+            self.snapshot,
+        ]
 
     def script_keys(self) -> list[str]:
         """KEYS[] of the scripts, in the order they index them."""
         return [
-            self.results, self.completed, self.index_progress, self.total_chunks,
-            self.completed_chunks, self.checked, self.live, self.snapshot, self.events,
-        ]  # fmt: skip
+            self.results,
+            self.completed,
+            self.index_progress,
+            self.total_chunks,
+            self.completed_chunks,
+            self.checked,
+            self.live,
+            self.snapshot,
+            self.events,
+        ]
 
 
 # Shared by both scripts: fold one index's absolute counts into the totals,
@@ -223,9 +238,10 @@ class RunStore:
         pipe = self.redis.pipeline(transaction=True)
         for start in range(0, len(chunks), CHUNK_WRITE_BATCH):
             batch = chunks[start : start + CHUNK_WRITE_BATCH]
-            pipe.hset(k.chunks, mapping={
-                str(start + i): json.dumps(list(chunk)) for i, chunk in enumerate(batch)
-            })  # fmt: skip
+            pipe.hset(
+                k.chunks,
+                mapping={str(start + i): json.dumps(list(chunk)) for i, chunk in enumerate(batch)},
+            )
         pipe.set(k.total_chunks, len(chunks), ex=self.ttl)
         for counter in (k.completed_chunks, k.checked, k.live):
             pipe.set(counter, 0, ex=self.ttl, nx=True)

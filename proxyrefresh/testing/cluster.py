@@ -37,11 +37,17 @@ NODE_NAME = "proxyrefresh-local"
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = [
-    "job-controller", "cronjob-controller", "garbage-collector-controller",
-    "ttl-after-finished-controller", "deployment-controller", "replicaset-controller",
-    "namespace-controller", "serviceaccount-controller", "clusterrole-aggregation-controller",
+    "job-controller",
+    "cronjob-controller",
+    "garbage-collector-controller",
+    "ttl-after-finished-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
-]  # fmt: skip
+]
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner")
 
 
@@ -111,9 +117,21 @@ class Cluster:
         if (c / "apiserver.crt").exists():
             return
         c.mkdir(parents=True, exist_ok=True)
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-                "-keyout", str(c / "ca.key"), "-out", str(c / "ca.crt"),
-                "-subj", "/CN=proxyrefresh-local-ca")  # fmt: skip
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-keyout",
+            str(c / "ca.key"),
+            "-out",
+            str(c / "ca.crt"),
+            "-subj",
+            "/CN=proxyrefresh-local-ca",
+        )
         ext = c / "apiserver.ext"
         ext.write_text(
             "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,"
@@ -121,11 +139,35 @@ class Cluster:
             "DNS:kubernetes.default.svc.cluster.local\n"
             "extendedKeyUsage=serverAuth\n"
         )
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(c / "apiserver.key"),
-                "-out", str(c / "apiserver.csr"), "-subj", "/CN=kube-apiserver")  # fmt: skip
-        openssl("x509", "-req", "-in", str(c / "apiserver.csr"), "-CA", str(c / "ca.crt"),
-                "-CAkey", str(c / "ca.key"), "-CAcreateserial", "-days", "3650",
-                "-extfile", str(ext), "-out", str(c / "apiserver.crt"))  # fmt: skip
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(c / "apiserver.key"),
+            "-out",
+            str(c / "apiserver.csr"),
+            "-subj",
+            "/CN=kube-apiserver",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(c / "apiserver.csr"),
+            "-CA",
+            str(c / "ca.crt"),
+            "-CAkey",
+            str(c / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(c / "apiserver.crt"),
+        )
         openssl("genrsa", "-out", str(c / "sa.key"), "2048")
         openssl("rsa", "-in", str(c / "sa.key"), "-pubout", "-out", str(c / "sa.pub"))
 
@@ -136,14 +178,19 @@ class Cluster:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server,
-                "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
-            }}],
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
+                    },
+                }
+            ],
             "users": [{"name": user, "user": {"token": token}}],
             "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
             "current-context": "local",
-        }  # fmt: skip
+        }
         path.write_text(json.dumps(config, indent=2))
         path.chmod(0o600)
 
@@ -153,9 +200,13 @@ class Cluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
-            )  # fmt: skip
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
         return proc.pid
 
     def pids(self) -> dict[str, int]:
@@ -201,56 +252,139 @@ class Cluster:
         c, pids = self.certs, {}
         etcd_url = f"http://127.0.0.1:{state['etcd_port']}"
         peer_url = f"http://127.0.0.1:{state['etcd_peer_port']}"
-        pids["etcd"] = self._spawn("etcd", [
-            binary("etcd"), "--name", "local", "--data-dir", str(self.dir / "etcd"),
-            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"local={peer_url}", "--unsafe-no-fsync",
-            "--log-level", "warn", "--quota-backend-bytes", str(2 * 1024**3),
-        ])  # fmt: skip
+        pids["etcd"] = self._spawn(
+            "etcd",
+            [
+                binary("etcd"),
+                "--name",
+                "local",
+                "--data-dir",
+                str(self.dir / "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"local={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                str(2 * 1024**3),
+            ],
+        )
         self.save_state({**state, "pids": pids})
         wait_for_port("127.0.0.1", int(state["etcd_port"]), timeout=30)  # type: ignore[call-overload]
-        pids["kube-apiserver"] = self._spawn("kube-apiserver", [
-            binary("kube-apiserver"), "--etcd-servers", etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-            "--secure-port", str(state["apiserver_port"]),
-            "--tls-cert-file", str(c / "apiserver.crt"),
-            "--tls-private-key-file", str(c / "apiserver.key"),
-            "--client-ca-file", str(c / "ca.crt"),
-            "--token-auth-file", str(c / "tokens.csv"),
-            "--authorization-mode", "RBAC", "--anonymous-auth=false",
-            "--service-account-issuer", ISSUER, "--api-audiences", ISSUER,
-            "--service-account-key-file", str(c / "sa.pub"),
-            "--service-account-signing-key-file", str(c / "sa.key"),
-            "--service-cluster-ip-range", SERVICE_CIDR, "--allow-privileged",
-            "--enable-priority-and-fairness=false", "--profiling=false",
-            "--cert-dir", str(c),
-        ])  # fmt: skip
+        pids["kube-apiserver"] = self._spawn(
+            "kube-apiserver",
+            [
+                binary("kube-apiserver"),
+                "--etcd-servers",
+                etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(state["apiserver_port"]),
+                "--tls-cert-file",
+                str(c / "apiserver.crt"),
+                "--tls-private-key-file",
+                str(c / "apiserver.key"),
+                "--client-ca-file",
+                str(c / "ca.crt"),
+                "--token-auth-file",
+                str(c / "tokens.csv"),
+                "--authorization-mode",
+                "RBAC",
+                "--anonymous-auth=false",
+                "--service-account-issuer",
+                ISSUER,
+                "--api-audiences",
+                ISSUER,
+                "--service-account-key-file",
+                str(c / "sa.pub"),
+                "--service-account-signing-key-file",
+                str(c / "sa.key"),
+                "--service-cluster-ip-range",
+                SERVICE_CIDR,
+                "--allow-privileged",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "--cert-dir",
+                str(c),
+            ],
+        )
         self.save_state({**state, "pids": pids})
         self._write_kubeconfig(self.kubeconfig, "admin", token)
-        wait(self.healthy, 60, "kube-apiserver /readyz", self.logs / "kube-apiserver.log",
-             pids["kube-apiserver"])  # fmt: skip
-        pids["kube-controller-manager"] = self._spawn("kube-controller-manager", [
-            binary("kube-controller-manager"), "--kubeconfig", str(self.kubeconfig),
-            "--controllers", ",".join(CONTROLLERS), "--leader-elect=false",
-            "--bind-address", "127.0.0.1", "--secure-port", str(free_port("127.0.0.1")),
-            "--root-ca-file", str(c / "ca.crt"),
-            "--service-account-private-key-file", str(c / "sa.key"),
-            "--use-service-account-credentials=false",
-            "--concurrent-job-syncs", "10", "--concurrent-cron-job-syncs", "5",
-        ])  # fmt: skip
+        wait(
+            self.healthy,
+            60,
+            "kube-apiserver /readyz",
+            self.logs / "kube-apiserver.log",
+            pids["kube-apiserver"],
+        )
+        pids["kube-controller-manager"] = self._spawn(
+            "kube-controller-manager",
+            [
+                binary("kube-controller-manager"),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--controllers",
+                ",".join(CONTROLLERS),
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port("127.0.0.1")),
+                "--root-ca-file",
+                str(c / "ca.crt"),
+                "--service-account-private-key-file",
+                str(c / "sa.key"),
+                "--use-service-account-credentials=false",
+                "--concurrent-job-syncs",
+                "10",
+                "--concurrent-cron-job-syncs",
+                "5",
+            ],
+        )
         self.save_state({**state, "pids": pids})
-        pids["podrunner"] = self._spawn("podrunner", [
-            sys.executable, "-m", "proxyrefresh.testing.podrunner",
-            "--kubeconfig", str(self.kubeconfig), "--dir", str(self.dir),
-            "--node", NODE_NAME, "--pods", str(node_pods),
-        ])  # fmt: skip
+        pids["podrunner"] = self._spawn(
+            "podrunner",
+            [
+                sys.executable,
+                "-m",
+                "proxyrefresh.testing.podrunner",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--dir",
+                str(self.dir),
+                "--node",
+                NODE_NAME,
+                "--pods",
+                str(node_pods),
+            ],
+        )
         self.save_state({**state, "pids": pids})
-        wait(self._node_ready, 30, f"node {NODE_NAME}", self.logs / "podrunner.log",
-             pids["podrunner"])  # fmt: skip
+        wait(
+            self._node_ready,
+            30,
+            f"node {NODE_NAME}",
+            self.logs / "podrunner.log",
+            pids["podrunner"],
+        )
         kcm_log = self.logs / "kube-controller-manager.log"
-        wait(self._default_sa, 30, "the default ServiceAccount", kcm_log,
-             pids["kube-controller-manager"])  # fmt: skip
+        wait(
+            self._default_sa,
+            30,
+            "the default ServiceAccount",
+            kcm_log,
+            pids["kube-controller-manager"],
+        )
         return time.monotonic() - started
 
     def _node_ready(self) -> bool:
@@ -344,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "logs", "kubeconfig"])
     parser.add_argument("pod", nargs="?")
     parser.add_argument("-n", "--namespace", default="default")
-    parser.add_argument("--dir", type=Path, default=Path(
-        os.environ.get("PROXYREFRESH_CLUSTER_DIR", DEFAULT_DIR)))  # fmt: skip
+    parser.add_argument(
+        "--dir", type=Path, default=Path(os.environ.get("PROXYREFRESH_CLUSTER_DIR", DEFAULT_DIR))
+    )
     parser.add_argument("--pods", type=int, default=16, help="the Node's pod capacity")
     args = parser.parse_args(argv)
     cluster = Cluster(args.dir.resolve())

@@ -40,43 +40,75 @@ def main() -> int:
             cands = build_candidates(bed, fixed, fleet=8, refused=40, holes=30)
             lists = ListServer(bed.workdir / "lists", host="127.0.0.3", port=8000)
             lists.put("candidates.txt", cands.text())
-            console.print(f"{len(cands.urls)} candidates: {len(cands.live)} live "
-                          f"({len(cands.usable())} anonymous or better), the rest refused "
-                          "or black-holed")  # fmt: skip
-            subprocess.run([*kubectl, "delete", "-f", str(EXAMPLE), "--ignore-not-found",
-                            "--wait=true"], check=True, capture_output=True)  # fmt: skip
+            console.print(
+                f"{len(cands.urls)} candidates: {len(cands.live)} live "
+                f"({len(cands.usable())} anonymous or better), the rest refused "
+                "or black-holed"
+            )
+            subprocess.run(
+                [*kubectl, "delete", "-f", str(EXAMPLE), "--ignore-not-found", "--wait=true"],
+                check=True,
+                capture_output=True,
+            )
             console.print(f"[bold]$ kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
             subprocess.run([*kubectl, "apply", "-f", str(EXAMPLE)], check=True)
             console.print("[bold]$ kubectl get proxyrefresh -w")
-            watch = subprocess.Popen([*kubectl, "get", "proxyrefresh", "-w"],
-                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+            watch = subprocess.Popen(
+                [*kubectl, "get", "proxyrefresh", "-w"], stdout=subprocess.PIPE, text=True
+            )
             assert watch.stdout is not None
             for line in watch.stdout:
                 console.print(line.rstrip(), highlight=False)
                 if " Complete " in line or " Failed " in line:
                     break
             watch.terminate()
-            subprocess.run([*kubectl, "wait", "--for=jsonpath={.status.completedAt}",
-                            "proxyrefresh/demo", "--timeout=120s"],
-                           check=True, capture_output=True)  # fmt: skip
-            status = json.loads(subprocess.run(
-                [*kubectl, "get", "proxyrefresh", "demo", "-o", "json"],
-                check=True, capture_output=True, text=True).stdout)["status"]  # fmt: skip
+            subprocess.run(
+                [
+                    *kubectl,
+                    "wait",
+                    "--for=jsonpath={.status.completedAt}",
+                    "proxyrefresh/demo",
+                    "--timeout=120s",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            status = json.loads(
+                subprocess.run(
+                    [*kubectl, "get", "proxyrefresh", "demo", "-o", "json"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )["status"]
             console.print(f"[bold]{status['phase']}[/bold]: {status.get('message')}")
-            cm = json.loads(subprocess.run(
-                [*kubectl, "get", "configmap", "default-proxies", "-o", "json"],
-                check=True, capture_output=True, text=True).stdout)  # fmt: skip
+            cm = json.loads(
+                subprocess.run(
+                    [*kubectl, "get", "configmap", "default-proxies", "-o", "json"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
             table = Table(title="ConfigMap default-proxies: live_proxies.json")
             for column in ("proxy", "anonymity", "exit ip", "latency ms", "score"):
                 table.add_column(column)
             pool = json.loads(cm["data"]["live_proxies.json"])
             for entry in pool:
-                table.add_row(entry["proxy"], entry["anonymity"], entry["exit_ip"],
-                              f"{entry['latency_ms']:.1f}", f"{entry['score']:.2f}")  # fmt: skip
+                table.add_row(
+                    entry["proxy"],
+                    entry["anonymity"],
+                    entry["exit_ip"],
+                    f"{entry['latency_ms']:.1f}",
+                    f"{entry['score']:.2f}",
+                )
             console.print(table)
             ok = {e["proxy"] for e in pool} == cands.usable() and status["phase"] == "Complete"
-            console.print("pool matches the proxies that should pass the filter" if ok
-                          else "[red]pool does not match what should pass[/red]")  # fmt: skip
+            console.print(
+                "pool matches the proxies that should pass the filter"
+                if ok
+                else "[red]pool does not match what should pass[/red]"
+            )
             lists.close()
             return 0 if ok else 1
     finally:

@@ -68,11 +68,14 @@ class ConfigError(Exception):
 def field_path(pod: dict[str, Any], path: str, node: str) -> str:
     meta = pod["metadata"]
     simple = {
-        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-        "metadata.uid": meta.get("uid"), "spec.nodeName": node,
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": node,
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default"),
-        "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1",
-    }  # fmt: skip
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+    }
     if path in simple:
         return str(simple[path] or "")
     found = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
@@ -115,9 +118,15 @@ class RunningPod:
 
 class PodRunner:
     def __init__(
-        self, api: client.CoreV1Api, node: str, capacity: int, state: Path, venv: Path,
-        server: str, ca_data: str,
-    ) -> None:  # fmt: skip
+        self,
+        api: client.CoreV1Api,
+        node: str,
+        capacity: int,
+        state: Path,
+        venv: Path,
+        server: str,
+        ca_data: str,
+    ) -> None:
         self.api = api
         self.node = node
         self.capacity = capacity
@@ -136,28 +145,55 @@ class PodRunner:
     # --- the Node -----------------------------------------------------------
 
     def register_node(self) -> None:
-        resources = {"cpu": str(os.cpu_count() or 2), "memory": "24Gi",
-                     "pods": str(self.capacity)}  # fmt: skip
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": self.node, "labels": {"kubernetes.io/hostname": self.node,
-                                          "kubernetes.io/os": "linux"}}}  # fmt: skip
+        resources = {"cpu": str(os.cpu_count() or 2), "memory": "24Gi", "pods": str(self.capacity)}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node,
+                "labels": {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux"},
+            },
+        }
         try:
             self.api.create_node(body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        self.api.patch_node_status(self.node, {"status": {
-            "capacity": resources, "allocatable": resources,
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": self.node}],
-            "conditions": [{"type": "Ready", "status": "True", "reason": "PodRunnerReady",
+        self.api.patch_node_status(
+            self.node,
+            {
+                "status": {
+                    "capacity": resources,
+                    "allocatable": resources,
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": self.node},
+                    ],
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "PodRunnerReady",
                             "message": "the proxyrefresh pod runner is up",
-                            "lastHeartbeatTime": now_iso(), "lastTransitionTime": now_iso()}],
-            "nodeInfo": {"kubeletVersion": "podrunner", "operatingSystem": "linux",
-                         "architecture": "amd64", "containerRuntimeVersion": "local://",
-                         "kernelVersion": "", "osImage": "", "kubeProxyVersion": "",
-                         "machineID": "", "systemUUID": "", "bootID": ""},
-        }})  # fmt: skip
+                            "lastHeartbeatTime": now_iso(),
+                            "lastTransitionTime": now_iso(),
+                        }
+                    ],
+                    "nodeInfo": {
+                        "kubeletVersion": "podrunner",
+                        "operatingSystem": "linux",
+                        "architecture": "amd64",
+                        "containerRuntimeVersion": "local://",
+                        "kernelVersion": "",
+                        "osImage": "",
+                        "kubeProxyVersion": "",
+                        "machineID": "",
+                        "systemUUID": "",
+                        "bootID": "",
+                    },
+                }
+            },
+        )
 
     # --- watching -------------------------------------------------------------
 
@@ -175,9 +211,11 @@ class PodRunner:
                 self.events.put(("SYNC", {"uids": list(seen)}))
                 version = data["metadata"]["resourceVersion"]
                 stream = watch.Watch().stream(
-                    self.api.list_pod_for_all_namespaces, resource_version=version,
-                    timeout_seconds=300, allow_watch_bookmarks=True,
-                )  # fmt: skip
+                    self.api.list_pod_for_all_namespaces,
+                    resource_version=version,
+                    timeout_seconds=300,
+                    allow_watch_bookmarks=True,
+                )
                 for event in stream:
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         self.events.put((event["type"], event["raw_object"]))
@@ -236,9 +274,10 @@ class PodRunner:
 
     def reconcile(self) -> None:
         active = sum(
-            1 for p in self.pods.values()
+            1
+            for p in self.pods.values()
             if self.mine(p) and p.get("status", {}).get("phase") not in TERMINAL
-        )  # fmt: skip
+        )
         for uid, pod in list(self.pods.items()):
             spec, meta = pod["spec"], pod["metadata"]
             phase = pod.get("status", {}).get("phase", "Pending")
@@ -249,9 +288,12 @@ class PodRunner:
                 if ours and active < self.capacity and self.bind(pod):
                     active += 1
             elif (
-                self.mine(pod) and uid not in self.running and uid not in self.finished
-                and phase not in TERMINAL and time.monotonic() >= self.config_errors.get(uid, 0)
-            ):  # fmt: skip
+                self.mine(pod)
+                and uid not in self.running
+                and uid not in self.finished
+                and phase not in TERMINAL
+                and time.monotonic() >= self.config_errors.get(uid, 0)
+            ):
                 self.start(pod)
         for running in list(self.running.values()):
             self.tend(running)
@@ -292,11 +334,15 @@ class PodRunner:
                 raise ConfigError(f"serviceaccount {sa_name}: {exc.reason}") from exc
         if automount is False:
             return None
-        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
-            audiences=[], expiration_seconds=24 * 3600,
-            bound_object_ref=client.V1BoundObjectReference(
-                kind="Pod", api_version="v1", name=meta["name"], uid=meta["uid"]),
-        ))  # fmt: skip
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(
+                audiences=[],
+                expiration_seconds=24 * 3600,
+                bound_object_ref=client.V1BoundObjectReference(
+                    kind="Pod", api_version="v1", name=meta["name"], uid=meta["uid"]
+                ),
+            )
+        )
         try:
             token = self.api.create_namespaced_service_account_token(
                 sa_name, meta["namespace"], request
@@ -304,14 +350,35 @@ class PodRunner:
         except ApiException as exc:
             raise ConfigError(f"token for serviceaccount {sa_name}: {exc.reason}") from exc
         path = where / "kubeconfig"
-        path.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
-            "clusters": [{"name": "local", "cluster": {
-                "server": self.server, "certificate-authority-data": self.ca_data}}],
-            "users": [{"name": sa_name, "user": {"token": token}}],
-            "contexts": [{"name": "pod", "context": {
-                "cluster": "local", "user": sa_name, "namespace": meta["namespace"]}}],
-        }))  # fmt: skip
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "pod",
+                    "clusters": [
+                        {
+                            "name": "local",
+                            "cluster": {
+                                "server": self.server,
+                                "certificate-authority-data": self.ca_data,
+                            },
+                        }
+                    ],
+                    "users": [{"name": sa_name, "user": {"token": token}}],
+                    "contexts": [
+                        {
+                            "name": "pod",
+                            "context": {
+                                "cluster": "local",
+                                "user": sa_name,
+                                "namespace": meta["namespace"],
+                            },
+                        }
+                    ],
+                }
+            )
+        )
         return path
 
     def resolve_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
@@ -375,11 +442,17 @@ class PodRunner:
                 args = [expand(a, env) for a in spec_c.get("args") or []]
                 if not command:
                     if not ours:
-                        raise ConfigError(f"image {spec_c.get('image')} has no known entrypoint: "
-                                          "give the container a command")  # fmt: skip
+                        raise ConfigError(
+                            f"image {spec_c.get('image')} has no known entrypoint: "
+                            "give the container a command"
+                        )
                     command = ["proxyrefresh"]
-                base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(where),
-                        "HOSTNAME": meta["name"], "LANG": "C.UTF-8"}  # fmt: skip
+                base = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "HOME": str(where),
+                    "HOSTNAME": meta["name"],
+                    "LANG": "C.UTF-8",
+                }
                 if ours:
                     base["PATH"] = f"{self.venv}:{base['PATH']}"
                 if kubeconfig:
@@ -388,28 +461,55 @@ class PodRunner:
                 workdir = spec_c.get("workingDir") or str(where)
                 if not Path(workdir).is_dir():
                     workdir = str(where)
-                containers.append(Container(
-                    name=spec_c["name"], argv=command + args, env={**base, **env}, cwd=workdir,
-                    log_path=where / f"{spec_c['name']}.log", image=spec_c.get("image", ""),
-                ))  # fmt: skip
+                containers.append(
+                    Container(
+                        name=spec_c["name"],
+                        argv=command + args,
+                        env={**base, **env},
+                        cwd=workdir,
+                        log_path=where / f"{spec_c['name']}.log",
+                        image=spec_c.get("image", ""),
+                    )
+                )
         except ConfigError as exc:
             log.info("pod %s/%s: %s", meta["namespace"], meta["name"], exc)
             self.config_errors[uid] = time.monotonic() + 2
-            self.patch_status(pod, {"phase": "Pending", "containerStatuses": [
-                {"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": False,
-                 "restartCount": 0, "started": False,
-                 "state": {"waiting": {"reason": "CreateContainerConfigError",
-                                       "message": str(exc)}}}
-                for c in spec["containers"]]})  # fmt: skip
+            self.patch_status(
+                pod,
+                {
+                    "phase": "Pending",
+                    "containerStatuses": [
+                        {
+                            "name": c["name"],
+                            "image": c.get("image", ""),
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "started": False,
+                            "state": {
+                                "waiting": {
+                                    "reason": "CreateContainerConfigError",
+                                    "message": str(exc),
+                                }
+                            },
+                        }
+                        for c in spec["containers"]
+                    ],
+                },
+            )
             return
         self.config_errors.pop(uid, None)
         deadline = spec.get("activeDeadlineSeconds")
         running = RunningPod(
-            namespace=meta["namespace"], name=meta["name"], uid=uid,
-            restart_policy=spec.get("restartPolicy", "Always"), start_time=now_iso(),
-            started_mono=time.monotonic(), active_deadline=float(deadline) if deadline else None,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=uid,
+            restart_policy=spec.get("restartPolicy", "Always"),
+            start_time=now_iso(),
+            started_mono=time.monotonic(),
+            active_deadline=float(deadline) if deadline else None,
             containers=containers,
-        )  # fmt: skip
+        )
         self.running[uid] = running
         for container in containers:
             self.launch(container)
@@ -424,9 +524,14 @@ class PodRunner:
         container.restart_at = None
         try:
             container.proc = subprocess.Popen(
-                container.argv, env=container.env, cwd=container.cwd, stdout=handle,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+                container.argv,
+                env=container.env,
+                cwd=container.cwd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except OSError as exc:
             handle.write(f"podrunner: cannot start {container.argv[0]}: {exc}\n".encode())
             container.proc = None
@@ -524,11 +629,13 @@ class PodRunner:
     def delete_now(self, meta: dict[str, Any]) -> None:
         try:
             self.api.delete_namespaced_pod(
-                meta["name"], meta["namespace"], grace_period_seconds=0,
+                meta["name"],
+                meta["namespace"],
+                grace_period_seconds=0,
                 body=client.V1DeleteOptions(
                     grace_period_seconds=0, preconditions=client.V1Preconditions(uid=meta["uid"])
                 ),
-            )  # fmt: skip
+            )
         except ApiException as exc:
             if exc.status not in (404, 409):
                 log.warning("delete %s/%s: %s", meta["namespace"], meta["name"], exc.reason)
@@ -553,10 +660,16 @@ class PodRunner:
             state = {"running": {"startedAt": c.started_at}}
         else:
             state = {"waiting": {"reason": "PodInitializing"}}
-        return {"name": c.name, "image": c.image, "imageID": f"local://{c.image}",
-                "containerID": f"local://{c.proc.pid if c.proc else 0}",
-                "ready": "running" in state, "started": "running" in state,
-                "restartCount": c.restarts, "state": state}  # fmt: skip
+        return {
+            "name": c.name,
+            "image": c.image,
+            "imageID": f"local://{c.image}",
+            "containerID": f"local://{c.proc.pid if c.proc else 0}",
+            "ready": "running" in state,
+            "started": "running" in state,
+            "restartCount": c.restarts,
+            "state": state,
+        }
 
     def conditions(self, ready: bool, pod: RunningPod) -> list[dict[str, Any]]:
         status = "True" if ready else "False"
@@ -570,10 +683,13 @@ class PodRunner:
 
     def base_status(self, pod: RunningPod) -> dict[str, Any]:
         return {
-            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}], "startTime": pod.start_time,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": pod.start_time,
             "containerStatuses": [self.container_status(c, pod) for c in pod.containers],
-        }  # fmt: skip
+        }
 
     def report(self, pod: RunningPod, ready: bool | None = None) -> None:
         status = self.base_status(pod)
@@ -588,13 +704,20 @@ class PodRunner:
         status = self.base_status(pod)
         codes = [c.exit_code for c in pod.containers]
         failed = pod.reason is not None or any(code != 0 for code in codes)
-        status.update(phase="Failed" if failed else "Succeeded",
-                      conditions=self.conditions(False, pod))  # fmt: skip
+        status.update(
+            phase="Failed" if failed else "Succeeded", conditions=self.conditions(False, pod)
+        )
         if pod.reason:
             status.update(reason=pod.reason, message=pod.message or pod.reason)
         self.patch_status(pod, status)
-        log.info("pod %s/%s %s (exit codes %s%s)", pod.namespace, pod.name, status["phase"],
-                 codes, f", {pod.reason}" if pod.reason else "")  # fmt: skip
+        log.info(
+            "pod %s/%s %s (exit codes %s%s)",
+            pod.namespace,
+            pod.name,
+            status["phase"],
+            codes,
+            f", {pod.reason}" if pod.reason else "",
+        )
         if pod.deleting:
             self.delete_now({"name": pod.name, "namespace": pod.namespace, "uid": pod.uid})
 
@@ -624,9 +747,14 @@ def main(argv: list[str] | None = None) -> int:
     raw = json.loads(Path(args.kubeconfig).read_text())
     cluster = raw["clusters"][0]["cluster"]
     runner = PodRunner(
-        client.CoreV1Api(), args.node, args.pods, args.dir, args.venv,
-        cluster["server"], cluster["certificate-authority-data"],
-    )  # fmt: skip
+        client.CoreV1Api(),
+        args.node,
+        args.pods,
+        args.dir,
+        args.venv,
+        cluster["server"],
+        cluster["certificate-authority-data"],
+    )
     runner.run()
     return 0
 

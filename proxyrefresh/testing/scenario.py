@@ -53,9 +53,15 @@ def pproxy_fleet(bed: Testbed, ip: str, count: int) -> list[LocalProxy]:
 
 
 def build_candidates(
-    bed: Testbed, fixed: list[LocalProxy], fleet: int, refused: int, holes: int,
-    fleet_ip: str = "127.0.0.40", refused_ip: str = "127.0.0.41", holes_ip: str = "127.0.0.43",
-) -> Candidates:  # fmt: skip
+    bed: Testbed,
+    fixed: list[LocalProxy],
+    fleet: int,
+    refused: int,
+    holes: int,
+    fleet_ip: str = "127.0.0.40",
+    refused_ip: str = "127.0.0.41",
+    holes_ip: str = "127.0.0.43",
+) -> Candidates:
     """Fixed proxies (every level), a fleet of elite ones, refused ports and
     black holes, interleaved so each chunk gets a mix."""
     proxies = [*fixed, *pproxy_fleet(bed, fleet_ip, fleet)]
@@ -109,18 +115,23 @@ class OperatorProcess:
         self.log = log
         self.port = free_port("127.0.0.1")
         self.env = {
-            **os.environ, "KUBECONFIG": str(kubeconfig), "PROXYREFRESH_REDIS_URL": redis_url,
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PROXYREFRESH_REDIS_URL": redis_url,
             "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
             **env,
-        }  # fmt: skip
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxyrefresh.cli", "operator"], env=self.env,
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [sys.executable, "-m", "proxyrefresh.cli", "operator"],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         handle.close()
         wait_for_port("127.0.0.1", self.port, timeout=60, proc=self.proc, log=self.log)
 

@@ -301,10 +301,20 @@ class RedisServer:
 
     def start(self) -> None:
         args = [
-            self.binary, "--bind", self.host, "--port", str(self.port), "--dir", str(self.dir),
-            "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-        ]  # fmt: skip
+            self.binary,
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+        ]
         self.proc, log = self.bed.spawn(f"redis-{self.port}", args)
         wait_for_port(self.host, self.port, proc=self.proc, log=log)
 

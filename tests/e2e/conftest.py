@@ -38,14 +38,21 @@ class Kubectl:
     namespace: str
 
     def __call__(
-        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 120,
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
         namespaced: bool = True,
-    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    ) -> subprocess.CompletedProcess[str]:
         ns = ["-n", self.namespace] if namespaced else []
         result = subprocess.run(
             [binary("kubectl"), "--kubeconfig", str(self.kubeconfig), *ns, *args],
-            input=stdin, capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
@@ -122,8 +129,13 @@ class World:
 def world(cluster: Cluster, bed: Bed) -> Iterator[World]:
     k = Kubectl(cluster.kubeconfig, "default")
     k("apply", "-f", str(ROOT / "manifests" / "crd.yaml"), namespaced=False)
-    k("wait", "--for=condition=Established", "crd/proxyrefreshes.proxyrefresh.dev",
-      "--timeout=30s", namespaced=False)  # fmt: skip
+    k(
+        "wait",
+        "--for=condition=Established",
+        "crd/proxyrefreshes.proxyrefresh.dev",
+        "--timeout=30s",
+        namespaced=False,
+    )
     redis = RedisServer(bed.testbed, appendonly=True)
     lists = ListServer(bed.testbed.workdir / "lists")
     operator = OperatorProcess(cluster.kubeconfig, redis.url, cluster.logs / "operator.log")

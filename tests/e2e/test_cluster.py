@@ -20,13 +20,22 @@ pytestmark = pytest.mark.e2e
 
 def job(name: str, script: str, **spec: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
         "spec": {
-            "completionMode": "Indexed", **spec,
-            "template": {"spec": {"restartPolicy": "Never", "containers": [
-                {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]}},
+            "completionMode": "Indexed",
+            **spec,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+                    ],
+                }
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -77,15 +86,30 @@ def test_pod_deleted_mid_run_is_killed_within_its_grace_period(
 ) -> None:
     tmp_path.chmod(0o777)
     pidfile = tmp_path / "pid"
-    kubectl.apply({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
-        "spec": {"terminationGracePeriodSeconds": 3, "restartPolicy": "Never", "containers": [{
-            "name": "main", "image": "busybox",
-            # ignores SIGTERM, so only the SIGKILL after the grace period ends it
-            # ($$$$ is the shell's $$ after Kubernetes' own $$ escape)
-            "command": ["sh", "-c", f"trap '' TERM; echo $$$$ > {pidfile}; "
-                        "while true; do sleep 0.2; done"]}]},
-    })  # fmt: skip
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sleeper"},
+            "spec": {
+                "terminationGracePeriodSeconds": 3,
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        # ignores SIGTERM, so only the SIGKILL after the grace period ends it
+                        # ($$$$ is the shell's $$ after Kubernetes' own $$ escape)
+                        "command": [
+                            "sh",
+                            "-c",
+                            f"trap '' TERM; echo $$$$ > {pidfile}; while true; do sleep 0.2; done",
+                        ],
+                    }
+                ],
+            },
+        }
+    )
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the pod to start")
     pid = int(pidfile.read_text())
     started = time.monotonic()
@@ -114,25 +138,57 @@ def test_active_deadline_fails_the_pod(kubectl: Kubectl) -> None:
 
 
 def test_cronjob_creates_a_job_within_70_seconds(kubectl: Kubectl) -> None:
-    kubectl.apply({
-        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "every-minute"},
-        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "busybox", "command": ["true"]}]}}}}},
-    })  # fmt: skip
+    kubectl.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "every-minute"},
+            "spec": {
+                "schedule": "* * * * *",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [
+                                    {"name": "main", "image": "busybox", "command": ["true"]}
+                                ],
+                            }
+                        }
+                    }
+                },
+            },
+        }
+    )
     started = time.monotonic()
     wait_for(lambda: kubectl.get("jobs")["items"], 70, "the CronJob's first Job")
     print(f"CronJob created a Job after {time.monotonic() - started:.1f}s")
 
 
 def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
-    kubectl.apply({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": {
-            "metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "main", "image": "busybox",
-                                     "command": ["sh", "-c", "sleep 3600"]}]}}},
-    })  # fmt: skip
+    kubectl.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "busybox",
+                                "command": ["sh", "-c", "sleep 3600"],
+                            }
+                        ]
+                    },
+                },
+            },
+        }
+    )
     kubectl("rollout", "status", "deployment/web", "--timeout=60s")
     (pod,) = kubectl.get("pods", "-l", "app=web")["items"]
     assert pod["status"]["phase"] == "Running"
@@ -142,32 +198,66 @@ def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
 def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl, cluster: Cluster) -> None:
     kubectl("create", "configmap", "cfg", "--from-literal=colour=blue")
     kubectl("create", "secret", "generic", "sec", "--from-literal=password=hunter2")
-    kubectl.apply({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "envy", "labels": {"team": "proxies"}},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "main", "image": "busybox",
-            "command": ["sh", "-c", "echo $(GREETING) $COLOUR $PASSWORD $POD $TEAM $X_colour"],
-            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "X_"}],
-            "env": [
-                {"name": "GREETING", "value": "hello"},
-                {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "cfg",
-                                                                     "key": "colour"}}},
-                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec",
-                                                                    "key": "password"}}},
-                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "TEAM", "valueFrom": {"fieldRef": {
-                    "fieldPath": "metadata.labels['team']"}}},
-            ]}]},
-    })  # fmt: skip
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "envy", "labels": {"team": "proxies"}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "command": [
+                            "sh",
+                            "-c",
+                            "echo $(GREETING) $COLOUR $PASSWORD $POD $TEAM $X_colour",
+                        ],
+                        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "X_"}],
+                        "env": [
+                            {"name": "GREETING", "value": "hello"},
+                            {
+                                "name": "COLOUR",
+                                "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "colour"}},
+                            },
+                            {
+                                "name": "PASSWORD",
+                                "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}},
+                            },
+                            {
+                                "name": "POD",
+                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                            },
+                            {
+                                "name": "TEAM",
+                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}},
+                            },
+                        ],
+                    }
+                ],
+            },
+        }
+    )
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/envy", "--timeout=60s")
     logs = cluster.pod_logs("envy", kubectl.namespace)
     assert "hello blue hunter2 envy proxies blue" in logs
     printed = subprocess.run(
-        ["python", "-m", "proxyrefresh.testing.cluster", "logs", "envy",
-         "-n", kubectl.namespace, "--dir", str(cluster.dir)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            "python",
+            "-m",
+            "proxyrefresh.testing.cluster",
+            "logs",
+            "envy",
+            "-n",
+            kubectl.namespace,
+            "--dir",
+            str(cluster.dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "hello blue hunter2" in printed
 
 
@@ -175,15 +265,32 @@ def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> Non
     ns = kubectl.namespace
     kubectl("create", "serviceaccount", "reader")
     kubectl("create", "role", "cm-reader", "--verb=get,list", "--resource=configmaps")
-    kubectl("create", "rolebinding", "cm-reader", "--role=cm-reader",
-            f"--serviceaccount={ns}:reader")  # fmt: skip
-    kubectl.apply({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
-        "spec": {"serviceAccountName": "reader", "restartPolicy": "Never", "containers": [{
-            "name": "main", "image": "bitnami/kubectl",
-            "command": ["sh", "-c", "kubectl get configmaps -o name; echo cm=$?; "
-                        "kubectl get secrets; echo secrets=$?"]}]},
-    })  # fmt: skip
+    kubectl(
+        "create", "rolebinding", "cm-reader", "--role=cm-reader", f"--serviceaccount={ns}:reader"
+    )
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "serviceAccountName": "reader",
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "bitnami/kubectl",
+                        "command": [
+                            "sh",
+                            "-c",
+                            "kubectl get configmaps -o name; echo cm=$?; "
+                            "kubectl get secrets; echo secrets=$?",
+                        ],
+                    }
+                ],
+            },
+        }
+    )
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/probe", "--timeout=60s")
     logs = cluster.pod_logs("probe", ns)
     assert "configmap/kube-root-ca.crt" in logs
@@ -195,8 +302,9 @@ def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> Non
 def test_kubectl_get_watch_streams_changes(kubectl: Kubectl) -> None:
     proc = subprocess.Popen(
         [*kubectl_argv(kubectl), "get", "configmaps", "-w", "-o", "name"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         kubectl("create", "configmap", "watched", "--from-literal=a=1")
         stdout = proc.stdout

@@ -46,9 +46,14 @@ class Watcher(threading.Thread):
         custom = client.CustomObjectsApi(self.api)
         core = client.CoreV1Api(self.api)
         stream = watch.Watch().stream(
-            custom.list_namespaced_custom_object, c.GROUP, c.VERSION, self.namespace, c.PLURAL,
-            field_selector=f"metadata.name={self.name}", timeout_seconds=600,
-        )  # fmt: skip
+            custom.list_namespaced_custom_object,
+            c.GROUP,
+            c.VERSION,
+            self.namespace,
+            c.PLURAL,
+            field_selector=f"metadata.name={self.name}",
+            timeout_seconds=600,
+        )
         for event in stream:
             status = event["object"].get("status") or {}
             self.statuses.append(status)
@@ -62,14 +67,16 @@ class Watcher(threading.Thread):
 
 
 def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
-    cands = build_candidates(world.bed.testbed, world.live_fixed(), fleet=18, refused=240,
-                             holes=235)  # fmt: skip
+    cands = build_candidates(
+        world.bed.testbed, world.live_fixed(), fleet=18, refused=240, holes=235
+    )
     assert (len(cands.urls), len(cands.live)) == (500, 25)
     url = world.lists.put(f"{kubectl.namespace}.txt", cands.text())
     watcher = Watcher(str(world.cluster.kubeconfig), kubectl.namespace, "big", "main-proxies")
     watcher.start()
-    kubectl.apply(refresh("big", [{"url": url}], world.judge, pool="main", chunkSize=50,
-                          parallelism=3))  # fmt: skip
+    kubectl.apply(
+        refresh("big", [{"url": url}], world.judge, pool="main", chunkSize=50, parallelism=3)
+    )
     status = wait_status(kubectl, "big", done, 240, "Complete")
     watcher.join(timeout=30)
     assert status["phase"] == "Complete", status
@@ -78,8 +85,10 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     assert status["usable"] == len(usable) == 23
     assert status["anonymity"] == {"transparent": 2, "anonymous": 1, "elite": 22}
     assert (status["totalChunks"], status["completedChunks"], status["progress"]) == (
-        10, 10, "10/10 (100%)",
-    )  # fmt: skip
+        10,
+        10,
+        "10/10 (100%)",
+    )
     cm = kubectl.get("configmap", "main-proxies")
     assert set(cm["data"]["live_proxies.txt"].split()) == usable
     entries = json.loads(cm["data"]["live_proxies.json"])
@@ -105,8 +114,15 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
 def small(world: World, kubectl: Kubectl, name: str, holes: int = 20, **spec: Any) -> Any:
     """A refresh slow enough to interrupt: 7 live, 3 dead each per chunk, and
     black holes that cost the whole timeout."""
-    cands = build_candidates(world.bed.testbed, world.live_fixed(), fleet=3, refused=10,
-                             holes=holes, refused_ip="127.0.0.42", holes_ip="127.0.0.44")  # fmt: skip
+    cands = build_candidates(
+        world.bed.testbed,
+        world.live_fixed(),
+        fleet=3,
+        refused=10,
+        holes=holes,
+        refused_ip="127.0.0.42",
+        holes_ip="127.0.0.44",
+    )
     url = world.lists.put(f"{kubectl.namespace}-{name}.txt", cands.text())
     spec = {"chunkSize": 5, "parallelism": 2, "checker": {"timeoutSeconds": 3}, **spec}
     kubectl.apply(refresh(name, [{"url": url}], world.judge, **spec))
@@ -174,11 +190,10 @@ def test_redis_restarted_empty_fails_naming_the_lost_state(world: World, kubectl
         ({"chunkSize": 0}, "spec.chunkSize"),
         ({"parallelism": -1}, "spec.parallelism"),
         ({"sources": []}, "spec.sources"),
-        ({"checker": {"engine": "carrier-pigeon", "judges": ["http://j/"]}},
-         "spec.checker.engine"),
+        ({"checker": {"engine": "carrier-pigeon", "judges": ["http://j/"]}}, "spec.checker.engine"),
         ({"sources": [{"url": "ftp://lists.example/x.txt"}]}, "spec.sources[0].url"),
     ],
-)  # fmt: skip
+)
 def test_invalid_specs_are_refused_naming_the_field(
     world: World, kubectl: Kubectl, change: dict[str, Any], field: str
 ) -> None:
@@ -195,8 +210,9 @@ def test_unreachable_and_garbage_sources_fail_with_their_causes(
     garbage = world.lists.put(f"{kubectl.namespace}-garbage.txt", "<html>nothing here</html>\n")
     unreachable = "http://127.0.0.3:1/list.txt"
     missing = garbage.replace("garbage.txt", "no-such-list.txt")
-    kubectl.apply(refresh("nosrc", [{"url": unreachable}, {"url": garbage}, {"url": missing}],
-                          world.judge))  # fmt: skip
+    kubectl.apply(
+        refresh("nosrc", [{"url": unreachable}, {"url": garbage}, {"url": missing}], world.judge)
+    )
     status = wait_status(kubectl, "nosrc", done, 120, "Failed")
     assert status["phase"] == "Failed"
     failed = next(x for x in status["conditions"] if x["type"] == "Failed")
@@ -210,12 +226,20 @@ def test_unreachable_and_garbage_sources_fail_with_their_causes(
 def test_forbid_waits_for_the_pool_then_runs(world: World, kubectl: Kubectl) -> None:
     small(world, kubectl, "first", holes=10)
     wait_status(kubectl, "first", phase_in("Dispatched", "Processing"), 60, "started")
-    kubectl.apply(refresh("second", [{"inline": [world.live_fixed()[2].url]}], world.judge,
-                          concurrencyPolicy="Forbid"))  # fmt: skip
+    kubectl.apply(
+        refresh(
+            "second",
+            [{"inline": [world.live_fixed()[2].url]}],
+            world.judge,
+            concurrencyPolicy="Forbid",
+        )
+    )
 
     def waiting(status: dict[str, Any]) -> bool:
-        return any(x["type"] == "Waiting" and x["status"] == "True" and
-                   x["reason"] == "PoolBusy" for x in status.get("conditions", []))  # fmt: skip
+        return any(
+            x["type"] == "Waiting" and x["status"] == "True" and x["reason"] == "PoolBusy"
+            for x in status.get("conditions", [])
+        )
 
     status = wait_status(kubectl, "second", waiting, 30, "Waiting PoolBusy")
     assert status["phase"] == "Pending"
@@ -229,16 +253,25 @@ def test_forbid_waits_for_the_pool_then_runs(world: World, kubectl: Kubectl) -> 
 def test_replace_stops_the_running_refresh(world: World, kubectl: Kubectl) -> None:
     small(world, kubectl, "old", holes=40)
     wait_status(kubectl, "old", phase_in("Processing"), 60, "Processing")
-    kubectl.apply(refresh("new", [{"inline": [world.live_fixed()[2].url]}], world.judge,
-                          concurrencyPolicy="Replace"))  # fmt: skip
+    kubectl.apply(
+        refresh(
+            "new",
+            [{"inline": [world.live_fixed()[2].url]}],
+            world.judge,
+            concurrencyPolicy="Replace",
+        )
+    )
     new = wait_status(kubectl, "new", done, 120, "new done")
     old = kubectl.get("proxyrefresh", "old")["status"]
     assert new["phase"] == "Complete"
     assert old["phase"] == "Failed"
     failed = next(x for x in old["conditions"] if x["type"] == "Failed")
     assert (failed["reason"], failed["message"]) == ("Replaced", "replaced by new")
-    wait_for(lambda: not kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=old")["items"], 30,
-             "the replaced refresh's Job to go")  # fmt: skip
+    wait_for(
+        lambda: not kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=old")["items"],
+        30,
+        "the replaced refresh's Job to go",
+    )
 
 
 async def test_deletion_mid_run_removes_job_pods_and_redis_keys(
@@ -261,11 +294,17 @@ def test_history_keeps_five_complete_and_three_failed(world: World, kubectl: Kub
     live = world.live_fixed()[2].url
     garbage = world.lists.put(f"{kubectl.namespace}-junk.txt", "junk\n")
     for i in range(7):
-        kubectl.apply(refresh(f"ok-{i}", [{"inline": [live]}], world.judge, pool="hist",
-                              concurrencyPolicy="Allow"))  # fmt: skip
+        kubectl.apply(
+            refresh(
+                f"ok-{i}", [{"inline": [live]}], world.judge, pool="hist", concurrencyPolicy="Allow"
+            )
+        )
     for i in range(5):
-        kubectl.apply(refresh(f"bad-{i}", [{"url": garbage}], world.judge, pool="hist",
-                              concurrencyPolicy="Allow"))  # fmt: skip
+        kubectl.apply(
+            refresh(
+                f"bad-{i}", [{"url": garbage}], world.judge, pool="hist", concurrencyPolicy="Allow"
+            )
+        )
 
     def settled() -> list[str] | None:
         items = kubectl.get("proxyrefreshes")["items"]
@@ -280,16 +319,27 @@ def test_history_keeps_five_complete_and_three_failed(world: World, kubectl: Kub
 
 def test_wait_for_refresh_blocks_until_complete(world: World, kubectl: Kubectl) -> None:
     live = world.live_fixed()[2].url
-    spec = {"sources": [{"inline": [live]}], "checker": {"judges": [world.judge]},
-            "minUsable": 1}  # fmt: skip
+    spec = {"sources": [{"inline": [live]}], "checker": {"judges": [world.judge]}, "minUsable": 1}
     path = world.bed.testbed.workdir / f"{kubectl.namespace}-spec.json"
     path.write_text(json.dumps(spec))
     result = subprocess.run(
-        [sys.executable, "-m", "proxyrefresh.cli", "create", str(path), "-n", kubectl.namespace,
-         "--wait", "--timeout", "120"],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "proxyrefresh.cli",
+            "create",
+            str(path),
+            "-n",
+            kubectl.namespace,
+            "--wait",
+            "--timeout",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={**world.operator.env},
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert "1 usable of 1 live" in result.stdout
     (item,) = kubectl.get("proxyrefreshes")["items"]

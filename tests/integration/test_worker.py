@@ -66,8 +66,11 @@ def worker_env(redis_url: str, run_id: str, index: int, judge: str, **extra: str
 def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "proxyrefresh.cli", "worker"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def finish(proc: subprocess.Popen[str], within: float = 60) -> tuple[int, str]:
@@ -129,19 +132,29 @@ async def test_a_retried_index_is_counted_once(
     assert (await store.progress()).completed_chunks == 1
 
 
-async def test_killed_mid_chunk_and_rerun_gives_one_result(
-    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
-) -> None:
-    holes = [p.model_dump(mode="json") for p in black_holes(bed, 4)]
-    store = RunStore(redis, run_id)
-    await store.write_chunks([items(bed, *LIVE) + holes])
-    env = worker_env(redis_server.url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT="30")
+async def start_slow_worker(
+    bed: Bed, redis_url: str, store: RunStore, run_id: str, holes: int, timeout: str = "30"
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Dispatch the live proxies plus black holes, start a pod and wait until
+    it has reported the live ones (the holes keep it busy for ``timeout``)."""
+    await store.write_chunks(
+        [items(bed, *LIVE) + [p.model_dump(mode="json") for p in black_holes(bed, holes)]]
+    )
+    env = worker_env(redis_url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT=timeout)
     proc = start_worker(env)
 
     async def live_reported() -> bool:
-        return (await store.progress()).live == 3
+        return (await store.progress()).live == len(LIVE)
 
-    await async_wait_for(live_reported, 30, "the first pod to report its live proxies")
+    await async_wait_for(live_reported, 30, "the pod to report its live proxies")
+    return proc, env
+
+
+async def test_killed_mid_chunk_and_rerun_gives_one_result(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    store = RunStore(redis, run_id)
+    proc, env = await start_slow_worker(bed, redis_server.url, store, run_id, holes=4)
     proc.kill()
     proc.wait(timeout=10)
     assert (await store.progress()).completed_chunks == 0
@@ -156,16 +169,8 @@ async def test_killed_mid_chunk_and_rerun_gives_one_result(
 async def test_sigterm_saves_partial_and_the_retry_resumes(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    holes = [p.model_dump(mode="json") for p in black_holes(bed, 2)]
     store = RunStore(redis, run_id)
-    await store.write_chunks([items(bed, *LIVE) + holes])
-    env = worker_env(redis_server.url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT="30")
-    proc = start_worker(env)
-
-    async def live_reported() -> bool:
-        return (await store.progress()).live == 3
-
-    await async_wait_for(live_reported, 30, "the pod to report its live proxies")
+    proc, env = await start_slow_worker(bed, redis_server.url, store, run_id, holes=2)
     proc.send_signal(signal.SIGTERM)
     code, err = await finish(proc)
     assert code == 143, err
@@ -189,9 +194,13 @@ async def test_soft_deadline_saves_a_partial_result(
     store = RunStore(redis, run_id)
     await store.write_chunks([items(bed, *LIVE) + holes])
     env = worker_env(
-        redis_server.url, run_id, 0, bed.judge,
-        PROXYREFRESH_TIMEOUT="60", PROXYREFRESH_CHUNK_SECONDS="4",
-    )  # fmt: skip
+        redis_server.url,
+        run_id,
+        0,
+        bed.judge,
+        PROXYREFRESH_TIMEOUT="60",
+        PROXYREFRESH_CHUNK_SECONDS="4",
+    )
     code, err = await finish(start_worker(env))
     assert code == 0, err
     (result,) = (await store.read_results()).values()
@@ -204,10 +213,15 @@ async def test_soft_deadline_saves_a_partial_result(
 
 def black_holes(bed: Bed, count: int) -> list[Proxy]:
     return [
-        Proxy.model_validate({"protocol": "http", "host": p.url.split("//")[1].split(":")[0],
-                              "port": int(p.url.rsplit(":", 1)[1])})
+        Proxy.model_validate(
+            {
+                "protocol": "http",
+                "host": p.url.split("//")[1].split(":")[0],
+                "port": int(p.url.rsplit(":", 1)[1]),
+            }
+        )
         for p in bed.testbed.blackholes("127.0.0.25", count)
-    ]  # fmt: skip
+    ]
 
 
 async def test_exit_codes_for_what_a_retry_cannot_fix(
@@ -309,15 +323,7 @@ async def test_a_brief_redis_outage_is_ridden_out(bed: Bed, run_id: str) -> None
     redis = RedisSettings(url=server.url).client()  # retries, as the operator's does
     try:
         store = RunStore(redis, run_id)
-        holes = [p.model_dump(mode="json") for p in black_holes(bed, 2)]
-        await store.write_chunks([items(bed, *LIVE) + holes])
-        env = worker_env(server.url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT="4")
-        proc = start_worker(env)
-
-        async def live_reported() -> bool:
-            return (await store.progress()).live == 3
-
-        await async_wait_for(live_reported, 30, "the pod to report its live proxies")
+        proc, _ = await start_slow_worker(bed, server.url, store, run_id, holes=2, timeout="4")
         await asyncio.to_thread(server.restart)  # data kept: appendonly
         code, err = await finish(proc)
         assert code == 0, err

@@ -25,8 +25,7 @@ def test_defaults_and_bounds_reach_the_api_server() -> None:
     spec = spec_schema()
     props = spec["properties"]
     assert spec["required"] == ["sources", "checker"]
-    assert props["chunkSize"] == {"default": 100, "maximum": 10000, "minimum": 1,
-                                  "type": "integer"}  # fmt: skip
+    assert props["chunkSize"] == {"default": 100, "maximum": 10000, "minimum": 1, "type": "integer"}
     assert props["parallelism"]["minimum"] == 1
     assert props["sources"]["minItems"] == 1
     assert props["checker"]["properties"]["engine"]["enum"] == ["native", "mubeng"]

@@ -29,9 +29,13 @@ def test_python_dash_m_works_from_the_repository_root() -> None:
     # runpy imports collections, which imports operator: the first thing to
     # break if the folder shadowed the stdlib.
     out = subprocess.run(
-        [sys.executable, "-S", "-m", "json.tool"], input="{}", cwd=ROOT,
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [sys.executable, "-S", "-m", "json.tool"],
+        input="{}",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "{}"
 
 

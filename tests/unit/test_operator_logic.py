@@ -20,19 +20,29 @@ from proxyrefresh.operator.status import (
 )
 from proxyrefresh.settings import OperatorSettings, RedisSettings
 
-SPEC = ProxyRefreshSpec.model_validate({
-    "pool": "eu", "sources": [{"inline": ["1.2.3.4:80"]}], "chunkSize": 50, "parallelism": 3,
-    "checker": {"judges": ["http://judge/"], "timeoutSeconds": 4},
-    "retry": {"backoffLimitPerIndex": 1, "maxFailedIndexes": 2},
-    "deadlines": {"chunkSeconds": 120},
-})  # fmt: skip
+SPEC = ProxyRefreshSpec.model_validate(
+    {
+        "pool": "eu",
+        "sources": [{"inline": ["1.2.3.4:80"]}],
+        "chunkSize": 50,
+        "parallelism": 3,
+        "checker": {"judges": ["http://judge/"], "timeoutSeconds": 4},
+        "retry": {"backoffLimitPerIndex": 1, "maxFailedIndexes": 2},
+        "deadlines": {"chunkSeconds": 120},
+    }
+)
 
 
 def build(**settings: Any) -> dict[str, Any]:
     return dispatch.build_job(
-        name="nightly", namespace="ns", uid="0123456789abcdef", spec=SPEC, chunks=10,
-        settings=OperatorSettings(**settings), redis=RedisSettings(url="redis://r:6379/2"),
-    )  # fmt: skip
+        name="nightly",
+        namespace="ns",
+        uid="0123456789abcdef",
+        spec=SPEC,
+        chunks=10,
+        settings=OperatorSettings(**settings),
+        redis=RedisSettings(url="redis://r:6379/2"),
+    )
 
 
 def env_of(job: dict[str, Any]) -> dict[str, Any]:
@@ -70,9 +80,14 @@ def test_worker_env_carries_the_checker_settings() -> None:
 
 def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
     job = dispatch.build_job(
-        name="x" * 253, namespace="ns", uid="u" * 36, spec=SPEC, chunks=2,
-        settings=OperatorSettings(), redis=RedisSettings(),
-    )  # fmt: skip
+        name="x" * 253,
+        namespace="ns",
+        uid="u" * 36,
+        spec=SPEC,
+        chunks=2,
+        settings=OperatorSettings(),
+        redis=RedisSettings(),
+    )
     assert job["spec"]["parallelism"] == 2
     assert len(job["metadata"]["name"]) <= 49  # the job-name label (63) with room for pods
     assert dispatch.chunked(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
@@ -80,11 +95,14 @@ def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
 
 def test_progress_never_goes_backwards() -> None:
     old = {"phase": "Processing", "completedChunks": 5, "checked": 250, "live": 9}
-    fields = progress_fields(old, Progress(total_chunks=10, completed_chunks=4, checked=240,
-                                           live=9), None)  # fmt: skip
+    fields = progress_fields(
+        old, Progress(total_chunks=10, completed_chunks=4, checked=240, live=9), None
+    )
     assert (fields["completedChunks"], fields["checked"], fields["progress"]) == (
-        5, 250, "5/10 (50%)"
-    )  # fmt: skip
+        5,
+        250,
+        "5/10 (50%)",
+    )
 
 
 def test_dispatched_becomes_processing_once_work_starts() -> None:
@@ -96,10 +114,21 @@ def test_dispatched_becomes_processing_once_work_starts() -> None:
 
 def test_job_status_reading() -> None:
     assert failed_indexes({"status": {"failedIndexes": "1,3-5,9"}}) == 5
-    assert job_finished({"status": {"conditions": [
-        {"type": "FailureTarget", "status": "True"},
-        {"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "m"}]}},
-    ) == (True, False, "PodFailurePolicy", "m")  # fmt: skip
+    assert job_finished(
+        {
+            "status": {
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True"},
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "PodFailurePolicy",
+                        "message": "m",
+                    },
+                ]
+            }
+        },
+    ) == (True, False, "PodFailurePolicy", "m")
     assert job_finished({"status": {}}) == (False, False, "", "")
 
 
@@ -114,21 +143,35 @@ def test_conditions_keep_their_transition_time() -> None:
 
 
 def row(port: int, alive: bool, anonymity: str | None = None, latency: float = 100) -> dict:  # type: ignore[type-arg]
-    base = {"proxy": f"http://1.1.1.1:{port}", "protocol": "http", "host": "1.1.1.1",
-            "port": port, "alive": alive, "checked_at": 1.0, "pos": 0, "_live": alive}  # fmt: skip
+    base = {
+        "proxy": f"http://1.1.1.1:{port}",
+        "protocol": "http",
+        "host": "1.1.1.1",
+        "port": port,
+        "alive": alive,
+        "checked_at": 1.0,
+        "pos": 0,
+        "_live": alive,
+    }
     if alive:
         base.update(anonymity=anonymity, latency_ms=latency, exit_ip="1.1.1.1")
     return base
 
 
 def found(*rows: dict, flt: Filter | None = None) -> merge.Tally:  # type: ignore[type-arg]
-    return merge.tally({0: ChunkResult(index=0, results=list(rows), unchecked=["x"])},
-                       flt or Filter())  # fmt: skip
+    return merge.tally(
+        {0: ChunkResult(index=0, results=list(rows), unchecked=["x"])}, flt or Filter()
+    )
 
 
 def test_tally_applies_the_filter() -> None:
-    t = found(row(1, True, "elite"), row(2, True, "transparent"), row(3, False),
-              row(4, True, "anonymous", latency=9000), flt=Filter(max_latency_ms=8000))  # fmt: skip
+    t = found(
+        row(1, True, "elite"),
+        row(2, True, "transparent"),
+        row(3, False),
+        row(4, True, "anonymous", latency=9000),
+        flt=Filter(max_latency_ms=8000),
+    )
     assert (t.checked, t.live, t.usable, t.unchecked) == (4, 3, 1, 1)
     assert t.anonymity == {"elite": 1, "transparent": 1, "anonymous": 1}
     assert t.passing == {"http://1.1.1.1:1"}
@@ -145,15 +188,19 @@ def test_pool_scores_follow_the_legacy_rules() -> None:
     assert "http://1.1.1.1:1" in pool  # not checked this time: untouched
     pool = merge.merge_pool(pool, found(row(2, False)))
     assert "http://1.1.1.1:2" not in pool  # third failure in a row
-    low = {"http://1.1.1.1:9": pool["http://1.1.1.1:1"].model_copy(
-        update={"proxy": "http://1.1.1.1:9", "port": 9, "score": 0.015})}  # fmt: skip
+    low = {
+        "http://1.1.1.1:9": pool["http://1.1.1.1:1"].model_copy(
+            update={"proxy": "http://1.1.1.1:9", "port": 9, "score": 0.015}
+        )
+    }
     assert merge.merge_pool(low, found(row(9, False))) == {}  # score below 0.01
     text = merge.render(pool)[merge.TXT_KEY]
     assert text == "http://1.1.1.1:1\n"
 
 
-def item(name: str, created: str, phase: str | None, pool: str = "p",
-         completed: str = "") -> dict[str, Any]:  # fmt: skip
+def item(
+    name: str, created: str, phase: str | None, pool: str = "p", completed: str = ""
+) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "uid": name, "creationTimestamp": created},
         "spec": {"pool": pool},
@@ -162,8 +209,13 @@ def item(name: str, created: str, phase: str | None, pool: str = "p",
 
 
 def test_forbid_waits_for_older_unfinished_refreshes_of_the_same_pool() -> None:
-    items = [item("a", "1", "Processing"), item("b", "2", None), item("c", "3", None),
-             item("d", "0", "Processing", pool="other"), item("e", "0", "Complete")]  # fmt: skip
+    items = [
+        item("a", "1", "Processing"),
+        item("b", "2", None),
+        item("c", "3", None),
+        item("d", "0", "Processing", pool="other"),
+        item("e", "0", "Complete"),
+    ]
     me = items[2]
     assert [i["metadata"]["name"] for i in policy.unfinished_before(items, me)] == ["a", "b"]
     assert policy.unfinished_before(items, items[0]) == []
