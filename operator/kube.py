@@ -130,3 +130,8 @@ async def write_config_map(namespace: str, body: dict[str, Any], exists: bool) -
 async def read_secret_data(namespace: str, name: str) -> dict[str, str]:
     secret = await call(client.CoreV1Api().read_namespaced_secret, name, namespace)
     return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+async def service_account_exists(namespace: str, name: str) -> bool:
+    api = client.CoreV1Api()
+    return await read_or_none(api.read_namespaced_service_account, name, namespace) is not None

@@ -213,6 +213,10 @@ async def start(ctx: Context, refresh: Refresh) -> None:
         redis=ctx.redis_settings,
     )
     manifest["metadata"]["ownerReferences"] = [owner_reference(refresh)]
+    account = s.worker_service_account
+    if account and not await kube.service_account_exists(refresh.namespace, account):
+        # Not installed in this namespace: the default one, still without a token.
+        manifest["spec"]["template"]["spec"].pop("serviceAccountName", None)
     created = await kube.create_job(manifest)
     await patch(
         ctx,

@@ -10,6 +10,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -155,7 +156,12 @@ def operator() -> None:
 
 @app.command()
 def create(
-    spec_file: Annotated[Path, typer.Argument(help="YAML/JSON: a ProxyRefresh, or just its spec.")],
+    spec_file: Annotated[
+        Path | None, typer.Argument(help="YAML/JSON: a ProxyRefresh, or just its spec.")
+    ] = None,
+    spec_env: Annotated[
+        str | None, typer.Option(help="Read the spec (JSON/YAML) from this variable instead.")
+    ] = None,
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     name: Annotated[
         str | None, typer.Option(help="Name; default: generateName from the pool.")
@@ -170,12 +176,16 @@ def create(
     from proxyrefresh.api import ProxyRefreshSpec
     from proxyrefresh.client import RefreshFailed, create_refresh, wait_for_refresh
 
+    if (spec_file is None) == (spec_env is None):
+        raise fail("give a spec file or --spec-env, not both", EXIT_BAD_INPUT)
+    origin = str(spec_file) if spec_file else f"${spec_env}"
     try:
-        doc = yaml.safe_load(spec_file.read_text())
+        text = spec_file.read_text() if spec_file else os.environ[spec_env or ""]
+        doc = yaml.safe_load(text)
         spec = doc.get("spec", doc) if isinstance(doc, dict) else None
         parsed = ProxyRefreshSpec.model_validate(spec)
-    except (OSError, yaml.YAMLError, SpecError, AttributeError) as exc:
-        raise fail(f"{spec_file}: {exc}", EXIT_BAD_INPUT) from None
+    except (OSError, KeyError, yaml.YAMLError, SpecError, AttributeError) as exc:
+        raise fail(f"{origin}: {exc}", EXIT_BAD_INPUT) from None
     metadata: dict[str, Any] = {"name": name} if name else {"generateName": f"{parsed.pool}-"}
     metadata["labels"] = {"proxyrefresh.dev/pool": parsed.pool}
     created = create_refresh(namespace, {"metadata": metadata, "spec": spec})

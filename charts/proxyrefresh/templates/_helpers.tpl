@@ -1,0 +1,48 @@
+{{- define "proxyrefresh.fullname" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "proxyrefresh.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "proxyrefresh.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "proxyrefresh.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "proxyrefresh.operatorServiceAccount" -}}
+{{- .Values.serviceAccount.name | default (printf "%s-operator" (include "proxyrefresh.fullname" .)) -}}
+{{- end -}}
+
+{{- define "proxyrefresh.workerServiceAccount" -}}
+{{- .Values.worker.serviceAccount.name | default (printf "%s-worker" (include "proxyrefresh.fullname" .)) -}}
+{{- end -}}
+
+{{- define "proxyrefresh.redisSecret" -}}
+{{- .Values.redis.existingSecret | default (printf "%s-redis" (include "proxyrefresh.fullname" .)) -}}
+{{- end -}}
+
+{{- define "proxyrefresh.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "proxyrefresh.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
