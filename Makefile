@@ -5,13 +5,13 @@ export PROXYREFRESH_CACHE ?= $(HOME)/.cache/proxyrefresh
 # Go-built tools (etcd, kube-apiserver, kube-controller-manager, kubectl, helm)
 # come first on PATH, for us and for the pods the local cluster runs.
 export PATH := $(PROXYREFRESH_CACHE)/bin:$(PATH)
-export PROXYREFRESH_GO_TOOLS ?= etcd kube
+export PROXYREFRESH_GO_TOOLS ?= etcd kube helm
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap test lint unit integration e2e demo bench clean cluster-up cluster-down \
-	dev-up dev-down pod-logs
+	dev-up dev-down pod-logs chart-check
 
 bootstrap:
 	@bash hack/bootstrap.sh
@@ -47,6 +47,11 @@ dev-down:
 # make pod-logs POD=name [NS=namespace]: what a pod printed (no kubelet, so no kubectl logs)
 pod-logs:
 	@$(VENV)/python -m proxyrefresh.testing.cluster logs $(POD) -n $(or $(NS),default) --dir $(CLUSTER_DIR)
+
+# What needs no cluster: helm lint, the rendered chart against manifests/,
+# hadolint and checkov. (The server-side dry run is in tests/e2e/test_chart.py.)
+chart-check: bootstrap
+	$(VENV)/pytest tests/integration/test_chart.py $(PYTEST_ARGS)
 
 test: lint
 	$(VENV)/pytest tests $(PYTEST_ARGS)

@@ -61,6 +61,18 @@ if ((${#GO_TOOLS[@]})); then
   bash hack/tools.sh "${GO_TOOLS[@]}" || missing+=("Go tools: ${GO_TOOLS[*]} (see hack/tools.sh output above)")
 fi
 
+# --- checkov, in a virtualenv of its own (its pins would fight ours) ----------
+CHECKOV_VERSION=3.3.30
+CACHE=${PROXYREFRESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/proxyrefresh}
+CHECKOV_VENV=$CACHE/checkov-$CHECKOV_VERSION
+if [[ ! -x $CHECKOV_VENV/bin/checkov ]]; then
+  echo "bootstrap: installing checkov $CHECKOV_VERSION into $CHECKOV_VENV" >&2
+  { "$PYTHON" -m venv "$CHECKOV_VENV" && "$CHECKOV_VENV/bin/pip" install -q "checkov==$CHECKOV_VERSION"; } \
+    || missing+=("checkov $CHECKOV_VERSION (pip install into $CHECKOV_VENV failed)")
+fi
+mkdir -p "$CACHE/bin"
+[[ -x $CHECKOV_VENV/bin/checkov ]] && ln -sf "$CHECKOV_VENV/bin/checkov" "$CACHE/bin/checkov"
+
 if ((${#missing[@]})); then
   echo "bootstrap: could not install:" >&2
   printf '  - %s\n' "${missing[@]}" >&2

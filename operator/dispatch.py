@@ -41,7 +41,11 @@ def labels(name: str, pool: str) -> dict[str, str]:
 
 
 def worker_env(
-    spec: ProxyRefreshSpec, uid: str, settings: OperatorSettings, redis: RedisSettings
+    spec: ProxyRefreshSpec,
+    uid: str,
+    settings: OperatorSettings,
+    redis: RedisSettings,
+    namespace: str | None = None,
 ) -> list[dict[str, Any]]:
     checker = spec.checker
     env: list[dict[str, Any]] = [
@@ -61,7 +65,8 @@ def worker_env(
         env.append(
             {"name": "PROXYREFRESH_CONNECT_TIMEOUT", "value": str(checker.connect_timeout_seconds)}
         )
-    if settings.redis_secret_name:
+    # A secretKeyRef only resolves in the Secret's namespace (the operator's).
+    if settings.redis_secret_name and namespace == settings.pod_namespace:
         env.append(
             {
                 "name": "PROXYREFRESH_REDIS_URL",
@@ -110,7 +115,7 @@ def build_job(
                 "image": settings.worker_image,
                 "imagePullPolicy": settings.worker_image_pull_policy,
                 "args": ["worker"],
-                "env": worker_env(spec, uid, settings, redis),
+                "env": worker_env(spec, uid, settings, redis, namespace),
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "128Mi"},
                     "limits": {"memory": "512Mi"},

@@ -104,8 +104,10 @@ class OperatorSettings(BaseSettings):
     worker_image_pull_policy: str = "IfNotPresent"
     worker_service_account: str | None = None  # None: the namespace's default
     # Name and key of a Secret holding the Redis URL, passed to worker pods by
-    # reference; unset: the URL itself goes into their env.
+    # reference when they run in the operator's own namespace (pod_namespace);
+    # elsewhere, or unset, the URL itself goes into their env.
     redis_secret_name: str | None = None
+    pod_namespace: str | None = None
     redis_secret_key: str = "url"
     job_ttl_seconds: int = Field(default=3600, ge=0)
     keep_complete: int = Field(default=5, ge=0)

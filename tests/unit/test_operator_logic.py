@@ -74,8 +74,11 @@ def test_worker_env_carries_the_checker_settings() -> None:
     assert env["PROXYREFRESH_TIMEOUT"] == "4.0"
     assert env["PROXYREFRESH_CHUNK_SECONDS"] == "120"
     assert env["PROXYREFRESH_REDIS_URL"] == "redis://r:6379/2"
-    secret = env_of(build(redis_secret_name="redis", redis_secret_key="url"))
+    secret = env_of(build(redis_secret_name="redis", redis_secret_key="url", pod_namespace="ns"))
     assert secret["PROXYREFRESH_REDIS_URL"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
+    # In another namespace than the operator's, the Secret cannot be referenced.
+    other = env_of(build(redis_secret_name="redis", pod_namespace="operators"))
+    assert other["PROXYREFRESH_REDIS_URL"] == "redis://r:6379/2"
 
 
 def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# manifests/ is rendered from the chart (one source of truth); a test fails
+# when they drift. Run after changing the chart or the models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PATH="$(bash hack/tools.sh --path):$PATH"
+.venv/bin/python -m proxyrefresh.operator.crd > manifests/crd.yaml
+cp manifests/crd.yaml charts/proxyrefresh/crds/proxyrefresh.dev_proxyrefreshes.yaml
+{
+  echo "# Rendered from charts/proxyrefresh by hack/render-manifests.sh; do not edit."
+  echo "# Needs: kubectl apply -f manifests/crd.yaml, a namespace 'proxyrefresh' and a"
+  echo "# Secret 'proxyrefresh-redis' there with key 'url' (the Redis URL)."
+  helm template proxyrefresh charts/proxyrefresh --namespace proxyrefresh \
+    --set redis.existingSecret=proxyrefresh-redis
+} > manifests/install.yaml

@@ -1,0 +1,185 @@
+"""`make chart-check`: what needs no cluster. helm lint, manifests/ in step
+with the chart, hadolint and checkov (skips justified in .checkov.yaml)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from proxyrefresh.testing.cluster import binary, tools_bin
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "proxyrefresh"
+SPEC = {"sources": [{"inline": ["1.2.3.4:80"]}], "checker": {"judges": ["http://judge/"]}}
+EVERYTHING = [
+    "--set",
+    "redis.bundled.enabled=true",
+    "--set",
+    "judge.enabled=true",
+    "--set",
+    "judge.service.type=LoadBalancer",
+    "--set",
+    "operator.watchNamespaces={proxyrefresh,scraping}",
+    "--set",
+    "operator.secretNames={list-auth}",
+    "--set",
+    "schedules[0].name=nightly",
+    "--set",
+    "schedules[0].schedule=0 3 * * *",
+    "--set-json",
+    f"schedules[0].spec={json.dumps(SPEC)}",
+]
+
+
+def helm(*args: str) -> str:
+    try:
+        exe = binary("helm")
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    result = subprocess.run([exe, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def render(*values: str) -> list[dict[str, Any]]:
+    text = helm("template", "proxyrefresh", str(CHART), "-n", "proxyrefresh", *values)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_helm_lint() -> None:
+    helm("lint", str(CHART), "--strict", "--set", "redis.url=redis://r:6379/0")
+    helm("lint", str(CHART), "--strict", *EVERYTHING)
+
+
+def test_manifests_are_rendered_from_the_chart() -> None:
+    expected = subprocess.run(
+        [
+            "bash",
+            "-c",
+            "helm template proxyrefresh charts/proxyrefresh --namespace proxyrefresh "
+            "--set redis.existingSecret=proxyrefresh-redis",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": f"{tools_bin()}:/usr/bin:/bin"},
+    ).stdout
+    committed = (ROOT / "manifests" / "install.yaml").read_text()
+    assert committed.split("\n", 3)[3] == expected, "run hack/render-manifests.sh"
+    crd = (CHART / "crds" / "proxyrefresh.dev_proxyrefreshes.yaml").read_text()
+    assert crd == (ROOT / "manifests" / "crd.yaml").read_text()
+
+
+def test_operator_is_locked_down() -> None:
+    docs = render("--set", "redis.url=redis://r:6379/0")
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    (role,) = by_kind(docs, "ClusterRole")
+    assert not [r for r in role["rules"] if "secrets" in r["resources"]]
+    workers = [sa for sa in by_kind(docs, "ServiceAccount") if "worker" in sa["metadata"]["name"]]
+    assert [sa["automountServiceAccountToken"] for sa in workers] == [False]
+
+
+def test_every_optional_part_renders() -> None:
+    docs = render(*EVERYTHING)
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == [
+        "ClusterRole",
+        "CronJob",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+        "StatefulSet",
+    ]
+    (role,) = by_kind(docs, "ClusterRole")
+    (secrets,) = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert (secrets["verbs"], secrets["resourceNames"]) == (["get"], ["list-auth"])
+    (scheduler,) = by_kind(docs, "Role")
+    assert scheduler["rules"] == [
+        {"apiGroups": ["proxyrefresh.dev"], "resources": ["proxyrefreshes"], "verbs": ["create"]}
+    ]
+    (cron,) = by_kind(docs, "CronJob")
+    env = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert json.loads(env[0]["value"]) == SPEC
+    workers = [sa for sa in by_kind(docs, "ServiceAccount") if "worker" in sa["metadata"]["name"]]
+    assert sorted(sa["metadata"]["namespace"] for sa in workers) == ["proxyrefresh", "scraping"]
+
+
+def test_values_schema_refuses_nonsense() -> None:
+    exe = binary("helm")
+    result = subprocess.run(
+        [
+            exe,
+            "template",
+            "x",
+            str(CHART),
+            "--set",
+            "redis.url=mysql://nope",
+            "--set",
+            "judge.service.type=Magic",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "/redis/url" in result.stderr
+    assert "/judge/service/type" in result.stderr
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    hadolint = ROOT / ".venv" / "bin" / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checkov_passes_on_the_chart_and_the_dockerfile(tmp_path: Path) -> None:
+    checkov = tools_bin() / "checkov"
+    if not checkov.exists():
+        pytest.fail(f"{checkov} is missing: run `make bootstrap`", pytrace=False)
+    for name, values in (
+        ("defaults", ["--set", "redis.url=redis://r:6379/0"]),
+        ("everything", EVERYTHING),
+    ):
+        text = helm("template", "proxyrefresh", str(CHART), "-n", "proxyrefresh", *values)
+        (tmp_path / f"{name}.yaml").write_text(text)
+    result = subprocess.run(
+        [
+            str(checkov),
+            "--config-file",
+            str(ROOT / ".checkov.yaml"),
+            "-d",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "-f",
+            str(ROOT / "Dockerfile"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Failed checks: 0" in result.stdout
