@@ -28,8 +28,10 @@ def active(**kwargs: Any) -> bool:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = c.FINALIZER
-    # No cluster-wide CRD/namespace scanning: the operator needs no rights for it.
-    settings.scanning.disabled = True
+    # No CRD/namespace scanning (and no rights for it) unless namespaces are
+    # given as globs, which kopf resolves by watching namespaces.
+    globs = any(set(ns) & set("*?[!") for ns in OperatorSettings().namespaces)
+    settings.scanning.disabled = not globs
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=c.GROUP, key="last-handled-configuration"

@@ -138,7 +138,13 @@ def world(cluster: Cluster, bed: Bed) -> Iterator[World]:
     )
     redis = RedisServer(bed.testbed, appendonly=True)
     lists = ListServer(bed.testbed.workdir / "lists")
-    operator = OperatorProcess(cluster.kubeconfig, redis.url, cluster.logs / "operator.log")
+    # Test namespaces only (t-*): the chart's own operator owns its namespace.
+    operator = OperatorProcess(
+        cluster.kubeconfig,
+        redis.url,
+        cluster.logs / "operator.log",
+        PROXYREFRESH_OPERATOR_NAMESPACES='["t-*"]',
+    )
     operator.start()
     try:
         yield World(cluster, bed, redis, lists, operator)

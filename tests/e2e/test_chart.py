@@ -1,0 +1,158 @@
+"""The Helm chart on the local control plane: accepted by the real API
+server, installed with a schedule, run under its own ServiceAccounts."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from proxyrefresh.testing.cluster import Cluster, binary
+from proxyrefresh.testing.testbed import RedisServer, free_port
+from tests.conftest import Bed, wait_for
+from tests.e2e.conftest import Kubectl
+from tests.integration.test_chart import CHART, EVERYTHING
+
+pytestmark = pytest.mark.e2e
+NAMESPACE = "prf-helm"
+
+
+def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [binary("helm"), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_rendered_chart_is_accepted_by_the_api_server(cluster: Cluster) -> None:
+    k = Kubectl(cluster.kubeconfig, "proxyrefresh")
+    for ns in ("proxyrefresh", "scraping"):
+        k("create", "namespace", ns, namespaced=False, check=False)
+    k("apply", "--server-side", "-f", str(CHART / "crds"), namespaced=False)
+    for values in (["--set", "redis.url=redis://r:6379/0"], EVERYTHING):
+        text = helm(
+            cluster, "template", "proxyrefresh", str(CHART), "-n", "proxyrefresh", *values
+        ).stdout
+        result = k(
+            "apply", "--dry-run=server", "-f", "-", stdin=text, check=False, namespaced=False
+        )
+        assert result.returncode == 0, result.stderr
+        kinds = {doc["kind"] for doc in yaml.safe_load_all(text) if doc}
+        assert len(result.stdout.splitlines()) == len([d for d in yaml.safe_load_all(text) if d]), (
+            kinds,
+            result.stdout,
+        )
+
+
+def can_i(k: Kubectl, account: str, *what: str) -> bool:
+    result = k(
+        "auth",
+        "can-i",
+        *what,
+        f"--as=system:serviceaccount:{NAMESPACE}:{account}",
+        "-n",
+        NAMESPACE,
+        check=False,
+        namespaced=False,
+    )
+    return result.stdout.strip() == "yes"
+
+
+def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster, bed: Bed) -> None:
+    k = Kubectl(cluster.kubeconfig, NAMESPACE)
+    redis = RedisServer(bed.testbed)
+    live = [p.url for p in bed.proxies if p.expect is not None]
+    spec: dict[str, Any] = {
+        "pool": "helm",
+        "sources": [{"inline": live}],
+        "minUsable": 1,
+        "checker": {"judges": [bed.judge], "timeoutSeconds": 3},
+    }
+    values = {
+        "image": {"repository": "proxyrefresh", "tag": "dev"},
+        "redis": {"url": redis.url},
+        "operator": {
+            "watchNamespaces": [NAMESPACE],
+            "secretNames": ["list-auth"],
+            "livenessPort": free_port("127.0.0.1"),
+        },
+        "schedules": [{"name": "every-minute", "schedule": "* * * * *", "spec": spec}],
+    }
+    values_file = bed.testbed.workdir / "helm-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    try:
+        helm(
+            cluster,
+            "install",
+            "prf",
+            str(CHART),
+            "-n",
+            NAMESPACE,
+            "--create-namespace",
+            "-f",
+            str(values_file),
+            "--wait",
+            "--timeout",
+            "120s",
+        )
+        (pod,) = k.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+        assert pod["spec"]["serviceAccountName"] == "prf-proxyrefresh-operator"
+
+        def completed() -> dict[str, Any] | None:
+            for item in k.get("proxyrefreshes")["items"]:
+                for cond in (item.get("status") or {}).get("conditions", []):
+                    if cond["type"] == "Complete" and cond["status"] == "True":
+                        return dict(item)
+            return None
+
+        done = wait_for(completed, 150, "a scheduled ProxyRefresh to complete")
+        assert done["metadata"]["name"].startswith("helm-")
+        assert done["status"]["usable"] == len(
+            [p for p in bed.proxies if p.expect and p.expect.value != "transparent"]
+        )
+        pool = k.get("configmap", "helm-proxies")["data"]["live_proxies.txt"].split()
+        assert len(pool) == done["status"]["usable"]
+        # Least privilege, as the API server sees it.
+        operator = "prf-proxyrefresh-operator"
+        assert can_i(k, operator, "create", "jobs.batch")
+        assert can_i(k, operator, "get", "secrets/list-auth")
+        assert not can_i(k, operator, "get", "secrets/prf-proxyrefresh-redis")
+        assert not can_i(k, operator, "list", "secrets")
+        assert not can_i(k, operator, "delete", "pods")
+        scheduler = "prf-proxyrefresh-scheduler"
+        assert can_i(k, scheduler, "create", "proxyrefreshes.proxyrefresh.dev")
+        assert not can_i(k, scheduler, "get", "proxyrefreshes.proxyrefresh.dev")
+        worker = "prf-proxyrefresh-worker"
+        for verb, what in (
+            ("get", "pods"),
+            ("list", "configmaps"),
+            ("get", "secrets"),
+            ("create", "proxyrefreshes.proxyrefresh.dev"),
+        ):
+            assert not can_i(k, worker, verb, what)
+        job = k.get("jobs", "-l", "app.kubernetes.io/component=worker")["items"][0]
+        worker_pod = job["spec"]["template"]["spec"]
+        assert worker_pod["serviceAccountName"] == worker
+        assert worker_pod["automountServiceAccountToken"] is False
+    finally:
+        uninstall = helm(cluster, "uninstall", "prf", "-n", NAMESPACE, "--wait", check=False)
+        redis.stop()
+    assert uninstall.returncode == 0, uninstall.stderr
+    left = k(
+        "get",
+        "deployments,cronjobs,serviceaccounts,roles,rolebindings,secrets",
+        "-l",
+        "app.kubernetes.io/instance=prf",
+        "-o",
+        "name",
+    ).stdout
+    assert left.strip() == ""
+    assert not k("get", "clusterroles", "-o", "name", namespaced=False).stdout.count("prf-")
+    assert k("get", "crd", "proxyrefreshes.proxyrefresh.dev", namespaced=False).returncode == 0
