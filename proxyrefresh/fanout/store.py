@@ -212,6 +212,18 @@ return {first, tonumber(redis.call('GET', done))}
 )
 
 
+# ARGV: index, ttl, now, result JSON. Like completion, but the index stays
+# open for its retry; refuses to resurrect a run whose keys were deleted.
+SAVE_PARTIAL_SCRIPT = """
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('STATELOST total_chunks is gone')
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+
 def _is_state_lost(exc: Exception) -> bool:
     return "STATELOST" in str(exc)
 
@@ -225,6 +237,7 @@ class RunStore:
         self.ttl = ttl
         self._progress = redis.register_script(PROGRESS_SCRIPT)
         self._complete = redis.register_script(COMPLETE_SCRIPT)
+        self._save_partial = redis.register_script(SAVE_PARTIAL_SCRIPT)
 
     # --- operator side ----------------------------------------------------
 
@@ -317,10 +330,7 @@ class RunStore:
     async def save_partial(self, result: ChunkResult) -> None:
         """Keep what an interrupted attempt did, without completing the index,
         so the retry resumes instead of starting over."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.results, str(result.index), result.model_dump_json())
-        pipe.expire(self.keys.results, self.ttl)
-        await pipe.execute()
+        await self._run(self._save_partial, result.index, result.model_dump_json())
 
     async def complete(self, result: ChunkResult) -> bool:
         """Write the result and count the index once. True the first time."""

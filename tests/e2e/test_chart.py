@@ -156,3 +156,18 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
     assert left.strip() == ""
     assert not k("get", "clusterroles", "-o", "name", namespaced=False).stdout.count("prf-")
     assert k("get", "crd", "proxyrefreshes.proxyrefresh.dev", namespaced=False).returncode == 0
+
+
+def test_examples_are_accepted(cluster: Cluster) -> None:
+    k = Kubectl(cluster.kubeconfig, "proxyrefresh")
+    k("create", "namespace", "proxyrefresh", namespaced=False, check=False)
+    k("apply", "--server-side", "-f", str(CHART / "crds"), namespaced=False)
+    examples = CHART.parents[1] / "manifests" / "examples"
+    for name in ("refresh.yaml", "paid-sources.yaml"):
+        result = k("apply", "--dry-run=server", "-f", str(examples / name), check=False)
+        assert result.returncode == 0, (name, result.stderr)
+    values = examples / "scheduled-pool-values.yaml"
+    text = helm(
+        cluster, "template", "proxyrefresh", str(CHART), "-n", "proxyrefresh", "-f", str(values)
+    ).stdout
+    assert k("apply", "--dry-run=server", "-f", "-", stdin=text, namespaced=False).returncode == 0

@@ -263,6 +263,10 @@ async def test_keys_expire_and_delete_removes_everything(redis: Redis, run_id: s
     assert all(0 < t <= 300 for t in ttls), dict(zip(keys, ttls, strict=True))
     assert await store.delete() == len(keys)
     assert [k async for k in redis.scan_iter(pattern)] == []
+    # A pod stopped after the deletion must not bring the run back.
+    with pytest.raises(StateLost):
+        await store.save_partial(ChunkResult(index=1, results=[{"pos": 0}], partial=True))
+    assert [k async for k in redis.scan_iter(pattern)] == []
 
     short = RunStore(redis, run_id, ttl=1)
     await short.write_chunks([[1]])
