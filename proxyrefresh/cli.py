@@ -199,6 +199,23 @@ def create(
         typer.echo(f"{created_name}: {status.get('message')}")
 
 
+@app.command("rotator-feed")
+def rotator_feed(
+    configmap: Annotated[str, typer.Option(help="The pool's output ConfigMap.")],
+    file: Annotated[Path, typer.Option(help="The file mubeng reads with -f and -w.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    key: Annotated[str, typer.Option(help="ConfigMap key.")] = "live_proxies.txt",
+) -> None:
+    """Keep a mubeng rotator's file in step with a pool, written in place and
+    never empty."""
+    import logging
+
+    from proxyrefresh.worker.rotator_feed import feed
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    feed(namespace, configmap, key, file)
+
+
 def main() -> None:
     try:
         app()

@@ -24,6 +24,8 @@ EVERYTHING = [
     "--set",
     "judge.service.type=LoadBalancer",
     "--set",
+    "rotator.enabled=true",
+    "--set",
     "operator.watchNamespaces={proxyrefresh,scraping}",
     "--set",
     "operator.secretNames={list-auth}",
@@ -115,7 +117,7 @@ def test_every_optional_part_renders() -> None:
     (role,) = by_kind(docs, "ClusterRole")
     (secrets,) = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert (secrets["verbs"], secrets["resourceNames"]) == (["get"], ["list-auth"])
-    (scheduler,) = by_kind(docs, "Role")
+    (scheduler,) = [r for r in by_kind(docs, "Role") if "scheduler" in r["metadata"]["name"]]
     assert scheduler["rules"] == [
         {"apiGroups": ["proxyrefresh.dev"], "resources": ["proxyrefreshes"], "verbs": ["create"]}
     ]
@@ -183,3 +185,4 @@ def test_checkov_passes_on_the_chart_and_the_dockerfile(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Failed checks: 0" in result.stdout
+    assert "prismacloud" not in result.stdout + result.stderr  # it stayed offline

@@ -1,0 +1,70 @@
+"""``proxyrefresh rotator-feed``: keep a mubeng rotator's proxy file in step
+with a pool's ConfigMap.
+
+mubeng's ``-w`` reloads only when its file is written in place (the same
+inode), and a ConfigMap volume is updated by swapping a symlink, which it
+misses; an empty file would leave it with nothing to rotate. So this watches
+the ConfigMap through the API and rewrites the file in place: new content
+first, then truncate to its length, so the file is never empty and never
+replaced. An empty pool leaves the last good list where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+from proxyrefresh.operator.kube import load_config
+
+log = logging.getLogger("proxyrefresh.rotator-feed")
+
+
+def write_in_place(path: Path, text: str) -> bool:
+    """Replace the file's content without replacing the file. Returns False
+    (and leaves the file alone) when there is nothing to write."""
+    if not text.strip():
+        return False
+    data = text.encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.pread(fd, len(data) + 1, 0) == data:
+            return False  # unchanged: no write, no reload
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def feed(namespace: str, name: str, key: str, path: Path, once: bool = False) -> None:
+    """Follow the ConfigMap for ever (or until the first write, with once)."""
+    load_config()
+    api = client.CoreV1Api()
+    while True:
+        try:
+            stream = watch.Watch().stream(
+                api.list_namespaced_config_map,
+                namespace,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=300,
+            )
+            for event in stream:
+                data = event["object"].data or {}
+                if write_in_place(path, data.get(key, "")):
+                    lines = data[key].count("\n")
+                    log.info("wrote %d proxies from %s/%s to %s", lines, namespace, name, path)
+                    if once:
+                        return
+                elif not (data.get(key) or "").strip():
+                    log.warning(
+                        "%s/%s has no proxies under %s: keeping the last list", namespace, name, key
+                    )
+        except ApiException as exc:
+            log.warning("watching %s/%s: %s", namespace, name, exc.reason)
+            time.sleep(2)
