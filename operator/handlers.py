@@ -60,7 +60,8 @@ def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
     ctx: reconcile.Context = memo.ctx
 
     def event(reason: str, message: str, warning: bool = False) -> None:
-        (kopf.warn if warning else kopf.info)(body, reason=reason, message=message)
+        # kopf.event, not kopf.info: posting.level mutes kopf's own chatter only.
+        kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
     return reconcile.Context(ctx.settings, ctx.redis_settings, ctx.redis, event)
 

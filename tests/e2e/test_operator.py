@@ -110,6 +110,13 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     assert len(jobs) == 1
     assert jobs[0]["spec"]["completions"] == 10
 
+    def events() -> set[str] | None:
+        items = kubectl.get("events", "--field-selector", "involvedObject.name=big")["items"]
+        reasons = {e["reason"] for e in items if e["involvedObject"]["kind"] == "ProxyRefresh"}
+        return reasons if {"Dispatched", "Complete"} <= reasons else None
+
+    wait_for(events, 30, "the Dispatched and Complete Events")
+
 
 def small(world: World, kubectl: Kubectl, name: str, holes: int = 20, **spec: Any) -> Any:
     """A refresh slow enough to interrupt: 7 live, 3 dead each per chunk, and
