@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -71,12 +71,10 @@ class Tally:
     checked: int = 0
     live: int = 0
     passed: int = 0
-    anonymity: Counter[str] | None = None
-    failures: Counter[str] | None = None
+    anonymity: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
 
     def add(self, result: ProxyResult, passed: bool) -> None:
-        self.anonymity = self.anonymity or Counter()
-        self.failures = self.failures or Counter()
         self.checked += 1
         if result.alive:
             self.live += 1
@@ -87,8 +85,7 @@ class Tally:
 
 
 def summary_lines(report: ParseReport, tally: Tally, seconds: float) -> list[str]:
-    by_level = tally.anonymity or Counter()
-    levels = ", ".join(f"{lvl} {by_level.get(lvl, 0)}" for lvl in Anonymity)
+    levels = ", ".join(f"{lvl} {tally.anonymity.get(lvl, 0)}" for lvl in Anonymity)
     lines = [
         f"checked {tally.checked}, live {tally.live}, passed {tally.passed} in {seconds:.1f}s",
         f"anonymity: {levels}",

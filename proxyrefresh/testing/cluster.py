@@ -15,6 +15,7 @@ started.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -173,8 +174,6 @@ class Cluster:
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
         ca = (self.certs / "ca.crt").read_text()
-        import base64
-
         config = {
             "apiVersion": "v1",
             "kind": "Config",
