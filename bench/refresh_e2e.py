@@ -25,7 +25,12 @@ import time
 from pathlib import Path
 
 from proxyrefresh.testing.cluster import ROOT, Cluster, binary
-from proxyrefresh.testing.scenario import ListServer, OperatorProcess, build_candidates
+from proxyrefresh.testing.scenario import (
+    ListServer,
+    OperatorProcess,
+    build_candidates,
+    kubectl_get,
+)
 from proxyrefresh.testing.testbed import RedisServer, Testbed
 
 
@@ -103,14 +108,7 @@ def main() -> int:
                 text=True,
             )
             wall = time.monotonic() - started
-            status = json.loads(
-                subprocess.run(
-                    [*kubectl, "get", "proxyrefresh", "bench", "-o", "json"],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )["status"]
+            status = kubectl_get(kubectl, "proxyrefresh", "bench")["status"]
             assert operator.proc is not None
             pid = operator.proc.pid
             operator.proc.terminate()

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from proxyrefresh.testing import devenv
 from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, binary
-from proxyrefresh.testing.scenario import ListServer, build_candidates
+from proxyrefresh.testing.scenario import ListServer, build_candidates, kubectl_get
 from proxyrefresh.testing.testbed import Testbed, standard_set
 
 EXAMPLE = ROOT / "manifests" / "examples" / "refresh.yaml"
@@ -73,23 +73,9 @@ def main() -> int:
                 check=True,
                 capture_output=True,
             )
-            status = json.loads(
-                subprocess.run(
-                    [*kubectl, "get", "proxyrefresh", "demo", "-o", "json"],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )["status"]
+            status = kubectl_get(kubectl, "proxyrefresh", "demo")["status"]
             console.print(f"[bold]{status['phase']}[/bold]: {status.get('message')}")
-            cm = json.loads(
-                subprocess.run(
-                    [*kubectl, "get", "configmap", "default-proxies", "-o", "json"],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )
+            cm = kubectl_get(kubectl, "configmap", "default-proxies")
             table = Table(title="ConfigMap default-proxies: live_proxies.json")
             for column in ("proxy", "anonymity", "exit ip", "latency ms", "score"):
                 table.add_column(column)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from proxyrefresh.models import Anonymity
 from proxyrefresh.testing.testbed import LocalProxy, Testbed, free_port, wait_for_port
@@ -81,6 +83,14 @@ def build_candidates(
         if proxy.expect is not None:
             out.live[proxy.url] = proxy.expect
     return out
+
+
+def kubectl_get(kubectl: list[str], *what: str) -> dict[str, Any]:
+    """``kubectl get WHAT -o json``, parsed; ``kubectl`` is the argv prefix."""
+    out = subprocess.run(
+        [*kubectl, "get", *what, "-o", "json"], check=True, capture_output=True, text=True
+    ).stdout
+    return dict(json.loads(out))
 
 
 class ListServer:
