@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -78,6 +79,8 @@ def cluster() -> Iterator[Cluster]:
         yield local
     finally:
         local.down()
+        # Failing tests already carry the logs they need in their reports.
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
