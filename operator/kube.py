@@ -49,6 +49,12 @@ async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
     return list(result.get("items", []))
 
 
+async def get_refresh(namespace: str, name: str) -> dict[str, Any] | None:
+    return await read_or_none(
+        custom().get_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL, name
+    )
+
+
 async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
     global STATUS_PATCHES
     STATUS_PATCHES += 1

@@ -198,6 +198,8 @@ async def start(ctx: Context, refresh: Refresh) -> None:
         await patch(ctx, refresh, {"sources": sources})
         await fail(ctx, refresh, "NoCandidates", found.failure_message())
         return
+    if await replaced_meanwhile(refresh):
+        return
     chunks = dispatch.chunked([p.model_dump(mode="json") for p in found.proxies], spec.chunk_size)
     try:
         await store.write_chunks(chunks)
@@ -239,6 +241,22 @@ async def start(ctx: Context, refresh: Refresh) -> None:
             "Dispatched",
             f"{len(found.proxies)} candidates in {len(chunks)} chunks, Job {job_name}",
         )
+
+
+async def replaced_meanwhile(refresh: Refresh) -> bool:
+    """Scraping takes a while: a newer refresh with concurrencyPolicy Replace
+    may have failed this one meanwhile. Then it must not start a Job."""
+    current = await kube.get_refresh(refresh.namespace, refresh.name)
+    phase = ((current or {}).get("status") or {}).get("phase")
+    if current is None or phase in (Phase.COMPLETE.value, Phase.FAILED.value):
+        log.info(
+            "%s/%s ended while scraping (%s); not dispatching",
+            refresh.namespace,
+            refresh.name,
+            phase or "deleted",
+        )
+        return True
+    return False
 
 
 def owner_reference(refresh: Refresh) -> dict[str, Any]:
