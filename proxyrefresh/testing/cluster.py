@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxyrefresh.testing.testbed import free_port, wait_for_port
+from proxyrefresh.testing.testbed import free_port, start_logged, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".cluster"
@@ -195,18 +195,8 @@ class Cluster:
 
     # --- processes ----------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> int:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
-        return proc.pid
+    def _spawn(self, name: str, args: list[str]) -> int:
+        return start_logged(args, self.logs / f"{name}.log").pid
 
     def pids(self) -> dict[str, int]:
         raw = self.state().get("pids", {})

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, alive, binary, stop_group
-from proxyrefresh.testing.testbed import wait_for_port
+from proxyrefresh.testing.testbed import start_logged, wait_for_port
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -53,12 +53,22 @@ def up(cluster: Cluster) -> None:
         data = cluster.dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
-        with (cluster.logs / "redis.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [server, "--bind", host, "--port", str(port), "--dir", str(data),
-                 "--appendonly", "yes", "--save", ""],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        proc = start_logged(
+            [
+                server,
+                "--bind",
+                host,
+                "--port",
+                str(port),
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+            cluster.logs / "redis.log",
+        )
         wait_for_port(host, port, proc=proc)
         pids["redis"] = proc.pid
         print(f"dev: redis-server on {host}:{port}", file=sys.stderr)
@@ -72,11 +82,11 @@ def up(cluster: Cluster) -> None:
             "PROXYREFRESH_REDIS_URL": redis_url(),
             "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": "http://127.0.0.1:8081/healthz",
         }
-        with (cluster.logs / "operator.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "proxyrefresh.cli", "operator"], env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+        proc = start_logged(
+            [sys.executable, "-m", "proxyrefresh.cli", "operator"],
+            cluster.logs / "operator.log",
+            env=env,
+        )
         wait_for_port("127.0.0.1", 8081, timeout=60, proc=proc, log=cluster.logs / "operator.log")
         pids["operator"] = proc.pid
         print(f"dev: operator running (log: {cluster.logs / 'operator.log'})", file=sys.stderr)

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from proxyrefresh.models import Anonymity
-from proxyrefresh.testing.testbed import LocalProxy, Testbed, free_port, wait_for_port
+from proxyrefresh.testing.testbed import (
+    LocalProxy,
+    Testbed,
+    free_port,
+    start_logged,
+    wait_for_port,
+)
 
 
 @dataclass
@@ -134,15 +140,9 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxyrefresh.cli", "operator"],
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.proc = start_logged(
+            [sys.executable, "-m", "proxyrefresh.cli", "operator"], self.log, env=self.env
         )
-        handle.close()
         wait_for_port("127.0.0.1", self.port, timeout=60, proc=self.proc, log=self.log)
 
     def stop(self, kill: bool = False) -> None:

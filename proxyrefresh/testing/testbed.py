@@ -17,7 +17,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from proxyrefresh.models import Anonymity
 
@@ -39,6 +38,24 @@ def free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def start_logged(
+    args: list[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a process in a session of its own, its output appended to ``log``
+    (the child keeps the file open; ours is closed at once)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def wait_for_port(
@@ -84,7 +101,7 @@ class Testbed:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="proxyrefresh-testbed-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
-        self.procs: list[tuple[str, subprocess.Popen[bytes], IO[bytes]]] = []
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def __enter__(self) -> Testbed:
         return self
@@ -96,29 +113,20 @@ class Testbed:
         self, name: str, args: list[str], cwd: Path | None = None
     ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.workdir / f"{name}.log"
-        handle = log.open("ab")
-        proc = subprocess.Popen(
-            args,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            start_new_session=True,
-        )
-        self.procs.append((name, proc, handle))
+        proc = start_logged(args, log, cwd=cwd)
+        self.procs.append((name, proc))
         return proc, log
 
     def close(self) -> None:
-        for _, proc, _ in self.procs:
+        for _, proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
-        for _, proc, handle in self.procs:
+        for _, proc in self.procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            handle.close()
         self.procs.clear()
         if self.owned and not os.environ.get("PROXYREFRESH_KEEP_TESTBED"):
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -236,15 +244,15 @@ class Testbed:
         """Start the dead-end listeners; they print their ports when ready."""
         name = f"{mode}-{ip}-{len(self.procs)}"
         log = self.workdir / f"{name}.log"
-        handle = log.open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "proxyrefresh.testing.deadends", mode, ip, str(count)],
-            stdout=subprocess.PIPE,
-            stderr=handle,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.procs.append((name, proc, handle))
+        with log.open("ab") as handle:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxyrefresh.testing.deadends", mode, ip, str(count)],
+                stdout=subprocess.PIPE,
+                stderr=handle,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs.append((name, proc))
         assert proc.stdout is not None
         line = proc.stdout.readline()
         if not line:
