@@ -19,5 +19,10 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_REFRESH = f"{GROUP}/refresh"
 LABEL_POOL = f"{GROUP}/pool"
 ANNOTATION_MERGED = f"{GROUP}/merged-refreshes"
+# A Secret usable as a source's headers opts in and names the hosts they may reach.
+LABEL_SOURCE_CREDENTIALS = f"{GROUP}/source-credentials"
+ANNOTATION_ALLOWED_HOSTS = f"{GROUP}/allowed-hosts"
+MANAGED_BY = "proxyrefresh-operator"
 
 WORKER_CONTAINER = "worker"
+REDIS_SECRET_KEY = "url"

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from proxyrefresh.api import ProxyRefreshSpec
+from proxyrefresh.api import REFRESH_NAME, REFRESH_NAME_MAX, ProxyRefreshSpec
 from proxyrefresh.models import Anonymity
 from proxyrefresh.operator import constants as c
 
@@ -45,6 +45,16 @@ RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "fieldPath": ".connectTimeoutSeconds",
         }
     ],
+}
+
+
+# The refresh's name becomes a label value and part of its Job's and pods'
+# names: refused at admission when it could not be one.
+NAME_RULE = {
+    "rule": f"self.metadata.name.size() <= {REFRESH_NAME_MAX} && "
+    f"self.metadata.name.matches('{REFRESH_NAME}')",
+    "message": f"metadata.name must be at most {REFRESH_NAME_MAX} characters of a-z, 0-9 and "
+    "'-', starting and ending with a letter or digit (it becomes a label value)",
 }
 
 
@@ -203,6 +213,7 @@ def crd() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

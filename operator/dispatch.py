@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from proxyrefresh.api import ProxyRefreshSpec
+from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_STATE_LOST
 from proxyrefresh.operator import constants as c
-from proxyrefresh.settings import OperatorSettings, RedisSettings
-from proxyrefresh.worker.pod import EXIT_CONFIG, EXIT_STATE_LOST
+from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 T = TypeVar("T")
 
@@ -30,22 +30,46 @@ def job_name(refresh_name: str, uid: str) -> str:
     return f"{refresh_name[:40].rstrip('-')}-{uid[:8]}"
 
 
+def redis_secret_name(job: str) -> str:
+    """The Secret, in the Job's namespace, holding the URL its workers use."""
+    return f"{job}-redis"
+
+
 def labels(name: str, pool: str) -> dict[str, str]:
     return {
         c.LABEL_NAME: "proxyrefresh",
         c.LABEL_COMPONENT: "worker",
-        c.LABEL_MANAGED_BY: "proxyrefresh-operator",
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
         c.LABEL_REFRESH: name[:63],
         c.LABEL_POOL: pool,
+    }
+
+
+def redis_secret(
+    job: str, namespace: str, url: str, owner: dict[str, Any], pool: str, refresh: str
+) -> dict[str, Any]:
+    """The run's Redis URL (its own ACL user, see fanout.access) as a Secret
+    owned by the refresh: the Job's spec only references it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": redis_secret_name(job),
+            "namespace": namespace,
+            "labels": labels(refresh, pool),
+            "ownerReferences": [owner],
+        },
+        "stringData": {c.REDIS_SECRET_KEY: url},
     }
 
 
 def worker_env(
     spec: ProxyRefreshSpec,
     uid: str,
-    settings: OperatorSettings,
     redis: RedisSettings,
-    namespace: str | None = None,
+    network: NetworkSettings,
+    job: str,
 ) -> list[dict[str, Any]]:
     checker = spec.checker
     env: list[dict[str, Any]] = [
@@ -65,21 +89,16 @@ def worker_env(
         env.append(
             {"name": "PROXYREFRESH_CONNECT_TIMEOUT", "value": str(checker.connect_timeout_seconds)}
         )
-    # A secretKeyRef only resolves in the Secret's namespace (the operator's).
-    if settings.redis_secret_name and namespace == settings.pod_namespace:
-        env.append(
-            {
-                "name": "PROXYREFRESH_REDIS_URL",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": settings.redis_secret_name,
-                        "key": settings.redis_secret_key,
-                    }
-                },
-            }
-        )
-    else:
-        env.append({"name": "PROXYREFRESH_REDIS_URL", "value": redis.url})
+    env += network.env()
+    # Never the URL itself: anyone with `view` reads a Job's spec.
+    env.append(
+        {
+            "name": "PROXYREFRESH_REDIS_URL",
+            "valueFrom": {
+                "secretKeyRef": {"name": redis_secret_name(job), "key": c.REDIS_SECRET_KEY}
+            },
+        }
+    )
     return env
 
 
@@ -92,9 +111,11 @@ def build_job(
     chunks: int,
     settings: OperatorSettings,
     redis: RedisSettings,
+    network: NetworkSettings,
 ) -> dict[str, Any]:
     """The Indexed Job for one refresh: one pod per chunk."""
     pod_labels = labels(name, spec.pool)
+    job = job_name(name, uid)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         # The pod's hard deadline; the worker stops itself at 85% of it.
@@ -115,7 +136,7 @@ def build_job(
                 "image": settings.worker_image,
                 "imagePullPolicy": settings.worker_image_pull_policy,
                 "args": ["worker"],
-                "env": worker_env(spec, uid, settings, redis, namespace),
+                "env": worker_env(spec, uid, redis, network, job),
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "128Mi"},
                     "limits": {"memory": "512Mi"},
@@ -154,10 +175,11 @@ def build_job(
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
     if spec.retry.max_failed_indexes is not None:
-        job_spec["maxFailedIndexes"] = spec.retry.max_failed_indexes
+        # The Job API refuses more than its completions: clamped (documented).
+        job_spec["maxFailedIndexes"] = min(spec.retry.max_failed_indexes, chunks)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": job_name(name, uid), "namespace": namespace, "labels": pod_labels},
+        "metadata": {"name": job, "namespace": namespace, "labels": pod_labels},
         "spec": job_spec,
     }

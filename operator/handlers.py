@@ -15,7 +15,7 @@ import kopf
 from proxyrefresh.api import Phase
 from proxyrefresh.operator import constants as c
 from proxyrefresh.operator import kube, reconcile
-from proxyrefresh.settings import OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
 
@@ -42,7 +42,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kube.load_config()
     operator_settings = OperatorSettings()
     redis_settings = RedisSettings()
-    memo.ctx = reconcile.Context(operator_settings, redis_settings, redis_settings.client())
+    memo.ctx = reconcile.Context(
+        operator_settings, redis_settings, redis_settings.client(), NetworkSettings()
+    )
     settings.execution.max_workers = 20
 
 
@@ -63,7 +65,7 @@ def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
         # kopf.event, not kopf.info: posting.level mutes kopf's own chatter only.
         kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
-    return reconcile.Context(ctx.settings, ctx.redis_settings, ctx.redis, event)
+    return reconcile.Context(ctx.settings, ctx.redis_settings, ctx.redis, ctx.network, event)
 
 
 @kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=2.0, when=active)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from proxyrefresh import redact
 from proxyrefresh.operator import constants as c
 
 T = TypeVar("T")
@@ -133,9 +136,44 @@ async def write_config_map(namespace: str, body: dict[str, Any], exists: bool) -
         await call(api.create_namespaced_config_map, namespace, body)
 
 
-async def read_secret_data(namespace: str, name: str) -> dict[str, str]:
-    secret = await call(client.CoreV1Api().read_namespaced_secret, name, namespace)
-    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
+    """The Secret with its data decoded, or None if it does not exist."""
+    secret = await read_or_none(client.CoreV1Api().read_namespaced_secret, name, namespace)
+    if secret is not None:
+        secret["data"] = {
+            k: base64.b64decode(v).decode(errors="replace")
+            for k, v in (secret.get("data") or {}).items()
+        }
+    return secret
+
+
+async def create_secret(manifest: dict[str, Any]) -> bool:
+    """Create the Secret if missing (the operator has no right to read it back)."""
+    try:
+        await call(
+            client.CoreV1Api().create_namespaced_secret,
+            manifest["metadata"]["namespace"],
+            manifest,
+        )
+        return True
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
+def permanent(exc: ApiException) -> bool:
+    """A 4xx that no retry can fix (409 Conflict and 429 Too Many Requests can)."""
+    return exc.status is not None and 400 <= int(exc.status) < 500 and exc.status not in (409, 429)
+
+
+def describe(exc: ApiException) -> str:
+    """``422 Unprocessable Entity: <the API server's message>``: the status
+    line and message of the API's answer, never its headers."""
+    message = ""
+    with contextlib.suppress(ValueError, AttributeError):
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    return redact.one_line(f"{exc.status} {exc.reason or ''}: {message}".strip(": "), 400)
 
 
 async def service_account_exists(namespace: str, name: str) -> bool:

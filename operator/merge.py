@@ -39,6 +39,26 @@ JSON_KEY = "live_proxies.json"
 TXT_KEY = "live_proxies.txt"
 
 
+class OutputNotManaged(RuntimeError):
+    """The output ConfigMap exists and is not ours: it is never touched."""
+
+
+def managed(config_map: dict[str, Any] | None, pool: str) -> bool:
+    """Missing (we may create it), or created by us for this pool."""
+    if config_map is None:
+        return True
+    labels = (config_map.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(c.LABEL_MANAGED_BY) == c.MANAGED_BY and labels.get(c.LABEL_POOL) == pool)
+
+
+def not_managed_message(name: str, pool: str) -> str:
+    return (
+        f"output.configMap {name} exists and is not managed by proxyrefresh for pool {pool} "
+        f"(labels {c.LABEL_MANAGED_BY}={c.MANAGED_BY}, {c.LABEL_POOL}={pool}); "
+        "it was left untouched: choose another name"
+    )
+
+
 class PoolEntry(BaseModel):
     proxy: str
     protocol: Protocol
@@ -160,6 +180,8 @@ async def write_pool(
     refresh. Returns the pool as written (or as found, if already merged)."""
     for _ in range(attempts):
         current = await kube.read_config_map(namespace, name)
+        if not managed(current, pool_name):
+            raise OutputNotManaged(not_managed_message(name, pool_name))
         done = merged_refreshes(current)
         pool = parse_pool(current)
         if refresh_uid in done:

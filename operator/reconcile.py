@@ -13,17 +13,24 @@ merged (never a second merge).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from proxyrefresh import redact
 from proxyrefresh.api import ConcurrencyPolicy, Engine, Phase, ProxyRefreshSpec, dump
+from proxyrefresh.fanout import access
 from proxyrefresh.fanout.store import RunStore, StateLost
-from proxyrefresh.operator import dispatch, kube, merge, policy, scrape
+from proxyrefresh.netguard import AddressRefused
+from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, scrape
 from proxyrefresh.operator.status import (
     changes,
     job_finished,
@@ -32,7 +39,7 @@ from proxyrefresh.operator.status import (
     progress_text,
     set_condition,
 )
-from proxyrefresh.settings import OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 log = logging.getLogger("proxyrefresh.operator")
 POOL_KEY = "proxyrefresh:pool:{{{namespace}/{pool}}}"
@@ -45,7 +52,33 @@ class Context:
     settings: OperatorSettings
     redis_settings: RedisSettings
     redis: Redis
+    network: NetworkSettings
     events: Any = None  # callable(reason, message, warning=False), set per call
+
+    def store(self, uid: str) -> RunStore:
+        return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
+
+    @property
+    def credential_key(self) -> str:
+        """What per-run Redis passwords are derived from (fanout.access)."""
+        return self.settings.worker_credential_key or self.redis_settings.url
+
+    def fetch_rules(self) -> scrape.FetchRules:
+        s = self.settings
+        return scrape.FetchRules(
+            guard=self.network.guard_rule(),
+            timeout=s.source_timeout_seconds,
+            retries=s.source_retries,
+            max_bytes=s.source_max_bytes,
+        )
+
+
+class Refused(Exception):
+    """A refresh that can never run: it fails with this reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -99,6 +132,9 @@ def note(ctx: Context, reason: str, message: str, warning: bool = False) -> None
 
 
 async def fail(ctx: Context, refresh: Refresh, reason: str, message: str) -> None:
+    message = redact.one_line(message)
+    with contextlib.suppress(RedisError):
+        await access.revoke(ctx.redis, refresh.uid)
     conditions = set_condition(
         refresh.status.get("conditions"), "Failed", True, reason, message, refresh.generation
     )
@@ -121,15 +157,27 @@ async def step(ctx: Context, body: dict[str, Any]) -> None:
     try:
         refresh.spec  # noqa: B018 - validate before anything else
     except ValidationError as exc:
-        await fail(ctx, refresh, "InvalidSpec", f"spec rejected: {exc.errors()[0]['msg']}")
+        first = exc.errors()[0]
+        where = "spec." + ".".join(str(p) for p in first["loc"])
+        await fail(ctx, refresh, "InvalidSpec", f"{where}: {first['msg']}")
         return
-    phase = refresh.phase
-    if phase in (Phase.PENDING, Phase.SCRAPING):
-        await start(ctx, refresh)
-    elif phase in (Phase.DISPATCHED, Phase.PROCESSING):
-        await follow(ctx, refresh)
-    elif phase == Phase.MERGING:
-        await finish(ctx, refresh)
+    try:
+        if not refresh.status.get("phase"):  # first sight: PHASE is never blank
+            await patch(ctx, refresh, {"phase": Phase.PENDING.value, "progress": "pending"})
+        phase = refresh.phase
+        if phase in (Phase.PENDING, Phase.SCRAPING):
+            await start(ctx, refresh)
+        elif phase in (Phase.DISPATCHED, Phase.PROCESSING):
+            await follow(ctx, refresh)
+        elif phase == Phase.MERGING:
+            await finish(ctx, refresh)
+    except Refused as exc:
+        await fail(ctx, refresh, exc.reason, str(exc))
+    except ApiException as exc:
+        if not kube.permanent(exc):
+            raise kopf_temporary(f"Kubernetes API: {kube.describe(exc)}") from None
+        # A permanent answer: retrying would fail the same way, forever.
+        await fail(ctx, refresh, "ApiError", f"the Kubernetes API refused: {kube.describe(exc)}")
 
 
 # --- Pending / Scraping ------------------------------------------------------
@@ -140,7 +188,7 @@ async def start(ctx: Context, refresh: Refresh) -> None:
     if refresh.phase == Phase.PENDING and not await may_start(ctx, refresh, spec):
         return
     job_name = dispatch.job_name(refresh.name, refresh.uid)
-    store = RunStore(ctx.redis, refresh.uid, ctx.redis_settings.key_ttl_seconds)
+    store = ctx.store(refresh.uid)
     if await kube.read_job(refresh.namespace, job_name) is not None:
         # Dispatched before a restart: pick the run up from Redis.
         try:
@@ -158,89 +206,200 @@ async def start(ctx: Context, refresh: Refresh) -> None:
             },
         )
         return
-    if spec.checker.engine is Engine.MUBENG:
-        await fail(
+    creds = await preflight(ctx, refresh, spec)
+    if refresh.phase == Phase.PENDING:
+        waiting = set_condition(
+            refresh.status.get("conditions"),
+            "Waiting",
+            False,
+            "Started",
+            "the pool was free",
+            refresh.generation,
+        )
+        await patch(
             ctx,
             refresh,
-            "EngineUnavailable",
-            "engine mubeng is not available in this build: the mubeng module could "
-            "not be fetched; use engine: native",
+            {
+                "phase": Phase.SCRAPING.value,
+                "startedAt": now_iso(),
+                "progress": "scraping",
+                "conditions": waiting,
+            },
         )
-        return
-    waiting = set_condition(
-        refresh.status.get("conditions"),
-        "Waiting",
-        False,
-        "Started",
-        "the pool was free",
-        refresh.generation,
-    )
-    await patch(
-        ctx,
-        refresh,
-        {
-            "phase": Phase.SCRAPING.value,
-            "startedAt": now_iso(),
-            "progress": "scraping",
-            "conditions": waiting,
-        },
-    )
-    s = ctx.settings
-    found = await scrape.scrape(
-        spec.sources,
-        refresh.namespace,
-        s.source_timeout_seconds,
-        s.source_retries,
-        s.source_max_bytes,
-    )
-    sources = [dump(x) for x in found.sources]
-    if found.failed:
-        await patch(ctx, refresh, {"sources": sources})
-        await fail(ctx, refresh, "NoCandidates", found.failure_message())
-        return
-    if await replaced_meanwhile(refresh):
-        return
-    chunks = dispatch.chunked([p.model_dump(mode="json") for p in found.proxies], spec.chunk_size)
     try:
-        await store.write_chunks(chunks)
+        written = await store.items_written()
     except RedisError as exc:
         raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
-    manifest = dispatch.build_job(
-        name=refresh.name,
-        namespace=refresh.namespace,
-        uid=refresh.uid,
-        spec=spec,
-        chunks=len(chunks),
-        settings=s,
-        redis=ctx.redis_settings,
-    )
-    manifest["metadata"]["ownerReferences"] = [owner_reference(refresh)]
-    account = s.worker_service_account
-    if account and not await kube.service_account_exists(refresh.namespace, account):
-        # Not installed in this namespace: the default one, still without a token.
-        manifest["spec"]["template"]["spec"].pop("serviceAccountName", None)
-    created = await kube.create_job(manifest)
+    if written is not None:
+        # An earlier attempt of this step scraped and wrote the chunks, then
+        # stopped (a restart, a transient error): never scrape or write twice.
+        candidates, chunks = written
+        sources = list(refresh.status.get("sources") or [])
+    else:
+        found = await scrape_reporting(ctx, refresh, spec, creds)
+        sources = [dump(x) for x in found.sources]
+        if found.failed:
+            await patch(ctx, refresh, {"sources": sources})
+            await fail(ctx, refresh, "NoCandidates", found.failure_message())
+            return
+        if await replaced_meanwhile(refresh):
+            return
+        items = [p.model_dump(mode="json") for p in found.proxies]
+        candidates, chunks = len(items), len(dispatch.chunked(items, spec.chunk_size))
+        try:
+            await store.write_chunks(dispatch.chunked(items, spec.chunk_size))
+        except RedisError as exc:
+            raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
+    created = await create_job(ctx, refresh, spec, chunks)
     await patch(
         ctx,
         refresh,
         {
             "phase": Phase.DISPATCHED.value,
             "jobName": job_name,
-            "candidates": len(found.proxies),
-            "totalChunks": len(chunks),
+            "candidates": candidates,
+            "totalChunks": chunks,
             "completedChunks": 0,
             "checked": 0,
             "live": 0,
-            "progress": progress_text(0, len(chunks)),
+            "progress": progress_text(0, chunks),
+            "message": f"{candidates} candidates in {chunks} chunks",
             "sources": sources,
         },
     )
     if created:
-        note(
-            ctx,
-            "Dispatched",
-            f"{len(found.proxies)} candidates in {len(chunks)} chunks, Job {job_name}",
+        note(ctx, "Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
+
+
+async def preflight(
+    ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec
+) -> dict[int, credentials.SourceCredentials]:
+    """What can be known before scraping, checked before scraping: a refresh
+    that could never finish fails now, with the rule it breaks (Refused)."""
+    if spec.checker.engine is Engine.MUBENG:
+        raise Refused(
+            "EngineUnavailable",
+            "engine mubeng is not available in this build: the mubeng module could "
+            "not be fetched; use engine: native",
         )
+    output = await kube.read_config_map(refresh.namespace, spec.output_config_map)
+    if not merge.managed(output, spec.pool):
+        raise Refused(
+            "OutputNotManaged", merge.not_managed_message(spec.output_config_map, spec.pool)
+        )
+    guard = ctx.network.guard_rule()
+    checked = [(f"checker.judges[{i}]", u) for i, u in enumerate(spec.checker.judges)]
+    checked += [(f"checker.targets[{i}]", t.url) for i, t in enumerate(spec.checker.targets)]
+    for where, url in checked:
+        try:
+            await guard.vet(url)
+        except AddressRefused as exc:
+            raise Refused("AddressRefused", f"{where}: {exc}") from None
+        except OSError:
+            pass  # not resolvable from here; the workers will say so
+    found: dict[int, credentials.SourceCredentials] = {}
+    for i, source in enumerate(spec.sources):
+        ref = source.headers_secret_ref
+        if ref is None:
+            continue
+        where = f"sources[{i}].headersSecretRef"
+        if not source.url:
+            raise Refused("CredentialsNotAllowed", f"{where}: only a url source sends headers")
+        try:
+            secret = await kube.read_secret(refresh.namespace, ref.name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            raise Refused(
+                "CredentialsNotAllowed",
+                f"{where}: the operator may not read Secret {ref.name} "
+                "(not among the chart's operator.secretNames)",
+            ) from None
+        if secret is None:
+            raise Refused("CredentialsNotAllowed", f"{where}: Secret {ref.name} not found")
+        try:
+            found[i] = credentials.from_secret(secret, source.url)
+        except credentials.CredentialsRefused as exc:
+            raise Refused("CredentialsNotAllowed", f"{where}: {exc}") from None
+    return found
+
+
+async def scrape_reporting(
+    ctx: Context,
+    refresh: Refresh,
+    spec: ProxyRefreshSpec,
+    creds: dict[int, credentials.SourceCredentials],
+) -> scrape.ScrapeResult:
+    """Scrape, and while it takes long say in the status which source is
+    being fetched and on which attempt."""
+    attempts = scrape.Attempts()
+    async with reporting(ctx, refresh, attempts):
+        return await scrape.scrape(
+            spec.sources, refresh.namespace, ctx.fetch_rules(), creds, attempts
+        )
+
+
+@contextlib.asynccontextmanager
+async def reporting(
+    ctx: Context, refresh: Refresh, attempts: scrape.Attempts
+) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(ctx.settings.scrape_report_seconds)
+            text = attempts.text()
+            if text:
+                with contextlib.suppress(ApiException):
+                    await patch(ctx, refresh, {"message": redact.one_line(text)})
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def create_job(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec, chunks: int) -> bool:
+    """The run's Redis user and Secret, then the Job; each created if missing."""
+    job_name = dispatch.job_name(refresh.name, refresh.uid)
+    owner = owner_reference(refresh)
+    url = ctx.redis_settings.url
+    if ctx.settings.worker_redis_acl:
+        await grant(ctx, refresh)
+        url = access.run_url(url, refresh.uid, ctx.credential_key)
+    await kube.create_secret(
+        dispatch.redis_secret(job_name, refresh.namespace, url, owner, spec.pool, refresh.name)
+    )
+    manifest = dispatch.build_job(
+        name=refresh.name,
+        namespace=refresh.namespace,
+        uid=refresh.uid,
+        spec=spec,
+        chunks=chunks,
+        settings=ctx.settings,
+        redis=ctx.redis_settings,
+        network=ctx.network,
+    )
+    manifest["metadata"]["ownerReferences"] = [owner]
+    account = ctx.settings.worker_service_account
+    if account and not await kube.service_account_exists(refresh.namespace, account):
+        # Not installed in this namespace: the default one, still without a token.
+        manifest["spec"]["template"]["spec"].pop("serviceAccountName", None)
+    return await kube.create_job(manifest)
+
+
+async def grant(ctx: Context, refresh: Refresh) -> None:
+    """(Re)create the run's Redis user: idempotent, repeated while following,
+    so a Redis restarted without its ACLs lets the workers back in."""
+    if not ctx.settings.worker_redis_acl:
+        return
+    try:
+        await access.grant(ctx.redis, refresh.uid, ctx.credential_key)
+    except access.AclUnavailable as exc:
+        raise Refused("RedisAclUnavailable", str(exc)) from None
+    except RedisError as exc:
+        raise kopf_temporary(f"Redis unavailable: {exc}") from exc
 
 
 async def replaced_meanwhile(refresh: Refresh) -> bool:
@@ -273,7 +432,7 @@ def owner_reference(refresh: Refresh) -> dict[str, Any]:
 def kopf_temporary(message: str) -> Exception:
     import kopf
 
-    return kopf.TemporaryError(message, delay=5)
+    return kopf.TemporaryError(redact.one_line(message), delay=5)
 
 
 async def may_start(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec) -> bool:
@@ -310,13 +469,15 @@ async def stop(ctx: Context, refresh: Refresh, message: str) -> None:
     """Replace: fail the other refresh first, then delete its Job."""
     await fail(ctx, refresh, "Replaced", message)
     await kube.delete_job(refresh.namespace, dispatch.job_name(refresh.name, refresh.uid))
+    with contextlib.suppress(RedisError):
+        await ctx.store(refresh.uid).delete()
 
 
 # --- Dispatched / Processing ------------------------------------------------
 
 
 async def follow(ctx: Context, refresh: Refresh) -> None:
-    store = RunStore(ctx.redis, refresh.uid, ctx.redis_settings.key_ttl_seconds)
+    store = ctx.store(refresh.uid)
     job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
     job = await kube.read_job(refresh.namespace, job_name)
     try:
@@ -331,6 +492,7 @@ async def follow(ctx: Context, refresh: Refresh) -> None:
     if job is None:
         await fail(ctx, refresh, "JobMissing", f"Job {job_name} was deleted before it finished")
         return
+    await grant(ctx, refresh)
     await patch(ctx, refresh, progress_fields(refresh.status, progress, job))
     finished, _, _, _ = job_finished(job)
     if finished:
@@ -346,7 +508,7 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
     job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
     job = job or await kube.read_job(refresh.namespace, job_name)
     _, succeeded, reason, message = job_finished(job)
-    store = RunStore(ctx.redis, refresh.uid, ctx.redis_settings.key_ttl_seconds)
+    store = ctx.store(refresh.uid)
     try:
         results = await store.read_results()
         progress = await store.progress()
@@ -354,20 +516,24 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
         await fail(ctx, refresh, "StateLost", f"{exc}; nothing to merge")
         return
     found = merge.tally(results, spec.filter)
-    pool = await merge.write_pool(
-        refresh.namespace,
-        spec.output_config_map,
-        spec.pool,
-        refresh.uid,
-        found,
-        dispatch.labels(refresh.name, spec.pool) | {"app.kubernetes.io/component": "pool"},
-    )
+    try:
+        pool = await merge.write_pool(
+            refresh.namespace,
+            spec.output_config_map,
+            spec.pool,
+            refresh.uid,
+            found,
+            dispatch.labels(refresh.name, spec.pool) | {"app.kubernetes.io/component": "pool"},
+        )
+    except merge.OutputNotManaged as exc:
+        raise Refused("OutputNotManaged", str(exc)) from None
     await ctx.redis.set(
         POOL_KEY.format(namespace=refresh.namespace, pool=spec.pool),
         merge.render(pool)[merge.JSON_KEY],
         ex=ctx.settings.pool_ttl_seconds,
     )
     await store.mark_finished()
+    await access.revoke(ctx.redis, refresh.uid)
     fields: dict[str, Any] = {
         **progress_fields(refresh.status, progress, job),
         "checked": found.checked,
@@ -431,5 +597,6 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     but is deleted here too so its pods stop at once."""
     refresh = Refresh(body)
     await kube.delete_job(refresh.namespace, dispatch.job_name(refresh.name, refresh.uid))
+    await access.revoke(ctx.redis, refresh.uid)
     deleted = await RunStore(ctx.redis, refresh.uid).delete()
     log.info("deleted %s/%s: %d Redis keys removed", refresh.namespace, refresh.name, deleted)

@@ -1,27 +1,64 @@
 """Gather candidates from a refresh's sources, concurrently.
 
-URL sources are fetched with requests (in threads, off kopf's event loop),
-with connect/read timeouts, retries with exponential backoff that honour
-Retry-After on 429/5xx, a size cap, and headers from a Secret. ConfigMap and
-inline sources are read as they are. Each source gets its own outcome in
+URL sources are fetched with aiohttp on kopf's loop, under the network
+guard (proxyrefresh.netguard): every hop of a fetch, redirects included
+(at most five), is resolved and checked before anything is sent, and the
+connection goes to the address that was checked. Retries back off
+exponentially and honour Retry-After on 429/5xx; a size cap bounds the
+body; a Secret's headers go only where its owner allowed
+(operator.credentials). ConfigMap and inline sources are read as they are.
+
+Nothing read from a source reaches the status: a bad line is reported by
+its number, an HTTP error by its code. Each source gets its own outcome in
 the status; one bad source does not sink the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http
+import os
+import time
 from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+import aiohttp
 
+from proxyrefresh import redact
 from proxyrefresh.api import Source, SourceStatus
 from proxyrefresh.models import Proxy
+from proxyrefresh.netguard import AddressRefused, NetworkGuard
 from proxyrefresh.operator import kube
-from proxyrefresh.worker.parse import InputTooLarge, ParseReport, parse_text
+from proxyrefresh.operator.credentials import SourceCredentials
+from proxyrefresh.parse import InputTooLarge, ParseReport, parse_text
 
 USER_AGENT = "proxyrefresh-operator"
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 30.0
+
+
+class Attempts:
+    """Which sources are still being fetched, and which try each is on, so a
+    hanging source shows in the status by name and attempt."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[int, int, float]] = {}
+
+    def started(self, label: str, attempt: int, attempts: int) -> None:
+        self.pending[label] = (attempt, attempts, time.monotonic())
+
+    def finished(self, label: str) -> None:
+        self.pending.pop(label, None)
+
+    def text(self) -> str:
+        now = time.monotonic()
+        return "; ".join(
+            f"fetching {label}: attempt {attempt} of {attempts}, {now - since:.0f}s"
+            for label, (attempt, attempts, since) in self.pending.items()
+        )
 
 
 class SourceError(RuntimeError):
@@ -32,7 +69,6 @@ class SourceError(RuntimeError):
 class ScrapeResult:
     proxies: list[Proxy] = field(default_factory=list)
     sources: list[SourceStatus] = field(default_factory=list)
-    duplicates: int = 0
 
     @property
     def failed(self) -> bool:
@@ -44,60 +80,130 @@ class ScrapeResult:
         )
 
 
-def http_session(retries: int) -> requests.Session:
-    session = requests.Session()
-    retry = Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=0.5,
-        backoff_max=30,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET"}),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
+@dataclass(frozen=True)
+class FetchRules:
+    """How every URL source is fetched (from OperatorSettings)."""
+
+    guard: NetworkGuard
+    timeout: float = 30.0
+    retries: int = 3
+    max_bytes: int = 32 * 1024 * 1024
+    backoff: float = 0.5
 
 
-def fetch(url: str, headers: dict[str, str], timeout: float, retries: int, max_bytes: int) -> str:
-    """GET a list, refusing one over ``max_bytes`` without reading it all."""
-    with http_session(retries) as session:
+def retry_after(value: str | None, fallback: float) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return fallback
+    try:
+        seconds = float(value)
+    except ValueError:
         try:
-            resp = session.get(
-                url, headers=headers, timeout=(min(10, timeout), timeout), stream=True
-            )
-        except requests.RequestException as exc:
-            raise SourceError(f"unreachable: {type(exc).__name__}: {exc}") from None
-        with resp:
-            if resp.status_code != 200:
-                raise SourceError(f"HTTP {resp.status_code} {resp.reason}")
-            body = b""
-            for piece in resp.iter_content(64 * 1024):
-                body += piece
-                if len(body) > max_bytes:
-                    raise SourceError(f"larger than the cap of {max_bytes} bytes")
-    return body.decode(resp.encoding or "utf-8", errors="replace")
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return fallback
+        seconds = when.timestamp() - time.time()
+    return max(0.0, min(MAX_RETRY_AFTER, seconds))
+
+
+def status_text(code: int) -> str:
+    """``HTTP 404 Not Found`` in our words: a server's own reason phrase is its text."""
+    try:
+        return f"HTTP {code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP {code}"
+
+
+async def _get_once(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], rules: FetchRules
+) -> tuple[int, str | None, bytes]:
+    """One request, no redirects followed: (status, Location or Retry-After, body)."""
+    rules.guard.check_url(url)
+    async with session.get(url, headers=headers, allow_redirects=False) as resp:
+        if resp.status in REDIRECTS:
+            return resp.status, resp.headers.get("Location"), b""
+        if resp.status != 200:
+            return resp.status, resp.headers.get("Retry-After"), b""
+        body = bytearray()
+        async for piece in resp.content.iter_chunked(64 * 1024):
+            body += piece
+            if len(body) > rules.max_bytes:
+                raise SourceError(f"larger than the cap of {rules.max_bytes} bytes")
+        return 200, None, bytes(body)
+
+
+def _unreachable(exc: BaseException, timeout: float) -> SourceError:
+    refused = getattr(exc, "os_error", None) if not isinstance(exc, AddressRefused) else exc
+    if isinstance(refused, AddressRefused):
+        return SourceError(f"refused: {refused}")
+    if isinstance(exc, TimeoutError):
+        return SourceError(f"unreachable: no answer within {timeout:g}s")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return SourceError("unreachable: not a valid URL")
+    cause = getattr(exc, "os_error", None) or exc
+    errno = getattr(cause, "errno", None)
+    detail = os.strerror(errno) if errno else type(cause).__name__
+    return SourceError(f"unreachable: {detail}")
+
+
+async def fetch(
+    url: str,
+    rules: FetchRules,
+    credentials: SourceCredentials | None = None,
+    attempts_seen: Attempts | None = None,
+) -> str:
+    """GET a list through at most five redirects, every hop under the guard."""
+    attempts = rules.retries + 1
+    label = redact.url(url)
+    timeout = aiohttp.ClientTimeout(total=rules.timeout, sock_connect=min(10, rules.timeout))
+    connector = aiohttp.TCPConnector(limit=4, **rules.guard.connector_kwargs())
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers={"User-Agent": USER_AGENT}, trust_env=False
+    ) as session:
+        hop = url
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = credentials.headers_for(hop, url) if credentials else {}
+            for attempt in range(1, attempts + 1):
+                if attempts_seen is not None:
+                    attempts_seen.started(label, attempt, attempts)
+                wait = rules.backoff * 2 ** (attempt - 1)
+                try:
+                    status, extra, body = await _get_once(session, hop, headers, rules)
+                except SourceError:
+                    raise
+                except AddressRefused as exc:
+                    raise _unreachable(exc, rules.timeout) from None
+                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                    error = _unreachable(exc, rules.timeout)
+                    if str(error).startswith("refused") or attempt == attempts:
+                        raise error from None
+                    await asyncio.sleep(wait)
+                    continue
+                if status == 200:
+                    return body.decode("utf-8", errors="replace")
+                if status in REDIRECTS:
+                    if not extra:
+                        raise SourceError(f"{status_text(status)} without a Location")
+                    hop = urljoin(hop, extra)
+                    if urlsplit(hop).scheme not in ("http", "https"):
+                        raise SourceError("redirected to a URL that is not http(s)")
+                    break
+                if status in RETRY_STATUS and attempt < attempts:
+                    await asyncio.sleep(retry_after(extra, wait))
+                    continue
+                raise SourceError(status_text(status))
+        raise SourceError(f"more than {MAX_REDIRECTS} redirects")
 
 
 async def read_source(
-    source: Source, namespace: str, timeout: float, retries: int, max_bytes: int
+    source: Source,
+    namespace: str,
+    rules: FetchRules,
+    credentials: SourceCredentials | None,
+    attempts_seen: Attempts | None = None,
 ) -> str:
     if source.url:
-        headers = {}
-        if source.headers_secret_ref:
-            try:
-                headers = await kube.read_secret_data(namespace, source.headers_secret_ref.name)
-            except Exception as exc:
-                raise SourceError(
-                    f"headers Secret {source.headers_secret_ref.name}: {exc}"
-                ) from None
-        return await asyncio.to_thread(fetch, source.url, headers, timeout, retries, max_bytes)
+        return await fetch(source.url, rules, credentials, attempts_seen)
     if source.config_map_ref:
         ref = source.config_map_ref
         cm = await kube.read_config_map(namespace, ref.name)
@@ -110,18 +216,29 @@ async def read_source(
     return "\n".join(source.inline or [])
 
 
+def bad_lines(report: ParseReport) -> str:
+    """How many lines looked like proxies but were not, and where: never their text."""
+    first = report.errors[0].line
+    return f"{len(report.errors)} lines are not valid proxies (first: line {first})"
+
+
 async def scrape_one(
-    source: Source, namespace: str, timeout: float, retries: int, max_bytes: int
+    source: Source,
+    namespace: str,
+    rules: FetchRules,
+    credentials: SourceCredentials | None,
+    attempts_seen: Attempts | None = None,
 ) -> tuple[SourceStatus, ParseReport | None]:
     try:
-        text = await read_source(source, namespace, timeout, retries, max_bytes)
-        report = parse_text(text, source.protocol, max_bytes)
+        text = await read_source(source, namespace, rules, credentials, attempts_seen)
+        report = parse_text(text, source.protocol, rules.max_bytes)
     except (SourceError, InputTooLarge) as exc:
         return SourceStatus(source=source.label, ok=False, message=str(exc)), None
+    finally:
+        if attempts_seen is not None and source.url:
+            attempts_seen.finished(redact.url(source.url))
     ok = bool(report.proxies)
-    message = ""
-    if report.errors:
-        message = f"{len(report.errors)} bad lines, first: {report.errors[0]}"
+    message = bad_lines(report) if report.errors else ""
     if not ok:
         message = message or f"no proxies in {report.lines} lines"
     status = SourceStatus(
@@ -135,10 +252,19 @@ async def scrape_one(
 
 
 async def scrape(
-    sources: list[Source], namespace: str, timeout: float, retries: int, max_bytes: int
+    sources: list[Source],
+    namespace: str,
+    rules: FetchRules,
+    credentials: dict[int, SourceCredentials] | None = None,
+    attempts_seen: Attempts | None = None,
 ) -> ScrapeResult:
+    """Every source at once; ``credentials`` by the source's position."""
+    creds = credentials or {}
     outcomes = await asyncio.gather(
-        *(scrape_one(s, namespace, timeout, retries, max_bytes) for s in sources)
+        *(
+            scrape_one(s, namespace, rules, creds.get(i), attempts_seen)
+            for i, s in enumerate(sources)
+        )
     )
     merged = ParseReport()
     result = ScrapeResult()
@@ -147,5 +273,4 @@ async def scrape(
         if report is not None:
             merged.merge(report)
     result.proxies = merged.proxies
-    result.duplicates = merged.duplicates
     return result

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from proxyrefresh import redact
 from proxyrefresh.models import Anonymity, Protocol
 
 
@@ -55,13 +56,24 @@ class Phase(StrEnum):
         return self in (Phase.SCRAPING, Phase.DISPATCHED, Phase.PROCESSING, Phase.MERGING)
 
 
+# What the API server accepts as an object's name (DNS-1123 subdomain) and
+# as a ConfigMap key: checked at admission, so no refresh is accepted that
+# could never write or read them.
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DATA_KEY = r"^[-._a-zA-Z0-9]+$"
+# A refresh's name becomes a label value and part of its Job's name.
+REFRESH_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+REFRESH_NAME_MAX = 63
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)]
+
+
 class LocalObjectRef(Camel):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: ObjectName
 
 
 class KeyRef(Camel):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    key: Annotated[str, Field(min_length=1)] = "proxies.txt"
+    name: ObjectName
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=DATA_KEY)] = "proxies.txt"
 
 
 URL_PATTERN = r"^https?://[^\s/$.?#].[^\s]*$"
@@ -79,7 +91,7 @@ class Source(Camel):
     @property
     def label(self) -> str:
         if self.url:
-            return f"url {self.url}"
+            return f"url {redact.url(self.url)}"
         if self.config_map_ref:
             return f"configMap {self.config_map_ref.name}/{self.config_map_ref.key}"
         return f"inline ({len(self.inline or [])} lines)"
@@ -106,7 +118,8 @@ class Filter(Camel):
 
 class Retry(Camel):
     backoff_limit_per_index: Annotated[int, Field(ge=0, le=20)] = 2
-    max_failed_indexes: Annotated[int | None, Field(ge=0)] = None
+    # The Job API's own bound; above the chunk count it is clamped at dispatch.
+    max_failed_indexes: Annotated[int | None, Field(ge=0, le=100_000)] = None
 
 
 class Deadlines(Camel):
@@ -114,7 +127,7 @@ class Deadlines(Camel):
 
 
 class Output(Camel):
-    config_map: Annotated[str | None, Field(min_length=1, max_length=253)] = None
+    config_map: ObjectName | None = None
 
 
 class ProxyRefreshSpec(Camel):
@@ -128,7 +141,7 @@ class ProxyRefreshSpec(Camel):
     filter: Filter = Field(default_factory=Filter)
     retry: Retry = Field(default_factory=Retry)
     deadlines: Deadlines = Field(default_factory=Deadlines)
-    min_usable: Annotated[int, Field(ge=0)] = 5
+    min_usable: Annotated[int, Field(ge=0, le=1_000_000)] = 5
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     output: Output = Field(default_factory=Output)
 

@@ -8,9 +8,11 @@ explicit values (command-line flags, a resource's spec) over it with
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -19,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
+from proxyrefresh.netguard import NetworkGuard
 
 
 class CheckerSettings(BaseSettings):
@@ -43,6 +46,39 @@ class CheckerSettings(BaseSettings):
         merged = self.model_dump()
         merged.update({k: v for k, v in explicit.items() if v is not None})
         return CheckerSettings.model_validate(merged)
+
+
+class NetworkSettings(BaseSettings):
+    """Where fetches of a tenant's URLs may go (proxyrefresh.netguard).
+
+    The guard is on by default: sources, judges and targets that resolve to
+    loopback, link-local, private, unique-local, multicast, unspecified or
+    cluster-internal addresses are refused. The installer loosens it here,
+    and only here; the operator hands the same rule to its workers."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_NETWORK_", extra="ignore")
+
+    guard: bool = True
+    allowed: list[str] = Field(default_factory=list)  # CIDRs reachable anyway
+    internal: list[str] = Field(default_factory=list)  # the cluster's service and pod CIDRs
+
+    @field_validator("allowed", "internal")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names it
+        return value
+
+    def guard_rule(self) -> NetworkGuard:
+        return NetworkGuard.build(self.guard, self.allowed, self.internal)
+
+    def env(self) -> list[dict[str, str]]:
+        """The same rule for a worker pod, as env entries."""
+        return [
+            {"name": "PROXYREFRESH_NETWORK_GUARD", "value": str(self.guard).lower()},
+            {"name": "PROXYREFRESH_NETWORK_ALLOWED", "value": json.dumps(self.allowed)},
+            {"name": "PROXYREFRESH_NETWORK_INTERNAL", "value": json.dumps(self.internal)},
+        ]
 
 
 class RedisSettings(BaseSettings):
@@ -103,18 +139,19 @@ class OperatorSettings(BaseSettings):
     worker_image: str = "proxyrefresh:dev"
     worker_image_pull_policy: str = "IfNotPresent"
     worker_service_account: str | None = None  # None: the namespace's default
-    # Name and key of a Secret holding the Redis URL, passed to worker pods by
-    # reference when they run in the operator's own namespace (pod_namespace);
-    # elsewhere, or unset, the URL itself goes into their env.
-    redis_secret_name: str | None = None
-    pod_namespace: str | None = None
-    redis_secret_key: str = "url"
+    # Each run's workers get a Redis ACL user limited to the run's keys
+    # (fanout.access); false hands them the operator's own URL (documented as
+    # loosening the rules). The key their passwords derive from defaults to
+    # the operator's Redis URL, which only the operator holds.
+    worker_redis_acl: bool = True
+    worker_credential_key: str | None = None
     job_ttl_seconds: int = Field(default=3600, ge=0)
     keep_complete: int = Field(default=5, ge=0)
     keep_failed: int = Field(default=3, ge=0)
     source_timeout_seconds: float = Field(default=30.0, gt=0)
     source_retries: int = Field(default=3, ge=0)
     source_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    scrape_report_seconds: float = Field(default=2.0, gt=0)  # "fetching X: attempt 2 of 4"
     pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from proxyrefresh.models import Anonymity, ProxyResult
+from proxyrefresh.parse import InputTooLarge, ParseReport, check_size, parse_text
 from proxyrefresh.settings import CheckerSettings
 from proxyrefresh.worker.native import CheckOptions, NativeChecker, NoJudgeAvailable, require_judges
-from proxyrefresh.worker.parse import InputTooLarge, ParseReport, check_size, parse_text
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_NO_JUDGE = 0, 2, 3
 SHOWN_ERRORS = 10

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp_socks import ProxyConnector, ProxyType
 
 from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
+from proxyrefresh.netguard import NetworkGuard
 from proxyrefresh.worker.anonymity import classify
 from proxyrefresh.worker.judge import TOKEN_PARAM
 
@@ -55,6 +56,14 @@ class CheckOptions:
     connect_timeout: float | None = None
     concurrency: int = 256
     targets: Sequence[TargetSpec] = field(default_factory=tuple)
+    # In a cluster, judges and targets are a tenant's URLs: the worker checks
+    # them like the operator checks sources. Off for `proxyrefresh check`.
+    guard: NetworkGuard = field(default_factory=lambda: NetworkGuard(enabled=False))
+
+    async def vet_urls(self) -> None:
+        """Raise AddressRefused if a judge or target is somewhere the guard refuses."""
+        for url in [*self.judges, *(t.url for t in self.targets)]:
+            await self.guard.vet(url)
 
     @property
     def client_timeout(self) -> aiohttp.ClientTimeout:
@@ -93,13 +102,15 @@ async def _read_judge(resp: aiohttp.ClientResponse, token: str) -> dict[str, Any
 
 
 async def discover_judges(
-    urls: Iterable[str], request_timeout: float = 10.0
+    urls: Iterable[str], request_timeout: float = 10.0, guard: NetworkGuard | None = None
 ) -> tuple[list[Judge], dict[str, str]]:
     """Ask every judge directly who we are. Returns the working judges and
     an error per judge that did not answer."""
     judges: list[Judge] = []
     errors: dict[str, str] = {}
+    guard = guard or NetworkGuard(enabled=False)
     async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(**guard.connector_kwargs()),
         timeout=aiohttp.ClientTimeout(total=request_timeout),
         headers={"User-Agent": USER_AGENT},
     ) as session:
@@ -114,10 +125,12 @@ async def discover_judges(
     return judges, errors
 
 
-async def require_judges(urls: Sequence[str], request_timeout: float) -> list[Judge]:
+async def require_judges(
+    urls: Sequence[str], request_timeout: float, guard: NetworkGuard | None = None
+) -> list[Judge]:
     if not urls:
         raise NoJudgeAvailable("no judge configured: give at least one judge URL")
-    judges, errors = await discover_judges(urls, request_timeout)
+    judges, errors = await discover_judges(urls, request_timeout, guard)
     if not judges:
         detail = "; ".join(f"{url}: {why}" for url, why in errors.items())
         raise NoJudgeAvailable(f"no judge answered a direct request ({detail})")

@@ -25,19 +25,22 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from proxyrefresh import redact
+from proxyrefresh.fanout.exits import (
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_NO_JUDGE,
+    EXIT_OK,
+    EXIT_REDIS,
+    EXIT_STATE_LOST,
+    EXIT_TERMINATED,
+)
 from proxyrefresh.fanout.runner import TERMINATED, run_chunk
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.models import Proxy
-from proxyrefresh.settings import CheckerSettings, RedisSettings, WorkerSettings
+from proxyrefresh.netguard import AddressRefused, NetworkGuard
+from proxyrefresh.settings import CheckerSettings, NetworkSettings, RedisSettings, WorkerSettings
 from proxyrefresh.worker.native import CheckOptions, NativeChecker, NoJudgeAvailable, require_judges
-
-EXIT_OK = 0
-EXIT_NO_JUDGE = 3
-EXIT_CONFIG = 64
-EXIT_STATE_LOST = 65
-EXIT_REDIS = 69
-EXIT_INTERNAL = 70
-EXIT_TERMINATED = 143
 
 log = logging.getLogger("proxyrefresh.worker")
 
@@ -46,9 +49,10 @@ class ConfigError(ValueError):
     """The pod's configuration is wrong; no retry will fix it."""
 
 
-def load_settings() -> tuple[WorkerSettings, CheckerSettings, RedisSettings]:
+def load_settings() -> tuple[WorkerSettings, CheckerSettings, RedisSettings, NetworkGuard]:
     try:
         worker, checker, redis = WorkerSettings(), CheckerSettings(), RedisSettings()
+        guard = NetworkSettings().guard_rule()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
@@ -58,7 +62,7 @@ def load_settings() -> tuple[WorkerSettings, CheckerSettings, RedisSettings]:
         raise ConfigError(f"engine {checker.engine!r} is not available in this worker")
     if not checker.judges:
         raise ConfigError("PROXYREFRESH_JUDGES is empty: the checker needs a judge")
-    return worker, checker, redis
+    return worker, checker, redis, guard
 
 
 def proxy_processor(checker: NativeChecker) -> Any:
@@ -81,7 +85,7 @@ def proxy_processor(checker: NativeChecker) -> Any:
 
 async def run(started: float) -> int:
     try:
-        worker, checker_settings, redis_settings = load_settings()
+        worker, checker_settings, redis_settings, guard = load_settings()
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return EXIT_CONFIG
@@ -95,12 +99,14 @@ async def run(started: float) -> int:
         connect_timeout=checker_settings.connect_timeout,
         concurrency=checker_settings.concurrency,
         targets=checker_settings.targets,
+        guard=guard,
     )
     redis = redis_settings.client()
     store = RunStore(redis, worker.run_id, redis_settings.key_ttl_seconds)
     index = worker.job_completion_index
     try:
-        judges = await require_judges(options.judges, options.timeout)
+        await options.vet_urls()
+        judges = await require_judges(options.judges, options.timeout, options.guard)
         outcome = await run_chunk(
             store,
             index,
@@ -110,6 +116,9 @@ async def run(started: float) -> int:
             progress_interval=worker.progress_interval_seconds,
             started=started,
         )
+    except AddressRefused as exc:
+        log.error("chunk %s: bad configuration: %s", index, exc)
+        return EXIT_CONFIG
     except NoJudgeAvailable as exc:
         log.error("chunk %s: %s", index, exc)
         return EXIT_NO_JUDGE
@@ -117,7 +126,10 @@ async def run(started: float) -> int:
         log.error("chunk %s: %s", index, exc)
         return EXIT_STATE_LOST
     except RedisError as exc:
-        log.error("chunk %s: Redis at %s unavailable: %s", index, redis_settings.url, exc)
+        where = redact.url(redis_settings.url)
+        log.error(
+            "chunk %s: Redis at %s unavailable: %s", index, where, redact.secrets_in(str(exc))
+        )
         return EXIT_REDIS
     finally:
         await redis.aclose()

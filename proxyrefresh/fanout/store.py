@@ -95,6 +95,10 @@ class RunKeys:
         return self.key("total_chunks")
 
     @property
+    def total_items(self) -> str:
+        return self.key("total_items")
+
+    @property
     def completed_chunks(self) -> str:
         return self.key("completed_chunks")
 
@@ -129,6 +133,7 @@ class RunKeys:
             self.completed,
             self.index_progress,
             self.total_chunks,
+            self.total_items,
             self.completed_chunks,
             self.checked,
             self.live,
@@ -256,12 +261,21 @@ class RunStore:
                 mapping={str(start + i): json.dumps(list(chunk)) for i, chunk in enumerate(batch)},
             )
         pipe.set(k.total_chunks, len(chunks), ex=self.ttl)
+        pipe.set(k.total_items, sum(len(chunk) for chunk in chunks), ex=self.ttl)
         for counter in (k.completed_chunks, k.checked, k.live):
             pipe.set(counter, 0, ex=self.ttl, nx=True)
         pipe.set(k.started_at, now, ex=self.ttl, nx=True)
         pipe.expire(k.chunks, self.ttl)
         await pipe.execute()
         return len(chunks)
+
+    async def items_written(self) -> tuple[int, int] | None:
+        """(items, chunks) if the chunks are already written, else None: a
+        dispatch step that is repeated must not write them again."""
+        items, chunks = await self.redis.mget(self.keys.total_items, self.keys.total_chunks)
+        if items is None or chunks is None:
+            return None
+        return int(items), int(chunks)
 
     async def progress(self) -> Progress:
         """One round trip; raises StateLost when the run's keys are gone."""

@@ -1,8 +1,11 @@
 """``make dev-up`` / ``make dev-down``: the local control plane, Redis and the
 operator in the background, so a person can ``kubectl apply`` refreshes.
 
-Redis is ``$PROXYREFRESH_REDIS_URL`` (default redis://127.0.0.1:6379/0); if
-nothing answers there, a redis-server is started on it (appendonly).
+Redis is ``$PROXYREFRESH_REDIS_URL`` when set (a redis-server is started
+there if nothing answers); otherwise a redis-server on a free port. The
+operator gets a free port for its liveness endpoint, and ``up`` reports
+success only once that endpoint answers: nothing here depends on a fixed
+port being free.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, alive, binary, stop_group
-from proxyrefresh.testing.testbed import start_logged, wait_for_port
+from proxyrefresh.testing.scenario import OperatorProcess
+from proxyrefresh.testing.testbed import free_port, start_logged, wait_for_port
 
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
-
-def redis_url() -> str:
-    return os.environ.get("PROXYREFRESH_REDIS_URL", DEFAULT_REDIS)
+def redis_url(cluster: Cluster) -> str:
+    """The Redis the dev environment uses: the user's, the one it started
+    before, or a new one on a free port."""
+    given = os.environ.get("PROXYREFRESH_REDIS_URL") or cluster.state().get("redis_url")
+    return str(given or f"redis://127.0.0.1:{free_port('127.0.0.1')}/0")
 
 
 def listening(host: str, port: int) -> bool:
@@ -47,7 +52,8 @@ def up(cluster: Cluster) -> None:
     print(f"dev: control plane up in {took:.1f}s", file=sys.stderr)
     state = cluster.state()
     pids = dict(state.get("dev_pids") or {})  # type: ignore[call-overload]
-    url = urlparse(redis_url())
+    chosen = redis_url(cluster)
+    url = urlparse(chosen)
     host, port = url.hostname or "127.0.0.1", url.port or 6379
     if not listening(host, port):
         data = cluster.dir / "redis"
@@ -76,21 +82,12 @@ def up(cluster: Cluster) -> None:
     kubectl(cluster, "wait", "--for=condition=Established",
             "crd/proxyrefreshes.proxyrefresh.dev", "--timeout=30s")  # fmt: skip
     if not alive(int(pids.get("operator", 0))):
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "PROXYREFRESH_REDIS_URL": redis_url(),
-            "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": "http://127.0.0.1:8081/healthz",
-        }
-        proc = start_logged(
-            [sys.executable, "-m", "proxyrefresh.cli", "operator"],
-            cluster.logs / "operator.log",
-            env=env,
-        )
-        wait_for_port("127.0.0.1", 8081, timeout=60, proc=proc, log=cluster.logs / "operator.log")
-        pids["operator"] = proc.pid
-        print(f"dev: operator running (log: {cluster.logs / 'operator.log'})", file=sys.stderr)
-    cluster.save_state({**cluster.state(), "dev_pids": pids})
+        operator = OperatorProcess(cluster.kubeconfig, chosen, cluster.logs / "operator.log")
+        operator.start()
+        assert operator.proc is not None
+        pids["operator"] = operator.proc.pid
+        print(f"dev: operator alive (log: {cluster.logs / 'operator.log'})", file=sys.stderr)
+    cluster.save_state({**cluster.state(), "dev_pids": pids, "redis_url": chosen})
 
 
 def down(cluster: Cluster) -> None:
@@ -101,6 +98,7 @@ def down(cluster: Cluster) -> None:
             stop_group(pid, grace=10)
     state = cluster.state()
     state.pop("dev_pids", None)
+    state.pop("redis_url", None)
     cluster.save_state(state)
     cluster.down()
 
@@ -128,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"dev: ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
         print(f"export KUBECONFIG={cluster.kubeconfig}")
+        print(f"export PROXYREFRESH_REDIS_URL={cluster.state().get('redis_url')}")
     else:
         down(cluster)
         print("dev: down", file=sys.stderr)

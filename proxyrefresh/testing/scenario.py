@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,12 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+# Everything of the testbed (lists, judges, proxies) lives on loopback, which
+# the network guard refuses by default: the local operator allows it, and
+# says so here, in one place. Tests of the guard itself pass their own rule.
+LOOPBACK_ALLOWED = {"PROXYREFRESH_NETWORK_ALLOWED": '["127.0.0.0/8"]'}
+
+
 class OperatorProcess:
     """``proxyrefresh operator`` as a local process, killable and restartable."""
 
@@ -132,6 +140,7 @@ class OperatorProcess:
         self.port = free_port("127.0.0.1")
         self.env = {
             **os.environ,
+            **LOOPBACK_ALLOWED,
             "KUBECONFIG": str(kubeconfig),
             "PROXYREFRESH_REDIS_URL": redis_url,
             "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
@@ -139,11 +148,26 @@ class OperatorProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60) -> None:
+        """Start it and return once its liveness endpoint answers 200: a port
+        that merely accepts could be somebody else's."""
         self.proc = start_logged(
             [sys.executable, "-m", "proxyrefresh.cli", "operator"], self.log, env=self.env
         )
-        wait_for_port("127.0.0.1", self.port, timeout=60, proc=self.proc, log=self.log)
+        deadline = time.monotonic() + timeout
+        wait_for_port("127.0.0.1", self.port, timeout=timeout, proc=self.proc, log=self.log)
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the operator is not alive at {url}: {tail}")
+            time.sleep(0.1)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -94,19 +94,72 @@ def test_operator_is_locked_down() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    (role,) = by_kind(docs, "ClusterRole")
-    assert not [r for r in role["rules"] if "secrets" in r["resources"]]
+    # Namespaced by default: a Role in the release namespace, nothing cluster-wide.
+    assert not by_kind(docs, "ClusterRole")
+    assert not by_kind(docs, "ClusterRoleBinding")
+    (role,) = by_kind(docs, "Role")
+    assert role["metadata"]["namespace"] == "proxyrefresh"
+    # Secrets: create (the per-run Redis Secrets) but never read one back.
+    assert [r["verbs"] for r in role["rules"] if "secrets" in r["resources"]] == [["create"]]
+    env = {e["name"]: e.get("value") for e in deployment_env(deployment)}
+    assert json.loads(env["PROXYREFRESH_OPERATOR_NAMESPACES"]) == ["proxyrefresh"]
+    assert env["PROXYREFRESH_NETWORK_GUARD"] == "true"
+    assert env["PROXYREFRESH_OPERATOR_WORKER_REDIS_ACL"] == "true"
     workers = [sa for sa in by_kind(docs, "ServiceAccount") if "worker" in sa["metadata"]["name"]]
     assert [sa["automountServiceAccountToken"] for sa in workers] == [False]
+
+
+def deployment_env(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["env"])
+
+
+def test_cluster_wide_rights_are_an_explicit_opt_in() -> None:
+    docs = render("--set", "redis.url=redis://r:6379/0", "--set", "operator.clusterWide=true")
+    assert len(by_kind(docs, "ClusterRole")) == len(by_kind(docs, "ClusterRoleBinding")) == 1
+    assert not [r for r in by_kind(docs, "Role") if "operator" in r["metadata"]["name"]]
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment_env(deployment)}
+    assert json.loads(env["PROXYREFRESH_OPERATOR_NAMESPACES"]) == []
+
+
+def test_bundled_redis_requires_a_password_from_a_secret() -> None:
+    docs = render("--set", "redis.bundled.enabled=true")
+    (secret,) = by_kind(docs, "Secret")
+    password = secret["stringData"]["password"]
+    assert len(password) == 32
+    assert secret["stringData"]["url"].startswith(f"redis://:{password}@")
+    (redis,) = by_kind(docs, "StatefulSet")
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    script = container["command"][-1]
+    assert "requirepass $REDIS_PASSWORD" in script
+    assert password not in json.dumps(redis)  # by reference only
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env["REDIS_PASSWORD"] == {"name": secret["metadata"]["name"], "key": "password"}
+    (policy,) = [
+        p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("redis")
+    ]
+    sources = policy["spec"]["ingress"][0]["from"]
+    components = {s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for s in sources}
+    assert components == {"operator", "worker"}
+    (workers,) = [
+        p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("worker")
+    ]
+    blocks = [
+        to["ipBlock"]
+        for rule in workers["spec"]["egress"]
+        for to in rule.get("to", [])
+        if "ipBlock" in to
+    ]
+    assert "169.254.0.0/16" in blocks[0]["except"]
 
 
 def test_every_optional_part_renders() -> None:
     docs = render(*EVERYTHING)
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == [
-        "ClusterRole",
         "CronJob",
         "Deployment",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Secret",
@@ -114,9 +167,12 @@ def test_every_optional_part_renders() -> None:
         "ServiceAccount",
         "StatefulSet",
     ]
-    (role,) = by_kind(docs, "ClusterRole")
-    (secrets,) = [r for r in role["rules"] if "secrets" in r["resources"]]
-    assert (secrets["verbs"], secrets["resourceNames"]) == (["get"], ["list-auth"])
+    operator = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-operator")]
+    assert sorted(r["metadata"]["namespace"] for r in operator) == ["proxyrefresh", "scraping"]
+    (secrets,) = [
+        r for r in operator[0]["rules"] if "get" in r["verbs"] and "secrets" in r["resources"]
+    ]
+    assert secrets["resourceNames"] == ["list-auth"]
     (scheduler,) = [r for r in by_kind(docs, "Role") if "scheduler" in r["metadata"]["name"]]
     assert scheduler["rules"] == [
         {"apiGroups": ["proxyrefresh.dev"], "resources": ["proxyrefreshes"], "verbs": ["create"]}

@@ -1,6 +1,7 @@
 """Fetching candidate lists: retries that honour Retry-After, headers from
-a Secret, the size cap, and errors that name the cause. Against a real
-HTTP server on loopback."""
+a Secret only where allowed, the network guard on every redirect hop, the
+size cap, and errors that name the cause. Against real HTTP servers on
+loopback (two addresses, so "another host" is real)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,49 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pytest
 
-from proxyrefresh.operator.scrape import SourceError, fetch
+from proxyrefresh.netguard import NetworkGuard
+from proxyrefresh.operator import constants as c
+from proxyrefresh.operator.credentials import from_secret
+from proxyrefresh.operator.scrape import FetchRules, SourceError, fetch
+
+OPEN = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0, max_bytes=1000)
+
+
+@dataclass
+class Hit:
+    at: float
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Lists(http.server.BaseHTTPRequestHandler):
-    hits: list[tuple[float, str, str | None]] = []
+    hits: list[Hit] = []
+    elsewhere = ""  # base URL of the other server, for redirects
 
     def do_GET(self) -> None:
-        Lists.hits.append((time.monotonic(), self.path, self.headers.get("Authorization")))
-        if self.path == "/busy" and len([h for h in Lists.hits if h[1] == "/busy"]) == 1:
+        Lists.hits.append(Hit(time.monotonic(), self.path, dict(self.headers.items())))
+        if self.path == "/busy" and len([h for h in Lists.hits if h.path == "/busy"]) == 1:
             self.send_response(429)
             self.send_header("Retry-After", "2")
             self.end_headers()
             return
         if self.path == "/private" and self.headers.get("Authorization") != "Bearer s3cret":
-            self.send_response(401)
+            self.send_response(401, "Leaked DATABASE_URL=postgres://admin:hunter2@db")
+            self.end_headers()
+            return
+        if self.path.startswith("/hop/"):
+            left = int(self.path.split("/")[2])
+            self.send_response(302)
+            self.send_header("Location", f"/hop/{left - 1}" if left else "/busy")
+            self.end_headers()
+            return
+        if self.path == "/away":
+            self.send_response(307)
+            self.send_header("Location", f"{Lists.elsewhere}/private")
             self.end_headers()
             return
         if self.path == "/huge":
@@ -45,33 +71,100 @@ class Lists(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server() -> Iterator[str]:
-    Lists.hits = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.3", 0), Lists)
+def serve(host: str) -> tuple[http.server.ThreadingHTTPServer, str]:
+    httpd = http.server.ThreadingHTTPServer((host, 0), Lists)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.3:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    return httpd, f"http://{host}:{httpd.server_address[1]}"
 
 
-def test_retry_after_is_honoured(server: str) -> None:
-    assert fetch(f"{server}/busy", {}, timeout=5, retries=3, max_bytes=1000) == "1.2.3.4:8080\n"
-    (first, *_), (second, *_) = Lists.hits
-    assert second - first >= 1.9  # waited what the server asked, not the short backoff
+@pytest.fixture
+def servers() -> Iterator[tuple[str, str]]:
+    Lists.hits = []
+    (one, first), (two, second) = serve("127.0.0.3"), serve("127.0.0.4")
+    Lists.elsewhere = second
+    yield first, second
+    for httpd in (one, two):
+        httpd.shutdown()
+        httpd.server_close()
 
 
-def test_headers_reach_the_source(server: str) -> None:
+def credentials(hosts: str) -> object:
+    secret = {
+        "metadata": {
+            "name": "list-auth",
+            "labels": {c.LABEL_SOURCE_CREDENTIALS: "true"},
+            "annotations": {c.ANNOTATION_ALLOWED_HOSTS: hosts},
+        },
+        "data": {"Authorization": "Bearer s3cret", "X-Api-Key": "k3y"},
+    }
+    return secret
+
+
+async def test_retry_after_is_honoured(servers: tuple[str, str]) -> None:
+    server, _ = servers
+    rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=3, max_bytes=1000)
+    assert await fetch(f"{server}/busy", rules) == "1.2.3.4:8080\n"
+    first, second = Lists.hits
+    assert second.at - first.at >= 1.9  # waited what the server asked, not the short backoff
+
+
+async def test_headers_reach_only_the_allowed_host(servers: tuple[str, str]) -> None:
+    server, _ = servers
+    with pytest.raises(SourceError, match=r"HTTP 401 Unauthorized$") as error:
+        await fetch(f"{server}/private", OPEN)
+    assert "hunter2" not in str(error.value)  # the server's own reason phrase is not repeated
+    creds = from_secret(credentials("127.0.0.3"), f"{server}/private")  # type: ignore[arg-type]
+    assert await fetch(f"{server}/private", OPEN, creds) == "1.2.3.4:8080\n"
+    assert Lists.hits[-1].headers["X-Api-Key"] == "k3y"
+
+
+async def test_a_redirect_to_another_host_carries_no_credential(servers: tuple[str, str]) -> None:
+    server, _other = servers
+    # Even a host the Secret allows gets nothing once a redirect moved there.
+    creds = from_secret(
+        credentials("127.0.0.3, 127.0.0.4"),  # type: ignore[arg-type]
+        f"{server}/away",
+    )
     with pytest.raises(SourceError, match="HTTP 401"):
-        fetch(f"{server}/private", {}, timeout=5, retries=0, max_bytes=1000)
-    text = fetch(f"{server}/private", {"Authorization": "Bearer s3cret"}, 5, 0, 1000)
-    assert text == "1.2.3.4:8080\n"
+        await fetch(f"{server}/away", OPEN, creds)
+    away, landed = Lists.hits
+    assert away.headers["Authorization"] == "Bearer s3cret"
+    assert landed.path == "/private"
+    assert "Authorization" not in landed.headers
+    assert "X-Api-Key" not in landed.headers
 
 
-def test_size_cap_and_errors_name_the_cause(server: str) -> None:
+async def test_the_guard_refuses_before_any_packet(servers: tuple[str, str]) -> None:
+    server, other = servers
+    guard = NetworkGuard()
+    with pytest.raises(SourceError, match=r"refused: 127\.0\.0\.3 is a loopback address"):
+        await fetch(f"{server}/busy", FetchRules(guard=guard, timeout=5, retries=3))
+    # Allowed first host, redirect to a loopback address that is not allowed.
+    rules = FetchRules(guard=NetworkGuard.build(True, ["127.0.0.3/32"]), timeout=5, retries=2)
+    with pytest.raises(SourceError, match=r"refused: 127\.0\.0\.4 is a loopback address"):
+        await fetch(f"{server}/away", rules)
+    assert [h.path for h in Lists.hits] == ["/away"]  # the second server saw nothing
+    # A name is resolved and checked before connecting.
+    port = other.rsplit(":", 1)[1]
+    with pytest.raises(SourceError, match=r"refused: localhost \((127\.0\.0\.1|::1)\)"):
+        await fetch(f"http://localhost:{port}/busy", rules)
+    assert len(Lists.hits) == 1
+
+
+async def test_redirects_are_followed_at_most_five_times(servers: tuple[str, str]) -> None:
+    server, _ = servers
+    rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=1, max_bytes=1000)
+    assert await fetch(f"{server}/hop/4", rules) == "1.2.3.4:8080\n"
+    with pytest.raises(SourceError, match="more than 5 redirects"):
+        await fetch(f"{server}/hop/9", rules)
+
+
+async def test_size_cap_and_errors_name_the_cause(servers: tuple[str, str]) -> None:
+    server, _ = servers
     with pytest.raises(SourceError, match="larger than the cap of 1000 bytes"):
-        fetch(f"{server}/huge", {}, timeout=5, retries=0, max_bytes=1000)
-    with pytest.raises(SourceError, match="HTTP 404"):
-        fetch(f"{server}/nothing", {}, timeout=5, retries=0, max_bytes=1000)
-    with pytest.raises(SourceError, match="unreachable: ConnectionError"):
-        fetch("http://127.0.0.3:1/list", {}, timeout=2, retries=1, max_bytes=1000)
+        await fetch(f"{server}/huge", OPEN)
+    with pytest.raises(SourceError, match="HTTP 404 Not Found"):
+        await fetch(f"{server}/nothing", OPEN)
+    rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=2, retries=1)
+    with pytest.raises(SourceError, match="unreachable: Connection refused"):
+        await fetch("http://127.0.0.3:1/list", rules)

@@ -43,7 +43,7 @@ def test_folders_are_subpackages_of_proxyrefresh() -> None:
     for name, folder in (("proxyrefresh.operator", "operator"), ("proxyrefresh.worker", "worker")):
         module = importlib.import_module(name)
         assert [Path(p).resolve() for p in module.__path__] == [(ROOT / folder).resolve()]
-    assert importlib.import_module("proxyrefresh.worker.parse").__file__ is not None
+    assert importlib.import_module("proxyrefresh.worker.native").__file__ is not None
 
 
 def test_folders_are_not_top_level_packages() -> None:

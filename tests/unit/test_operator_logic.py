@@ -18,7 +18,7 @@ from proxyrefresh.operator.status import (
     progress_fields,
     set_condition,
 )
-from proxyrefresh.settings import OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 SPEC = ProxyRefreshSpec.model_validate(
     {
@@ -41,7 +41,8 @@ def build(**settings: Any) -> dict[str, Any]:
         spec=SPEC,
         chunks=10,
         settings=OperatorSettings(**settings),
-        redis=RedisSettings(url="redis://r:6379/2"),
+        redis=RedisSettings(url="redis://:hunter2@r:6379/2"),
+        network=NetworkSettings(allowed=["127.0.0.0/8"]),
     )
 
 
@@ -73,12 +74,39 @@ def test_worker_env_carries_the_checker_settings() -> None:
     assert json.loads(env["PROXYREFRESH_JUDGES"]) == ["http://judge/"]
     assert env["PROXYREFRESH_TIMEOUT"] == "4.0"
     assert env["PROXYREFRESH_CHUNK_SECONDS"] == "120"
-    assert env["PROXYREFRESH_REDIS_URL"] == "redis://r:6379/2"
-    secret = env_of(build(redis_secret_name="redis", redis_secret_key="url", pod_namespace="ns"))
-    assert secret["PROXYREFRESH_REDIS_URL"] == {"secretKeyRef": {"name": "redis", "key": "url"}}
-    # In another namespace than the operator's, the Secret cannot be referenced.
-    other = env_of(build(redis_secret_name="redis", pod_namespace="operators"))
-    assert other["PROXYREFRESH_REDIS_URL"] == "redis://r:6379/2"
+    # The workers get the installer's network rule, not a looser one.
+    assert env["PROXYREFRESH_NETWORK_GUARD"] == "true"
+    assert json.loads(env["PROXYREFRESH_NETWORK_ALLOWED"]) == ["127.0.0.0/8"]
+    # The Redis URL only by reference to the run's own Secret, in any namespace.
+    assert env["PROXYREFRESH_REDIS_URL"] == {
+        "secretKeyRef": {"name": "nightly-01234567-redis", "key": "url"}
+    }
+    assert "hunter2" not in json.dumps(build())
+
+
+def test_the_redis_secret_is_owned_by_the_refresh() -> None:
+    owner = {"kind": "ProxyRefresh", "name": "nightly", "uid": "u"}
+    secret = dispatch.redis_secret("nightly-0123", "ns", "redis://x", owner, "eu", "nightly")
+    assert secret["metadata"]["name"] == "nightly-0123-redis"
+    assert secret["metadata"]["ownerReferences"] == [owner]
+    assert secret["stringData"] == {"url": "redis://x"}
+
+
+def test_max_failed_indexes_is_clamped_to_the_chunks() -> None:
+    spec = SPEC.model_copy(
+        update={"retry": SPEC.retry.model_copy(update={"max_failed_indexes": 50})}
+    )
+    job = dispatch.build_job(
+        name="n",
+        namespace="ns",
+        uid="u" * 36,
+        spec=spec,
+        chunks=3,
+        settings=OperatorSettings(),
+        redis=RedisSettings(),
+        network=NetworkSettings(),
+    )
+    assert job["spec"]["maxFailedIndexes"] == 3
 
 
 def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
@@ -90,6 +118,7 @@ def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
         chunks=2,
         settings=OperatorSettings(),
         redis=RedisSettings(),
+        network=NetworkSettings(),
     )
     assert job["spec"]["parallelism"] == 2
     assert len(job["metadata"]["name"]) <= 49  # the job-name label (63) with room for pods

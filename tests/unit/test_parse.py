@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxyrefresh.models import Protocol
-from proxyrefresh.worker.parse import InputTooLarge, parse_lines, parse_text
+from proxyrefresh.parse import InputTooLarge, parse_lines, parse_text
 
 
 def urls(text: str, default: Protocol = Protocol.HTTP) -> list[str]:

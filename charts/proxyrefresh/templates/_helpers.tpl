@@ -46,3 +46,13 @@ privileged: false
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{- /* The namespaces the operator watches, as a JSON list: watchNamespaces, or
+the release namespace; empty only for an explicit operator.clusterWide. */ -}}
+{{- define "proxyrefresh.watchNamespaces" -}}
+{{- if .Values.operator.clusterWide -}}
+{{- .Values.operator.watchNamespaces | default list | toJson -}}
+{{- else -}}
+{{- .Values.operator.watchNamespaces | default (list .Release.Namespace) | toJson -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,153 @@
+"""Which addresses a fetch may reach: the guard against SSRF.
+
+A tenant writes URLs into a spec (sources, judges, targets) and the
+operator or its workers fetch them from inside the cluster. Without a
+guard that is a way to reach the metadata service, the API server, Redis
+and every other internal service, with the answer reflected back. So every
+fetch resolves its host first, refuses any address that is not public, and
+connects to exactly the addresses it checked (the resolver below is the
+one aiohttp connects with, so a second DNS answer cannot swap them: no
+DNS rebinding). The installer can turn the guard off or allow networks
+(``NetworkSettings`` in proxyrefresh.settings).
+
+:func:`refusal` is a pure function, unit-tested on every kind of address
+without sending a packet anywhere.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+
+
+class AddressRefused(OSError):
+    """A fetch would reach an address the guard refuses. An OSError, so
+    aiohttp reports it as the connection failure it is."""
+
+
+def kind_of(ip: IPAddress) -> str | None:
+    """The kind of non-public address ``ip`` is, or None for a public one."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return kind_of(ip.ipv4_mapped)
+    if ip in METADATA:
+        return "metadata"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if isinstance(ip, ipaddress.IPv6Address) and ip in UNIQUE_LOCAL:
+        return "unique-local"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "reserved"
+    return None
+
+
+@dataclass(frozen=True)
+class NetworkGuard:
+    """The rule every fetch of a tenant's URL follows."""
+
+    enabled: bool = True
+    allowed: tuple[IPNetwork, ...] = ()
+    internal: tuple[IPNetwork, ...] = ()  # the cluster's service and pod ranges
+
+    @classmethod
+    def build(
+        cls, enabled: bool, allowed: Iterable[str] = (), internal: Iterable[str] = ()
+    ) -> NetworkGuard:
+        return cls(
+            enabled,
+            tuple(ipaddress.ip_network(n, strict=False) for n in allowed),
+            tuple(ipaddress.ip_network(n, strict=False) for n in internal),
+        )
+
+    def refusal(self, address: str | IPAddress) -> str | None:
+        """Why ``address`` may not be reached, or None if it may."""
+        if not self.enabled:
+            return None
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if any(ip in net for net in self.allowed if net.version == ip.version):
+            return None
+        if any(ip in net for net in self.internal if net.version == ip.version):
+            return "cluster-internal"
+        return kind_of(ip)
+
+    def check(self, host: str, address: str) -> None:
+        """Raise AddressRefused if ``address`` (what ``host`` resolved to) is refused."""
+        why = self.refusal(address)
+        if why is not None:
+            shown = host if host == address else f"{host} ({address})"
+            raise AddressRefused(
+                f"{shown} is a {why} address; fetches to it are not allowed "
+                "(the installer can allow networks: network.allowedNetworks)"
+            )
+
+    def check_url(self, url: str) -> None:
+        """Refuse a URL whose host is a literal refused address (aiohttp does
+        not resolve literals, so the resolver below never sees them)."""
+        host = urlsplit(url).hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return
+        self.check(host, host)
+
+    async def vet(self, url: str) -> None:
+        """Resolve ``url``'s host now and raise AddressRefused if any answer
+        is refused: for URLs that someone else (a proxy) will connect to."""
+        if not self.enabled:
+            return
+        self.check_url(url)
+        host, port = urlsplit(url).hostname or "", urlsplit(url).port or 0
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            resolver = self.resolver()
+            try:
+                await resolver.resolve(host, port, socket.AF_UNSPEC)
+            finally:
+                await resolver.close()
+
+    def resolver(self) -> AbstractResolver:
+        return GuardedResolver(self)
+
+    def connector_kwargs(self) -> dict[str, Any]:
+        """What an aiohttp TCPConnector needs to connect only where allowed."""
+        return {"resolver": self.resolver()} if self.enabled else {}
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves as usual, then refuses the whole answer if any address in it
+    is refused: aiohttp connects to what this returns, nothing else."""
+
+    def __init__(self, guard: NetworkGuard) -> None:
+        self.guard = guard
+        self.inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self.inner.resolve(host, port, family)
+        for answer in answers:
+            self.guard.check(host, answer["host"])
+        return answers
+
+    async def close(self) -> None:
+        await self.inner.close()
