@@ -132,9 +132,14 @@ def note(ctx: Context, reason: str, message: str, warning: bool = False) -> None
 
 
 async def fail(ctx: Context, refresh: Refresh, reason: str, message: str) -> None:
+    """End the refresh Failed, unless it ended meanwhile (a Replace by another
+    refresh fails it and deletes its keys while its own step may be running:
+    that step's StateLost must not overwrite the reason Replaced)."""
     message = redact.one_line(message)
     with contextlib.suppress(RedisError):
         await access.revoke(ctx.redis, refresh.uid)
+    if await ended_meanwhile(refresh):
+        return
     conditions = set_condition(
         refresh.status.get("conditions"), "Failed", True, reason, message, refresh.generation
     )
@@ -242,7 +247,7 @@ async def start(ctx: Context, refresh: Refresh) -> None:
             await patch(ctx, refresh, {"sources": sources})
             await fail(ctx, refresh, "NoCandidates", found.failure_message())
             return
-        if await replaced_meanwhile(refresh):
+        if await ended_meanwhile(refresh):
             return
         items = [p.model_dump(mode="json") for p in found.proxies]
         candidates, chunks = len(items), len(dispatch.chunked(items, spec.chunk_size))
@@ -402,14 +407,17 @@ async def grant(ctx: Context, refresh: Refresh) -> None:
         raise kopf_temporary(f"Redis unavailable: {exc}") from exc
 
 
-async def replaced_meanwhile(refresh: Refresh) -> bool:
-    """Scraping takes a while: a newer refresh with concurrencyPolicy Replace
-    may have failed this one meanwhile. Then it must not start a Job."""
+async def ended_meanwhile(refresh: Refresh) -> bool:
+    """Whether the refresh ended (or went) while this step ran: a newer one
+    with concurrencyPolicy Replace may have failed it meanwhile. Then the
+    step must neither start a Job nor write a Failed of its own."""
     current = await kube.get_refresh(refresh.namespace, refresh.name)
+    if current is not None and current["metadata"]["uid"] != refresh.uid:
+        current = None  # deleted and created again under the same name
     phase = ((current or {}).get("status") or {}).get("phase")
     if current is None or phase in (Phase.COMPLETE.value, Phase.FAILED.value):
         log.info(
-            "%s/%s ended while scraping (%s); not dispatching",
+            "%s/%s ended meanwhile (%s); this step stops",
             refresh.namespace,
             refresh.name,
             phase or "deleted",

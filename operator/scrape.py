@@ -154,7 +154,7 @@ async def fetch(
 ) -> str:
     """GET a list through at most five redirects, every hop under the guard."""
     attempts = rules.retries + 1
-    label = redact.url(url)
+    label = f"url {redact.url(url)}"  # as Source.label names it
     timeout = aiohttp.ClientTimeout(total=rules.timeout, sock_connect=min(10, rules.timeout))
     connector = aiohttp.TCPConnector(limit=4, **rules.guard.connector_kwargs())
     async with aiohttp.ClientSession(
@@ -236,7 +236,7 @@ async def scrape_one(
         return SourceStatus(source=source.label, ok=False, message=str(exc)), None
     finally:
         if attempts_seen is not None and source.url:
-            attempts_seen.finished(redact.url(source.url))
+            attempts_seen.finished(source.label)
     ok = bool(report.proxies)
     message = bad_lines(report) if report.errors else ""
     if not ok:

@@ -65,6 +65,21 @@ def can_i(k: Kubectl, account: str, *what: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
+def rights(k: Kubectl, account: str, namespace: str) -> set[str]:
+    """The resources ``kubectl auth can-i --list`` grants the account in ``namespace``."""
+    result = k(
+        "auth",
+        "can-i",
+        "--list",
+        f"--as=system:serviceaccount:{NAMESPACE}:{account}",
+        "-n",
+        namespace,
+        namespaced=False,
+    )
+    rows = result.stdout.splitlines()[1:]
+    return {row.split()[0] for row in rows if row.strip()}
+
+
 def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster, bed: Bed) -> None:
     k = Kubectl(cluster.kubeconfig, NAMESPACE)
     redis = RedisServer(bed.testbed)
@@ -84,6 +99,8 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
             "livenessPort": free_port("127.0.0.1"),
         },
         "schedules": [{"name": "every-minute", "schedule": "* * * * *", "spec": spec}],
+        # The judge and proxies of the testbed are on loopback.
+        "network": {"allowedNetworks": ["127.0.0.0/8"]},
     }
     values_file = bed.testbed.workdir / "helm-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -141,6 +158,12 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         worker_pod = job["spec"]["template"]["spec"]
         assert worker_pod["serviceAccountName"] == worker
         assert worker_pod["automountServiceAccountToken"] is False
+        assert "redis://" not in str(job)  # the URL only by reference to a Secret
+        # The default install is namespaced: outside its namespace, and
+        # cluster-wide, the operator may do nothing a bare account cannot.
+        k("create", "namespace", "prf-elsewhere", namespaced=False, check=False)
+        assert rights(k, operator, "prf-elsewhere") == rights(k, "nobody", "prf-elsewhere")
+        assert "jobs.batch" in rights(k, operator, NAMESPACE)
     finally:
         uninstall = helm(cluster, "uninstall", "prf", "-n", NAMESPACE, "--wait", check=False)
         redis.stop()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
+from redis import Redis as SyncRedis
 
 from proxyrefresh.operator import constants as c
 from proxyrefresh.testing.scenario import build_candidates
@@ -199,6 +200,9 @@ def test_redis_restarted_empty_fails_naming_the_lost_state(world: World, kubectl
         ({"sources": []}, "spec.sources"),
         ({"checker": {"engine": "carrier-pigeon", "judges": ["http://j/"]}}, "spec.checker.engine"),
         ({"sources": [{"url": "ftp://lists.example/x.txt"}]}, "spec.sources[0].url"),
+        # Accepted once, then Merging forever: now refused at admission.
+        ({"output": {"configMap": "Not_A_Name"}}, "spec.output.configMap"),
+        ({"retry": {"maxFailedIndexes": 4_294_967_296}}, "spec.retry.maxFailedIndexes"),
     ],
 )
 def test_invalid_specs_are_refused_naming_the_field(
@@ -209,6 +213,25 @@ def test_invalid_specs_are_refused_naming_the_field(
     result = kubectl("apply", "-f", "-", stdin=json.dumps(manifest), check=False)
     assert result.returncode != 0
     assert field in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [("with.dot", False), ("x" * 62 + "-y", False), ("x" * 61 + "-y", True)],
+)
+def test_names_that_cannot_label_a_pod_are_refused(
+    world: World, kubectl: Kubectl, name: str, accepted: bool
+) -> None:
+    manifest = refresh(name, [{"inline": ["1.2.3.4:80"]}], world.judge)
+    manifest["spec"]["concurrencyPolicy"] = "Allow"
+    result = kubectl(
+        "apply", "--dry-run=server", "-f", "-", stdin=json.dumps(manifest), check=False
+    )
+    if accepted:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode != 0
+    assert "metadata.name must be at most 63 characters" in result.stderr, result.stderr
 
 
 def test_unreachable_and_garbage_sources_fail_with_their_causes(
@@ -274,6 +297,10 @@ def test_replace_stops_the_running_refresh(world: World, kubectl: Kubectl) -> No
     assert old["phase"] == "Failed"
     failed = next(x for x in old["conditions"] if x["type"] == "Failed")
     assert (failed["reason"], failed["message"]) == ("Replaced", "replaced by new")
+    # Its Redis keys went at once, not after their TTL.
+    uid = kubectl.get("proxyrefresh", "old")["metadata"]["uid"]
+    with SyncRedis.from_url(world.redis.url) as redis:
+        assert redis.keys(f"proxyrefresh:{{{uid}}}:*") == []
     wait_for(
         lambda: not kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=old")["items"],
         30,

@@ -101,7 +101,7 @@ def test_operator_is_locked_down() -> None:
     assert role["metadata"]["namespace"] == "proxyrefresh"
     # Secrets: create (the per-run Redis Secrets) but never read one back.
     assert [r["verbs"] for r in role["rules"] if "secrets" in r["resources"]] == [["create"]]
-    env = {e["name"]: e.get("value") for e in deployment_env(deployment)}
+    env = {e["name"]: str(e.get("value")) for e in deployment_env(deployment)}
     assert json.loads(env["PROXYREFRESH_OPERATOR_NAMESPACES"]) == ["proxyrefresh"]
     assert env["PROXYREFRESH_NETWORK_GUARD"] == "true"
     assert env["PROXYREFRESH_OPERATOR_WORKER_REDIS_ACL"] == "true"
@@ -118,7 +118,7 @@ def test_cluster_wide_rights_are_an_explicit_opt_in() -> None:
     assert len(by_kind(docs, "ClusterRole")) == len(by_kind(docs, "ClusterRoleBinding")) == 1
     assert not [r for r in by_kind(docs, "Role") if "operator" in r["metadata"]["name"]]
     (deployment,) = by_kind(docs, "Deployment")
-    env = {e["name"]: e.get("value") for e in deployment_env(deployment)}
+    env = {e["name"]: str(e.get("value")) for e in deployment_env(deployment)}
     assert json.loads(env["PROXYREFRESH_OPERATOR_NAMESPACES"]) == []
 
 

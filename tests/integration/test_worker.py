@@ -58,6 +58,8 @@ def worker_env(redis_url: str, run_id: str, index: int, judge: str, **extra: str
         PROXYREFRESH_JUDGES=json.dumps([judge]),
         PROXYREFRESH_TIMEOUT="3",
         PROXYREFRESH_PROGRESS_INTERVAL_SECONDS="0.2",
+        # The judges live on loopback, which the guard refuses unless allowed.
+        PROXYREFRESH_NETWORK_ALLOWED='["127.0.0.0/8"]',
     )
     env.update(extra)
     return env
@@ -240,12 +242,26 @@ async def test_exit_codes_for_what_a_retry_cannot_fix(
     assert f"chunk 0 of run {run_id} is not in Redis" in err
 
 
-async def test_redis_unavailable_exits_69_naming_it(bed: Bed, run_id: str) -> None:
-    url = "redis://127.0.0.1:1/0"
+async def test_redis_unavailable_exits_69_naming_it_without_its_password(
+    bed: Bed, run_id: str
+) -> None:
+    url = "redis://proxyrefresh-run-x:hunter2-secret@127.0.0.1:1/0"
     env = worker_env(url, run_id, 0, bed.judge, PROXYREFRESH_REDIS_RETRIES="2")
     code, err = await finish(start_worker(env))
     assert code == 69
-    assert f"Redis at {url} unavailable" in err
+    assert "Redis at redis://proxyrefresh-run-x:***@127.0.0.1:1/0 unavailable" in err
+    assert "hunter2" not in err
+
+
+async def test_a_judge_the_guard_refuses_fails_the_job_at_once(
+    bed: Bed, redis_server: RedisServer, run_id: str
+) -> None:
+    # The guard on, nothing allowed: the loopback judge is refused before use.
+    env = worker_env(redis_server.url, run_id, 0, bed.judge, PROXYREFRESH_NETWORK_ALLOWED="[]")
+    code, err = await finish(start_worker(env))
+    assert code == 64
+    host = bed.judge.split("//")[1].split(":")[0]
+    assert f"bad configuration: {host} is a loopback address" in err
 
 
 async def test_keys_expire_and_delete_removes_everything(redis: Redis, run_id: str) -> None:
