@@ -39,6 +39,33 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+# Which flag sets which CheckerSettings field, so an error names what the user typed.
+FLAGS = {
+    "judges": "--judge",
+    "timeout": "--timeout",
+    "connect_timeout": "--connect-timeout",
+    "concurrency": "--concurrency",
+    "min_anonymity": "--min-anonymity",
+    "max_latency_ms": "--max-latency-ms",
+    "default_protocol": "--protocol",
+    "targets": "--target",
+    "max_input_bytes": "--max-bytes",
+}
+
+
+def option_error(exc: ValidationError) -> str:
+    """One line per bad option, naming it and the rule: pydantic's own report
+    (with its link to pydantic's website) is for developers, not users."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        flag = FLAGS.get(field, field)
+        env = f"PROXYREFRESH_{field.upper()}"
+        rule = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{flag} (or {env}): {rule[:1].lower()}{rule[1:]}")
+    return "; ".join(parts)
+
+
 def parse_target(text: str) -> TargetSpec:
     """``URL`` or ``URL=STATUS``."""
     url, sep, status = text.rpartition("=")
@@ -100,7 +127,7 @@ def check(
             max_input_bytes=max_bytes,
         )
     except ValidationError as exc:
-        raise fail(f"invalid setting: {exc}", EXIT_BAD_INPUT) from None
+        raise fail(option_error(exc), EXIT_BAD_INPUT) from None
     request = CheckRequest(
         source=file,
         settings=settings,

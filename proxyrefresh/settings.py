@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,7 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
-from proxyrefresh.netguard import NetworkGuard
+
+if TYPE_CHECKING:  # aiohttp only where a guard is used, not at every CLI start
+    from proxyrefresh.netguard import NetworkGuard
 
 
 class CheckerSettings(BaseSettings):
@@ -39,6 +42,14 @@ class CheckerSettings(BaseSettings):
     max_latency_ms: float | None = Field(default=None, gt=0)
     default_protocol: Protocol = Protocol.HTTP
     max_input_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    @field_validator("judges")
+    @classmethod
+    def _judge_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^\s/?#]+", url):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
 
     def overlay(self, **explicit: Any) -> CheckerSettings:
         """These settings with every explicit (non-None) value laid over them,
@@ -70,6 +81,8 @@ class NetworkSettings(BaseSettings):
         return value
 
     def guard_rule(self) -> NetworkGuard:
+        from proxyrefresh.netguard import NetworkGuard
+
         return NetworkGuard.build(self.guard, self.allowed, self.internal)
 
     def env(self) -> list[dict[str, str]]:

@@ -136,14 +136,39 @@ def test_bad_input_exits_2(write_list: Callable[..., str], tmp_path: Path) -> No
     empty = run_cli("check", write_list("# nothing", "words"), "-j", "http://127.0.0.2:1/")
     assert empty.returncode == 2
     assert "no candidate proxies" in empty.stderr
-    big = run_cli("check", write_list("1.2.3.4:80"), "-j", "x", "--max-bytes", "4")
+    judge = "http://127.0.0.2:1/"
+    big = run_cli("check", write_list("1.2.3.4:80"), "-j", judge, "--max-bytes", "4")
     assert big.returncode == 2
     assert "over the cap of 4 bytes" in big.stderr
-    usage = run_cli("check", write_list("1.2.3.4:80"), "--format", "xml", "-j", "x")
+    usage = run_cli("check", write_list("1.2.3.4:80"), "--format", "xml", "-j", judge)
     assert usage.returncode == 2
-    bad_flag = run_cli("check", write_list("1.2.3.4:80"), "--concurrency", "0", "-j", "x")
+    bad_flag = run_cli("check", write_list("1.2.3.4:80"), "--concurrency", "0", "-j", judge)
     assert bad_flag.returncode == 2
     assert "concurrency" in bad_flag.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (
+            ["--concurrency", "0"],
+            "--concurrency (or PROXYREFRESH_CONCURRENCY): input should be "
+            "greater than or equal to 1",
+        ),
+        (
+            ["--timeout", "-1"],
+            "--timeout (or PROXYREFRESH_TIMEOUT): input should be greater than 0",
+        ),
+        (["-j", "notaurl"], "--judge (or PROXYREFRESH_JUDGES): 'notaurl' is not an http(s) URL"),
+    ],
+)
+def test_option_errors_are_one_line_naming_the_option(
+    write_list: Callable[..., str], flags: list[str], said: str
+) -> None:
+    args = ["-j", "http://127.0.0.2:1/", *flags] if "-j" not in flags else flags
+    result = run_cli("check", write_list("1.2.3.4:80"), *args)
+    assert result.returncode == 2
+    assert result.stderr == f"proxyrefresh: {said}\n"
 
 
 def test_dead_judge_exits_3_naming_it(write_list: Callable[..., str]) -> None:

@@ -33,13 +33,19 @@ SPEC = ProxyRefreshSpec.model_validate(
 )
 
 
-def build(**settings: Any) -> dict[str, Any]:
+def build(
+    name: str = "nightly",
+    uid: str = "0123456789abcdef",
+    spec: ProxyRefreshSpec = SPEC,
+    chunks: int = 10,
+    **settings: Any,
+) -> dict[str, Any]:
     return dispatch.build_job(
-        name="nightly",
+        name=name,
         namespace="ns",
-        uid="0123456789abcdef",
-        spec=SPEC,
-        chunks=10,
+        uid=uid,
+        spec=spec,
+        chunks=chunks,
         settings=OperatorSettings(**settings),
         redis=RedisSettings(url="redis://:hunter2@r:6379/2"),
         network=NetworkSettings(allowed=["127.0.0.0/8"]),
@@ -96,30 +102,11 @@ def test_max_failed_indexes_is_clamped_to_the_chunks() -> None:
     spec = SPEC.model_copy(
         update={"retry": SPEC.retry.model_copy(update={"max_failed_indexes": 50})}
     )
-    job = dispatch.build_job(
-        name="n",
-        namespace="ns",
-        uid="u" * 36,
-        spec=spec,
-        chunks=3,
-        settings=OperatorSettings(),
-        redis=RedisSettings(),
-        network=NetworkSettings(),
-    )
-    assert job["spec"]["maxFailedIndexes"] == 3
+    assert build(spec=spec, chunks=3)["spec"]["maxFailedIndexes"] == 3
 
 
 def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
-    job = dispatch.build_job(
-        name="x" * 253,
-        namespace="ns",
-        uid="u" * 36,
-        spec=SPEC,
-        chunks=2,
-        settings=OperatorSettings(),
-        redis=RedisSettings(),
-        network=NetworkSettings(),
-    )
+    job = build(name="x" * 253, uid="u" * 36, chunks=2)
     assert job["spec"]["parallelism"] == 2
     assert len(job["metadata"]["name"]) <= 49  # the job-name label (63) with room for pods
     assert dispatch.chunked(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
