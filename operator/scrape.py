@@ -218,8 +218,8 @@ async def read_source(
 
 def bad_lines(report: ParseReport) -> str:
     """How many lines looked like proxies but were not, and where: never their text."""
-    first = report.errors[0].line
-    return f"{len(report.errors)} lines are not valid proxies (first: line {first})"
+    first = report.errors[0]
+    return f"{len(report.errors)} {first.kind}s are not valid proxies (first: {first.where})"
 
 
 async def scrape_one(

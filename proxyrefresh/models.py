@@ -60,9 +60,12 @@ class Proxy(BaseModel):
     password: str | None = None
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        """Identity for de-duplication: credentials do not make a new proxy."""
-        return (self.protocol.value, self.host.lower(), self.port)
+    def key(self) -> tuple[str, str | None, str, int]:
+        """Identity for de-duplication: scheme, user name, host and port.
+        Commercial gateways pick the exit (country, sticky session) by the
+        user name on one host:port, so each user name is a proxy of its own;
+        the password is not identity (a list may repeat it changed)."""
+        return (self.protocol.value, self.username, self.host.lower(), self.port)
 
     @property
     def hostport(self) -> str:

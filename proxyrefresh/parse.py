@@ -5,11 +5,18 @@ text rather than a grammar. What looks like a proxy but is not valid (a bad
 port, a bad address, an unknown scheme) is an error with its line number;
 text with nothing proxy-like in it is counted as ignored. Nothing is
 dropped without being counted.
+
+A text that is a JSON document is read by its structure first: a list of
+strings, objects with proxy/ip/host/port/protocol fields, or objects keyed
+by protocol (``{"socks5": ["1.2.3.4:1080"]}``, whose entries take the key's
+protocol). Read line by line, such a document's ``"ip": "1.2.3.4",`` lines
+would look like proxies without ports: spurious errors in a clean file.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 from proxyrefresh.models import Protocol, Proxy
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+ProxyKey = tuple[str, str | None, str, int]  # Proxy.key
 
 SCHEMES: dict[str, Protocol] = {
     "http": Protocol.HTTP,
@@ -70,12 +78,17 @@ class InputTooLarge(ValueError):
 
 @dataclass(frozen=True)
 class LineError:
-    line: int
+    line: int  # the line, or for a JSON document the entry, counted from 1
     text: str
     reason: str
+    kind: str = "line"
+
+    @property
+    def where(self) -> str:
+        return f"{self.kind} {self.line}"
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}: {self.text[:120]!r}"
+        return f"{self.where}: {self.reason}: {self.text[:120]!r}"
 
 
 @dataclass
@@ -90,15 +103,19 @@ class ParseReport:
     blank_lines: int = 0
     lines: int = 0
 
+    def keep(self, proxy: Proxy, seen: set[ProxyKey]) -> None:
+        """Add ``proxy`` unless one of its identity was seen: then count it."""
+        if proxy.key in seen:
+            self.duplicates += 1
+        else:
+            seen.add(proxy.key)
+            self.proxies.append(proxy)
+
     def merge(self, other: ParseReport) -> None:
         """Fold another source's report in, de-duplicating across sources."""
         seen = {p.key for p in self.proxies}
         for proxy in other.proxies:
-            if proxy.key in seen:
-                self.duplicates += 1
-            else:
-                seen.add(proxy.key)
-                self.proxies.append(proxy)
+            self.keep(proxy, seen)
         self.duplicates += other.duplicates
         self.errors.extend(other.errors)
         self.ignored_lines += other.ignored_lines
@@ -156,7 +173,7 @@ def _proxy(match: re.Match[str], default: Protocol) -> Proxy:
 def parse_lines(lines: Iterable[str], default_protocol: Protocol = Protocol.HTTP) -> ParseReport:
     """Parse a list line by line; every line is accounted for in the report."""
     report = ParseReport()
-    seen: set[tuple[str, str, int]] = set()
+    seen: set[ProxyKey] = set()
     for number, line in enumerate(lines, start=1):
         report.lines += 1
         if not line.strip():
@@ -173,11 +190,7 @@ def parse_lines(lines: Iterable[str], default_protocol: Protocol = Protocol.HTTP
             except ValueError as exc:
                 report.errors.append(LineError(number, line.strip(), str(exc)))
                 continue
-            if proxy.key in seen:
-                report.duplicates += 1
-            else:
-                seen.add(proxy.key)
-                report.proxies.append(proxy)
+            report.keep(proxy, seen)
         if not found:
             if LOOKS_LIKE_PROXY.search(line):
                 report.errors.append(LineError(number, line.strip(), "no host:port found"))
@@ -194,7 +207,76 @@ def parse_text(
     """Parse a whole list held in memory, refusing one over ``max_bytes``."""
     size = len(text.encode("utf-8", errors="replace"))
     check_size(size, max_bytes)
+    if text.lstrip()[:1] in ("[", "{"):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            pass  # not JSON after all: scan it as text
+        else:
+            report = parse_json(document, default_protocol)
+            report.lines = len(text.splitlines())
+            return report
     return parse_lines(text.splitlines(), default_protocol)
+
+
+ADDRESS_FIELDS = ("ip", "host", "addr", "address", "ip_address", "server")
+PROTOCOL_FIELDS = ("protocol", "type", "scheme", "protocols", "types")
+
+
+def _entry_text(entry: dict[str, object], protocol: Protocol) -> tuple[str, Protocol] | None:
+    """An object's proxy as text to parse, and its protocol; None if it has none."""
+    for key in PROTOCOL_FIELDS:
+        value = entry.get(key)
+        if isinstance(value, list) and value:
+            value = value[0]  # "protocols": ["socks4", "socks5"]: the first one
+        if isinstance(value, str) and value.lower() in SCHEMES:
+            protocol = SCHEMES[value.lower()]
+            break
+    proxy = entry.get("proxy") or entry.get("url")
+    if isinstance(proxy, str):
+        return proxy, protocol
+    host = next((entry[k] for k in ADDRESS_FIELDS if isinstance(entry.get(k), str)), None)
+    port = entry.get("port")
+    if isinstance(host, str) and isinstance(port, int | str) and not isinstance(port, bool):
+        return f"{host}:{port}", protocol
+    return None
+
+
+def parse_json(document: object, default_protocol: Protocol = Protocol.HTTP) -> ParseReport:
+    """Every proxy in a JSON document, found by its structure."""
+    report = ParseReport()
+    seen: set[ProxyKey] = set()
+    entries = 0
+
+    def take(text: str, protocol: Protocol) -> None:
+        nonlocal entries
+        entries += 1
+        found = parse_lines([text], protocol)
+        for error in found.errors:
+            report.errors.append(LineError(entries, text, error.reason, "entry"))
+        for proxy in found.proxies:
+            report.keep(proxy, seen)
+        report.ignored_lines += found.ignored_lines
+
+    def walk(node: object, protocol: Protocol) -> None:
+        if isinstance(node, str):
+            take(node, protocol)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, protocol)
+        elif isinstance(node, dict):
+            entry = _entry_text(node, protocol)
+            if entry is not None:
+                take(*entry)
+                return
+            for key, value in node.items():
+                keyed = SCHEMES.get(str(key).lower())
+                # A string field is a proxy only under a protocol's key.
+                if isinstance(value, list | dict) or (isinstance(value, str) and keyed):
+                    walk(value, keyed or protocol)
+
+    walk(document, default_protocol)
+    return report
 
 
 def check_size(size: int, max_bytes: int) -> None:

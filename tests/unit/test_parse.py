@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from proxyrefresh.models import Protocol
@@ -54,9 +56,24 @@ def test_many_per_line_and_across_lines() -> None:
 
 
 def test_duplicates_are_counted_not_repeated() -> None:
-    report = parse_text("1.2.3.4:80\nhttp://1.2.3.4:80\nhttp://u:p@1.2.3.4:80\n1.2.3.4:81\n")
+    report = parse_text("1.2.3.4:80\nhttp://1.2.3.4:80\n1.2.3.4:81\n")
     assert [p.url for p in report.proxies] == ["http://1.2.3.4:80", "http://1.2.3.4:81"]
-    assert report.duplicates == 2
+    assert report.duplicates == 1
+
+
+def test_a_user_name_is_identity_and_a_password_is_not() -> None:
+    text = "\n".join(
+        [
+            "socks5://user-country-us-session-41:pw@gw.example:7777",
+            "socks5://user-country-us-session-42:pw@gw.example:7777",
+            "socks5://user-country-us-session-43:pw@gw.example:7777",
+            "socks5://user-country-us-session-43:changed@gw.example:7777",  # same proxy
+            "socks5://gw.example:7777",
+        ]
+    )
+    report = parse_text(text)
+    assert len(report.proxies) == 4
+    assert report.duplicates == 1
 
 
 def test_same_address_other_protocol_is_another_proxy() -> None:
@@ -115,3 +132,63 @@ def test_ipv6_is_normalised_for_dedup() -> None:
 def test_size_cap() -> None:
     with pytest.raises(InputTooLarge, match="over the cap of 10 bytes"):
         parse_text("1.2.3.4:8080\n", max_bytes=10)
+
+
+def test_json_array_keyed_by_protocol_takes_the_key_protocol() -> None:
+    text = '{"http": ["1.1.1.1:80", "1.1.1.2:8080"], "socks5": ["2.2.2.2:1080"], "socks4": []}'
+    report = parse_text(text)
+    assert [p.url for p in report.proxies] == [
+        "http://1.1.1.1:80",
+        "http://1.1.1.2:8080",
+        "socks5://2.2.2.2:1080",
+    ]
+    assert report.errors == []
+
+
+def test_json_objects_one_field_a_line_count_no_spurious_errors() -> None:
+    objects = [
+        {"proxy": f"socks4://1.2.3.{i}:80", "ip": f"1.2.3.{i}", "port": 80, "anonymity": "elite"}
+        for i in range(1, 51)
+    ]
+    text = json.dumps(objects, indent=2)  # "ip": "1.2.3.4", on lines of their own
+    report = parse_text(text, Protocol.HTTP)
+    assert len(report.proxies) == 50
+    assert {p.protocol for p in report.proxies} == {Protocol.SOCKS4}
+    assert report.errors == []
+    assert report.lines == len(text.splitlines())
+
+
+def test_json_objects_with_separate_fields() -> None:
+    text = json.dumps(
+        {
+            "data": [
+                {"ip": "5.5.5.5", "port": "3128", "protocols": ["socks5", "socks4"]},
+                {"host": "6.6.6.6", "port": 8080, "type": "https"},
+                {"ip": "7.7.7.7", "port": 99999},
+            ]
+        }
+    )
+    report = parse_text(text)
+    assert [p.url for p in report.proxies] == ["socks5://5.5.5.5:3128", "https://6.6.6.6:8080"]
+    (error,) = report.errors
+    assert str(error) == "entry 3: port 99999 out of range 1-65535: '7.7.7.7:99999'"
+
+
+def test_annotated_lines_and_html_tables_like_the_public_lists() -> None:
+    annotated = "Proxy list updated at Tue, 24 Nov\n\n1.2.3.4:8080 US-A-S +\n5.6.7.8:3128 DE-H -\n"
+    report = parse_text(annotated)
+    assert [p.url for p in report.proxies] == ["http://1.2.3.4:8080", "http://5.6.7.8:3128"]
+    assert report.errors == []
+    table = (
+        "<table><tr><th>IP Address</th><th>Port</th><th>Code</th></tr>\n"
+        "<tr><td>9.8.7.6</td><td>80</td><td>US</td></tr>\n"
+        "<tr><td>9.8.7.5</td><td>8080</td><td>FR</td></tr></table>\n"
+    )
+    report = parse_text(table)
+    assert [p.url for p in report.proxies] == ["http://9.8.7.6:80", "http://9.8.7.5:8080"]
+    assert report.errors == []
+
+
+def test_text_that_only_looks_like_json_is_scanned_as_text() -> None:
+    report = parse_text("[not json] 1.2.3.4:80\n")
+    assert [p.url for p in report.proxies] == ["http://1.2.3.4:80"]
