@@ -9,6 +9,7 @@ each check is bounded by its own connect and total timeouts.
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp_socks import ProxyConnector, ProxyType
+from python_socks import ProxyError
 
 from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
 from proxyrefresh.netguard import NetworkGuard
@@ -39,6 +41,11 @@ class BadJudgeAnswer(ValueError):
     """What came back through the proxy is not our judge's answer."""
 
 
+class ProxyRefused(ValueError):
+    """The proxy itself answered instead of passing the request on (an HTTP
+    status of its own, a SOCKS refusal): it is the proxy's fault, not the judge's."""
+
+
 class NoJudgeAvailable(RuntimeError):
     """No judge answered a direct request, so no proxy can be judged."""
 
@@ -47,6 +54,7 @@ class NoJudgeAvailable(RuntimeError):
 class Judge:
     url: str
     real_ip: str
+    server: str | None = None  # its Server header: tells its answers from a proxy's
 
 
 @dataclass(frozen=True)
@@ -76,21 +84,45 @@ def token_url(judge: str, token: str) -> str:
 
 
 def describe(exc: BaseException, timeout: float) -> str:
-    """A short, stable reason for a failed check."""
+    """A short, stable reason for a failed check, naming who answered (the
+    vocabulary is in the README: timed out, connection failed, proxy refused,
+    proxy answered, judge answered, forged answer)."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"timed out after {timeout:g}s"
     if isinstance(exc, OSError) and exc.errno:
         return f"connection failed: {os.strerror(exc.errno)}"
-    if isinstance(exc, BadJudgeAnswer):
+    if isinstance(exc, BadJudgeAnswer | ProxyRefused):
         return str(exc)
+    if isinstance(exc, ProxyError):  # a SOCKS or CONNECT refusal from the proxy
+        return f"proxy refused: {exc}"[:300]
+    if isinstance(exc, asyncio.IncompleteReadError):  # only the tunnel handshake reads so
+        return "proxy refused: closed the connection during the handshake"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"proxy refused: {status_text(exc.status)}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-async def _read_judge(resp: aiohttp.ClientResponse, token: str) -> dict[str, Any]:
-    """Parse a judge answer, refusing one that does not echo our token."""
+def status_text(code: int) -> str:
+    try:
+        return f"HTTP {code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return f"HTTP {code}"
+
+
+async def _read_judge(
+    resp: aiohttp.ClientResponse, token: str, judge: Judge | None = None
+) -> dict[str, Any]:
+    """Parse a judge answer, refusing one that does not echo our token. A
+    status other than 200 through a proxy is the proxy's own answer unless it
+    carries the judge's Server header (407 always is: it is a proxy's status)."""
     if resp.status != 200:
-        raise BadJudgeAnswer(f"judge answered HTTP {resp.status}")
+        status = status_text(resp.status)
+        if resp.status == 407:
+            raise ProxyRefused(f"proxy refused: authentication required ({status})")
+        if judge is not None and resp.headers.get("Server") != judge.server:
+            raise ProxyRefused(f"proxy answered {status}")
+        raise BadJudgeAnswer(f"judge answered {status}")
     body = await resp.content.read(MAX_BODY)
     try:
         data = json.loads(body)
@@ -119,7 +151,8 @@ async def discover_judges(
             try:
                 async with session.get(token_url(url, token)) as resp:
                     data = await _read_judge(resp, token)
-                judges.append(Judge(url=url, real_ip=str(data["remote_addr"])))
+                    server = resp.headers.get("Server")
+                judges.append(Judge(url=url, real_ip=str(data["remote_addr"]), server=server))
             except Exception as exc:
                 errors[url] = describe(exc, request_timeout)
     return judges, errors
@@ -196,7 +229,7 @@ class NativeChecker:
                     async with session.get(
                         token_url(judge.url, token), **self._request_kwargs(proxy)
                     ) as resp:
-                        data = await _read_judge(resp, token)
+                        data = await _read_judge(resp, token, judge)
                 latency = (time.perf_counter() - started) * 1000
                 exit_ip = str(data.get("remote_addr") or "") or None
                 raw_headers = data.get("headers") or {}

@@ -144,12 +144,15 @@ class Testbed:
 
     # --- real proxies ----------------------------------------------------
 
-    def tinyproxy(self, ip: str, level: Anonymity) -> LocalProxy:
+    def tinyproxy(
+        self, ip: str, level: Anonymity, auth: tuple[str, str] | None = None
+    ) -> LocalProxy:
         """tinyproxy set up to be transparent (X-Tinyproxy carries the
-        client's address), anonymous (Via) or elite (no Via)."""
+        client's address), anonymous (Via) or elite (no Via); with ``auth``,
+        it wants those Basic credentials (the URL returned carries none)."""
         binary = which("tinyproxy")
         port = free_port(ip)
-        name = f"tinyproxy-{level}-{ip}"
+        name = f"tinyproxy-{level}-{ip}" + ("-auth" if auth else "")
         lines = [
             f"Port {port}",
             f"Listen {ip}",
@@ -165,6 +168,8 @@ class Testbed:
             lines.append("XTinyproxy Yes")
         if level is Anonymity.ELITE:
             lines.append("DisableViaHeader Yes")
+        if auth:
+            lines.append(f"BasicAuth {auth[0]} {auth[1]}")
         conf = self.workdir / f"{name}.conf"
         conf.write_text("\n".join(lines) + "\n")
         (self.workdir / f"{name}.access.log").touch()
