@@ -4,7 +4,8 @@
 #
 #   - the virtualenv at .venv with proxyrefresh and its test extras
 #     (reinstalled only when pyproject.toml changes);
-#   - Debian packages: redis-server, tinyproxy, squid (when missing);
+#   - Debian packages: redis-server, tinyproxy, squid, dante-server,
+#     microsocks (when missing);
 #   - Go-built tools, cached under $PROXYREFRESH_CACHE (hack/tools.sh).
 #
 # What cannot be installed is named at the end, and the exit status is
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl)
+DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl dante-server microsocks)
 GO_TOOLS=(${PROXYREFRESH_GO_TOOLS:-})
 
 # --- Debian packages ---------------------------------------------------------
@@ -30,7 +31,7 @@ if ((${#need_pkgs[@]})); then
       >/tmp/proxyrefresh-apt.log 2>&1 \
       || { echo "bootstrap: apt-get failed, see /tmp/proxyrefresh-apt.log" >&2; missing+=("${need_pkgs[@]}"); }
     # The packages' own services are not wanted: the tests start their own.
-    for svc in redis-server tinyproxy squid; do
+    for svc in redis-server tinyproxy squid danted; do
       command -v service >/dev/null && service "$svc" stop >/dev/null 2>&1 || true
     done
   else

@@ -19,10 +19,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
+from proxyrefresh import redact
 from proxyrefresh.api import Filter
 from proxyrefresh.fanout.store import ChunkResult
 from proxyrefresh.models import Anonymity, Protocol, ProxyResult
@@ -108,6 +110,16 @@ def tally(results: dict[int, ChunkResult], flt: Filter) -> Tally:
     return out
 
 
+def identity(url: str) -> str:
+    """A pool entry's key: scheme, user name, host and port, no password
+    (``socks5://user:***@host:port``). Also what a ConfigMap may show."""
+    return redact.url(url)
+
+
+def has_credentials(url: str) -> bool:
+    return "@" in urlsplit(url).netloc
+
+
 def merge_pool(
     pool: dict[str, PoolEntry], found: Tally, now: float | None = None
 ) -> dict[str, PoolEntry]:
@@ -115,9 +127,10 @@ def merge_pool(
     now = time.time() if now is None else now
     merged = dict(pool)
     for result in found.checked_results:
-        old = merged.get(result.proxy)
+        key = identity(result.proxy)
+        old = merged.get(key)
         if result.proxy in found.passing and result.anonymity is not None:
-            merged[result.proxy] = PoolEntry(
+            merged[key] = PoolEntry(
                 proxy=result.proxy,
                 protocol=result.protocol,
                 host=result.host,
@@ -133,9 +146,9 @@ def merge_pool(
         elif old is not None:
             score, failures = old.score * FAILURE, old.failures + 1
             if failures >= MAX_FAILURES or score < MIN_SCORE:
-                del merged[result.proxy]
+                del merged[key]
             else:
-                merged[result.proxy] = old.model_copy(
+                merged[key] = old.model_copy(
                     update={"score": score, "failures": failures, "last_checked": now}
                 )
     return merged
@@ -145,19 +158,47 @@ def ordered(pool: dict[str, PoolEntry]) -> list[PoolEntry]:
     return sorted(pool.values(), key=lambda e: (e.latency_ms or float("inf"), -e.score, e.proxy))
 
 
-def render(pool: dict[str, PoolEntry]) -> dict[str, str]:
-    entries = ordered(pool)
+def render(pool: dict[str, PoolEntry], reveal: dict[str, str] | None = None) -> dict[str, str]:
+    """The pool as ``live_proxies.json`` and ``.txt``. Passwords are shown
+    only for entries found in ``reveal`` (identity -> full URL): without it
+    (a ConfigMap that `view` can read) a credentialed entry keeps its place
+    in the JSON, password masked, and is left out of the TXT, which is for
+    clients that connect with what it says."""
+    reveal = reveal or {}
+    entries = [
+        e.model_copy(update={"proxy": reveal.get(key, identity(e.proxy))})
+        for key, e in ((identity(e.proxy), e) for e in ordered(pool))
+    ]
+    usable = [e for e in entries if not has_credentials(e.proxy) or e.proxy in reveal.values()]
     return {
         JSON_KEY: json.dumps([e.model_dump(mode="json") for e in entries], indent=1) + "\n",
-        TXT_KEY: "".join(f"{e.proxy}\n" for e in entries),
+        TXT_KEY: "".join(f"{e.proxy}\n" for e in usable),
     }
+
+
+def full_urls(pool: dict[str, PoolEntry]) -> dict[str, str]:
+    """identity -> URL for every entry whose URL is whole (not masked)."""
+    return {key: e.proxy for key, e in pool.items() if redact.HIDDEN not in e.proxy}
+
+
+def known_urls(previous_json: str | None, found: Tally) -> dict[str, str]:
+    """Whole URLs for the Redis copy of the pool: the previous copy's, then
+    this refresh's results."""
+    known = {identity(e["proxy"]): e["proxy"] for e in json.loads(previous_json or "[]")}
+    known.update({identity(r.proxy): r.proxy for r in found.checked_results})
+    return {k: v for k, v in known.items() if redact.HIDDEN not in v}
+
+
+def withheld(pool: dict[str, PoolEntry]) -> int:
+    """How many entries a ConfigMap export holds without their credentials."""
+    return sum(1 for e in pool.values() if has_credentials(e.proxy))
 
 
 def parse_pool(config_map: dict[str, Any] | None) -> dict[str, PoolEntry]:
     raw = ((config_map or {}).get("data") or {}).get(JSON_KEY)
     if not raw:
         return {}
-    return {e["proxy"]: PoolEntry.model_validate(e) for e in json.loads(raw)}
+    return {identity(e["proxy"]): PoolEntry.model_validate(e) for e in json.loads(raw)}
 
 
 def merged_refreshes(config_map: dict[str, Any] | None) -> list[str]:
@@ -175,6 +216,7 @@ async def write_pool(
     found: Tally,
     owner_labels: dict[str, str],
     attempts: int = 10,
+    include_credentials: bool = False,
 ) -> dict[str, PoolEntry]:
     """Merge into the ConfigMap with optimistic concurrency; idempotent per
     refresh. Returns the pool as written (or as found, if already merged)."""
@@ -207,7 +249,7 @@ async def write_pool(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata,
-            "data": render(merged),
+            "data": render(merged, full_urls(merged) if include_credentials else None),
         }
         try:
             await kube.write_config_map(namespace, body, exists=current is not None)

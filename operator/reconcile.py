@@ -26,7 +26,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxyrefresh import redact
-from proxyrefresh.api import ConcurrencyPolicy, Engine, Phase, ProxyRefreshSpec, dump
+from proxyrefresh.api import (
+    ConcurrencyPolicy,
+    CredentialsExport,
+    Engine,
+    Phase,
+    ProxyRefreshSpec,
+    dump,
+)
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.netguard import AddressRefused
@@ -532,13 +539,16 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
             refresh.uid,
             found,
             dispatch.labels(refresh.name, spec.pool) | {"app.kubernetes.io/component": "pool"},
+            include_credentials=spec.output.credentials is CredentialsExport.INCLUDE,
         )
     except merge.OutputNotManaged as exc:
         raise Refused("OutputNotManaged", str(exc)) from None
+    # The Redis copy (for consumers with Redis access) keeps credentials whole.
+    pool_key = POOL_KEY.format(namespace=refresh.namespace, pool=spec.pool)
+    previous = await ctx.redis.get(pool_key)
+    whole = merge.known_urls(str(previous) if previous else None, found)
     await ctx.redis.set(
-        POOL_KEY.format(namespace=refresh.namespace, pool=spec.pool),
-        merge.render(pool)[merge.JSON_KEY],
-        ex=ctx.settings.pool_ttl_seconds,
+        pool_key, merge.render(pool, whole)[merge.JSON_KEY], ex=ctx.settings.pool_ttl_seconds
     )
     await store.mark_finished()
     await access.revoke(ctx.redis, refresh.uid)
@@ -561,6 +571,9 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
             f"{found.usable} usable of {found.live} live, {found.checked} checked; "
             f"pool {spec.pool} holds {len(pool)} in ConfigMap {spec.output_config_map}"
         )
+        hidden = merge.withheld(pool)
+        if hidden and spec.output.credentials is CredentialsExport.OMIT:
+            summary += f" ({hidden} with credentials: passwords only in the Redis pool)"
         degraded = found.usable < spec.min_usable
         conditions = set_condition(
             conditions,

@@ -126,8 +126,19 @@ class Deadlines(Camel):
     chunk_seconds: Annotated[int, Field(ge=10, le=86_400)] = 900
 
 
+class CredentialsExport(StrEnum):
+    """What the output ConfigMap, which anyone with `view` reads, shows of
+    proxies with credentials: Omit keeps them out of live_proxies.txt and
+    masks their passwords in live_proxies.json (the pool in Redis keeps them
+    whole); Include writes them whole (loosens: docs/security.md)."""
+
+    OMIT = "Omit"
+    INCLUDE = "Include"
+
+
 class Output(Camel):
     config_map: ObjectName | None = None
+    credentials: CredentialsExport = CredentialsExport.OMIT
 
 
 class ProxyRefreshSpec(Camel):

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from proxyrefresh import redact
 from proxyrefresh.models import Protocol, Proxy
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -88,7 +89,7 @@ class LineError:
         return f"{self.kind} {self.line}"
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.reason}: {self.text[:120]!r}"
+        return f"{self.where}: {self.reason}: {redact.secrets_in(self.text[:120])!r}"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp_socks import ProxyConnector, ProxyType
+from aiohttp_socks import ProxyError as TunnelError
 from python_socks import ProxyError
 
 from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
@@ -93,7 +94,7 @@ def describe(exc: BaseException, timeout: float) -> str:
         return f"connection failed: {os.strerror(exc.errno)}"
     if isinstance(exc, BadJudgeAnswer | ProxyRefused):
         return str(exc)
-    if isinstance(exc, ProxyError):  # a SOCKS or CONNECT refusal from the proxy
+    if isinstance(exc, ProxyError | TunnelError):  # a SOCKS or CONNECT refusal from the proxy
         return f"proxy refused: {exc}"[:300]
     if isinstance(exc, asyncio.IncompleteReadError):  # only the tunnel handshake reads so
         return "proxy refused: closed the connection during the handshake"

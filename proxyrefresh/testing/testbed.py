@@ -102,6 +102,7 @@ class Testbed:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.users: list[str] = []  # system users made for dante, removed on close
 
     def __enter__(self) -> Testbed:
         return self
@@ -128,6 +129,9 @@ class Testbed:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        for user in self.users:
+            subprocess.run(["userdel", user], capture_output=True, check=False)
+        self.users.clear()
         if self.owned and not os.environ.get("PROXYREFRESH_KEEP_TESTBED"):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -187,6 +191,54 @@ class Testbed:
             Anonymity.ELITE,
             ip,
         )
+
+    def microsocks(self, ip: str, auth: tuple[str, str] | None = None) -> LocalProxy:
+        """microsocks (SOCKS5), with ``-u/-P`` when ``auth`` is given (the URL
+        returned carries no credentials)."""
+        binary = which("microsocks")
+        port = free_port(ip)
+        name = f"microsocks-{ip}" + ("-auth" if auth else "")
+        args = [binary, "-i", ip, "-p", str(port), "-b", ip]  # leaves from its own address
+        if auth:
+            args += ["-u", auth[0], "-P", auth[1]]
+        proc, log = self.spawn(name, args)
+        wait_for_port(ip, port, proc=proc, log=log)
+        return LocalProxy(name, f"socks5://{ip}:{port}", Anonymity.ELITE, ip)
+
+    def dante(self, users: dict[str, str]) -> LocalProxy:
+        """dante-server (SOCKS5) asking for a user name and password. Its
+        username method checks system users, so they are made here (root
+        only) and removed on close. dante binds only to an interface's own
+        address: 127.0.0.1. The URL returned carries no credentials."""
+        binary = which("danted", "dante-server")
+        if os.geteuid() != 0:
+            raise MissingTool("dante-server checks system users: the test must run as root")
+        for user, password in users.items():
+            if subprocess.run(["id", user], capture_output=True, check=False).returncode:
+                subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", user], check=True)
+                self.users.append(user)
+            subprocess.run(["chpasswd"], input=f"{user}:{password}\n", text=True, check=True)
+        port = free_port("127.0.0.1")
+        name = f"dante-{port}"
+        conf = self.workdir / f"{name}.conf"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"logoutput: {self.workdir / (name + '.log')}",
+                    f"internal: 127.0.0.1 port = {port}",
+                    "external: lo",
+                    "socksmethod: username",
+                    "user.privileged: root",
+                    "user.unprivileged: nobody",
+                    "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }",
+                    "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }",
+                ]
+            )
+            + "\n"
+        )
+        proc, log = self.spawn(name, [binary, "-f", str(conf), "-p", str(conf) + ".pid"])
+        wait_for_port("127.0.0.1", port, proc=proc, log=log)
+        return LocalProxy(name, f"socks5://127.0.0.1:{port}", Anonymity.TRANSPARENT, "127.0.0.1")
 
     def squid(self, ip: str) -> LocalProxy:
         """squid with ``forwarded_for on``: X-Forwarded-For names the client."""

@@ -161,9 +161,15 @@ def test_conditions_keep_their_transition_time() -> None:
     assert changes({"a": 1, "b": 2}, {"a": 1, "b": 3}) == {"b": 3}
 
 
-def row(port: int, alive: bool, anonymity: str | None = None, latency: float = 100) -> dict:  # type: ignore[type-arg]
+def row(
+    port: int,
+    alive: bool,
+    anonymity: str | None = None,
+    latency: float = 100,
+    auth: str = "",
+) -> dict:  # type: ignore[type-arg]
     base = {
-        "proxy": f"http://1.1.1.1:{port}",
+        "proxy": f"http://{auth}1.1.1.1:{port}",
         "protocol": "http",
         "host": "1.1.1.1",
         "port": port,
@@ -215,6 +221,29 @@ def test_pool_scores_follow_the_legacy_rules() -> None:
     assert merge.merge_pool(low, found(row(9, False))) == {}  # score below 0.01
     text = merge.render(pool)[merge.TXT_KEY]
     assert text == "http://1.1.1.1:1\n"
+
+
+def test_credentials_are_identity_and_stay_out_of_the_configmap() -> None:
+    sessions = [row(7, True, "elite", auth=f"session-{n}:pw@") for n in (1, 2, 3)]
+    pool = merge.merge_pool({}, found(*sessions, row(1, True, "elite")))
+    assert len(pool) == 4  # three session users on one gateway: three entries
+    assert merge.withheld(pool) == 3
+    exported = merge.render(pool)
+    assert "pw@" not in exported[merge.JSON_KEY]
+    assert "session-2:***@1.1.1.1:7" in exported[merge.JSON_KEY]
+    assert exported[merge.TXT_KEY] == "http://1.1.1.1:1\n"  # only what works as written
+    # Read back from the ConfigMap, a masked entry is still the same proxy:
+    # a changed password scores it, not a new entry.
+    again = merge.parse_pool({"data": exported})
+    again = merge.merge_pool(again, found(row(7, True, "elite", auth="session-1:new@")))
+    assert len(again) == 4
+    assert again["http://session-1:***@1.1.1.1:7"].score == pytest.approx(1.1)
+    # The Redis copy keeps every password it knows.
+    whole = merge.known_urls(None, found(*sessions))
+    full = merge.render(pool, whole)
+    assert "http://session-3:pw@1.1.1.1:7" in full[merge.TXT_KEY]
+    included = merge.render(pool, merge.full_urls(pool))
+    assert included[merge.TXT_KEY].count("pw@") == 3
 
 
 def item(
