@@ -31,22 +31,22 @@ e2e: bootstrap
 	$(VENV)/pytest tests/e2e $(PYTEST_ARGS)
 
 cluster-up: bootstrap
-	@$(VENV)/python -m proxyrefresh.testing.cluster up --dir $(CLUSTER_DIR)
+	@$(VENV)/python -m tests.harness.cluster up --dir $(CLUSTER_DIR)
 
 cluster-down:
-	@$(VENV)/python -m proxyrefresh.testing.cluster down --dir $(CLUSTER_DIR)
+	@$(VENV)/python -m tests.harness.cluster down --dir $(CLUSTER_DIR)
 
 # The control plane, Redis ($$PROXYREFRESH_REDIS_URL, default 127.0.0.1:6379)
 # and the operator in the background.
 dev-up: bootstrap
-	@$(VENV)/python -m proxyrefresh.testing.devenv up --dir $(CLUSTER_DIR)
+	@$(VENV)/python -m tests.harness.devenv up --dir $(CLUSTER_DIR)
 
 dev-down:
-	@$(VENV)/python -m proxyrefresh.testing.devenv down --dir $(CLUSTER_DIR)
+	@$(VENV)/python -m tests.harness.devenv down --dir $(CLUSTER_DIR)
 
 # make pod-logs POD=name [NS=namespace]: what a pod printed (no kubelet, so no kubectl logs)
 pod-logs:
-	@$(VENV)/python -m proxyrefresh.testing.cluster logs $(POD) -n $(or $(NS),default) --dir $(CLUSTER_DIR)
+	@$(VENV)/python -m tests.harness.cluster logs $(POD) -n $(or $(NS),default) --dir $(CLUSTER_DIR)
 
 # What needs no cluster: helm lint, the rendered chart against manifests/,
 # hadolint and checkov. (The server-side dry run is in tests/e2e/test_chart.py.)
@@ -57,11 +57,11 @@ test: lint
 	$(VENV)/pytest tests $(PYTEST_ARGS)
 
 demo: bootstrap
-	$(VENV)/python -m proxyrefresh.testing.demo
+	$(VENV)/python -m tests.harness.demo
 
 bench: bootstrap
-	$(VENV)/python bench/check_throughput.py
-	$(VENV)/python bench/judge_rps.py
+	$(VENV)/python -m bench.check_throughput
+	$(VENV)/python -m bench.judge_rps
 	$(VENV)/python bench/refresh_e2e.py
 
 clean:

@@ -7,7 +7,7 @@ finish before ``ceil(blackholed / C) * T``; the ratio actual/floor is the
 figure of merit (target <= 1.3 at C=512, T=5, N=2000). Peak RSS of the
 check process is read from the kernel (wait4), target < 150 MiB.
 
-    .venv/bin/python bench/check_throughput.py [-n 2000] [-c 512] [-t 5]
+    .venv/bin/python -m bench.check_throughput [-n 2000] [-c 512] [-t 5]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from proxyrefresh.testing.testbed import Testbed, free_port, wait_for_port
+from tests.harness.testbed import Testbed, free_port, wait_for_port
 
 
 def main() -> int:

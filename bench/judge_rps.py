@@ -4,7 +4,7 @@ The judge runs as its real command on loopback; the load comes from wrk
 when installed (Debian package wrk), else from an aiohttp client in another
 process. Target: > 2,000 req/s on this machine.
 
-    .venv/bin/python bench/judge_rps.py [--seconds 5] [--connections 64]
+    .venv/bin/python -m bench.judge_rps [--seconds 5] [--connections 64]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 import aiohttp
 
-from proxyrefresh.testing.testbed import Testbed
+from tests.harness.testbed import Testbed
 
 TARGET = 2000
 

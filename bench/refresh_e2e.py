@@ -24,14 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxyrefresh.testing.cluster import ROOT, Cluster, binary
-from proxyrefresh.testing.scenario import (
+from tests.harness.cluster import ROOT, Cluster, binary
+from tests.harness.scenario import (
     ListServer,
     OperatorProcess,
     build_candidates,
     kubectl_get,
 )
-from proxyrefresh.testing.testbed import RedisServer, Testbed
+from tests.harness.testbed import RedisServer, Testbed
 
 
 def main() -> int:

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from proxyrefresh import constants as c
 from proxyrefresh.api import REFRESH_NAME, REFRESH_NAME_MAX, ProxyRefreshSpec
 from proxyrefresh.models import Anonymity
-from proxyrefresh.operator import constants as c
 
 _DROP = {"title", "additionalProperties", "description"}
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxyrefresh.operator import constants as c
+from proxyrefresh import constants as c
 
 
 class CredentialsRefused(ValueError):

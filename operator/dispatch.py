@@ -12,9 +12,9 @@ import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyRefreshSpec
 from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_STATE_LOST
-from proxyrefresh.operator import constants as c
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 T = TypeVar("T")

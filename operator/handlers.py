@@ -12,9 +12,10 @@ from typing import Any
 
 import kopf
 
+from proxyrefresh import constants as c
+from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import constants as c
-from proxyrefresh.operator import kube, reconcile
+from proxyrefresh.operator import reconcile
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
@@ -39,7 +40,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING  # our own Events only
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    kube.load_config()
+    kubeconfig.load()
     operator_settings = OperatorSettings()
     redis_settings = RedisSettings()
     memo.ctx = reconcile.Context(

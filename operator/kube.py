@@ -15,22 +15,14 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from proxyrefresh import constants as c
 from proxyrefresh import redact
-from proxyrefresh.operator import constants as c
 
 T = TypeVar("T")
 STATUS_PATCHES = 0  # read by bench/refresh_e2e.py through the operator's log
-
-
-def load_config() -> None:
-    """In a pod: its ServiceAccount; elsewhere: KUBECONFIG / ~/.kube/config."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 from kubernetes.client.rest import ApiException
 from pydantic import BaseModel
 
+from proxyrefresh import constants as c
 from proxyrefresh import redact
 from proxyrefresh.api import Filter
 from proxyrefresh.fanout.store import ChunkResult
 from proxyrefresh.models import Anonymity, Protocol, ProxyResult
-from proxyrefresh.operator import constants as c
 from proxyrefresh.operator import kube
 
 SUCCESS = 1.1

@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from proxyrefresh.operator import constants as c
-from proxyrefresh.operator.kube import load_config
+from proxyrefresh import constants as c
+from proxyrefresh.kubeconfig import load as load_config
 
 
 class RefreshFailed(RuntimeError):

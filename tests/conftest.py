@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from proxyrefresh.testing.testbed import (
+from tests.harness.testbed import (
     LocalProxy,
     MissingTool,
     RedisServer,

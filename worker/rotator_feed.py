@@ -19,7 +19,7 @@ from pathlib import Path
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from proxyrefresh.operator.kube import load_config
+from proxyrefresh.kubeconfig import load as load_config
 
 log = logging.getLogger("proxyrefresh.rotator-feed")
 

@@ -21,10 +21,10 @@ import pytest
 from redis.asyncio import Redis
 
 from proxyrefresh.fanout.store import RunStore
-from proxyrefresh.testing.cluster import Cluster, binary
-from proxyrefresh.testing.scenario import ListServer, OperatorProcess
-from proxyrefresh.testing.testbed import LocalProxy, RedisServer
 from tests.conftest import Bed, wait_for
+from tests.harness.cluster import Cluster, binary
+from tests.harness.scenario import ListServer, OperatorProcess
+from tests.harness.testbed import LocalProxy, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

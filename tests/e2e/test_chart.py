@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from proxyrefresh.testing.cluster import Cluster, binary
-from proxyrefresh.testing.testbed import RedisServer, free_port
 from tests.conftest import Bed, wait_for
 from tests.e2e.conftest import Kubectl
+from tests.harness.cluster import Cluster, binary
+from tests.harness.testbed import RedisServer, free_port
 from tests.integration.test_chart import CHART, EVERYTHING
 
 pytestmark = pytest.mark.e2e

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from proxyrefresh.testing.cluster import Cluster
 from tests.conftest import wait_for
 from tests.e2e.conftest import Kubectl
+from tests.harness.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -246,7 +246,7 @@ def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl, cluster: Cluster) -> N
         [
             "python",
             "-m",
-            "proxyrefresh.testing.cluster",
+            "tests.harness.cluster",
             "logs",
             "envy",
             "-n",
@@ -322,6 +322,6 @@ def test_kubectl_get_watch_streams_changes(kubectl: Kubectl) -> None:
 
 
 def kubectl_argv(kubectl: Kubectl) -> list[str]:
-    from proxyrefresh.testing.cluster import binary
+    from tests.harness.cluster import binary
 
     return [binary("kubectl"), "--kubeconfig", str(kubectl.kubeconfig), "-n", kubectl.namespace]

@@ -13,10 +13,10 @@ import pytest
 from kubernetes import client, config, watch
 from redis import Redis as SyncRedis
 
-from proxyrefresh.operator import constants as c
-from proxyrefresh.testing.scenario import build_candidates
+from proxyrefresh import constants as c
 from tests.conftest import wait_for
 from tests.e2e.conftest import Kubectl, World, phase_in, refresh, wait_status
+from tests.harness.scenario import build_candidates
 
 pytestmark = pytest.mark.e2e
 

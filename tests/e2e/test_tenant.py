@@ -22,10 +22,10 @@ import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from proxyrefresh.operator import constants as c
-from proxyrefresh.testing.scenario import OperatorProcess
+from proxyrefresh import constants as c
 from tests.conftest import wait_for
 from tests.e2e.conftest import Kubectl, World, refresh, wait_status
+from tests.harness.scenario import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 TENANT = "tenant@example.com"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxyrefresh.testing.cluster import binary, tools_bin
+from tests.harness.cluster import binary, tools_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "proxyrefresh"

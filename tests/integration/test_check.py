@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from proxyrefresh.models import Anonymity
-from proxyrefresh.testing.testbed import free_port
 from tests.conftest import Bed, run_cli
+from tests.harness.testbed import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from proxyrefresh.models import Anonymity
-from proxyrefresh.testing.testbed import LocalProxy
 from tests.conftest import Bed, run_cli
+from tests.harness.testbed import LocalProxy
 
 pytestmark = pytest.mark.integration
 SESSIONS = {f"prsession-{n}": "s3ssion-pw" for n in (41, 42, 43)}

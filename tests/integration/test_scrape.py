@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from proxyrefresh import constants as c
 from proxyrefresh.netguard import NetworkGuard
-from proxyrefresh.operator import constants as c
 from proxyrefresh.operator.credentials import from_secret
 from proxyrefresh.operator.scrape import FetchRules, SourceError, fetch
 

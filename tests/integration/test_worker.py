@@ -20,8 +20,8 @@ from proxyrefresh.fanout.runner import DONE, run_chunk
 from proxyrefresh.fanout.store import ChunkResult, RunStore, StateLost
 from proxyrefresh.models import Proxy
 from proxyrefresh.settings import RedisSettings
-from proxyrefresh.testing.testbed import RedisServer
 from tests.conftest import Bed, async_wait_for
+from tests.harness.testbed import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
@@ -74,8 +75,75 @@ def test_wheel_maps_the_folders_into_the_package(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("proxyrefresh-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert "proxyrefresh/operator/constants.py" in names
+    assert "proxyrefresh/operator/reconcile.py" in names
     assert "proxyrefresh/worker/native.py" in names
     assert "proxyrefresh/cli.py" in names
     tops = {name.split("/")[0] for name in names}
     assert tops == {"proxyrefresh", f"{wheel.name.split('-py3')[0]}.dist-info"}
+    # Only what a user runs: no local control plane, pod runner, testbed or demo.
+    tooling = [n for n in names if "testing" in n or "harness" in n or "podrunner" in n]
+    assert tooling == []
+    assert not [n for n in names if n.endswith(("testbed.py", "demo.py", "devenv.py"))]
+
+
+# Which package may import which: the control plane (operator/) decides, the
+# data plane (worker/) checks proxies; both depend on the core, never on each
+# other; the core depends on neither (cli.py is the entry point that wires
+# the commands, so it alone may); the fan-out core knows nothing of proxies.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "core": ("proxyrefresh.operator", "proxyrefresh.worker"),
+    "operator": ("proxyrefresh.worker",),
+    "worker": ("proxyrefresh.operator",),
+    "fanout": (
+        "proxyrefresh.operator",
+        "proxyrefresh.worker",
+        "proxyrefresh.models",
+        "proxyrefresh.parse",
+        "proxyrefresh.api",
+    ),
+}
+ENTRY_POINTS = {"proxyrefresh/cli.py"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (lazy imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def layer_of(path: Path) -> str:
+    relative = path.relative_to(ROOT).as_posix()
+    if relative.startswith("proxyrefresh/fanout/"):
+        return "fanout"
+    return relative.split("/")[0].replace("proxyrefresh", "core")
+
+
+def test_imports_point_the_right_way() -> None:
+    files = [
+        *(ROOT / "proxyrefresh").glob("*.py"),
+        *(ROOT / "proxyrefresh" / "fanout").glob("*.py"),
+        *(ROOT / "operator").glob("*.py"),
+        *(ROOT / "worker").glob("*.py"),
+    ]
+    assert len(files) > 30
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in files
+        if path.relative_to(ROOT).as_posix() not in ENTRY_POINTS
+        for module in sorted(imported_modules(path))
+        for banned in FORBIDDEN[layer_of(path)]
+        if module == banned or module.startswith(banned + ".")
+    ]
+    assert wrong == []
+
+
+def test_the_import_check_catches_a_wrong_import(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f() -> None:\n    from proxyrefresh.worker import native\n")
+    assert "proxyrefresh.worker.native" in imported_modules(probe)

@@ -9,11 +9,11 @@ import ipaddress
 
 import pytest
 
+from proxyrefresh import constants as c
 from proxyrefresh import redact
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.netguard import AddressRefused, NetworkGuard, kind_of
-from proxyrefresh.operator import constants as c
 from proxyrefresh.operator import merge
 from proxyrefresh.operator.credentials import (
     CredentialsRefused,

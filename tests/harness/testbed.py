@@ -20,6 +20,7 @@ from pathlib import Path
 
 from proxyrefresh.models import Anonymity
 
+ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run `make bootstrap` (or apt-get install {pkg})"
 
 
@@ -303,11 +304,12 @@ class Testbed:
         log = self.workdir / f"{name}.log"
         with log.open("ab") as handle:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "proxyrefresh.testing.deadends", mode, ip, str(count)],
+                [sys.executable, "-m", "tests.harness.deadends", mode, ip, str(count)],
                 stdout=subprocess.PIPE,
                 stderr=handle,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=ROOT,  # where `tests.harness` is importable from
             )
         self.procs.append((name, proc))
         assert proc.stdout is not None

@@ -7,9 +7,9 @@ by hack/tools.sh. State (certificates, etcd data, logs, pids) lives in one
 directory, so ``cluster down`` from another process finds what ``up``
 started.
 
-    python -m proxyrefresh.testing.cluster up [--dir DIR]     # prints export KUBECONFIG=...
-    python -m proxyrefresh.testing.cluster down [--dir DIR]
-    python -m proxyrefresh.testing.cluster logs POD [-n NAMESPACE] [--dir DIR]
+    python -m tests.harness.cluster up [--dir DIR]     # prints export KUBECONFIG=...
+    python -m tests.harness.cluster down [--dir DIR]
+    python -m tests.harness.cluster logs POD [-n NAMESPACE] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxyrefresh.testing.testbed import free_port, start_logged, wait_for_port
+from tests.harness.testbed import free_port, start_logged, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".cluster"
@@ -196,7 +196,8 @@ class Cluster:
     # --- processes ----------------------------------------------------------
 
     def _spawn(self, name: str, args: list[str]) -> int:
-        return start_logged(args, self.logs / f"{name}.log").pid
+        # From the checkout's root, so `-m tests.harness...` resolves wherever we were started.
+        return start_logged(args, self.logs / f"{name}.log", cwd=ROOT).pid
 
     def pids(self) -> dict[str, int]:
         raw = self.state().get("pids", {})
@@ -347,7 +348,7 @@ class Cluster:
             [
                 sys.executable,
                 "-m",
-                "proxyrefresh.testing.podrunner",
+                "tests.harness.podrunner",
                 "--kubeconfig",
                 str(self.kubeconfig),
                 "--dir",

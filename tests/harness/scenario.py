@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from proxyrefresh.models import Anonymity
-from proxyrefresh.testing.testbed import (
+from tests.harness.testbed import (
     LocalProxy,
     Testbed,
     free_port,

@@ -17,10 +17,10 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from proxyrefresh.testing import devenv
-from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, binary
-from proxyrefresh.testing.scenario import ListServer, build_candidates, kubectl_get
-from proxyrefresh.testing.testbed import Testbed, standard_set
+from tests.harness import devenv
+from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster, binary
+from tests.harness.scenario import ListServer, build_candidates, kubectl_get
+from tests.harness.testbed import Testbed, standard_set
 
 EXAMPLE = ROOT / "manifests" / "examples" / "refresh.yaml"
 

@@ -2,8 +2,8 @@
 proxy that forges a judge's answer. Run as a process so the checker under
 test shares nothing with them.
 
-    python -m proxyrefresh.testing.deadends blackhole 127.0.0.30 COUNT
-    python -m proxyrefresh.testing.deadends forger 127.0.0.31 1
+    python -m tests.harness.deadends blackhole 127.0.0.30 COUNT
+    python -m tests.harness.deadends forger 127.0.0.31 1
 
 Each listener takes a port the kernel picks; the ports are printed as one
 JSON list on stdout once all of them listen.

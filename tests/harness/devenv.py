@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from proxyrefresh.testing.cluster import DEFAULT_DIR, ROOT, Cluster, alive, binary, stop_group
-from proxyrefresh.testing.scenario import OperatorProcess
-from proxyrefresh.testing.testbed import free_port, start_logged, wait_for_port
+from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster, alive, binary, stop_group
+from tests.harness.scenario import OperatorProcess
+from tests.harness.testbed import free_port, start_logged, wait_for_port
 
 
 def redis_url(cluster: Cluster) -> str:
