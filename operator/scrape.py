@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import http
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from proxyrefresh import redact
+from proxyrefresh import http_status, redact
 from proxyrefresh.api import Source, SourceStatus
 from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
@@ -106,14 +105,6 @@ def retry_after(value: str | None, fallback: float) -> float:
     return max(0.0, min(MAX_RETRY_AFTER, seconds))
 
 
-def status_text(code: int) -> str:
-    """``HTTP 404 Not Found`` in our words: a server's own reason phrase is its text."""
-    try:
-        return f"HTTP {code} {http.HTTPStatus(code).phrase}"
-    except ValueError:
-        return f"HTTP {code}"
-
-
 async def _get_once(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str], rules: FetchRules
 ) -> tuple[int, str | None, bytes]:
@@ -183,7 +174,7 @@ async def fetch(
                     return body.decode("utf-8", errors="replace")
                 if status in REDIRECTS:
                     if not extra:
-                        raise SourceError(f"{status_text(status)} without a Location")
+                        raise SourceError(f"{http_status.text(status)} without a Location")
                     hop = urljoin(hop, extra)
                     if urlsplit(hop).scheme not in ("http", "https"):
                         raise SourceError("redirected to a URL that is not http(s)")
@@ -191,7 +182,7 @@ async def fetch(
                 if status in RETRY_STATUS and attempt < attempts:
                     await asyncio.sleep(retry_after(extra, wait))
                     continue
-                raise SourceError(status_text(status))
+                raise SourceError(http_status.text(status))
         raise SourceError(f"more than {MAX_REDIRECTS} redirects")
 
 

@@ -9,7 +9,6 @@ each check is bounded by its own connect and total timeouts.
 from __future__ import annotations
 
 import asyncio
-import http
 import json
 import os
 import secrets
@@ -23,6 +22,7 @@ from aiohttp_socks import ProxyConnector, ProxyType
 from aiohttp_socks import ProxyError as TunnelError
 from python_socks import ProxyError
 
+from proxyrefresh import http_status
 from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
 from proxyrefresh.netguard import NetworkGuard
 from proxyrefresh.worker.anonymity import classify
@@ -99,16 +99,9 @@ def describe(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, asyncio.IncompleteReadError):  # only the tunnel handshake reads so
         return "proxy refused: closed the connection during the handshake"
     if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return f"proxy refused: {status_text(exc.status)}"
+        return f"proxy refused: {http_status.text(exc.status)}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
-
-
-def status_text(code: int) -> str:
-    try:
-        return f"HTTP {code} {http.HTTPStatus(code).phrase}"
-    except ValueError:
-        return f"HTTP {code}"
 
 
 async def _read_judge(
@@ -118,7 +111,7 @@ async def _read_judge(
     status other than 200 through a proxy is the proxy's own answer unless it
     carries the judge's Server header (407 always is: it is a proxy's status)."""
     if resp.status != 200:
-        status = status_text(resp.status)
+        status = http_status.text(resp.status)
         if resp.status == 407:
             raise ProxyRefused(f"proxy refused: authentication required ({status})")
         if judge is not None and resp.headers.get("Server") != judge.server:
