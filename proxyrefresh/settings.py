@@ -15,15 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 
-if TYPE_CHECKING:  # aiohttp only where a guard is used, not at every CLI start
+if TYPE_CHECKING:  # aiohttp and redis only where used, not at every CLI start
+    from redis.asyncio import Redis
+
     from proxyrefresh.netguard import NetworkGuard
 
 
@@ -108,6 +105,12 @@ class RedisSettings(BaseSettings):
     socket_timeout_seconds: float = Field(default=10.0, gt=0)
 
     def client(self) -> Redis:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
         retry = Retry(
             ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds), self.retries
         )
