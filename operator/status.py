@@ -20,10 +20,6 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def progress_text(done: int, total: int) -> str:
     pct = 100 * done // total if total else 0
     return f"{done}/{total} ({pct}%)"

@@ -50,11 +50,6 @@ class Phase(StrEnum):
     def terminal(self) -> bool:
         return self in (Phase.COMPLETE, Phase.FAILED)
 
-    @property
-    def active(self) -> bool:
-        """Holds its pool (for concurrencyPolicy)."""
-        return self in (Phase.SCRAPING, Phase.DISPATCHED, Phase.PROCESSING, Phase.MERGING)
-
 
 # What the API server accepts as an object's name (DNS-1123 subdomain) and
 # as a ConfigMap key: checked at admission, so no refresh is accepted that
@@ -159,17 +154,6 @@ class ProxyRefreshSpec(Camel):
     @property
     def output_config_map(self) -> str:
         return self.output.config_map or f"{self.pool}-proxies"
-
-
-class Condition(Camel):
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    status: str
-    reason: str
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
 
 
 class SourceStatus(Camel):

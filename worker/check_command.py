@@ -48,16 +48,6 @@ def read_source(source: str, max_bytes: int) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def options_from(settings: CheckerSettings) -> CheckOptions:
-    return CheckOptions(
-        judges=settings.judges,
-        timeout=settings.timeout,
-        connect_timeout=settings.connect_timeout,
-        concurrency=settings.concurrency,
-        targets=settings.targets,
-    )
-
-
 def format_result(result: ProxyResult, output_format: str) -> str:
     if output_format == "txt":
         return result.proxy
@@ -123,7 +113,7 @@ async def run_check(request: CheckRequest) -> int:
     except NoJudgeAvailable as exc:
         err.print(f"proxyrefresh: {exc}", markup=False)
         return EXIT_NO_JUDGE
-    checker = NativeChecker(options_from(settings), judges)
+    checker = NativeChecker(CheckOptions.from_settings(settings), judges)
     started = time.monotonic()
     tally = Tally()
     out: IO[str] = request.output.open("w") if request.output else sys.stdout

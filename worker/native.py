@@ -25,6 +25,7 @@ from python_socks import ProxyError
 from proxyrefresh import http_status
 from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
 from proxyrefresh.netguard import NetworkGuard
+from proxyrefresh.settings import CheckerSettings
 from proxyrefresh.worker.anonymity import classify
 from proxyrefresh.worker.judge import TOKEN_PARAM
 
@@ -68,6 +69,20 @@ class CheckOptions:
     # In a cluster, judges and targets are a tenant's URLs: the worker checks
     # them like the operator checks sources. Off for `proxyrefresh check`.
     guard: NetworkGuard = field(default_factory=lambda: NetworkGuard(enabled=False))
+
+    @classmethod
+    def from_settings(
+        cls, settings: CheckerSettings, guard: NetworkGuard | None = None
+    ) -> CheckOptions:
+        """The checker's options from its settings (the CLI's and a pod's alike)."""
+        return cls(
+            judges=settings.judges,
+            timeout=settings.timeout,
+            connect_timeout=settings.connect_timeout,
+            concurrency=settings.concurrency,
+            targets=settings.targets,
+            guard=guard or NetworkGuard(enabled=False),
+        )
 
     async def vet_urls(self) -> None:
         """Raise AddressRefused if a judge or target is somewhere the guard refuses."""

@@ -93,14 +93,7 @@ async def run(started: float) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    options = CheckOptions(
-        judges=checker_settings.judges,
-        timeout=checker_settings.timeout,
-        connect_timeout=checker_settings.connect_timeout,
-        concurrency=checker_settings.concurrency,
-        targets=checker_settings.targets,
-        guard=guard,
-    )
+    options = CheckOptions.from_settings(checker_settings, guard)
     redis = redis_settings.client()
     store = RunStore(redis, worker.run_id, redis_settings.key_ttl_seconds)
     index = worker.job_completion_index

@@ -58,12 +58,6 @@ class Progress(BaseModel):
     started_at: float | None = None
     completed_at: float | None = None
 
-    @property
-    def text(self) -> str:
-        """``15/50 (30%)``: the figure ``kubectl get -w`` shows."""
-        pct = 100 * self.completed_chunks // self.total_chunks if self.total_chunks else 0
-        return f"{self.completed_chunks}/{self.total_chunks} ({pct}%)"
-
 
 @dataclass(frozen=True)
 class RunKeys:
