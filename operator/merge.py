@@ -91,14 +91,13 @@ class Tally:
 def tally(results: dict[int, ChunkResult], flt: Filter) -> Tally:
     out = Tally()
     for chunk in results.values():
-        out.unchecked += len(chunk.unchecked)
-        for row in chunk.results:
+        out.unchecked += len(chunk.pending)
+        for outcome in chunk.outcomes:
+            row = outcome.value
             if "protocol" not in row:  # an item the worker could not even parse
                 out.checked += 1
                 continue
-            result = ProxyResult.model_validate(
-                {k: v for k, v in row.items() if not k.startswith("_") and k != "pos"}
-            )
+            result = ProxyResult.model_validate(row)
             out.checked += 1
             out.checked_results.append(result)
             if result.alive:

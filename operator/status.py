@@ -81,8 +81,10 @@ def progress_fields(
     fields: dict[str, Any] = {
         "totalChunks": progress.total_chunks,
         "completedChunks": progress.completed_chunks,
-        "checked": progress.checked,
-        "live": progress.live,
+        # The core counts processed and succeeded items; for proxies that
+        # is checked and live.
+        "checked": progress.processed,
+        "live": progress.succeeded,
         "failedChunks": failed_indexes(job),
     }
     for name in MONOTONIC:

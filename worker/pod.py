@@ -131,9 +131,9 @@ async def run(started: float) -> int:
         "chunk %s %s: checked %d, live %d, unchecked %d%s",
         index,
         outcome.how,
-        result.checked,
-        result.live,
-        len(result.unchecked),
+        result.processed,
+        result.succeeded,
+        len(result.pending),
         "" if outcome.first_completion or outcome.how == TERMINATED else " (already counted)",
     )
     return EXIT_TERMINATED if outcome.how == TERMINATED else EXIT_OK

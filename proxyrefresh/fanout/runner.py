@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from proxyrefresh.fanout.store import ChunkResult, RunStore
+from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunStore
 
 log = logging.getLogger(__name__)
 
-# process(items) yields (position in items, result, counts as live).
+# process(items) yields (position in items, its value, whether it succeeded).
 Processor = Callable[[list[Any]], AsyncIterator[tuple[int, dict[str, Any], bool]]]
 
 DONE = "done"
@@ -59,8 +59,8 @@ async def run_chunk(
     started = time.monotonic() if started is None else started
     stop = stop or asyncio.Event()
     items, previous = await store.read_chunk(index)
-    done: dict[int, dict[str, Any]] = {}
-    live = 0
+    done: dict[int, ItemOutcome] = {}
+    succeeded = 0
     attempts = 1
     if previous is not None:
         attempts = previous.attempts + 1
@@ -68,21 +68,20 @@ async def run_chunk(
             # An earlier attempt finished; make sure it is counted and stop.
             first = await store.complete(previous)
             return Outcome(previous, DONE, first)
-        for row in previous.results:
-            done[int(row["pos"])] = row
-        live = sum(1 for row in previous.results if row.get("_live"))
+        done = {outcome.pos: outcome for outcome in previous.outcomes}
+        succeeded = sum(outcome.ok for outcome in previous.outcomes)
     pending = [pos for pos in range(len(items)) if pos not in done]
     log.info("chunk %s: %d items, %d to do (attempt %d)", index, len(items), len(pending), attempts)
 
     failure: list[BaseException] = []
 
     async def consume() -> None:
-        nonlocal live
+        nonlocal succeeded
         try:
-            async for local, row, is_live in process([items[pos] for pos in pending]):
+            async for local, value, ok in process([items[pos] for pos in pending]):
                 pos = pending[local]
-                done[pos] = {**row, "pos": pos, "_live": is_live}
-                live += is_live
+                done[pos] = ItemOutcome(pos=pos, ok=ok, value=value)
+                succeeded += ok
         except Exception as exc:  # keep what was done; the caller re-raises
             failure.append(exc)
 
@@ -96,7 +95,7 @@ async def run_chunk(
         while not finished_reporting.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(finished_reporting.wait(), progress_interval)
-            now = (len(done), live)
+            now = (len(done), succeeded)
             if finished_reporting.is_set() or now == last:
                 continue
             try:
@@ -122,14 +121,14 @@ async def run_chunk(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     how = DONE if finished else TERMINATED if stop.is_set() else SOFT_DEADLINE
-    unchecked = [items[pos] for pos in range(len(items)) if pos not in done]
+    left = [items[pos] for pos in range(len(items)) if pos not in done]
     result = ChunkResult(
         index=index,
-        results=[done[pos] for pos in sorted(done)],
-        unchecked=unchecked,
-        checked=len(done),
-        live=live,
-        partial=bool(unchecked),
+        outcomes=[done[pos] for pos in sorted(done)],
+        pending=left,
+        processed=len(done),
+        succeeded=succeeded,
+        partial=bool(left),
         reason=None if how == DONE else how,
         attempts=attempts,
     )

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-KEY_PREFIX = "proxyrefresh"
+KEY_PREFIX = "proxyrefresh"  # the default; each kind of run may have its own
 DEFAULT_TTL_SECONDS = 24 * 3600
 CHUNK_WRITE_BATCH = 500  # chunks per HSET, to bound one command's size
 
@@ -33,15 +33,25 @@ class StateLost(RuntimeError):
     """The run's keys are gone (expired, deleted, or Redis restarted empty)."""
 
 
+class ItemOutcome(BaseModel):
+    """One processed item: where it was in its chunk, whether it succeeded
+    (what the run counts), and what the processor made of it (the kind's own
+    data, which the core never reads)."""
+
+    pos: int
+    ok: bool
+    value: dict[str, Any]
+
+
 class ChunkResult(BaseModel):
     """What one pod leaves for the merge step: its results, and the items it
     could not get to (a deadline or SIGTERM), so nothing is silently lost."""
 
     index: int
-    results: list[dict[str, Any]] = Field(default_factory=list)
-    unchecked: list[Any] = Field(default_factory=list)
-    checked: int = 0
-    live: int = 0
+    outcomes: list[ItemOutcome] = Field(default_factory=list)
+    pending: list[Any] = Field(default_factory=list)  # items not processed (deadline, stop)
+    processed: int = 0
+    succeeded: int = 0
     partial: bool = False
     reason: str | None = None
     attempts: int = 1
@@ -53,20 +63,21 @@ class Progress(BaseModel):
 
     total_chunks: int
     completed_chunks: int
-    checked: int
-    live: int
+    processed: int
+    succeeded: int
     started_at: float | None = None
     completed_at: float | None = None
 
 
 @dataclass(frozen=True)
 class RunKeys:
-    """The names of every key of one run."""
+    """The names of every key of one run: ``<prefix>:{<uid>}:<field>``."""
 
     uid: str
+    prefix: str = KEY_PREFIX
 
     def key(self, field: str) -> str:
-        return f"{KEY_PREFIX}:{{{self.uid}}}:{field}"
+        return f"{self.prefix}:{{{self.uid}}}:{field}"
 
     @property
     def chunks(self) -> str:  # hash: index -> JSON list of work items
@@ -81,7 +92,7 @@ class RunKeys:
         return self.key("completed")
 
     @property
-    def index_progress(self) -> str:  # hash: "<i>:checked", "<i>:live" -> absolute counts
+    def index_progress(self) -> str:  # hash: "<i>:processed", "<i>:succeeded" -> absolute counts
         return self.key("index_progress")
 
     @property
@@ -97,12 +108,12 @@ class RunKeys:
         return self.key("completed_chunks")
 
     @property
-    def checked(self) -> str:
-        return self.key("checked")
+    def processed(self) -> str:
+        return self.key("processed")
 
     @property
-    def live(self) -> str:
-        return self.key("live")
+    def succeeded(self) -> str:
+        return self.key("succeeded")
 
     @property
     def started_at(self) -> str:
@@ -129,8 +140,8 @@ class RunKeys:
             self.total_chunks,
             self.total_items,
             self.completed_chunks,
-            self.checked,
-            self.live,
+            self.processed,
+            self.succeeded,
             self.started_at,
             self.completed_at,
             self.snapshot,
@@ -144,8 +155,8 @@ class RunKeys:
             self.index_progress,
             self.total_chunks,
             self.completed_chunks,
-            self.checked,
-            self.live,
+            self.processed,
+            self.succeeded,
             self.snapshot,
             self.events,
         ]
@@ -155,7 +166,7 @@ class RunKeys:
 # rewrite the snapshot, publish it, and keep every key alive for ttl.
 _LUA_COMMON = """
 local results, completed, idx, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local done, checked, live, snapshot, events = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local done, processed, succeeded, snapshot, events = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local index, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if redis.call('EXISTS', total) == 0 then
   return redis.error_reply('STATELOST total_chunks is gone')
@@ -170,39 +181,39 @@ local function publish(index_done)
   local snap = cjson.encode({
     total_chunks = tonumber(redis.call('GET', total)),
     completed_chunks = tonumber(redis.call('GET', done) or '0'),
-    checked = tonumber(redis.call('GET', checked) or '0'),
-    live = tonumber(redis.call('GET', live) or '0'),
+    processed = tonumber(redis.call('GET', processed) or '0'),
+    succeeded = tonumber(redis.call('GET', succeeded) or '0'),
     index = tonumber(index), index_completed = index_done, updated_at = tonumber(now)})
   redis.call('SET', snapshot, snap, 'EX', ttl)
   redis.call('PUBLISH', events, snap)
-  for _, key in ipairs({results, completed, idx, total, done, checked, live}) do
+  for _, key in ipairs({results, completed, idx, total, done, processed, succeeded}) do
     redis.call('EXPIRE', key, ttl)
   end
 end
 """
 
-# ARGV: index, ttl, now, checked, live. Running counts only move up, and a
+# ARGV: index, ttl, now, processed, succeeded. Running counts only move up, and a
 # completed index ignores stragglers (a pod the Job already replaced).
 PROGRESS_SCRIPT = (
     _LUA_COMMON
     + """
 if redis.call('SISMEMBER', completed, index) == 1 then return 0 end
-fold('checked', tonumber(ARGV[4]), checked, true)
-fold('live', tonumber(ARGV[5]), live, true)
+fold('processed', tonumber(ARGV[4]), processed, true)
+fold('succeeded', tonumber(ARGV[5]), succeeded, true)
 publish(false)
 return 1
 """
 )
 
-# ARGV: index, ttl, now, checked, live, result JSON. The final counts replace
+# ARGV: index, ttl, now, processed, succeeded, result JSON. The final counts replace
 # the running ones; the index is counted the first time only. Returns
 # {1 if first completion else 0, completed_chunks}.
 COMPLETE_SCRIPT = (
     _LUA_COMMON
     + """
 redis.call('HSET', results, index, ARGV[6])
-fold('checked', tonumber(ARGV[4]), checked, false)
-fold('live', tonumber(ARGV[5]), live, false)
+fold('processed', tonumber(ARGV[4]), processed, false)
+fold('succeeded', tonumber(ARGV[5]), succeeded, false)
 local first = redis.call('SADD', completed, index)
 if first == 1 then redis.call('INCR', done) end
 publish(true)
@@ -230,9 +241,11 @@ def _is_state_lost(exc: Exception) -> bool:
 class RunStore:
     """Operations on one run's keys; both the operator and the pods use it."""
 
-    def __init__(self, redis: Redis, uid: str, ttl: int = DEFAULT_TTL_SECONDS) -> None:
+    def __init__(
+        self, redis: Redis, uid: str, ttl: int = DEFAULT_TTL_SECONDS, prefix: str = KEY_PREFIX
+    ) -> None:
         self.redis = redis
-        self.keys = RunKeys(uid)
+        self.keys = RunKeys(uid, prefix)
         self.ttl = ttl
         self._progress = redis.register_script(PROGRESS_SCRIPT)
         self._complete = redis.register_script(COMPLETE_SCRIPT)
@@ -256,7 +269,7 @@ class RunStore:
             )
         pipe.set(k.total_chunks, len(chunks), ex=self.ttl)
         pipe.set(k.total_items, sum(len(chunk) for chunk in chunks), ex=self.ttl)
-        for counter in (k.completed_chunks, k.checked, k.live):
+        for counter in (k.completed_chunks, k.processed, k.succeeded):
             pipe.set(counter, 0, ex=self.ttl, nx=True)
         pipe.set(k.started_at, now, ex=self.ttl, nx=True)
         pipe.expire(k.chunks, self.ttl)
@@ -275,16 +288,21 @@ class RunStore:
         """One round trip; raises StateLost when the run's keys are gone."""
         k = self.keys
         values = await self.redis.mget(
-            k.total_chunks, k.completed_chunks, k.checked, k.live, k.started_at, k.completed_at
+            k.total_chunks,
+            k.completed_chunks,
+            k.processed,
+            k.succeeded,
+            k.started_at,
+            k.completed_at,
         )
-        total, done, checked, live, started, finished = values
+        total, done, processed, succeeded, started, finished = values
         if total is None:
             raise StateLost(f"Redis has no state for run {self.keys.uid} (expired or lost)")
         return Progress(
             total_chunks=int(total),
             completed_chunks=int(done or 0),
-            checked=int(checked or 0),
-            live=int(live or 0),
+            processed=int(processed or 0),
+            succeeded=int(succeeded or 0),
             started_at=float(started) if started else None,
             completed_at=float(finished) if finished else None,
         )
@@ -332,8 +350,8 @@ class RunStore:
         previous = ChunkResult.model_validate_json(raw_result) if raw_result else None
         return json.loads(raw_chunk), previous
 
-    async def report_progress(self, index: int, checked: int, live: int) -> None:
-        await self._run(self._progress, index, checked, live)
+    async def report_progress(self, index: int, processed: int, succeeded: int) -> None:
+        await self._run(self._progress, index, processed, succeeded)
 
     async def save_partial(self, result: ChunkResult) -> None:
         """Keep what an interrupted attempt did, without completing the index,
@@ -343,7 +361,11 @@ class RunStore:
     async def complete(self, result: ChunkResult) -> bool:
         """Write the result and count the index once. True the first time."""
         first, _ = await self._run(
-            self._complete, result.index, result.checked, result.live, result.model_dump_json()
+            self._complete,
+            result.index,
+            result.processed,
+            result.succeeded,
+            result.model_dump_json(),
         )
         return bool(first)
 

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from proxyrefresh.fanout.runner import DONE, run_chunk
-from proxyrefresh.fanout.store import ChunkResult, RunStore, StateLost
+from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunStore, StateLost
 from proxyrefresh.models import Proxy
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import Bed, async_wait_for
@@ -92,11 +92,11 @@ async def test_worker_checks_its_chunk_and_counts_it(
     code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
     assert code == 0, err
     progress = await store.progress()
-    assert (progress.completed_chunks, progress.checked, progress.live) == (1, 3, 3)
+    assert (progress.completed_chunks, progress.processed, progress.succeeded) == (1, 3, 3)
     (result,) = (await store.read_results()).values()
     assert result.index == 0
     assert result.partial is False
-    assert sorted(r["anonymity"] for r in result.results) == ["anonymous", "elite", "elite"]
+    assert sorted(r.value["anonymity"] for r in result.outcomes) == ["anonymous", "elite", "elite"]
     snapshot = await store.snapshot()
     assert snapshot is not None
     assert snapshot["completed_chunks"] == 1
@@ -112,7 +112,7 @@ async def test_two_pods_racing_give_exact_totals(
     results = await asyncio.gather(*(finish(p) for p in procs))
     assert [code for code, _ in results] == [0, 0], results
     progress = await store.progress()
-    assert (progress.completed_chunks, progress.checked, progress.live) == (2, 9, 5)
+    assert (progress.completed_chunks, progress.processed, progress.succeeded) == (2, 9, 5)
     assert await store.completed_indexes() == {0, 1}
 
 
@@ -125,7 +125,7 @@ async def test_a_retried_index_is_counted_once(
         code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
         assert code == 0, err
     progress = await store.progress()
-    assert (progress.completed_chunks, progress.checked, progress.live) == (1, 3, 3)
+    assert (progress.completed_chunks, progress.processed, progress.succeeded) == (1, 3, 3)
     assert len(await store.read_results()) == 1
     assert "already counted" in err
     # The same result written again directly is still one completion.
@@ -146,7 +146,7 @@ async def start_slow_worker(
     proc = start_worker(env)
 
     async def live_reported() -> bool:
-        return (await store.progress()).live == len(LIVE)
+        return (await store.progress()).succeeded == len(LIVE)
 
     await async_wait_for(live_reported, 30, "the pod to report its live proxies")
     return proc, env
@@ -163,9 +163,9 @@ async def test_killed_mid_chunk_and_rerun_gives_one_result(
     code, err = await finish(start_worker({**env, "PROXYREFRESH_TIMEOUT": "1"}))
     assert code == 0, err
     progress = await store.progress()
-    assert (progress.completed_chunks, progress.checked, progress.live) == (1, 7, 3)
+    assert (progress.completed_chunks, progress.processed, progress.succeeded) == (1, 7, 3)
     (result,) = (await store.read_results()).values()
-    assert sorted(r["pos"] for r in result.results) == list(range(7))
+    assert sorted(r.pos for r in result.outcomes) == list(range(7))
 
 
 async def test_sigterm_saves_partial_and_the_retry_resumes(
@@ -178,15 +178,15 @@ async def test_sigterm_saves_partial_and_the_retry_resumes(
     assert code == 143, err
     (saved,) = (await store.read_results()).values()
     assert saved.partial is True
-    assert saved.checked == 3
-    assert len(saved.unchecked) == 2
+    assert saved.processed == 3
+    assert len(saved.pending) == 2
     assert await store.completed_indexes() == set()
     code, err = await finish(start_worker({**env, "PROXYREFRESH_TIMEOUT": "1"}))
     assert code == 0, err
     assert "3 items to do" not in err
     assert "5 items, 2 to do (attempt 2)" in err
     (done,) = (await store.read_results()).values()
-    assert (done.partial, done.checked, done.live, done.attempts) == (False, 5, 3, 2)
+    assert (done.partial, done.processed, done.succeeded, done.attempts) == (False, 5, 3, 2)
 
 
 async def test_soft_deadline_saves_a_partial_result(
@@ -208,7 +208,7 @@ async def test_soft_deadline_saves_a_partial_result(
     (result,) = (await store.read_results()).values()
     assert result.partial is True
     assert result.reason == "soft deadline"
-    assert (result.checked, len(result.unchecked)) == (3, 3)
+    assert (result.processed, len(result.pending)) == (3, 3)
     assert "unchecked 3" in err
     assert await store.completed_indexes() == {0}
 
@@ -281,7 +281,9 @@ async def test_keys_expire_and_delete_removes_everything(redis: Redis, run_id: s
     assert [k async for k in redis.scan_iter(pattern)] == []
     # A pod stopped after the deletion must not bring the run back.
     with pytest.raises(StateLost):
-        await store.save_partial(ChunkResult(index=1, results=[{"pos": 0}], partial=True))
+        await store.save_partial(
+            ChunkResult(index=1, outcomes=[ItemOutcome(pos=0, ok=False, value={})], partial=True)
+        )
     assert [k async for k in redis.scan_iter(pattern)] == []
 
     short = RunStore(redis, run_id, ttl=1)
@@ -325,7 +327,7 @@ async def test_round_trips_do_not_grow_with_chunk_size(
     outcome = await run_chunk(store, 0, instant, progress_interval=60)
     await client.aclose()
     assert outcome.how == DONE
-    assert outcome.result.checked == size
+    assert outcome.result.processed == size
     with capsys.disabled():
         print(f"\n  chunk size {size}: {CountingRedis.round_trips} Redis round trips")
     # read chunk + previous result (1 pipeline), complete (script: EVALSHA, +1 on a cold
@@ -334,7 +336,13 @@ async def test_round_trips_do_not_grow_with_chunk_size(
 
 
 def test_chunk_result_roundtrips() -> None:
-    result = ChunkResult(index=2, results=[{"pos": 0}], unchecked=["x"], checked=1, partial=True)
+    result = ChunkResult(
+        index=2,
+        outcomes=[ItemOutcome(pos=0, ok=False, value={})],
+        pending=["x"],
+        processed=1,
+        partial=True,
+    )
     assert ChunkResult.model_validate_json(result.model_dump_json()) == result
 
 
@@ -348,7 +356,7 @@ async def test_a_brief_redis_outage_is_ridden_out(bed: Bed, run_id: str) -> None
         code, err = await finish(proc)
         assert code == 0, err
         progress = await store.progress()
-        assert (progress.completed_chunks, progress.checked, progress.live) == (1, 5, 3)
+        assert (progress.completed_chunks, progress.processed, progress.succeeded) == (1, 5, 3)
     finally:
         await redis.aclose()
         server.stop()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxyrefresh.api import Filter, ProxyRefreshSpec
-from proxyrefresh.fanout.store import ChunkResult, Progress
+from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
 from proxyrefresh.models import Anonymity
 from proxyrefresh.operator import dispatch, merge, policy
 from proxyrefresh.operator.status import (
@@ -115,7 +115,7 @@ def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
 def test_progress_never_goes_backwards() -> None:
     old = {"phase": "Processing", "completedChunks": 5, "checked": 250, "live": 9}
     fields = progress_fields(
-        old, Progress(total_chunks=10, completed_chunks=4, checked=240, live=9), None
+        old, Progress(total_chunks=10, completed_chunks=4, processed=240, succeeded=9), None
     )
     assert (fields["completedChunks"], fields["checked"], fields["progress"]) == (
         5,
@@ -125,7 +125,7 @@ def test_progress_never_goes_backwards() -> None:
 
 
 def test_dispatched_becomes_processing_once_work_starts() -> None:
-    progress = Progress(total_chunks=3, completed_chunks=0, checked=0, live=0)
+    progress = Progress(total_chunks=3, completed_chunks=0, processed=0, succeeded=0)
     assert "phase" not in progress_fields({"phase": "Dispatched"}, progress, None)
     job = {"status": {"active": 2}}
     assert progress_fields({"phase": "Dispatched"}, progress, job)["phase"] == "Processing"
@@ -175,8 +175,6 @@ def row(
         "port": port,
         "alive": alive,
         "checked_at": 1.0,
-        "pos": 0,
-        "_live": alive,
     }
     if alive:
         base.update(anonymity=anonymity, latency_ms=latency, exit_ip="1.1.1.1")
@@ -185,7 +183,14 @@ def row(
 
 def found(*rows: dict, flt: Filter | None = None) -> merge.Tally:  # type: ignore[type-arg]
     return merge.tally(
-        {0: ChunkResult(index=0, results=list(rows), unchecked=["x"])}, flt or Filter()
+        {
+            0: ChunkResult(
+                index=0,
+                outcomes=[ItemOutcome(pos=i, ok=r["alive"], value=r) for i, r in enumerate(rows)],
+                pending=["x"],
+            )
+        },
+        flt or Filter(),
     )
 
 
