@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyRefreshSpec
-from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_STATE_LOST
+from proxyrefresh.fanout import job as fanout_job
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 T = TypeVar("T")
@@ -113,73 +113,29 @@ def build_job(
     redis: RedisSettings,
     network: NetworkSettings,
 ) -> dict[str, Any]:
-    """The Indexed Job for one refresh: one pod per chunk."""
-    pod_labels = labels(name, spec.pool)
+    """The Indexed Job for one refresh: one pod per chunk, the proxy checker's
+    container on the fan-out core's Job skeleton."""
     job = job_name(name, uid)
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # The pod's hard deadline; the worker stops itself at 85% of it.
-        "activeDeadlineSeconds": spec.deadlines.chunk_seconds,
-        "terminationGracePeriodSeconds": 30,
-        # Workers need no API access at all.
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "runAsGroup": 65532,
-            "seccompProfile": {"type": "RuntimeDefault"},
+    return fanout_job.indexed_job(
+        name=job,
+        namespace=namespace,
+        labels=labels(name, spec.pool),
+        container={
+            "name": c.WORKER_CONTAINER,
+            "image": settings.worker_image,
+            "imagePullPolicy": settings.worker_image_pull_policy,
+            "args": ["worker"],
+            "env": worker_env(spec, uid, redis, network, job),
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"memory": "512Mi"},
+            },
         },
-        "containers": [
-            {
-                "name": c.WORKER_CONTAINER,
-                "image": settings.worker_image,
-                "imagePullPolicy": settings.worker_image_pull_policy,
-                "args": ["worker"],
-                "env": worker_env(spec, uid, redis, network, job),
-                "resources": {
-                    "requests": {"cpu": "100m", "memory": "128Mi"},
-                    "limits": {"memory": "512Mi"},
-                },
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
-            }
-        ],
-    }
-    if settings.worker_service_account:
-        pod_spec["serviceAccountName"] = settings.worker_service_account
-    job_spec: dict[str, Any] = {
-        "completionMode": "Indexed",
-        "completions": chunks,
-        "parallelism": min(spec.parallelism, chunks),
-        "backoffLimitPerIndex": spec.retry.backoff_limit_per_index,
-        "podFailurePolicy": {
-            "rules": [
-                # The worker's own word that a retry cannot help: fail at once.
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": c.WORKER_CONTAINER,
-                        "operator": "In",
-                        "values": [EXIT_CONFIG, EXIT_STATE_LOST],
-                    },
-                },
-                # A pod evicted or preempted is not the chunk's fault.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]
-        },
-        "ttlSecondsAfterFinished": settings.job_ttl_seconds,
-        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
-    }
-    if spec.retry.max_failed_indexes is not None:
-        # The Job API refuses more than its completions: clamped (documented).
-        job_spec["maxFailedIndexes"] = min(spec.retry.max_failed_indexes, chunks)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": job, "namespace": namespace, "labels": pod_labels},
-        "spec": job_spec,
-    }
+        chunks=chunks,
+        parallelism=spec.parallelism,
+        backoff_limit_per_index=spec.retry.backoff_limit_per_index,
+        max_failed_indexes=spec.retry.max_failed_indexes,
+        chunk_seconds=spec.deadlines.chunk_seconds,
+        ttl_seconds=settings.job_ttl_seconds,
+        service_account=settings.worker_service_account,
+    )

@@ -35,12 +35,12 @@ from proxyrefresh.api import (
     dump,
 )
 from proxyrefresh.fanout import access
+from proxyrefresh.fanout.job import job_end
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, scrape
 from proxyrefresh.operator.status import (
     changes,
-    job_finished,
     now_iso,
     progress_fields,
     progress_text,
@@ -509,8 +509,7 @@ async def follow(ctx: Context, refresh: Refresh) -> None:
         return
     await grant(ctx, refresh)
     await patch(ctx, refresh, progress_fields(refresh.status, progress, job))
-    finished, _, _, _ = job_finished(job)
-    if finished:
+    if job_end(job).finished:
         await patch(ctx, refresh, {"phase": Phase.MERGING.value})
         await finish(ctx, refresh, job)
 
@@ -522,7 +521,8 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
     spec = refresh.spec
     job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
     job = job or await kube.read_job(refresh.namespace, job_name)
-    _, succeeded, reason, message = job_finished(job)
+    end = job_end(job)
+    succeeded, reason, message = end.succeeded, end.reason, end.message
     store = ctx.store(refresh.uid)
     try:
         results = await store.read_results()

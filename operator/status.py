@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from proxyrefresh.api import Phase
+from proxyrefresh.fanout.job import active_pods, failed_indexes
 from proxyrefresh.fanout.store import Progress
 
 MONOTONIC = ("completedChunks", "checked", "live", "failedChunks")
@@ -52,28 +53,6 @@ def set_condition(
     return out
 
 
-def failed_indexes(job: dict[str, Any] | None) -> int:
-    """How many indexes the Job gave up on ("1,3-5" -> 4)."""
-    text = ((job or {}).get("status") or {}).get("failedIndexes") or ""
-    count = 0
-    for part in filter(None, text.split(",")):
-        low, _, high = part.partition("-")
-        count += int(high or low) - int(low) + 1
-    return count
-
-
-def job_finished(job: dict[str, Any] | None) -> tuple[bool, bool, str, str]:
-    """(finished, succeeded, reason, message) from the Job's final conditions."""
-    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            return True, True, cond.get("reason") or "Completed", cond.get("message") or ""
-        if cond.get("type") == "Failed":
-            return True, False, cond.get("reason") or "JobFailed", cond.get("message") or ""
-    return False, False, "", ""
-
-
 def progress_fields(
     old: dict[str, Any], progress: Progress, job: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -90,7 +69,7 @@ def progress_fields(
     for name in MONOTONIC:
         fields[name] = max(int(old.get(name) or 0), int(fields[name]))
     fields["progress"] = progress_text(fields["completedChunks"], fields["totalChunks"])
-    active = ((job or {}).get("status") or {}).get("active") or 0
+    active = active_pods(job)
     started = fields["completedChunks"] or fields["checked"] or active
     if old.get("phase") in (Phase.DISPATCHED, Phase.PROCESSING) and started:
         fields["phase"] = Phase.PROCESSING.value

@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 
 from proxyrefresh.api import Filter, ProxyRefreshSpec
+from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
 from proxyrefresh.models import Anonymity
 from proxyrefresh.operator import dispatch, merge, policy
 from proxyrefresh.operator.status import (
     changes,
-    failed_indexes,
-    job_finished,
     progress_fields,
     set_condition,
 )
@@ -133,7 +132,7 @@ def test_dispatched_becomes_processing_once_work_starts() -> None:
 
 def test_job_status_reading() -> None:
     assert failed_indexes({"status": {"failedIndexes": "1,3-5,9"}}) == 5
-    assert job_finished(
+    assert job_end(
         {
             "status": {
                 "conditions": [
@@ -147,8 +146,8 @@ def test_job_status_reading() -> None:
                 ]
             }
         },
-    ) == (True, False, "PodFailurePolicy", "m")
-    assert job_finished({"status": {}}) == (False, False, "", "")
+    ) == JobEnd(True, False, "PodFailurePolicy", "m")
+    assert job_end({"status": {}}) == JobEnd(False)
 
 
 def test_conditions_keep_their_transition_time() -> None:
