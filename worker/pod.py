@@ -1,4 +1,5 @@
-"""``proxyrefresh worker``: the entrypoint of one Indexed Job pod.
+"""``proxyrefresh worker``: the entrypoint of one Indexed Job pod, the
+proxy checker on the fan-out core's pod runtime (``fanout.pod``).
 
 Exit codes are distinct so the Job's podFailurePolicy can tell what a
 retry can fix from what it cannot:
@@ -14,29 +15,17 @@ retry can fix from what it cannot:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
-import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
-from proxyrefresh import redact
-from proxyrefresh.fanout.exits import (
-    EXIT_CONFIG,
-    EXIT_INTERNAL,
-    EXIT_NO_JUDGE,
-    EXIT_OK,
-    EXIT_REDIS,
-    EXIT_STATE_LOST,
-    EXIT_TERMINATED,
-)
-from proxyrefresh.fanout.runner import TERMINATED, run_chunk
-from proxyrefresh.fanout.store import RunStore, StateLost
+from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_NO_JUDGE
+from proxyrefresh.fanout.pod import PodFailure, PodRun, run_pod
+from proxyrefresh.fanout.pod import main as pod_main
+from proxyrefresh.fanout.runner import Processor
+from proxyrefresh.fanout.store import ChunkResult
 from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
 from proxyrefresh.settings import CheckerSettings, NetworkSettings, RedisSettings, WorkerSettings
@@ -65,7 +54,7 @@ def load_settings() -> tuple[WorkerSettings, CheckerSettings, RedisSettings, Net
     return worker, checker, redis, guard
 
 
-def proxy_processor(checker: NativeChecker) -> Any:
+def proxy_processor(checker: NativeChecker) -> Processor:
     """Adapt the proxy checker to the fan-out core's item -> result shape."""
 
     async def process(items: list[Any]) -> AsyncIterator[tuple[int, dict[str, Any], bool]]:
@@ -89,65 +78,33 @@ async def run(started: float) -> int:
     except ConfigError as exc:
         log.error("bad configuration: %s", exc)
         return EXIT_CONFIG
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     options = CheckOptions.from_settings(checker_settings, guard)
-    redis = redis_settings.client()
-    store = RunStore(redis, worker.run_id, redis_settings.key_ttl_seconds)
-    index = worker.job_completion_index
-    try:
-        await options.vet_urls()
-        judges = await require_judges(options.judges, options.timeout, options.guard)
-        outcome = await run_chunk(
-            store,
-            index,
-            proxy_processor(NativeChecker(options, judges)),
-            soft_deadline=worker.soft_deadline_seconds,
-            stop=stop,
-            progress_interval=worker.progress_interval_seconds,
-            started=started,
-        )
-    except AddressRefused as exc:
-        log.error("chunk %s: bad configuration: %s", index, exc)
-        return EXIT_CONFIG
-    except NoJudgeAvailable as exc:
-        log.error("chunk %s: %s", index, exc)
-        return EXIT_NO_JUDGE
-    except StateLost as exc:
-        log.error("chunk %s: %s", index, exc)
-        return EXIT_STATE_LOST
-    except RedisError as exc:
-        where = redact.url(redis_settings.url)
-        log.error(
-            "chunk %s: Redis at %s unavailable: %s", index, where, redact.secrets_in(str(exc))
-        )
-        return EXIT_REDIS
-    finally:
-        await redis.aclose()
-    result = outcome.result
-    log.info(
-        "chunk %s %s: checked %d, live %d, unchecked %d%s",
-        index,
-        outcome.how,
-        result.processed,
-        result.succeeded,
-        len(result.pending),
-        "" if outcome.first_completion or outcome.how == TERMINATED else " (already counted)",
+
+    async def prepare() -> Processor:
+        try:
+            await options.vet_urls()
+            judges = await require_judges(options.judges, options.timeout, options.guard)
+        except AddressRefused as exc:
+            raise PodFailure(EXIT_CONFIG, f"bad configuration: {exc}") from None
+        except NoJudgeAvailable as exc:
+            raise PodFailure(EXIT_NO_JUDGE, str(exc)) from None
+        return proxy_processor(NativeChecker(options, judges))
+
+    pod = PodRun(
+        run_id=worker.run_id,
+        index=worker.job_completion_index,
+        redis_url=redis_settings.url,
+        soft_deadline=worker.soft_deadline_seconds,
+        progress_interval=worker.progress_interval_seconds,
+        ttl=redis_settings.key_ttl_seconds,
     )
-    return EXIT_TERMINATED if outcome.how == TERMINATED else EXIT_OK
+    return await run_pod(pod, redis_settings.client(), prepare, started, summary)
+
+
+def summary(result: ChunkResult) -> str:
+    """The chunk in the checker's words."""
+    return f"checked {result.processed}, live {result.succeeded}, unchecked {len(result.pending)}"
 
 
 def main() -> int:
-    started = time.monotonic()
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        return asyncio.run(run(started))
-    except Exception:
-        log.exception("unexpected error")
-        return EXIT_INTERNAL
+    return pod_main(run)

@@ -1,0 +1,125 @@
+"""A fan-out pod's whole life, for any kind of run: signals, the soft
+deadline, progress, Redis errors, and the exit code that tells the Job's
+podFailurePolicy whether a retry can help (``fanout.exits``).
+
+A kind brings only ``prepare``: it builds the processor (the proxy checker
+finds its judges there) and raises :class:`PodFailure` with its own exit
+code when it cannot. Everything else is the same for every kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from proxyrefresh import redact
+from proxyrefresh.fanout.exits import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_REDIS,
+    EXIT_STATE_LOST,
+    EXIT_TERMINATED,
+)
+from proxyrefresh.fanout.runner import TERMINATED, Outcome, Processor, run_chunk
+from proxyrefresh.fanout.store import KEY_PREFIX, ChunkResult, RunStore, StateLost
+
+log = logging.getLogger("proxyrefresh.pod")
+
+
+class PodFailure(Exception):
+    """A kind's own reason to stop before processing, with its exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class PodRun:
+    """Which chunk of which run this pod processes, and how."""
+
+    run_id: str
+    index: int
+    redis_url: str  # for messages only, always redacted
+    soft_deadline: float | None = None  # seconds after start
+    progress_interval: float = 1.0
+    ttl: int = 24 * 3600
+    prefix: str = KEY_PREFIX
+
+
+Prepare = Callable[[], Awaitable[Processor]]
+
+
+def default_summary(result: ChunkResult) -> str:
+    return (
+        f"processed {result.processed}, succeeded {result.succeeded}, pending {len(result.pending)}"
+    )
+
+
+async def run_pod(
+    pod: PodRun,
+    redis: Redis,
+    prepare: Prepare,
+    started: float,
+    summary: Callable[[ChunkResult], str] = default_summary,
+) -> int:
+    """Process the pod's chunk; returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    store = RunStore(redis, pod.run_id, pod.ttl, pod.prefix)
+    try:
+        outcome: Outcome = await run_chunk(
+            store,
+            pod.index,
+            await prepare(),
+            soft_deadline=pod.soft_deadline,
+            stop=stop,
+            progress_interval=pod.progress_interval,
+            started=started,
+        )
+    except PodFailure as exc:
+        log.error("chunk %s: %s", pod.index, exc)
+        return exc.code
+    except StateLost as exc:
+        log.error("chunk %s: %s", pod.index, exc)
+        return EXIT_STATE_LOST
+    except RedisError as exc:
+        where, why = redact.url(pod.redis_url), redact.secrets_in(str(exc))
+        log.error("chunk %s: Redis at %s unavailable: %s", pod.index, where, why)
+        return EXIT_REDIS
+    finally:
+        await redis.aclose()
+    counted = outcome.first_completion or outcome.how == TERMINATED
+    log.info(
+        "chunk %s %s: %s%s",
+        pod.index,
+        outcome.how,
+        summary(outcome.result),
+        "" if counted else " (already counted)",
+    )
+    return EXIT_TERMINATED if outcome.how == TERMINATED else EXIT_OK
+
+
+def main(run: Callable[[float], Coroutine[object, object, int]]) -> int:
+    """A pod process: log to stderr, run, map anything unexpected to 70."""
+    started = time.monotonic()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(run(started))
+    except Exception:
+        log.exception("unexpected error")
+        return EXIT_INTERNAL
