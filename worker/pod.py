@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_NO_JUDGE
+from proxyrefresh.fanout.exits import EXIT_CONFIG
+from proxyrefresh.fanout.exits import EXIT_UNAVAILABLE as EXIT_NO_JUDGE
 from proxyrefresh.fanout.pod import PodFailure, PodRun, run_pod
 from proxyrefresh.fanout.pod import main as pod_main
 from proxyrefresh.fanout.runner import Processor

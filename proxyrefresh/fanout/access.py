@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.fanout.store import KEY_PREFIX, RunKeys
 
 USER_PREFIX = "proxyrefresh-run-"
 # Commands a worker never needs; key and channel patterns bound the rest.
@@ -72,9 +72,9 @@ def run_url(url: str, uid: str, key: str) -> str:
     return worker_url(url, user_name(uid), password(key, uid))
 
 
-async def grant(redis: Redis, uid: str, key: str) -> None:
+async def grant(redis: Redis, uid: str, key: str, prefix: str = KEY_PREFIX) -> None:
     """Create (or re-create) the run's user."""
-    keys = RunKeys(uid)
+    keys = RunKeys(uid, prefix)
     try:
         setuser = ["ACL", "SETUSER", user_name(uid), *rules(keys, password(key, uid))]
         await redis.execute_command(*setuser)  # type: ignore[no-untyped-call]

@@ -6,7 +6,7 @@ from what it cannot (see worker/pod.py for what each means)."""
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_NO_JUDGE = 3
+EXIT_UNAVAILABLE = 3  # a server the kind needs did not answer (a retry may help)
 EXIT_CONFIG = 64
 EXIT_STATE_LOST = 65
 EXIT_REDIS = 69

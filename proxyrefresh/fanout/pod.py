@@ -2,8 +2,8 @@
 deadline, progress, Redis errors, and the exit code that tells the Job's
 podFailurePolicy whether a retry can help (``fanout.exits``).
 
-A kind brings only ``prepare``: it builds the processor (the proxy checker
-finds its judges there) and raises :class:`PodFailure` with its own exit
+A kind brings only ``prepare``: it builds the processor (and finds whatever
+servers it needs there) and raises :class:`PodFailure` with its own exit
 code when it cannot. Everything else is the same for every kind.
 """
 

@@ -6,12 +6,12 @@ and finishes one of three ways:
 
 - done: the result is written and the index counted once (``complete``);
 - soft deadline: it stops before the pod's hard deadline, writes what it has
-  with the rest listed as unchecked, and completes: retrying would only hit
+  with the rest listed as pending, and completes: retrying would only hit
   the same deadline, and the merge should not wait for it;
 - stop requested (SIGTERM): it saves what it has *without* completing, so a
   retry of the index resumes from there instead of starting over.
 
-It knows nothing of proxies: ``process`` turns items into results.
+It knows nothing of what the items are: ``process`` turns them into values.
 """
 
 from __future__ import annotations

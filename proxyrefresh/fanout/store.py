@@ -1,7 +1,7 @@
 """The Redis key schema of one fan-out run, and every operation on it.
 
 Keys are ``proxyrefresh:{<uid>}:<field>``; the braces are a Redis Cluster
-hash tag, so all keys of one run live in one slot and the Lua scripts below
+hash tag, so all keys of one run sit in one slot and the Lua scripts below
 may touch several of them atomically. Every key carries a TTL; the operator
 extends it while the run is active and deletes the keys with the resource.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 import sysconfig
@@ -147,3 +148,22 @@ def test_the_import_check_catches_a_wrong_import(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("def f() -> None:\n    from proxyrefresh.worker import native\n")
     assert "proxyrefresh.worker.native" in imported_modules(probe)
+
+
+PROXY_WORDS = re.compile(
+    r"\b(prox(y|ies)|judges?|anonymity|anonymous|elite|socks[45]?|live|checked|unchecked|checker)\b",
+    re.IGNORECASE,
+)
+
+
+def test_the_fanout_core_speaks_of_items_not_proxies() -> None:
+    files = sorted((ROOT / "proxyrefresh" / "fanout").glob("*.py"))
+    assert len(files) >= 6
+    said = [
+        f"{path.name}:{number}: {line.strip()}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if PROXY_WORDS.search(line.replace("proxyrefresh", ""))  # the product's name is fine
+    ]
+    assert said == []
+    assert PROXY_WORDS.search("counts live proxies")  # the check can fail

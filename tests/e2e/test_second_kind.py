@@ -1,0 +1,94 @@
+"""A second resource kind, defined only in tests (tests/e2e/squares), runs end
+to end on the local control plane through the same fan-out core: chunks, a
+Redis user per run, the Indexed Job skeleton, the pod runtime, results read
+back, retries counted once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from tests.conftest import wait_for
+from tests.e2e.conftest import Kubectl, World
+from tests.e2e.squares import kind
+from tests.harness.testbed import start_logged
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_squares_run_on_the_same_core(world: World, kubectl: Kubectl, tmp_path: Path) -> None:
+    kubectl.apply(kind.crd())
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        f"crd/{kind.PLURAL}.{kind.GROUP}",
+        "--timeout=30s",
+        namespaced=False,
+    )
+    crashed = tmp_path / "crashed-once"
+    controller = start_logged(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--standalone",
+            "-n",
+            kubectl.namespace,
+            str(ROOT / "tests" / "e2e" / "squares" / "controller.py"),
+        ],
+        world.cluster.logs / f"squares-{kubectl.namespace}.log",
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KUBECONFIG": str(kubectl.kubeconfig),
+            "PYTHONPATH": str(ROOT),
+            "SQUARES_REDIS_URL": world.redis.url,
+            "SQUARES_CRASH_ONCE": str(crashed),
+        },
+        cwd=ROOT,
+    )
+    numbers = list(range(1, 11))
+    log = world.cluster.logs / f"squares-{kubectl.namespace}.log"
+    try:
+        kubectl.apply(
+            {
+                "apiVersion": f"{kind.GROUP}/{kind.VERSION}",
+                "kind": "Square",
+                "metadata": {"name": "sq"},
+                "spec": {"numbers": numbers, "chunkSize": 3},
+            }
+        )
+        status = wait_status_of(kubectl, "sq", log)
+    finally:
+        controller.terminate()
+        controller.wait(timeout=30)
+    assert (status["totalChunks"], status["completedChunks"]) == (4, 4)
+    assert (status["processed"], status["succeeded"]) == (10, 10)
+    assert status["jobSucceeded"] is True
+    squares = json.loads(kubectl.get("configmap", "sq-squares")["data"]["squares"])
+    assert squares == [n * n for n in numbers]
+    # Index 0 completed, crashed, and was run again: counted once all the same.
+    assert crashed.exists()
+    (job,) = kubectl.get("jobs", "-l", "app=squares")["items"]
+    assert job["status"]["failed"] >= 1
+    uid = kubectl.get(kind.PLURAL, "sq")["metadata"]["uid"]
+    with Redis.from_url(world.redis.url, decode_responses=True) as redis:
+        assert redis.get(f"{kind.PREFIX}:{{{uid}}}:completed_chunks") == "4"
+        assert redis.scard(f"{kind.PREFIX}:{{{uid}}}:completed") == 4
+        assert not redis.keys(f"proxyrefresh:{{{uid}}}:*")  # its own prefix, not ours
+
+
+def wait_status_of(kubectl: Kubectl, name: str, log: Path) -> dict[str, object]:
+    def done() -> dict[str, object] | None:
+        status = kubectl.get(kind.PLURAL, name).get("status") or {}
+        return dict(status) if status.get("phase") == "Done" else None
+
+    try:
+        return wait_for(done, 90, f"Square {name} to be Done")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; controller log:\n{log.read_text()[-3000:]}") from None
