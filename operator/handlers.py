@@ -66,7 +66,9 @@ def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
         # kopf.event, not kopf.info: posting.level mutes kopf's own chatter only.
         kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
-    return reconcile.Context(ctx.settings, ctx.redis_settings, ctx.redis, ctx.network, event)
+    return reconcile.Context(
+        ctx.settings, ctx.redis_settings, ctx.redis, ctx.network, event, ctx.patches
+    )
 
 
 @kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=2.0, when=active)

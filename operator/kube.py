@@ -1,8 +1,7 @@
 """The Kubernetes API calls the control plane makes, off the event loop.
 
 The kubernetes client is synchronous; every call here runs in a thread so
-kopf's loop never blocks. Status patches are counted, so a benchmark can
-report how many the operator sent.
+kopf's loop never blocks.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from proxyrefresh import constants as c
 from proxyrefresh import redact
 
 T = TypeVar("T")
-STATUS_PATCHES = 0  # read by bench/refresh_e2e.py through the operator's log
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -51,8 +49,6 @@ async def get_refresh(namespace: str, name: str) -> dict[str, Any] | None:
 
 
 async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
-    global STATUS_PATCHES
-    STATUS_PATCHES += 1
     await call(
         custom().patch_namespaced_custom_object_status,
         c.GROUP,

@@ -1,9 +1,11 @@
 """One refresh, one step at a time, from whatever the status and Redis say.
 
 The timer handler calls :func:`step` every couple of seconds while a refresh
-is not finished. Each step reads the world (status, Redis, the Job), does at
-most one transition and writes it to the status at once, so an operator
-killed at any point resumes where it was: the Job's name is derived from the
+is not finished. A step reads the world (status, Redis, the Job), makes one
+transition, builds its status in memory and writes it once (``Transition``,
+``commit``); a step that can move on at once does (Pending to Scraping to
+Dispatched, Merging to Complete). So an operator killed at any point
+resumes where it was: the Job's name is derived from the
 refresh (never a second Job) and the pool remembers which refreshes it
 merged (never a second merge).
 
@@ -16,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -61,6 +64,8 @@ class Context:
     redis: Redis
     network: NetworkSettings
     events: Any = None  # callable(reason, message, warning=False), set per call
+    # Status patches sent by this operator (bench/refresh_e2e.py reads the log line).
+    patches: Counter[str] = field(default_factory=Counter)
 
     def store(self, uid: str) -> RunStore:
         return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
@@ -129,7 +134,46 @@ async def patch(ctx: Context, refresh: Refresh, fields: dict[str, Any]) -> None:
         return
     delta["observedGeneration"] = refresh.generation
     await kube.patch_status(refresh.namespace, refresh.name, delta)
+    ctx.patches["status"] += 1
     refresh.body["status"] = {**refresh.status, **delta}
+
+
+@dataclass
+class Transition:
+    """What one step changes, built in memory and written once (as
+    kubernetes-sigs/jobset does): the status fields, the Events to post once
+    the write landed, and work to do after it (pruning the history)."""
+
+    refresh: Refresh
+    fields: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, bool]] = field(default_factory=list)
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    failing: bool = False
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The status as it will be once written."""
+        return {**self.refresh.status, **self.fields}
+
+    def set(self, **fields: Any) -> None:
+        self.fields.update(fields)
+
+    def condition(self, kind: str, status: bool, reason: str, message: str) -> None:
+        conditions = set_condition(
+            self.status.get("conditions"), kind, status, reason, message, self.refresh.generation
+        )
+        self.fields["conditions"] = conditions
+
+    def note(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((reason, message, warning))
+
+    def fail(self, reason: str, message: str) -> None:
+        message = redact.one_line(message)
+        self.condition("Failed", True, reason, message)
+        self.condition("Complete", False, reason, message)
+        self.set(phase=Phase.FAILED.value, message=message, completedAt=now_iso())
+        self.note(reason, message, warning=True)
+        self.failing = True
 
 
 def note(ctx: Context, reason: str, message: str, warning: bool = False) -> None:
@@ -138,33 +182,45 @@ def note(ctx: Context, reason: str, message: str, warning: bool = False) -> None
         ctx.events(reason, message, warning)
 
 
+async def commit(ctx: Context, t: Transition) -> None:
+    """Write the transition once; post its Events only if the write landed.
+    A Failed is not written over a refresh that ended meanwhile (a Replace by
+    another refresh fails it and deletes its keys while its own step may be
+    running: that step's StateLost must not overwrite the reason Replaced)."""
+    refresh = t.refresh
+    if t.failing:
+        with contextlib.suppress(RedisError):
+            await access.revoke(ctx.redis, refresh.uid)
+        if await ended_meanwhile(refresh):
+            return
+    await patch(ctx, refresh, t.fields)
+    for reason, message, warning in t.events:
+        note(ctx, reason, message, warning)
+    for work in t.after:
+        await work()
+    if t.fields.get("phase") in (Phase.COMPLETE.value, Phase.FAILED.value):
+        log.info(
+            "%s/%s: status patches sent by this operator so far: %d",
+            refresh.namespace,
+            refresh.name,
+            ctx.patches["status"],
+        )
+
+
 async def fail(ctx: Context, refresh: Refresh, reason: str, message: str) -> None:
-    """End the refresh Failed, unless it ended meanwhile (a Replace by another
-    refresh fails it and deletes its keys while its own step may be running:
-    that step's StateLost must not overwrite the reason Replaced)."""
-    message = redact.one_line(message)
-    with contextlib.suppress(RedisError):
-        await access.revoke(ctx.redis, refresh.uid)
-    if await ended_meanwhile(refresh):
-        return
-    conditions = set_condition(
-        refresh.status.get("conditions"), "Failed", True, reason, message, refresh.generation
-    )
-    conditions = set_condition(conditions, "Complete", False, reason, message, refresh.generation)
-    await patch(
-        ctx,
-        refresh,
-        {
-            "phase": Phase.FAILED.value,
-            "message": message,
-            "completedAt": now_iso(),
-            "conditions": conditions,
-        },
-    )
-    note(ctx, reason, message, warning=True)
+    """A step of its own that only fails the refresh."""
+    t = Transition(refresh)
+    t.fail(reason, message)
+    await commit(ctx, t)
+
+
+# Phases a step may move on from at once, in the same handler call.
+MOVES_ON = {Phase.PENDING.value, Phase.SCRAPING.value, Phase.MERGING.value}
 
 
 async def step(ctx: Context, body: dict[str, Any]) -> None:
+    """Run transitions until one leaves the refresh waiting (for the pool,
+    the Job, or nothing: it ended); each writes the status once."""
     refresh = Refresh(body)
     try:
         refresh.spec  # noqa: B018 - validate before anything else
@@ -173,114 +229,112 @@ async def step(ctx: Context, body: dict[str, Any]) -> None:
         where = "spec." + ".".join(str(p) for p in first["loc"])
         await fail(ctx, refresh, "InvalidSpec", f"{where}: {first['msg']}")
         return
-    try:
-        if not refresh.status.get("phase"):  # first sight: PHASE is never blank
-            await patch(ctx, refresh, {"phase": Phase.PENDING.value, "progress": "pending"})
-        phase = refresh.phase
-        if phase in (Phase.PENDING, Phase.SCRAPING):
-            await start(ctx, refresh)
-        elif phase in (Phase.DISPATCHED, Phase.PROCESSING):
-            await follow(ctx, refresh)
-        elif phase == Phase.MERGING:
-            await finish(ctx, refresh)
-    except Refused as exc:
-        await fail(ctx, refresh, exc.reason, str(exc))
-    except ApiException as exc:
-        if not kube.permanent(exc):
-            raise kopf_temporary(f"Kubernetes API: {kube.describe(exc)}") from None
-        # A permanent answer: retrying would fail the same way, forever.
-        await fail(ctx, refresh, "ApiError", f"the Kubernetes API refused: {kube.describe(exc)}")
+    for _ in range(4):
+        before = refresh.status.get("phase")
+        t = Transition(refresh)
+        try:
+            await advance(ctx, t)
+        except Refused as exc:
+            t.fail(exc.reason, str(exc))
+        except ApiException as exc:
+            if not kube.permanent(exc):
+                raise kopf_temporary(f"Kubernetes API: {kube.describe(exc)}") from None
+            # A permanent answer: retrying would fail the same way, forever.
+            t.fail("ApiError", f"the Kubernetes API refused: {kube.describe(exc)}")
+        await commit(ctx, t)
+        after = refresh.status.get("phase")
+        if after == before or after not in MOVES_ON:
+            return
 
 
-# --- Pending / Scraping ------------------------------------------------------
+async def advance(ctx: Context, t: Transition) -> None:
+    """The one transition the refresh's phase calls for."""
+    refresh = t.refresh
+    phase = refresh.status.get("phase")
+    if not phase:  # first sight: PHASE is never blank
+        t.set(phase=Phase.PENDING.value, progress="pending")
+    elif phase == Phase.PENDING:
+        await admit(ctx, t)
+    elif phase == Phase.SCRAPING:
+        await start(ctx, t)
+    elif phase in (Phase.DISPATCHED, Phase.PROCESSING):
+        await follow(ctx, t)
+    elif phase == Phase.MERGING:
+        await finish(ctx, t)
 
 
-async def start(ctx: Context, refresh: Refresh) -> None:
-    spec = refresh.spec
-    if refresh.phase == Phase.PENDING and not await may_start(ctx, refresh, spec):
+# --- Pending -----------------------------------------------------------------
+
+
+async def admit(ctx: Context, t: Transition) -> None:
+    """Pending: wait for the pool (concurrencyPolicy), or start scraping; a
+    refresh whose Job exists (an operator restarted) resumes from Redis."""
+    refresh = t.refresh
+    job_name = dispatch.job_name(refresh.name, refresh.uid)
+    if await kube.read_job(refresh.namespace, job_name) is not None:
+        try:
+            progress = await ctx.store(refresh.uid).progress()
+        except StateLost as exc:
+            t.fail("StateLost", str(exc))
+            return
+        t.set(phase=Phase.DISPATCHED.value, jobName=job_name, totalChunks=progress.total_chunks)
         return
+    if not await may_start(ctx, t):
+        return
+    t.condition("Waiting", False, "Started", "the pool was free")
+    t.set(phase=Phase.SCRAPING.value, startedAt=now_iso(), progress="scraping")
+
+
+# --- Scraping ------------------------------------------------------------------
+
+
+async def start(ctx: Context, t: Transition) -> None:
+    """Scraping: check what can be checked, scrape, write the chunks, create
+    the Job. Repeated after a transient error or a restart, it finds the
+    chunks already written and the Job already there: never twice."""
+    refresh = t.refresh
+    spec = refresh.spec
     job_name = dispatch.job_name(refresh.name, refresh.uid)
     store = ctx.store(refresh.uid)
-    if await kube.read_job(refresh.namespace, job_name) is not None:
-        # Dispatched before a restart: pick the run up from Redis.
-        try:
-            progress = await store.progress()
-        except StateLost as exc:
-            await fail(ctx, refresh, "StateLost", str(exc))
-            return
-        await patch(
-            ctx,
-            refresh,
-            {
-                "phase": Phase.DISPATCHED.value,
-                "jobName": job_name,
-                "totalChunks": progress.total_chunks,
-            },
-        )
-        return
     creds = await preflight(ctx, refresh, spec)
-    if refresh.phase == Phase.PENDING:
-        waiting = set_condition(
-            refresh.status.get("conditions"),
-            "Waiting",
-            False,
-            "Started",
-            "the pool was free",
-            refresh.generation,
-        )
-        await patch(
-            ctx,
-            refresh,
-            {
-                "phase": Phase.SCRAPING.value,
-                "startedAt": now_iso(),
-                "progress": "scraping",
-                "conditions": waiting,
-            },
-        )
     try:
         written = await store.items_written()
     except RedisError as exc:
         raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
     if written is not None:
-        # An earlier attempt of this step scraped and wrote the chunks, then
-        # stopped (a restart, a transient error): never scrape or write twice.
         candidates, chunks = written
         sources = list(refresh.status.get("sources") or [])
     else:
         found = await scrape_reporting(ctx, refresh, spec, creds)
         sources = [dump(x) for x in found.sources]
         if found.failed:
-            await patch(ctx, refresh, {"sources": sources})
-            await fail(ctx, refresh, "NoCandidates", found.failure_message())
+            t.set(sources=sources)
+            t.fail("NoCandidates", found.failure_message())
             return
         if await ended_meanwhile(refresh):
             return
         items = [p.model_dump(mode="json") for p in found.proxies]
-        candidates, chunks = len(items), len(dispatch.chunked(items, spec.chunk_size))
+        batches = dispatch.chunked(items, spec.chunk_size)
+        candidates, chunks = len(items), len(batches)
         try:
-            await store.write_chunks(dispatch.chunked(items, spec.chunk_size))
+            await store.write_chunks(batches)
         except RedisError as exc:
             raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
     created = await create_job(ctx, refresh, spec, chunks)
-    await patch(
-        ctx,
-        refresh,
-        {
-            "phase": Phase.DISPATCHED.value,
-            "jobName": job_name,
-            "candidates": candidates,
-            "totalChunks": chunks,
-            "completedChunks": 0,
-            "checked": 0,
-            "live": 0,
-            "progress": progress_text(0, chunks),
-            "message": f"{candidates} candidates in {chunks} chunks",
-            "sources": sources,
-        },
+    t.set(
+        phase=Phase.DISPATCHED.value,
+        jobName=job_name,
+        candidates=candidates,
+        totalChunks=chunks,
+        completedChunks=0,
+        checked=0,
+        live=0,
+        progress=progress_text(0, chunks),
+        message=f"{candidates} candidates in {chunks} chunks",
+        sources=sources,
     )
     if created:
-        note(ctx, "Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
+        t.note("Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
 
 
 async def preflight(
@@ -450,8 +504,9 @@ def kopf_temporary(message: str) -> Exception:
     return kopf.TemporaryError(redact.one_line(message), delay=5)
 
 
-async def may_start(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec) -> bool:
+async def may_start(ctx: Context, t: Transition) -> bool:
     """concurrencyPolicy, per pool, like a CronJob's."""
+    refresh, spec = t.refresh, t.refresh.spec
     if spec.concurrency_policy is ConcurrencyPolicy.ALLOW:
         return True
     items = await kube.list_refreshes(refresh.namespace)
@@ -464,24 +519,13 @@ async def may_start(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec) -> b
         return True
     names = ", ".join(it["metadata"]["name"] for it in ahead)
     message = f"pool {spec.pool} is busy with {names} (concurrencyPolicy Forbid)"
-    conditions = set_condition(
-        refresh.status.get("conditions"), "Waiting", True, "PoolBusy", message, refresh.generation
-    )
-    await patch(
-        ctx,
-        refresh,
-        {
-            "phase": Phase.PENDING.value,
-            "progress": "waiting",
-            "conditions": conditions,
-            "message": message,
-        },
-    )
+    t.condition("Waiting", True, "PoolBusy", message)
+    t.set(phase=Phase.PENDING.value, progress="waiting", message=message)
     return False
 
 
 async def stop(ctx: Context, refresh: Refresh, message: str) -> None:
-    """Replace: fail the other refresh first, then delete its Job."""
+    """Replace: fail the other refresh first, then delete its Job and keys."""
     await fail(ctx, refresh, "Replaced", message)
     await kube.delete_job(refresh.namespace, dispatch.job_name(refresh.name, refresh.uid))
     with contextlib.suppress(RedisError):
@@ -491,7 +535,9 @@ async def stop(ctx: Context, refresh: Refresh, message: str) -> None:
 # --- Dispatched / Processing ------------------------------------------------
 
 
-async def follow(ctx: Context, refresh: Refresh) -> None:
+async def follow(ctx: Context, t: Transition) -> None:
+    """Progress from Redis; Merging once the Job finished."""
+    refresh = t.refresh
     store = ctx.store(refresh.uid)
     job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
     job = await kube.read_job(refresh.namespace, job_name)
@@ -500,35 +546,35 @@ async def follow(ctx: Context, refresh: Refresh) -> None:
         await store.touch()
     except StateLost as exc:
         await kube.delete_job(refresh.namespace, job_name)
-        await fail(ctx, refresh, "StateLost", f"{exc}; the refresh cannot be merged")
+        t.fail("StateLost", f"{exc}; the refresh cannot be merged")
         return
     except RedisError as exc:
         raise kopf_temporary(f"Redis unavailable: {exc}") from exc
     if job is None:
-        await fail(ctx, refresh, "JobMissing", f"Job {job_name} was deleted before it finished")
+        t.fail("JobMissing", f"Job {job_name} was deleted before it finished")
         return
     await grant(ctx, refresh)
-    await patch(ctx, refresh, progress_fields(refresh.status, progress, job))
+    t.set(**progress_fields(refresh.status, progress, job))
     if job_end(job).finished:
-        await patch(ctx, refresh, {"phase": Phase.MERGING.value})
-        await finish(ctx, refresh, job)
+        t.set(phase=Phase.MERGING.value)
 
 
 # --- Merging -------------------------------------------------------------------
 
 
-async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = None) -> None:
+async def finish(ctx: Context, t: Transition) -> None:
+    """Merge into the pool, then Complete (only now) or Failed."""
+    refresh = t.refresh
     spec = refresh.spec
     job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
-    job = job or await kube.read_job(refresh.namespace, job_name)
+    job = await kube.read_job(refresh.namespace, job_name)
     end = job_end(job)
-    succeeded, reason, message = end.succeeded, end.reason, end.message
     store = ctx.store(refresh.uid)
     try:
         results = await store.read_results()
         progress = await store.progress()
     except StateLost as exc:
-        await fail(ctx, refresh, "StateLost", f"{exc}; nothing to merge")
+        t.fail("StateLost", f"{exc}; nothing to merge")
         return
     found = merge.tally(results, spec.filter)
     try:
@@ -552,56 +598,44 @@ async def finish(ctx: Context, refresh: Refresh, job: dict[str, Any] | None = No
     )
     await store.mark_finished()
     await access.revoke(ctx.redis, refresh.uid)
-    fields: dict[str, Any] = {
-        **progress_fields(refresh.status, progress, job),
-        "checked": found.checked,
-        "live": found.live,
-        "usable": found.usable,
-        "unchecked": found.unchecked,
-        "poolSize": len(pool),
-        "anonymity": {
+    t.set(**progress_fields(refresh.status, progress, job))
+    t.set(
+        checked=found.checked,
+        live=found.live,
+        usable=found.usable,
+        unchecked=found.unchecked,
+        poolSize=len(pool),
+        anonymity={
             level: found.anonymity.get(level, 0) for level in ("transparent", "anonymous", "elite")
         },
-        "completedAt": now_iso(),
-    }
-    conditions = refresh.status.get("conditions")
-    gen = refresh.generation
-    if succeeded:
-        summary = (
-            f"{found.usable} usable of {found.live} live, {found.checked} checked; "
-            f"pool {spec.pool} holds {len(pool)} in ConfigMap {spec.output_config_map}"
-        )
-        hidden = merge.withheld(pool)
-        if hidden and spec.output.credentials is CredentialsExport.OMIT:
-            summary += f" ({hidden} with credentials: passwords only in the Redis pool)"
-        degraded = found.usable < spec.min_usable
-        conditions = set_condition(
-            conditions,
-            "Degraded",
-            degraded,
-            "TooFewUsable" if degraded else "EnoughUsable",
-            f"{found.usable} usable, minUsable {spec.min_usable}",
-            gen,
-        )
-        conditions = set_condition(conditions, "Failed", False, "Completed", "", gen)
-        conditions = set_condition(conditions, "Complete", True, "Merged", summary, gen)
-        fields.update(phase=Phase.COMPLETE.value, conditions=conditions, message=summary)
-        await patch(ctx, refresh, fields)
-        note(ctx, "Complete", summary, warning=degraded)
-    else:
-        message = (
-            f"Job {job_name} failed ({reason}: {message}); merged what finished: "
-            f"{found.usable} usable of {found.checked} checked"
-        )
-        await patch(ctx, refresh, fields)
-        await fail(ctx, refresh, reason or "JobFailed", message)
-    log.info(
-        "%s/%s: status patches sent by this operator so far: %d",
-        refresh.namespace,
-        refresh.name,
-        kube.STATUS_PATCHES,
+        completedAt=now_iso(),
     )
-    await prune_history(ctx, refresh)
+    t.after.append(lambda: prune_history(ctx, refresh))
+    if not end.succeeded:
+        t.fail(
+            end.reason or "JobFailed",
+            f"Job {job_name} failed ({end.reason}: {end.message}); merged what finished: "
+            f"{found.usable} usable of {found.checked} checked",
+        )
+        return
+    summary = (
+        f"{found.usable} usable of {found.live} live, {found.checked} checked; "
+        f"pool {spec.pool} holds {len(pool)} in ConfigMap {spec.output_config_map}"
+    )
+    hidden = merge.withheld(pool)
+    if hidden and spec.output.credentials is CredentialsExport.OMIT:
+        summary += f" ({hidden} with credentials: passwords only in the Redis pool)"
+    degraded = found.usable < spec.min_usable
+    t.condition(
+        "Degraded",
+        degraded,
+        "TooFewUsable" if degraded else "EnoughUsable",
+        f"{found.usable} usable, minUsable {spec.min_usable}",
+    )
+    t.condition("Failed", False, "Completed", "")
+    t.condition("Complete", True, "Merged", summary)
+    t.set(phase=Phase.COMPLETE.value, message=summary)
+    t.note("Complete", summary, warning=degraded)
 
 
 async def prune_history(ctx: Context, refresh: Refresh) -> None:
