@@ -64,6 +64,10 @@ class SourceError(RuntimeError):
     """A source could not be read; the message names the cause."""
 
 
+class SourceRefused(SourceError):
+    """The guard refused an address: no retry will change that."""
+
+
 @dataclass
 class ScrapeResult:
     proxies: list[Proxy] = field(default_factory=list)
@@ -126,7 +130,7 @@ async def _get_once(
 def _unreachable(exc: BaseException, timeout: float) -> SourceError:
     refused = getattr(exc, "os_error", None) if not isinstance(exc, AddressRefused) else exc
     if isinstance(refused, AddressRefused):
-        return SourceError(f"refused: {refused}")
+        return SourceRefused(f"refused: {refused}")
     if isinstance(exc, TimeoutError):
         return SourceError(f"unreachable: no answer within {timeout:g}s")
     if isinstance(exc, aiohttp.InvalidURL):
@@ -160,13 +164,9 @@ async def fetch(
                 wait = rules.backoff * 2 ** (attempt - 1)
                 try:
                     status, extra, body = await _get_once(session, hop, headers, rules)
-                except SourceError:
-                    raise
-                except AddressRefused as exc:
-                    raise _unreachable(exc, rules.timeout) from None
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = _unreachable(exc, rules.timeout)
-                    if str(error).startswith("refused") or attempt == attempts:
+                    if isinstance(error, SourceRefused) or attempt == attempts:
                         raise error from None
                     await asyncio.sleep(wait)
                     continue
