@@ -14,23 +14,17 @@ plus 10) and the operator's peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.cluster import ROOT, Cluster, binary
-from tests.harness.scenario import (
-    ListServer,
-    OperatorProcess,
-    build_candidates,
-    kubectl_get,
-)
+from tests.harness.cluster import ROOT, Cluster
+from tests.harness.kubectl import Kubectl
+from tests.harness.scenario import ListServer, OperatorProcess, build_candidates
 from tests.harness.testbed import RedisServer, Testbed
 
 
@@ -47,7 +41,7 @@ def main() -> int:
     root.chmod(0o755)
     cluster = Cluster(root)
     cluster.up(node_pods=max(16, args.parallelism))
-    kubectl = [binary("kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    kubectl = Kubectl(cluster.kubeconfig)
     try:
         with Testbed() as bed:
             judge = bed.judge()
@@ -55,21 +49,8 @@ def main() -> int:
             lists = ListServer(bed.workdir / "lists")
             url = lists.put("big.txt", cands.text())
             redis = RedisServer(bed)
-            subprocess.run(
-                [*kubectl, "apply", "-f", str(ROOT / "manifests" / "crd.yaml")],
-                check=True,
-                capture_output=True,
-            )
-            subprocess.run(
-                [
-                    *kubectl,
-                    "wait",
-                    "--for=condition=Established",
-                    "crd/proxyrefreshes.proxyrefresh.dev",
-                ],
-                check=True,
-                capture_output=True,
-            )
+            kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
+            kubectl("wait", "--for=condition=Established", "crd/proxyrefreshes.proxyrefresh.dev")
             operator = OperatorProcess(cluster.kubeconfig, redis.url, root / "operator.log")
             operator.start()
             manifest = {
@@ -89,26 +70,13 @@ def main() -> int:
                 },
             }
             started = time.monotonic()
-            subprocess.run(
-                [*kubectl, "apply", "-f", "-"],
-                input=json.dumps(manifest),
-                text=True,
-                check=True,
-                capture_output=True,
-            )
-            done = subprocess.run(
-                [
-                    *kubectl,
-                    "wait",
-                    "--for=condition=Complete",
-                    "proxyrefresh/bench",
-                    "--timeout=3600s",
-                ],
-                capture_output=True,
-                text=True,
-            )
+            kubectl.apply(manifest)
+            done = kubectl(
+                "wait", "--for=condition=Complete", "proxyrefresh/bench", "--timeout=3600s",
+                check=False, timeout=3700,
+            )  # fmt: skip
             wall = time.monotonic() - started
-            status = kubectl_get(kubectl, "proxyrefresh", "bench")["status"]
+            status = kubectl.get("proxyrefresh", "bench")["status"]
             assert operator.proc is not None
             pid = operator.proc.pid
             operator.proc.terminate()

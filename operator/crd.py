@@ -15,15 +15,16 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from proxyrefresh import constants as c
-from proxyrefresh.api import REFRESH_NAME, REFRESH_NAME_MAX, ProxyRefreshSpec
-from proxyrefresh.models import Anonymity
+from proxyrefresh.api import REFRESH_NAME, REFRESH_NAME_MAX, ProxyRefreshSpec, ProxyRefreshStatus
 
 _DROP = {"title", "additionalProperties", "description"}
 
 # Rules that involve more than one field, as CEL on the schema node at path.
-RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
+Rules = dict[tuple[str, ...], list[dict[str, str]]]
+RULES: Rules = {
     (): [
         {
             "rule": "self == oldSelf",
@@ -69,7 +70,7 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return {k: _inline(v, defs) for k, v in node.items()}
 
 
-def _structural(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+def _structural(node: dict[str, Any], path: tuple[str, ...], rules: Rules) -> dict[str, Any]:
     """Pydantic's JSON schema node -> a Kubernetes structural schema node."""
     node = dict(node)
     optional = False
@@ -92,7 +93,7 @@ def _structural(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
         out["type"] = "object"
         props = {}
         for name, prop in out.get("properties", {}).items():
-            child = _structural(prop, (*path, name))
+            child = _structural(prop, (*path, name), rules)
             # A sub-object with defaults of its own (filter, retry, ...) defaults
             # to {} so the API server fills it in; an optional one stays absent.
             if (
@@ -104,78 +105,30 @@ def _structural(node: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
             props[name] = child
         out["properties"] = props
     if out.get("type") == "array":
-        out["items"] = _structural(out.get("items", {}), (*path, "[]"))
-    if path in RULES:
-        out["x-kubernetes-validations"] = RULES[path]
+        out["items"] = _structural(out.get("items", {}), (*path, "[]"), rules)
+    if path in rules:
+        out["x-kubernetes-validations"] = list(rules[path])
     if optional:
         out["x-optional"] = True  # read and removed by the parent
     return out
 
 
-def spec_schema() -> dict[str, Any]:
-    raw = ProxyRefreshSpec.model_json_schema(by_alias=True, mode="validation")
+def schema_of(model: type[BaseModel], rules: Rules | None = None) -> dict[str, Any]:
+    """A model's JSON schema as a Kubernetes structural schema, with CEL
+    ``rules`` by path."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    schema = _structural(_inline(raw, defs), ())
+    schema = _structural(_inline(raw, defs), (), rules or {})
     schema.pop("x-optional", None)
     return schema
 
 
-STATUS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "x-kubernetes-preserve-unknown-fields": True,
-    "properties": {
-        "phase": {"type": "string"},
-        "message": {"type": "string"},
-        "candidates": {"type": "integer"},
-        "totalChunks": {"type": "integer"},
-        "completedChunks": {"type": "integer"},
-        "failedChunks": {"type": "integer"},
-        "checked": {"type": "integer"},
-        "live": {"type": "integer"},
-        "usable": {"type": "integer"},
-        "unchecked": {"type": "integer"},
-        "poolSize": {"type": "integer"},
-        "progress": {"type": "string"},
-        "anonymity": {
-            "type": "object",
-            "properties": {level.value: {"type": "integer"} for level in Anonymity},
-        },
-        "jobName": {"type": "string"},
-        "startedAt": {"type": "string", "format": "date-time"},
-        "completedAt": {"type": "string", "format": "date-time"},
-        "observedGeneration": {"type": "integer"},
-        "sources": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "source": {"type": "string"},
-                    "ok": {"type": "boolean"},
-                    "candidates": {"type": "integer"},
-                    "errors": {"type": "integer"},
-                    "message": {"type": "string"},
-                },
-            },
-        },
-        "conditions": {
-            "type": "array",
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-            "items": {
-                "type": "object",
-                "required": ["type", "status"],
-                "properties": {
-                    "type": {"type": "string"},
-                    "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                    "reason": {"type": "string"},
-                    "message": {"type": "string"},
-                    "lastTransitionTime": {"type": "string", "format": "date-time"},
-                    "observedGeneration": {"type": "integer"},
-                },
-            },
-        },
-    },
-}
+def spec_schema() -> dict[str, Any]:
+    return schema_of(ProxyRefreshSpec, RULES)
+
+
+def status_schema() -> dict[str, Any]:
+    return {**schema_of(ProxyRefreshStatus), "x-kubernetes-preserve-unknown-fields": True}
 
 
 def crd() -> dict[str, Any]:
@@ -219,7 +172,7 @@ def crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
-                                "status": STATUS_SCHEMA,
+                                "status": status_schema(),
                             },
                         }
                     },

@@ -35,6 +35,7 @@ from proxyrefresh.api import (
     Engine,
     Phase,
     ProxyRefreshSpec,
+    ProxyRefreshStatus,
     dump,
 )
 from proxyrefresh.fanout import access
@@ -126,6 +127,11 @@ class Refresh:
     def spec(self) -> ProxyRefreshSpec:
         return ProxyRefreshSpec.model_validate(self.body.get("spec") or {})
 
+    @property
+    def job_name(self) -> str:
+        """The Job's name, as recorded, else derived (never a second Job)."""
+        return str(self.status.get("jobName") or dispatch.job_name(self.name, self.uid))
+
 
 async def patch(ctx: Context, refresh: Refresh, fields: dict[str, Any]) -> None:
     """Patch the status and keep the local copy in step."""
@@ -133,6 +139,8 @@ async def patch(ctx: Context, refresh: Refresh, fields: dict[str, Any]) -> None:
     if not delta:
         return
     delta["observedGeneration"] = refresh.generation
+    # The typed status is the contract: a write it does not describe is a bug here.
+    ProxyRefreshStatus.model_validate({**refresh.status, **delta})
     await kube.patch_status(refresh.namespace, refresh.name, delta)
     ctx.patches["status"] += 1
     refresh.body["status"] = {**refresh.status, **delta}
@@ -270,7 +278,7 @@ async def admit(ctx: Context, t: Transition) -> None:
     """Pending: wait for the pool (concurrencyPolicy), or start scraping; a
     refresh whose Job exists (an operator restarted) resumes from Redis."""
     refresh = t.refresh
-    job_name = dispatch.job_name(refresh.name, refresh.uid)
+    job_name = refresh.job_name
     if await kube.read_job(refresh.namespace, job_name) is not None:
         try:
             progress = await ctx.store(refresh.uid).progress()
@@ -294,7 +302,7 @@ async def start(ctx: Context, t: Transition) -> None:
     chunks already written and the Job already there: never twice."""
     refresh = t.refresh
     spec = refresh.spec
-    job_name = dispatch.job_name(refresh.name, refresh.uid)
+    job_name = refresh.job_name
     store = ctx.store(refresh.uid)
     creds = await preflight(ctx, refresh, spec)
     try:
@@ -428,7 +436,7 @@ async def reporting(
 
 async def create_job(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec, chunks: int) -> bool:
     """The run's Redis user and Secret, then the Job; each created if missing."""
-    job_name = dispatch.job_name(refresh.name, refresh.uid)
+    job_name = refresh.job_name
     owner = owner_reference(refresh)
     url = ctx.redis_settings.url
     if ctx.settings.worker_redis_acl:
@@ -527,7 +535,7 @@ async def may_start(ctx: Context, t: Transition) -> bool:
 async def stop(ctx: Context, refresh: Refresh, message: str) -> None:
     """Replace: fail the other refresh first, then delete its Job and keys."""
     await fail(ctx, refresh, "Replaced", message)
-    await kube.delete_job(refresh.namespace, dispatch.job_name(refresh.name, refresh.uid))
+    await kube.delete_job(refresh.namespace, refresh.job_name)
     with contextlib.suppress(RedisError):
         await ctx.store(refresh.uid).delete()
 
@@ -539,7 +547,7 @@ async def follow(ctx: Context, t: Transition) -> None:
     """Progress from Redis; Merging once the Job finished."""
     refresh = t.refresh
     store = ctx.store(refresh.uid)
-    job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
+    job_name = refresh.job_name
     job = await kube.read_job(refresh.namespace, job_name)
     try:
         progress = await store.progress()
@@ -566,7 +574,7 @@ async def finish(ctx: Context, t: Transition) -> None:
     """Merge into the pool, then Complete (only now) or Failed."""
     refresh = t.refresh
     spec = refresh.spec
-    job_name = refresh.status.get("jobName") or dispatch.job_name(refresh.name, refresh.uid)
+    job_name = refresh.job_name
     job = await kube.read_job(refresh.namespace, job_name)
     end = job_end(job)
     store = ctx.store(refresh.uid)
@@ -651,7 +659,7 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     """On deletion: the Redis keys go now; the Job goes with it (owner reference),
     but is deleted here too so its pods stop at once."""
     refresh = Refresh(body)
-    await kube.delete_job(refresh.namespace, dispatch.job_name(refresh.name, refresh.uid))
+    await kube.delete_job(refresh.namespace, refresh.job_name)
     await access.revoke(ctx.redis, refresh.uid)
-    deleted = await RunStore(ctx.redis, refresh.uid).delete()
+    deleted = await ctx.store(refresh.uid).delete()
     log.info("deleted %s/%s: %d Redis keys removed", refresh.namespace, refresh.name, deleted)

@@ -164,6 +164,67 @@ class SourceStatus(Camel):
     message: str = ""
 
 
+DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Camel):
+    """A Kubernetes condition, as `kubectl wait` reads it."""
+
+    type: str
+    status: ConditionStatus
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: DateTime | None = None
+    observed_generation: int | None = None
+
+
+class AnonymityCounts(Camel):
+    transparent: int | None = None
+    anonymous: int | None = None
+    elite: int | None = None
+
+
+class ProxyRefreshStatus(Camel):
+    """What the operator reports; the CRD's status schema is generated from
+    it like the spec's, and every status write is checked against it."""
+
+    model_config = ConfigDict(extra="allow")  # the schema preserves unknown fields too
+
+    phase: Phase | None = None
+    message: str | None = None
+    candidates: int | None = None
+    total_chunks: int | None = None
+    completed_chunks: int | None = None
+    failed_chunks: int | None = None
+    checked: int | None = None
+    live: int | None = None
+    usable: int | None = None
+    unchecked: int | None = None
+    pool_size: int | None = None
+    progress: str | None = None
+    anonymity: AnonymityCounts | None = None
+    job_name: str | None = None
+    started_at: DateTime | None = None
+    completed_at: DateTime | None = None
+    observed_generation: int | None = None
+    sources: list[SourceStatus] | None = None
+    conditions: Annotated[
+        list[Condition] | None,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            }
+        ),
+    ] = None
+
+
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as the API server wants it: camelCase, no nulls."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)

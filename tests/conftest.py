@@ -24,6 +24,7 @@ from tests.harness.testbed import (
     Testbed,
     standard_set,
 )
+from tests.harness.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -83,14 +84,7 @@ def redis_server(bed: Bed) -> RedisServer:
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     """Poll ``predicate`` until it returns something truthy, or fail naming
     ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(predicate, timeout, what)
 
 
 async def async_wait_for(

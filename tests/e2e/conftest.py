@@ -6,10 +6,8 @@ are attached to the report.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -22,48 +20,14 @@ from redis.asyncio import Redis
 
 from proxyrefresh.fanout.store import RunStore
 from tests.conftest import Bed, wait_for
-from tests.harness.cluster import Cluster, binary
+from tests.harness.cluster import Cluster
+from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import ListServer, OperatorProcess
 from tests.harness.testbed import LocalProxy, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Kubectl:
-    """kubectl against the local cluster, in one namespace by default."""
-
-    kubeconfig: Path
-    namespace: str
-
-    def __call__(
-        self,
-        *args: str,
-        stdin: str | None = None,
-        check: bool = True,
-        timeout: float = 120,
-        namespaced: bool = True,
-    ) -> subprocess.CompletedProcess[str]:
-        ns = ["-n", self.namespace] if namespaced else []
-        result = subprocess.run(
-            [binary("kubectl"), "--kubeconfig", str(self.kubeconfig), *ns, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
-        return result
-
-    def apply(self, manifest: dict[str, Any] | str) -> None:
-        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-        self("apply", "-f", "-", stdin=text)
-
-    def get(self, *what: str) -> dict[str, Any]:
-        return dict(json.loads(self("get", *what, "-o", "json").stdout))
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from tests.conftest import Bed, wait_for
-from tests.e2e.conftest import Kubectl
 from tests.harness.cluster import Cluster, binary
+from tests.harness.kubectl import Kubectl
 from tests.harness.testbed import RedisServer, free_port
 from tests.integration.test_chart import CHART, EVERYTHING
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import Kubectl
 from tests.harness.cluster import Cluster
+from tests.harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.e2e
 
@@ -301,7 +301,7 @@ def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> Non
 
 def test_kubectl_get_watch_streams_changes(kubectl: Kubectl) -> None:
     proc = subprocess.Popen(
-        [*kubectl_argv(kubectl), "get", "configmaps", "-w", "-o", "name"],
+        [*kubectl.argv(), "get", "configmaps", "-w", "-o", "name"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -319,9 +319,3 @@ def test_kubectl_get_watch_streams_changes(kubectl: Kubectl) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def kubectl_argv(kubectl: Kubectl) -> list[str]:
-    from tests.harness.cluster import binary
-
-    return [binary("kubectl"), "--kubeconfig", str(kubectl.kubeconfig), "-n", kubectl.namespace]

@@ -10,7 +10,8 @@ import pytest
 from redis import Redis
 
 from proxyrefresh.operator.reconcile import POOL_KEY
-from tests.e2e.conftest import Kubectl, World, refresh, wait_status
+from tests.e2e.conftest import World, refresh, wait_status
+from tests.harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-Pa55word-x7"  # unique, so a grep finds only this test's leaks

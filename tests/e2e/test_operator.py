@@ -14,8 +14,10 @@ from kubernetes import client, config, watch
 from redis import Redis as SyncRedis
 
 from proxyrefresh import constants as c
+from proxyrefresh.api import ProxyRefreshStatus
 from tests.conftest import wait_for
-from tests.e2e.conftest import Kubectl, World, phase_in, refresh, wait_status
+from tests.e2e.conftest import World, phase_in, refresh, wait_status
+from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import build_candidates
 
 pytestmark = pytest.mark.e2e
@@ -81,6 +83,7 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     status = wait_status(kubectl, "big", done, 240, "Complete")
     watcher.join(timeout=30)
     assert status["phase"] == "Complete", status
+    ProxyRefreshStatus.model_validate(status)  # the typed status describes what was written
     usable = cands.usable()
     assert (status["candidates"], status["checked"], status["live"]) == (500, 500, 25)
     assert status["usable"] == len(usable) == 23

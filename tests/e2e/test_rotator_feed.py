@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import Kubectl
+from tests.harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,9 @@ import pytest
 from redis import Redis
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import Kubectl, World
+from tests.e2e.conftest import World
 from tests.e2e.squares import kind
+from tests.harness.kubectl import Kubectl
 from tests.harness.testbed import start_logged
 
 pytestmark = pytest.mark.e2e

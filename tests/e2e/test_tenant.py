@@ -24,7 +24,8 @@ from redis.exceptions import AuthenticationError
 
 from proxyrefresh import constants as c
 from tests.conftest import wait_for
-from tests.e2e.conftest import Kubectl, World, refresh, wait_status
+from tests.e2e.conftest import World, refresh, wait_status
+from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import OperatorProcess
 
 pytestmark = pytest.mark.e2e

@@ -30,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.kubeconfig import write_kubeconfig
 from tests.harness.testbed import free_port, start_logged, wait_for_port
+from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".cluster"
@@ -173,25 +175,8 @@ class Cluster:
         openssl("rsa", "-in", str(c / "sa.key"), "-pubout", "-out", str(c / "sa.pub"))
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
-        ca = (self.certs / "ca.crt").read_text()
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority-data": base64.b64encode(ca.encode()).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
-            "current-context": "local",
-        }
-        path.write_text(json.dumps(config, indent=2))
-        path.chmod(0o600)
+        ca = base64.b64encode((self.certs / "ca.crt").read_bytes()).decode()
+        write_kubeconfig(path, self.server, ca, user, token)
 
     # --- processes ----------------------------------------------------------
 
@@ -450,17 +435,11 @@ def wait(
     pid: int | None = None,
 ) -> None:
     """Wait for ``predicate``; fail at once if ``pid`` dies, with its log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if pid is not None and not alive(pid):
-            timeout = 0
-            break
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    why = "exited" if timeout == 0 else f"not ready after {timeout}s"
-    raise TimeoutError(f"{what} {why}\n{tail}")
+
+    def gone() -> str | None:
+        return "exited" if pid is not None and not alive(pid) else None
+
+    wait_until(predicate, timeout, what, gone=gone, log=log, interval=0.2)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.harness import devenv
-from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster, binary
-from tests.harness.scenario import ListServer, build_candidates, kubectl_get
+from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster
+from tests.harness.kubectl import Kubectl
+from tests.harness.scenario import ListServer, build_candidates
 from tests.harness.testbed import Testbed, standard_set
 
 EXAMPLE = ROOT / "manifests" / "examples" / "refresh.yaml"
@@ -28,7 +29,7 @@ EXAMPLE = ROOT / "manifests" / "examples" / "refresh.yaml"
 def main() -> int:
     console = Console(width=max(Console().width, 120))
     cluster = Cluster(DEFAULT_DIR)
-    kubectl = [binary("kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    kubectl = Kubectl(cluster.kubeconfig)
     console.rule("[bold]proxyrefresh demo")
     devenv.up(cluster)
     console.print(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -45,16 +46,12 @@ def main() -> int:
                 f"({len(cands.usable())} anonymous or better), the rest refused "
                 "or black-holed"
             )
-            subprocess.run(
-                [*kubectl, "delete", "-f", str(EXAMPLE), "--ignore-not-found", "--wait=true"],
-                check=True,
-                capture_output=True,
-            )
+            kubectl("delete", "-f", str(EXAMPLE), "--ignore-not-found", "--wait=true")
             console.print(f"[bold]$ kubectl apply -f {EXAMPLE.relative_to(ROOT)}")
-            subprocess.run([*kubectl, "apply", "-f", str(EXAMPLE)], check=True)
+            subprocess.run([*kubectl.argv(), "apply", "-f", str(EXAMPLE)], check=True)
             console.print("[bold]$ kubectl get proxyrefresh -w")
             watch = subprocess.Popen(
-                [*kubectl, "get", "proxyrefresh", "-w"], stdout=subprocess.PIPE, text=True
+                [*kubectl.argv(), "get", "proxyrefresh", "-w"], stdout=subprocess.PIPE, text=True
             )
             assert watch.stdout is not None
             for line in watch.stdout:
@@ -62,20 +59,15 @@ def main() -> int:
                 if " Complete " in line or " Failed " in line:
                     break
             watch.terminate()
-            subprocess.run(
-                [
-                    *kubectl,
-                    "wait",
-                    "--for=jsonpath={.status.completedAt}",
-                    "proxyrefresh/demo",
-                    "--timeout=120s",
-                ],
-                check=True,
-                capture_output=True,
+            kubectl(
+                "wait",
+                "--for=jsonpath={.status.completedAt}",
+                "proxyrefresh/demo",
+                "--timeout=120s",
             )
-            status = kubectl_get(kubectl, "proxyrefresh", "demo")["status"]
+            status = kubectl.get("proxyrefresh", "demo")["status"]
             console.print(f"[bold]{status['phase']}[/bold]: {status.get('message')}")
-            cm = kubectl_get(kubectl, "configmap", "default-proxies")
+            cm = kubectl.get("configmap", "default-proxies")
             table = Table(title="ConfigMap default-proxies: live_proxies.json")
             for column in ("proxy", "anonymity", "exit ip", "latency ms", "score"):
                 table.add_column(column)

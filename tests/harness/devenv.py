@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster, alive, binary, stop_group
+from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster, alive, stop_group
+from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import OperatorProcess
 from tests.harness.testbed import free_port, start_logged, wait_for_port
 
@@ -38,13 +39,6 @@ def listening(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary("kubectl"), "--kubeconfig", str(cluster.kubeconfig), *args],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
 
 
 def up(cluster: Cluster) -> None:
@@ -78,9 +72,10 @@ def up(cluster: Cluster) -> None:
         wait_for_port(host, port, proc=proc)
         pids["redis"] = proc.pid
         print(f"dev: redis-server on {host}:{port}", file=sys.stderr)
-    kubectl(cluster, "apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-    kubectl(cluster, "wait", "--for=condition=Established",
-            "crd/proxyrefreshes.proxyrefresh.dev", "--timeout=30s")  # fmt: skip
+    kubectl = Kubectl(cluster.kubeconfig)
+    kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
+    kubectl("wait", "--for=condition=Established", "crd/proxyrefreshes.proxyrefresh.dev",
+            "--timeout=30s")  # fmt: skip
     if not alive(int(pids.get("operator", 0))):
         operator = OperatorProcess(cluster.kubeconfig, chosen, cluster.logs / "operator.log")
         operator.start()

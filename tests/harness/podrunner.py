@@ -38,6 +38,8 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+from tests.harness.kubeconfig import write_kubeconfig
+
 log = logging.getLogger("podrunner")
 
 OUR_IMAGE = re.compile(r"(^|/)proxyrefresh(:[\w.-]+)?(@sha256:[0-9a-f]+)?$")
@@ -349,37 +351,9 @@ class PodRunner:
             ).status.token
         except ApiException as exc:
             raise ConfigError(f"token for serviceaccount {sa_name}: {exc.reason}") from exc
-        path = where / "kubeconfig"
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "pod",
-                    "clusters": [
-                        {
-                            "name": "local",
-                            "cluster": {
-                                "server": self.server,
-                                "certificate-authority-data": self.ca_data,
-                            },
-                        }
-                    ],
-                    "users": [{"name": sa_name, "user": {"token": token}}],
-                    "contexts": [
-                        {
-                            "name": "pod",
-                            "context": {
-                                "cluster": "local",
-                                "user": sa_name,
-                                "namespace": meta["namespace"],
-                            },
-                        }
-                    ],
-                }
-            )
+        return write_kubeconfig(
+            where / "kubeconfig", self.server, self.ca_data, sa_name, token, meta["namespace"]
         )
-        return path
 
     def resolve_env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
         namespace = pod["metadata"]["namespace"]

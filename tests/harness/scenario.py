@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from proxyrefresh.models import Anonymity
 from tests.harness.testbed import (
@@ -27,6 +24,7 @@ from tests.harness.testbed import (
     start_logged,
     wait_for_port,
 )
+from tests.harness.waiting import wait_until
 
 
 @dataclass
@@ -93,14 +91,6 @@ def build_candidates(
     return out
 
 
-def kubectl_get(kubectl: list[str], *what: str) -> dict[str, Any]:
-    """``kubectl get WHAT -o json``, parsed; ``kubectl`` is the argv prefix."""
-    out = subprocess.run(
-        [*kubectl, "get", *what, "-o", "json"], check=True, capture_output=True, text=True
-    ).stdout
-    return dict(json.loads(out))
-
-
 class ListServer:
     """Serves candidate lists over HTTP on loopback, as a proxy site would."""
 
@@ -154,20 +144,21 @@ class OperatorProcess:
         self.proc = start_logged(
             [sys.executable, "-m", "proxyrefresh.cli", "operator"], self.log, env=self.env
         )
-        deadline = time.monotonic() + timeout
-        wait_for_port("127.0.0.1", self.port, timeout=timeout, proc=self.proc, log=self.log)
+        proc = self.proc
+        wait_for_port("127.0.0.1", self.port, timeout=timeout, proc=proc, log=self.log)
         url = f"http://127.0.0.1:{self.port}/healthz"
-        while True:
+
+        def healthy() -> bool:
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
+                    return bool(resp.status == 200)
             except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the operator is not alive at {url}: {tail}")
-            time.sleep(0.1)
+                return False
+
+        def gone() -> str | None:
+            return None if proc.poll() is None else f"the operator exited with {proc.returncode}"
+
+        wait_until(healthy, timeout, f"the operator alive at {url}", gone=gone, log=self.log)
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from proxyrefresh.models import Anonymity
+from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run `make bootstrap` (or apt-get install {pkg})"
@@ -67,18 +67,21 @@ def wait_for_port(
     log: Path | None = None,
 ) -> None:
     """Block until something accepts on host:port, or fail saying why."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            command = " ".join(map(str, proc.args[:4])) if isinstance(proc.args, list) else ""
-            raise RuntimeError(f"{command} ... exited with {proc.returncode}: {tail}")
+
+    def accepts() -> bool:
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+            return False
+
+    def gone() -> str | None:
+        if proc is None or proc.poll() is None:
+            return None
+        command = " ".join(map(str, proc.args[:4])) if isinstance(proc.args, list) else ""
+        return f"{command} ... exited with {proc.returncode}"
+
+    wait_until(accepts, timeout, f"{host}:{port} to accept", gone=gone, log=log)
 
 
 @dataclass(frozen=True)
