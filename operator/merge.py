@@ -1,42 +1,30 @@
-"""Merge a refresh's results into its pool, and write the pool out.
+"""What a refresh found, and the pool's ConfigMap export.
 
-The pool is a list of proxies with scores, kept in the output ConfigMap
-(``live_proxies.json`` and ``live_proxies.txt``) and in Redis. Merging
-follows the legacy rules (seed 002): fresher data wins; a proxy that passes
-again scores x1.1, one that fails x0.5; three failures in a row or a score
-under 0.01 drop it; the output is sorted by latency.
-
-The ConfigMap is replaced at the resourceVersion it was read at, so two
-refreshes of one pool merging at once never lose each other's updates (the
-loser re-reads and merges again), and it records which refreshes it holds,
-so a merge repeated after an operator restart changes nothing.
+The pool itself is in Redis (proxyrefresh.pool: the merge there is atomic
+per proxy and remembered per refresh). A ConfigMap holds at most 1 MiB, so
+the export holds the pool's best entries that fit under ``output.maxBytes``,
+fastest first, as ``live_proxies.json`` (with scores) and
+``live_proxies.txt`` (``scheme://host:port`` lines).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from kubernetes.client.rest import ApiException
-from pydantic import BaseModel
 
 from proxyrefresh import constants as c
-from proxyrefresh import redact
 from proxyrefresh.api import Filter
 from proxyrefresh.fanout.store import ChunkResult
-from proxyrefresh.models import Anonymity, Protocol, ProxyResult
+from proxyrefresh.models import ProxyResult
 from proxyrefresh.operator import kube
+from proxyrefresh.pool import PoolEntry, identity
 
-SUCCESS = 1.1
-FAILURE = 0.5
-MAX_FAILURES = 3
-MIN_SCORE = 0.01
-MAX_SCORE = 10.0
-REMEMBERED_REFRESHES = 50
 JSON_KEY = "live_proxies.json"
 TXT_KEY = "live_proxies.txt"
 
@@ -59,20 +47,6 @@ def not_managed_message(name: str, pool: str) -> str:
         f"(labels {c.LABEL_MANAGED_BY}={c.MANAGED_BY}, {c.LABEL_POOL}={pool}); "
         "it was left untouched: choose another name"
     )
-
-
-class PoolEntry(BaseModel):
-    proxy: str
-    protocol: Protocol
-    host: str
-    port: int
-    anonymity: Anonymity
-    exit_ip: str | None = None
-    latency_ms: float | None = None
-    score: float = 1.0
-    failures: int = 0
-    last_checked: float
-    last_ok: float
 
 
 @dataclass
@@ -109,27 +83,17 @@ def tally(results: dict[int, ChunkResult], flt: Filter) -> Tally:
     return out
 
 
-def identity(url: str) -> str:
-    """A pool entry's key: scheme, user name, host and port, no password
-    (``socks5://user:***@host:port``). Also what a ConfigMap may show."""
-    return redact.url(url)
-
-
 def has_credentials(url: str) -> bool:
     return "@" in urlsplit(url).netloc
 
 
-def merge_pool(
-    pool: dict[str, PoolEntry], found: Tally, now: float | None = None
-) -> dict[str, PoolEntry]:
-    """The pool after one refresh (pure)."""
-    now = time.time() if now is None else now
-    merged = dict(pool)
+def results(found: Tally) -> Iterator[tuple[str, bool, PoolEntry | None]]:
+    """What the pool's merge takes: (proxy URL, passing, its entry if it passes)."""
     for result in found.checked_results:
-        key = identity(result.proxy)
-        old = merged.get(key)
-        if result.proxy in found.passing and result.anonymity is not None:
-            merged[key] = PoolEntry(
+        passing = result.proxy in found.passing and result.anonymity is not None
+        entry = None
+        if passing and result.anonymity is not None:
+            entry = PoolEntry(
                 proxy=result.proxy,
                 protocol=result.protocol,
                 host=result.host,
@@ -137,123 +101,99 @@ def merge_pool(
                 anonymity=result.anonymity,
                 exit_ip=result.exit_ip,
                 latency_ms=result.latency_ms,
-                score=min(MAX_SCORE, old.score * SUCCESS) if old else 1.0,
-                failures=0,
-                last_checked=now,
-                last_ok=now,
+                last_checked=result.checked_at,
+                last_ok=result.checked_at,
             )
-        elif old is not None:
-            score, failures = old.score * FAILURE, old.failures + 1
-            if failures >= MAX_FAILURES or score < MIN_SCORE:
-                del merged[key]
-            else:
-                merged[key] = old.model_copy(
-                    update={"score": score, "failures": failures, "last_checked": now}
-                )
-    return merged
+        yield result.proxy, passing, entry
 
 
-def ordered(pool: dict[str, PoolEntry]) -> list[PoolEntry]:
-    return sorted(pool.values(), key=lambda e: (e.latency_ms or float("inf"), -e.score, e.proxy))
+def ordered(entries: Iterable[PoolEntry]) -> list[PoolEntry]:
+    return sorted(entries, key=lambda e: (e.latency_ms or float("inf"), -e.score, e.proxy))
 
 
-def render(pool: dict[str, PoolEntry], reveal: dict[str, str] | None = None) -> dict[str, str]:
-    """The pool as ``live_proxies.json`` and ``.txt``. Passwords are shown
-    only for entries found in ``reveal`` (identity -> full URL): without it
-    (a ConfigMap that `view` can read) a credentialed entry keeps its place
-    in the JSON, password masked, and is left out of the TXT, which is for
-    clients that connect with what it says."""
-    reveal = reveal or {}
-    entries = [
-        e.model_copy(update={"proxy": reveal.get(key, identity(e.proxy))})
-        for key, e in ((identity(e.proxy), e) for e in ordered(pool))
+def render(entries: Iterable[PoolEntry], include_credentials: bool = False) -> dict[str, str]:
+    """The export as ``live_proxies.json`` and ``.txt``, fastest first.
+    Without ``include_credentials`` (a ConfigMap that `view` can read) a
+    credentialed entry keeps its place in the JSON, password masked, and is
+    left out of the TXT, which is for clients that connect with what it says."""
+    shown = [
+        e if include_credentials else e.model_copy(update={"proxy": identity(e.proxy)})
+        for e in ordered(entries)
     ]
-    usable = [e for e in entries if not has_credentials(e.proxy) or e.proxy in reveal.values()]
+    usable = [e for e in shown if include_credentials or not has_credentials(e.proxy)]
     return {
-        JSON_KEY: json.dumps([e.model_dump(mode="json") for e in entries], indent=1) + "\n",
+        JSON_KEY: json.dumps([e.model_dump(mode="json") for e in shown], indent=1) + "\n",
         TXT_KEY: "".join(f"{e.proxy}\n" for e in usable),
     }
 
 
-def full_urls(pool: dict[str, PoolEntry]) -> dict[str, str]:
-    """identity -> URL for every entry whose URL is whole (not masked)."""
-    return {key: e.proxy for key, e in pool.items() if redact.HIDDEN not in e.proxy}
+def fit(
+    entries: list[PoolEntry], budget_bytes: int, include_credentials: bool = False
+) -> list[PoolEntry]:
+    """The longest prefix of ``entries`` (best first) whose export fits in
+    ``budget_bytes``: found by bisection on the real rendering, so the bound
+    holds exactly whatever the entries look like."""
+
+    def size(n: int) -> int:
+        return sum(len(v.encode()) for v in render(entries[:n], include_credentials).values())
+
+    lo, hi = 0, len(entries)
+    if size(hi) <= budget_bytes:
+        return entries
+    while lo < hi:  # the largest n with size(n) <= budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if size(mid) <= budget_bytes else (lo, mid - 1)
+    return entries[:lo]
 
 
-def known_urls(previous_json: str | None, found: Tally) -> dict[str, str]:
-    """Whole URLs for the Redis copy of the pool: the previous copy's, then
-    this refresh's results."""
-    known = {identity(e["proxy"]): e["proxy"] for e in json.loads(previous_json or "[]")}
-    known.update({identity(r.proxy): r.proxy for r in found.checked_results})
-    return {k: v for k, v in known.items() if redact.HIDDEN not in v}
+def withheld(entries: Iterable[PoolEntry]) -> int:
+    """How many exported entries are there without their credentials."""
+    return sum(1 for e in entries if has_credentials(e.proxy))
 
 
-def withheld(pool: dict[str, PoolEntry]) -> int:
-    """How many entries a ConfigMap export holds without their credentials."""
-    return sum(1 for e in pool.values() if has_credentials(e.proxy))
-
-
-def parse_pool(config_map: dict[str, Any] | None) -> dict[str, PoolEntry]:
+def exported_count(config_map: dict[str, Any] | None) -> int | None:
     raw = ((config_map or {}).get("data") or {}).get(JSON_KEY)
-    if not raw:
-        return {}
-    return {identity(e["proxy"]): PoolEntry.model_validate(e) for e in json.loads(raw)}
+    return len(json.loads(raw)) if raw else None
 
 
-def merged_refreshes(config_map: dict[str, Any] | None) -> list[str]:
-    raw = (((config_map or {}).get("metadata") or {}).get("annotations") or {}).get(
-        c.ANNOTATION_MERGED
-    )
-    return list(json.loads(raw)) if raw else []
-
-
-async def write_pool(
+async def write_export(
     namespace: str,
     name: str,
     pool_name: str,
-    refresh_uid: str,
-    found: Tally,
+    entries: list[PoolEntry],
     owner_labels: dict[str, str],
-    attempts: int = 10,
     include_credentials: bool = False,
-) -> dict[str, PoolEntry]:
-    """Merge into the ConfigMap with optimistic concurrency; idempotent per
-    refresh. Returns the pool as written (or as found, if already merged)."""
+    attempts: int = 10,
+) -> None:
+    """Replace the ConfigMap export with ``entries``, only if it is ours;
+    written at the resourceVersion it was read at, so a write that raced
+    another is repeated on the newer one (the pool in Redis is the truth,
+    the export a view of it: the last writer's view is as good)."""
     for _ in range(attempts):
         current = await kube.read_config_map(namespace, name)
         if not managed(current, pool_name):
             raise OutputNotManaged(not_managed_message(name, pool_name))
-        done = merged_refreshes(current)
-        pool = parse_pool(current)
-        if refresh_uid in done:
-            return pool
-        merged = merge_pool(pool, found)
-        annotations = dict(((current or {}).get("metadata") or {}).get("annotations") or {})
-        annotations[c.ANNOTATION_MERGED] = json.dumps(
-            ([*done, refresh_uid])[-REMEMBERED_REFRESHES:]
-        )
+        meta = (current or {}).get("metadata") or {}
+        annotations = dict(meta.get("annotations") or {})
+        annotations.pop(c.ANNOTATION_MERGED, None)  # pools before 0.2 kept their merges here
         metadata: dict[str, Any] = {
             "name": name,
             "namespace": namespace,
             "annotations": annotations,
-            "labels": {
-                **(((current or {}).get("metadata") or {}).get("labels") or {}),
-                **owner_labels,
-                c.LABEL_POOL: pool_name,
-            },
+            "labels": {**(meta.get("labels") or {}), **owner_labels, c.LABEL_POOL: pool_name},
         }
         if current is not None:
-            metadata["resourceVersion"] = current["metadata"]["resourceVersion"]
+            metadata["resourceVersion"] = meta["resourceVersion"]
         body = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata,
-            "data": render(merged, full_urls(merged) if include_credentials else None),
+            "data": render(entries, include_credentials),
         }
         try:
             await kube.write_config_map(namespace, body, exists=current is not None)
-            return merged
+            return
         except ApiException as exc:
-            if exc.status != 409:  # 409: someone else merged first; read again
+            if exc.status != 409:  # 409: written meanwhile; read again
                 raise
-    raise RuntimeError(f"ConfigMap {namespace}/{name} kept changing; gave up merging")
+    raise RuntimeError(f"ConfigMap {namespace}/{name} kept changing; gave up writing it")

@@ -50,10 +50,10 @@ from proxyrefresh.operator.status import (
     progress_text,
     set_condition,
 )
+from proxyrefresh.pool import AsyncPool
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 log = logging.getLogger("proxyrefresh.operator")
-POOL_KEY = "proxyrefresh:pool:{{{namespace}/{pool}}}"
 
 
 @dataclass
@@ -70,6 +70,9 @@ class Context:
 
     def store(self, uid: str) -> RunStore:
         return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
+
+    def pool(self, namespace: str, name: str) -> AsyncPool:
+        return AsyncPool(self.redis, name, namespace)
 
     @property
     def credential_key(self) -> str:
@@ -585,25 +588,25 @@ async def finish(ctx: Context, t: Transition) -> None:
         t.fail("StateLost", f"{exc}; nothing to merge")
         return
     found = merge.tally(results, spec.filter)
+    include = spec.output.credentials is CredentialsExport.INCLUDE
+    pool = ctx.pool(refresh.namespace, spec.pool)
     try:
-        pool = await merge.write_pool(
+        merged = await pool.merge(refresh.uid, merge.results(found), ctx.settings.pool_ttl_seconds)
+        best = await pool.entries(limit=spec.output.max_bytes // 100)
+    except RedisError as exc:
+        raise kopf_temporary(f"Redis unavailable while merging: {exc}") from exc
+    exported = merge.fit(best, spec.output.max_bytes, include)
+    try:
+        await merge.write_export(
             refresh.namespace,
             spec.output_config_map,
             spec.pool,
-            refresh.uid,
-            found,
+            exported,
             dispatch.labels(refresh.name, spec.pool) | {"app.kubernetes.io/component": "pool"},
-            include_credentials=spec.output.credentials is CredentialsExport.INCLUDE,
+            include_credentials=include,
         )
     except merge.OutputNotManaged as exc:
         raise Refused("OutputNotManaged", str(exc)) from None
-    # The Redis copy (for consumers with Redis access) keeps credentials whole.
-    pool_key = POOL_KEY.format(namespace=refresh.namespace, pool=spec.pool)
-    previous = await ctx.redis.get(pool_key)
-    whole = merge.known_urls(str(previous) if previous else None, found)
-    await ctx.redis.set(
-        pool_key, merge.render(pool, whole)[merge.JSON_KEY], ex=ctx.settings.pool_ttl_seconds
-    )
     await store.mark_finished()
     await access.revoke(ctx.redis, refresh.uid)
     t.set(**progress_fields(refresh.status, progress, job))
@@ -612,7 +615,8 @@ async def finish(ctx: Context, t: Transition) -> None:
         live=found.live,
         usable=found.usable,
         unchecked=found.unchecked,
-        poolSize=len(pool),
+        poolSize=merged.size,
+        exported=len(exported),
         anonymity={
             level: found.anonymity.get(level, 0) for level in ("transparent", "anonymous", "elite")
         },
@@ -628,9 +632,10 @@ async def finish(ctx: Context, t: Transition) -> None:
         return
     summary = (
         f"{found.usable} usable of {found.live} live, {found.checked} checked; "
-        f"pool {spec.pool} holds {len(pool)} in ConfigMap {spec.output_config_map}"
+        f"pool {spec.pool} holds {merged.size}, {len(exported)} of them in ConfigMap "
+        f"{spec.output_config_map}"
     )
-    hidden = merge.withheld(pool)
+    hidden = merge.withheld(exported)
     if hidden and spec.output.credentials is CredentialsExport.OMIT:
         summary += f" ({hidden} with credentials: passwords only in the Redis pool)"
     degraded = found.usable < spec.min_usable

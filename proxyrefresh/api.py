@@ -132,8 +132,12 @@ class CredentialsExport(StrEnum):
 
 
 class Output(Camel):
+    """The ConfigMap export of the pool: its best entries, within max_bytes
+    (a ConfigMap holds at most 1 MiB; the pool itself is in Redis)."""
+
     config_map: ObjectName | None = None
     credentials: CredentialsExport = CredentialsExport.OMIT
+    max_bytes: Annotated[int, Field(ge=4096, le=1_000_000)] = 900_000
 
 
 class ProxyRefreshSpec(Camel):
@@ -207,6 +211,7 @@ class ProxyRefreshStatus(Camel):
     usable: int | None = None
     unchecked: int | None = None
     pool_size: int | None = None
+    exported: int | None = None
     progress: str | None = None
     anonymity: AnonymityCounts | None = None
     job_name: str | None = None

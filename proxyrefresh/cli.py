@@ -243,6 +243,123 @@ def rotator_feed(
     feed(namespace, configmap, key, file)
 
 
+pool_app = typer.Typer(
+    help="Read and feed a pool in Redis ($PROXYREFRESH_REDIS_URL). Exit codes: 0 done, "
+    "2 bad usage, 4 not found (pool, proxy, or no proxy matches), 69 Redis unavailable.",
+    no_args_is_help=True,
+)
+app.add_typer(pool_app, name="pool")
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 69
+Namespace = Annotated[str, typer.Option("--namespace", "-n")]
+AsJson = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
+
+
+def _pool(name: str, namespace: str, must_exist: bool = True) -> Any:
+    """The pool, or exit 4 if Redis has never heard of it."""
+    from proxyrefresh.pool import Pool
+    from proxyrefresh.settings import RedisSettings
+
+    pool = Pool(RedisSettings().sync_client(), name, namespace)
+    if must_exist and not pool.exists():
+        raise fail(f"pool {namespace}/{name} not found in Redis", EXIT_NOT_FOUND)
+    return pool
+
+
+def _pool_errors() -> Any:
+    """Map what can go wrong talking to the pool onto the documented exits."""
+    import contextlib
+
+    from redis.exceptions import RedisError
+
+    from proxyrefresh import redact
+    from proxyrefresh.pool import NoMatch, NotInPool, PoolError
+    from proxyrefresh.settings import RedisSettings
+
+    @contextlib.contextmanager
+    def mapped() -> Any:
+        try:
+            yield
+        except (NotInPool, NoMatch) as exc:
+            raise fail(str(exc), EXIT_NOT_FOUND) from None
+        except PoolError as exc:
+            raise fail(str(exc), EXIT_BAD_INPUT) from None
+        except RedisError as exc:
+            where = redact.url(RedisSettings().url)
+            raise fail(f"Redis at {where} unavailable: {exc}", EXIT_UNAVAILABLE) from None
+
+    return mapped()
+
+
+@pool_app.command("stats")
+def pool_stats(name: str, namespace: Namespace = "default", as_json: AsJson = False) -> None:
+    """Size, usable, and counts by protocol and anonymity."""
+    import json
+
+    with _pool_errors():
+        stats = _pool(name, namespace).stats().as_dict()
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    typer.echo(f"pool {namespace}/{name}: {stats['size']} proxies, {stats['usable']} usable")
+    for what in ("protocols", "anonymity"):
+        typer.echo(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in stats[what].items() if v))
+
+
+@pool_app.command("list")
+def pool_list(
+    name: str,
+    namespace: Namespace = "default",
+    as_json: AsJson = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many, best first.")] = None,
+) -> None:
+    """Every proxy, best first: one scheme://host:port a line (--json: objects)."""
+    with _pool_errors():
+        entries = _pool(name, namespace).entries(limit)
+    for entry in entries:
+        typer.echo(entry.model_dump_json() if as_json else entry.proxy)
+
+
+@pool_app.command("get")
+def pool_get(
+    name: str,
+    namespace: Namespace = "default",
+    protocol: Annotated[Protocol | None, typer.Option()] = None,
+    min_anonymity: Annotated[Anonymity | None, typer.Option()] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(min=0)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """One proxy that passes the filters (the next in turn); exit 4 if none."""
+    with _pool_errors():
+        entry = _pool(name, namespace).get(
+            protocol=protocol, min_anonymity=min_anonymity, max_latency_ms=max_latency_ms
+        )
+    typer.echo(entry.model_dump_json() if as_json else entry.proxy)
+
+
+@pool_app.command("report")
+def pool_report(
+    name: str,
+    proxy: Annotated[str, typer.Argument(help="The proxy's URL, as the pool gave it.")],
+    namespace: Namespace = "default",
+    ok: Annotated[bool | None, typer.Option("--ok/--fail", help="How the use went.")] = None,
+    latency_ms: Annotated[float | None, typer.Option(min=0)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Report how using a proxy went: scores x1.1 on --ok, x0.5 on --fail;
+    the third failure in a row drops it."""
+    import json
+
+    if ok is None:
+        raise fail("say --ok or --fail", EXIT_BAD_INPUT)
+    with _pool_errors():
+        report = _pool(name, namespace).report(proxy, ok, latency_ms)
+    if as_json:
+        typer.echo(json.dumps(report.__dict__))
+    else:
+        typer.echo(f"{report.outcome}: score {report.score:.3f}, failures {report.failures}")
+
+
 def main() -> None:
     try:
         app()

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 
 if TYPE_CHECKING:  # aiohttp and redis only where used, not at every CLI start
+    from redis import Redis as SyncRedis
     from redis.asyncio import Redis
 
     from proxyrefresh.netguard import NetworkGuard
@@ -122,6 +123,15 @@ class RedisSettings(BaseSettings):
             socket_timeout=self.socket_timeout_seconds,
             socket_connect_timeout=self.socket_timeout_seconds,
             health_check_interval=30,
+        )
+
+    def sync_client(self, timeout: float = 3.0) -> SyncRedis:
+        """A blocking client for one-shot commands (``proxyrefresh pool``):
+        a person waits on it, so it gives up within ``timeout`` seconds."""
+        from redis import Redis as BlockingRedis
+
+        return BlockingRedis.from_url(
+            self.url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
 
 

@@ -162,6 +162,74 @@ class RunKeys:
         ]
 
 
+@dataclass(frozen=True)
+class PoolKeys:
+    """The names of every key of one long-lived pool that runs merge into:
+    ``<prefix>:pool:{<namespace>/<name>}:<field>``. The hash tag puts a pool
+    in one slot, so its scripts may touch all of it atomically. What the
+    members are, how they score and how they group is the user's business
+    (proxyrefresh.pool for proxies); here are only the names."""
+
+    namespace: str
+    name: str
+    prefix: str = KEY_PREFIX
+
+    def key(self, field: str) -> str:
+        return f"{self.prefix}:pool:{{{self.namespace}/{self.name}}}:{field}"
+
+    @property
+    def entries(self) -> str:  # hash: member id -> its JSON
+        return self.key("entries")
+
+    @property
+    def score(self) -> str:  # zset: member id -> score (best first, for exports)
+        return self.key("score")
+
+    @property
+    def failing(self) -> str:  # set of member ids whose last outcome failed
+        return self.key("failing")
+
+    @property
+    def last_ok(self) -> str:  # zset: member id -> when it last succeeded (max age)
+        return self.key("last_ok")
+
+    @property
+    def latency(self) -> str:  # zset: member id -> latency (filters)
+        return self.key("latency")
+
+    @property
+    def merged(self) -> str:  # hash: run uid -> batches merged so far, or "done"
+        return self.key("merged")
+
+    @property
+    def clock(self) -> str:  # the virtual time of the last pick (fair selection)
+        return self.key("clock")
+
+    @property
+    def events(self) -> str:  # pub/sub channel: size and usable after a change
+        return self.key("events")
+
+    def group(self, name: str) -> str:  # zset: member id -> virtual time of its next turn
+        return self.key(f"group:{name}")
+
+    @property
+    def group_prefix(self) -> str:
+        return self.group("")
+
+    def fixed(self) -> list[str]:
+        """Every key but the groups, in the order the scripts take them."""
+        return [
+            self.entries,
+            self.score,
+            self.failing,
+            self.last_ok,
+            self.latency,
+            self.merged,
+            self.clock,
+            self.events,
+        ]
+
+
 # Shared by both scripts: fold one index's absolute counts into the totals,
 # rewrite the snapshot, publish it, and keep every key alive for ttl.
 _LUA_COMMON = """

@@ -9,7 +9,7 @@ import json
 import pytest
 from redis import Redis
 
-from proxyrefresh.operator.reconcile import POOL_KEY
+from proxyrefresh.pool import Pool
 from tests.e2e.conftest import World, refresh, wait_status
 from tests.harness.kubectl import Kubectl
 
@@ -64,6 +64,5 @@ def test_credentialed_proxies_are_pooled_without_leaking_passwords(
         assert PASSWORD not in text, where
     # Consumers with Redis access get every session, whole.
     with Redis.from_url(world.redis.url, decode_responses=True) as redis:
-        raw = redis.get(POOL_KEY.format(namespace=kubectl.namespace, pool="paid"))
-    pooled = {e["proxy"] for e in json.loads(str(raw))}
+        pooled = {e.proxy for e in Pool(redis, "paid", kubectl.namespace).entries()}
     assert pooled == set(urls[:4])

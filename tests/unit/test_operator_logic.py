@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from proxyrefresh.api import Filter, ProxyRefreshSpec
 from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
@@ -204,50 +202,6 @@ def test_tally_applies_the_filter() -> None:
     assert (t.checked, t.live, t.usable, t.unchecked) == (4, 3, 1, 1)
     assert t.anonymity == {"elite": 1, "transparent": 1, "anonymous": 1}
     assert t.passing == {"http://1.1.1.1:1"}
-
-
-def test_pool_scores_follow_the_legacy_rules() -> None:
-    pool = merge.merge_pool({}, found(row(1, True, "elite", 300), row(2, True, "elite", 100)))
-    assert [e.proxy for e in merge.ordered(pool)] == ["http://1.1.1.1:2", "http://1.1.1.1:1"]
-    assert pool["http://1.1.1.1:1"].score == 1.0
-    pool = merge.merge_pool(pool, found(row(1, True, "elite"), row(2, False)))
-    assert pool["http://1.1.1.1:1"].score == pytest.approx(1.1)
-    assert (pool["http://1.1.1.1:2"].score, pool["http://1.1.1.1:2"].failures) == (0.5, 1)
-    pool = merge.merge_pool(pool, found(row(2, False)))
-    assert "http://1.1.1.1:1" in pool  # not checked this time: untouched
-    pool = merge.merge_pool(pool, found(row(2, False)))
-    assert "http://1.1.1.1:2" not in pool  # third failure in a row
-    low = {
-        "http://1.1.1.1:9": pool["http://1.1.1.1:1"].model_copy(
-            update={"proxy": "http://1.1.1.1:9", "port": 9, "score": 0.015}
-        )
-    }
-    assert merge.merge_pool(low, found(row(9, False))) == {}  # score below 0.01
-    text = merge.render(pool)[merge.TXT_KEY]
-    assert text == "http://1.1.1.1:1\n"
-
-
-def test_credentials_are_identity_and_stay_out_of_the_configmap() -> None:
-    sessions = [row(7, True, "elite", auth=f"session-{n}:pw@") for n in (1, 2, 3)]
-    pool = merge.merge_pool({}, found(*sessions, row(1, True, "elite")))
-    assert len(pool) == 4  # three session users on one gateway: three entries
-    assert merge.withheld(pool) == 3
-    exported = merge.render(pool)
-    assert "pw@" not in exported[merge.JSON_KEY]
-    assert "session-2:***@1.1.1.1:7" in exported[merge.JSON_KEY]
-    assert exported[merge.TXT_KEY] == "http://1.1.1.1:1\n"  # only what works as written
-    # Read back from the ConfigMap, a masked entry is still the same proxy:
-    # a changed password scores it, not a new entry.
-    again = merge.parse_pool({"data": exported})
-    again = merge.merge_pool(again, found(row(7, True, "elite", auth="session-1:new@")))
-    assert len(again) == 4
-    assert again["http://session-1:***@1.1.1.1:7"].score == pytest.approx(1.1)
-    # The Redis copy keeps every password it knows.
-    whole = merge.known_urls(None, found(*sessions))
-    full = merge.render(pool, whole)
-    assert "http://session-3:pw@1.1.1.1:7" in full[merge.TXT_KEY]
-    included = merge.render(pool, merge.full_urls(pool))
-    assert included[merge.TXT_KEY].count("pw@") == 3
 
 
 def item(

@@ -1,0 +1,606 @@
+"""The pool of working proxies, kept in Redis: merge, pick, report, stats.
+
+A ConfigMap holds at most 1 MiB (about 3,300 proxies), so the pool itself
+lives in Redis under the keys of :class:`~proxyrefresh.fanout.store.PoolKeys`
+and a ConfigMap is only a bounded export of its best entries. Every change
+is one Lua script, so any number of consumers may report at once and two
+refreshes may merge at once without losing an update (the legacy system
+serialised this through an RLock and fcntl, seed 004).
+
+Selection is fair by construction: each proxy waits in the index of its
+group (protocol, anonymity, latency band) at a *virtual time*, the pick
+takes the earliest among the groups the filters allow (O(log N) per group)
+and moves it on by ``1/score``. With equal scores that is round robin; a
+proxy scoring twice as high comes up twice as often.
+
+Scoring (seed 002): a success scores x1.1 (at most 10), a failure x0.5;
+three failures in a row or a score under 0.01 drop the proxy at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from proxyrefresh import redact
+from proxyrefresh.fanout.store import PoolKeys
+from proxyrefresh.models import Anonymity, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+
+# Latency bands (ms, upper bounds) of the selection index: a max-latency
+# filter takes whole bands under it and scans only the band it falls in.
+BANDS: tuple[float, ...] = (100, 250, 500, 1000, 2000, 4000, 8000, float("inf"))
+SCAN_IN_BAND = 32  # members looked at in the one band a limit cuts through
+MERGE_BATCH = 500  # results per merge script call
+
+
+class Scoring(BaseModel):
+    """The feedback rules; a ProxyPool may set its own."""
+
+    success: float = 1.1
+    failure: float = 0.5
+    max_failures: int = 3
+    min_score: float = 0.01
+    max_score: float = 10.0
+
+    def args(self) -> list[float]:
+        return [self.success, self.failure, self.max_failures, self.min_score, self.max_score]
+
+
+class PoolEntry(BaseModel):
+    """One proxy in the pool, as stored, listed and exported."""
+
+    proxy: str  # the whole URL, credentials included (the store is not world-readable)
+    protocol: Protocol
+    host: str
+    port: int
+    anonymity: Anonymity
+    exit_ip: str | None = None
+    latency_ms: float | None = None
+    score: float = 1.0
+    failures: int = 0
+    last_checked: float
+    last_ok: float
+
+    @property
+    def id(self) -> str:
+        return identity(self.proxy)
+
+
+class PoolError(RuntimeError):
+    """A pool operation that cannot be done as asked (the CLI maps it to an exit code)."""
+
+
+class NotInPool(PoolError):
+    """A report for a proxy the pool does not hold (never added, or dropped)."""
+
+
+class NoMatch(PoolError):
+    """No proxy in the pool passes the filters."""
+
+
+def identity(url: str) -> str:
+    """A pool entry's key: scheme, user name, host and port, no password
+    (``socks5://user:***@host:port``): gateways pick exits by user name,
+    and a list may repeat a proxy with its password changed."""
+    return redact.url(url)
+
+
+def band(latency_ms: float | None) -> int:
+    if latency_ms is None:
+        return len(BANDS) - 1
+    return next(i for i, upper in enumerate(BANDS) if latency_ms < upper)
+
+
+def group_name(protocol: Protocol, anonymity: Anonymity, latency_ms: float | None) -> str:
+    return f"{protocol.value}:{anonymity.value}:{band(latency_ms)}"
+
+
+def groups_for(
+    protocol: Protocol | None = None,
+    min_anonymity: Anonymity | None = None,
+    max_latency_ms: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """The groups a pick may take from: (whole groups, groups to scan for
+    the latency limit). Pure, so the filter logic is tested without Redis."""
+    protocols = [protocol] if protocol else list(Protocol)
+    levels = [a for a in Anonymity if min_anonymity is None or a.at_least(min_anonymity)]
+    whole: list[str] = []
+    scan: list[str] = []
+    for i, upper in enumerate(BANDS):
+        lower = BANDS[i - 1] if i else 0.0
+        if max_latency_ms is not None and lower > max_latency_ms:
+            continue
+        partial = max_latency_ms is not None and upper > max_latency_ms
+        for p in protocols:
+            for a in levels:
+                (scan if partial else whole).append(f"{p.value}:{a.value}:{i}")
+    return whole, scan
+
+
+def all_groups() -> list[str]:
+    return groups_for()[0]
+
+
+# --- the scripts -----------------------------------------------------------
+
+# KEYS: entries, score, failing, last_ok, latency, merged, clock, events.
+_LUA_COMMON = """
+local entries, score, failing, last_ok, latency = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local merged, clock, events = KEYS[6], KEYS[7], KEYS[8]
+local function remove(id, e)
+  redis.call('HDEL', entries, id)
+  redis.call('ZREM', score, id)
+  redis.call('SREM', failing, id)
+  redis.call('ZREM', last_ok, id)
+  redis.call('ZREM', latency, id)
+  redis.call('ZREM', e.group_key, id)
+end
+local function failed(id, e, now, failure, max_failures, min_score)
+  e.score = e.score * failure
+  e.failures = e.failures + 1
+  e.last_checked = now
+  if e.failures >= max_failures or e.score < min_score then
+    remove(id, e)
+    return 'removed'
+  end
+  redis.call('HSET', entries, id, cjson.encode(e))
+  redis.call('ZADD', score, e.score, id)
+  redis.call('SADD', failing, id)
+  return 'failed'
+end
+local function counts()
+  local size = redis.call('ZCARD', score)
+  return size, size - redis.call('SCARD', failing)
+end
+"""
+
+# ARGV: uid, batch, now, success, failure, max_failures, min_score, max_score,
+# then per result: id, passing (1/0), entry JSON (or ''), group key (or '').
+# Batches are applied in order and remembered, so a merge repeated after an
+# operator restart skips what it already did. Returns {applied, size, usable}.
+MERGE_SCRIPT = (
+    _LUA_COMMON
+    + """
+local uid, batch, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local success, failure, max_failures = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local min_score, max_score = tonumber(ARGV[7]), tonumber(ARGV[8])
+local done = redis.call('HGET', merged, uid)
+if done == 'done' or (done and tonumber(done) > batch) then
+  local size, usable = counts()
+  return {0, size, usable}
+end
+local at = tonumber(redis.call('GET', clock) or '0')
+for i = 9, #ARGV, 4 do
+  local id, passing, fresh, group_key = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local raw = redis.call('HGET', entries, id)
+  local old = raw and cjson.decode(raw)
+  if old then old.score = tonumber(redis.call('ZSCORE', score, id)) or old.score end
+  if passing == '1' then
+    local e = cjson.decode(fresh)
+    local turn = at
+    if old then
+      e.score = math.min(max_score, old.score * success)
+      turn = tonumber(redis.call('ZSCORE', old.group_key, id) or at)
+      if old.group_key ~= group_key then redis.call('ZREM', old.group_key, id) end
+    else
+      e.score = 1.0
+    end
+    e.failures, e.last_checked, e.last_ok, e.group_key = 0, now, now, group_key
+    redis.call('HSET', entries, id, cjson.encode(e))
+    redis.call('ZADD', score, e.score, id)
+    redis.call('SREM', failing, id)
+    redis.call('ZADD', last_ok, now, id)
+    local lat = e.latency_ms
+    if lat == nil or lat == cjson.null then lat = 1e12 end
+    redis.call('ZADD', latency, lat, id)
+    redis.call('ZADD', group_key, turn, id)
+  elseif old then
+    failed(id, old, now, failure, max_failures, min_score)
+  end
+end
+redis.call('HSET', merged, uid, batch + 1)
+local size, usable = counts()
+return {1, size, usable}
+"""
+)
+
+# ARGV: uid, now, max_age (0: none), ttl. Marks the merge done, drops what
+# has not been confirmed within max_age, keeps every key for another ttl,
+# and tells subscribers the new size. Returns {size, usable, expired}.
+FINISH_SCRIPT = (
+    _LUA_COMMON
+    + """
+local uid, now, max_age, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('HSET', merged, uid, 'done')
+local expired = 0
+if max_age > 0 then
+  local old = redis.call('ZRANGEBYSCORE', last_ok, '-inf', now - max_age)
+  for _, id in ipairs(old) do
+    local raw = redis.call('HGET', entries, id)
+    if raw then remove(id, cjson.decode(raw)) end
+    expired = expired + 1
+  end
+end
+for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ttl) end
+for i = 9, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+local size, usable = counts()
+redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable, merged = uid}))
+return {size, usable, expired}
+"""
+)
+
+# ARGV: id, ok (1/0), latency ms (or ''), now, then the scoring. Returns
+# {outcome, size, usable, score, failures}; outcome 'missing' if the proxy
+# is not in the pool. A change of usable is published for the operator.
+REPORT_SCRIPT = (
+    _LUA_COMMON
+    + """
+local id, ok, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
+local success, failure, max_failures = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local min_score, max_score = tonumber(ARGV[8]), tonumber(ARGV[9])
+local raw = redis.call('HGET', entries, id)
+if not raw then
+  local size, usable = counts()
+  return {'missing', size, usable, 0, 0}
+end
+local e = cjson.decode(raw)
+e.score = tonumber(redis.call('ZSCORE', score, id)) or e.score  -- full precision
+local _, before = counts()
+local outcome
+if ok == '1' then
+  e.score = math.min(max_score, e.score * success)
+  e.failures, e.last_checked, e.last_ok = 0, now, now
+  if ARGV[3] ~= '' then e.reported_latency_ms = tonumber(ARGV[3]) end
+  redis.call('HSET', entries, id, cjson.encode(e))
+  redis.call('ZADD', score, e.score, id)
+  redis.call('SREM', failing, id)
+  redis.call('ZADD', last_ok, now, id)
+  outcome = 'ok'
+else
+  outcome = failed(id, e, now, failure, max_failures, min_score)
+end
+local size, usable = counts()
+if usable ~= before then
+  redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable}))
+end
+return {outcome, size, usable, redis.call('ZSCORE', score, id) or tostring(e.score), e.failures}
+"""
+)
+
+# KEYS: entries, clock, then the whole groups, then the groups to scan.
+# ARGV: how many whole groups, max latency (or ''), scan limit. The member
+# with the earliest turn wins and moves on by 1/score. Returns its JSON.
+PICK_SCRIPT = """
+local entries, clock = KEYS[1], KEYS[2]
+local whole, limit, scan = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local best_id, best_turn, best_key
+for i = 3, #KEYS do
+  local key = KEYS[i]
+  if i - 2 <= whole then
+    local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if r[1] and (not best_turn or tonumber(r[2]) < best_turn) then
+      best_id, best_turn, best_key = r[1], tonumber(r[2]), key
+    end
+  else
+    local r = redis.call('ZRANGE', key, 0, scan - 1, 'WITHSCORES')
+    for j = 1, #r, 2 do
+      local turn = tonumber(r[j + 1])
+      if best_turn and turn >= best_turn then break end
+      local e = cjson.decode(redis.call('HGET', entries, r[j]))
+      if e.latency_ms ~= nil and e.latency_ms ~= cjson.null and e.latency_ms <= limit then
+        best_id, best_turn, best_key = r[j], turn, key
+        break
+      end
+    end
+  end
+end
+if not best_id then return false end
+local raw = redis.call('HGET', entries, best_id)
+local e = cjson.decode(raw)
+-- A member that waited out of reach of the filters starts from now, not
+-- from its old turn: it gets its share from here on, not a burst.
+local now = math.max(best_turn, tonumber(redis.call('GET', clock) or '0'))
+redis.call('ZADD', best_key, now + 1.0 / math.max(e.score, 1e-6), best_id)
+redis.call('SET', clock, now)
+return raw
+"""
+
+# KEYS: score, failing, then every group. Returns {size, usable, count per group...}.
+STATS_SCRIPT = """
+local out = {redis.call('ZCARD', KEYS[1])}
+out[2] = out[1] - redis.call('SCARD', KEYS[2])
+for i = 3, #KEYS do out[i] = redis.call('ZCARD', KEYS[i]) end
+return out
+"""
+
+
+# --- what the scripts are called with, and what their answers mean ----------
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    size: int
+    usable: int
+    protocols: dict[str, int] = field(default_factory=dict)
+    anonymity: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "usable": self.usable,
+            "protocols": self.protocols,
+            "anonymity": self.anonymity,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    outcome: str  # ok, failed, removed
+    size: int
+    usable: int
+    score: float
+    failures: int
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    size: int
+    usable: int
+    expired: int
+    already: bool  # this refresh had been merged before: nothing changed
+
+
+@dataclass(frozen=True)
+class PickFilter:
+    protocol: Protocol | None = None
+    min_anonymity: Anonymity | None = None
+    max_latency_ms: float | None = None
+
+
+class _Calls:
+    """Keys and arguments of every script call, and the parsing of the
+    answers: shared by the sync and asyncio pools, which differ only in how
+    they wait."""
+
+    def __init__(self, namespace: str, name: str, scoring: Scoring | None) -> None:
+        self.keys = PoolKeys(namespace, name)
+        self.scoring = scoring or Scoring()
+        self.namespace, self.name = namespace, name
+
+    def merge_batches(
+        self, uid: str, results: Iterable[tuple[str, bool, PoolEntry | None]], now: float
+    ) -> Iterator[list[Any]]:
+        """ARGV per batch; ``results`` are (proxy URL, passing, entry if passing)."""
+        batch: list[Any] = []
+        number = 0
+        for url, passing, entry in results:
+            if passing and entry is not None:
+                group = self.keys.group(
+                    group_name(entry.protocol, entry.anonymity, entry.latency_ms)
+                )
+                batch += [identity(url), "1", entry.model_dump_json(), group]
+            else:
+                batch += [identity(url), "0", "", ""]
+            if len(batch) >= 4 * MERGE_BATCH:
+                yield [uid, number, now, *self.scoring.args(), *batch]
+                batch, number = [], number + 1
+        if batch or number == 0:
+            yield [uid, number, now, *self.scoring.args(), *batch]
+
+    def group_keys(self) -> list[str]:
+        return [self.keys.group(g) for g in all_groups()]
+
+    def finish_args(self, uid: str, now: float, max_age: float | None, ttl: int) -> list[Any]:
+        return [uid, now, max_age or 0, ttl]
+
+    def report_args(self, proxy: str, ok: bool, latency_ms: float | None) -> list[Any]:
+        if "://" not in proxy:
+            raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
+        latency = "" if latency_ms is None else repr(float(latency_ms))
+        return [identity(proxy), "1" if ok else "0", latency, time.time(), *self.scoring.args()]
+
+    def parse_report(self, proxy: str, raw: list[Any]) -> Report:
+        outcome = _text(raw[0])
+        if outcome == "missing":
+            raise NotInPool(f"{identity(proxy)} is not in pool {self.namespace}/{self.name}")
+        return Report(outcome, int(raw[1]), int(raw[2]), float(_text(raw[3])), int(raw[4]))
+
+    def pick_call(self, flt: PickFilter) -> tuple[list[str], list[Any]]:
+        whole, scan = groups_for(flt.protocol, flt.min_anonymity, flt.max_latency_ms)
+        keys = [self.keys.entries, self.keys.clock]
+        keys += [self.keys.group(g) for g in whole + scan]
+        limit = "" if flt.max_latency_ms is None else flt.max_latency_ms
+        return keys, [len(whole), limit, SCAN_IN_BAND]
+
+    def parse_pick(self, raw: Any, flt: PickFilter) -> PoolEntry:
+        if not raw:
+            raise NoMatch(f"no proxy in pool {self.namespace}/{self.name} {describe(flt)}")
+        return PoolEntry.model_validate_json(raw)
+
+    def stats_keys(self) -> list[str]:
+        return [self.keys.score, self.keys.failing, *self.group_keys()]
+
+    def parse_stats(self, raw: list[Any]) -> PoolStats:
+        protocols: dict[str, int] = {}
+        anonymity: dict[str, int] = {}
+        for group, count in zip(all_groups(), raw[2:], strict=True):
+            protocol, level, _ = group.split(":")
+            protocols[protocol] = protocols.get(protocol, 0) + int(count)
+            anonymity[level] = anonymity.get(level, 0) + int(count)
+        return PoolStats(int(raw[0]), int(raw[1]), protocols, anonymity)
+
+
+def describe(flt: PickFilter) -> str:
+    parts = []
+    if flt.protocol:
+        parts.append(f"protocol {flt.protocol.value}")
+    if flt.min_anonymity:
+        parts.append(f"anonymity {flt.min_anonymity.value} or better")
+    if flt.max_latency_ms is not None:
+        parts.append(f"latency at most {flt.max_latency_ms:g} ms")
+    return "matches " + ", ".join(parts) if parts else "is left"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entries(ranked: Any, raw: Any) -> list[PoolEntry]:
+    """Entries with their scores from the index (exact: JSON keeps 14 digits)."""
+    if not ranked:
+        return []
+    return [
+        PoolEntry.model_validate_json(r).model_copy(update={"score": float(score)})
+        for (_, score), r in zip(ranked, raw, strict=True)
+        if r
+    ]
+
+
+class Pool:
+    """A pool, for scripts and scrapers (blocking redis-py)::
+
+    pool = Pool(Redis.from_url(url), "default", namespace="proxies")
+    with pool.lease(min_anonymity="elite") as proxy:
+        requests.get(target, proxies={"https": proxy.proxy})
+    """
+
+    def __init__(
+        self, redis: Redis, name: str, namespace: str = "default", scoring: Scoring | None = None
+    ) -> None:
+        self.redis = redis
+        self.calls = _Calls(namespace, name, scoring)
+        self._report = redis.register_script(REPORT_SCRIPT)
+        self._pick = redis.register_script(PICK_SCRIPT)
+        self._stats = redis.register_script(STATS_SCRIPT)
+
+    def get(self, **filters: Any) -> PoolEntry:
+        """The next proxy that passes the filters (protocol, min_anonymity,
+        max_latency_ms); NoMatch if none does."""
+        flt = PickFilter(**filters)
+        keys, args = self.calls.pick_call(flt)
+        return self.calls.parse_pick(self._pick(keys=keys, args=args), flt)
+
+    def report(self, proxy: str, ok: bool, latency_ms: float | None = None) -> Report:
+        raw = self._report(
+            keys=self.calls.keys.fixed(), args=self.calls.report_args(proxy, ok, latency_ms)
+        )
+        return self.calls.parse_report(proxy, raw)
+
+    @contextmanager
+    def lease(self, **filters: Any) -> Iterator[PoolEntry]:
+        """A proxy that reports by itself: success (with the time the block
+        took) when the block ends, failure when it raises."""
+        entry = self.get(**filters)
+        started = time.monotonic()
+        try:
+            yield entry
+        except BaseException:
+            self.report(entry.proxy, False)
+            raise
+        self.report(entry.proxy, True, (time.monotonic() - started) * 1000)
+
+    def stats(self) -> PoolStats:
+        return self.calls.parse_stats(self._stats(keys=self.calls.stats_keys()))
+
+    def exists(self) -> bool:
+        """Whether anything ever merged into it (an empty pool still exists)."""
+        k = self.calls.keys
+        return bool(self.redis.exists(k.merged, k.entries))
+
+    def entries(self, limit: int | None = None) -> list[PoolEntry]:
+        """The best entries first (highest score)."""
+        k = self.calls.keys
+        ranked: Any = self.redis.zrevrange(k.score, 0, -1 if limit is None else limit - 1, True)
+        return _entries(ranked, self.redis.hmget(k.entries, [i for i, _ in ranked]))
+
+
+class AsyncPool:
+    """The same pool for asyncio code (redis.asyncio); the operator merges through it."""
+
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        name: str,
+        namespace: str = "default",
+        scoring: Scoring | None = None,
+    ) -> None:
+        self.redis = redis
+        self.calls = _Calls(namespace, name, scoring)
+        self._report = redis.register_script(REPORT_SCRIPT)
+        self._pick = redis.register_script(PICK_SCRIPT)
+        self._stats = redis.register_script(STATS_SCRIPT)
+        self._merge = redis.register_script(MERGE_SCRIPT)
+        self._finish = redis.register_script(FINISH_SCRIPT)
+
+    async def get(self, **filters: Any) -> PoolEntry:
+        flt = PickFilter(**filters)
+        keys, args = self.calls.pick_call(flt)
+        return self.calls.parse_pick(await self._pick(keys=keys, args=args), flt)
+
+    async def report(self, proxy: str, ok: bool, latency_ms: float | None = None) -> Report:
+        raw = await self._report(
+            keys=self.calls.keys.fixed(), args=self.calls.report_args(proxy, ok, latency_ms)
+        )
+        return self.calls.parse_report(proxy, raw)
+
+    @asynccontextmanager
+    async def lease(self, **filters: Any) -> AsyncIterator[PoolEntry]:
+        entry = await self.get(**filters)
+        started = time.monotonic()
+        try:
+            yield entry
+        except BaseException:
+            await self.report(entry.proxy, False)
+            raise
+        await self.report(entry.proxy, True, (time.monotonic() - started) * 1000)
+
+    async def stats(self) -> PoolStats:
+        return self.calls.parse_stats(await self._stats(keys=self.calls.stats_keys()))
+
+    async def entries(self, limit: int | None = None) -> list[PoolEntry]:
+        k = self.calls.keys
+        ranked: Any = await self.redis.zrevrange(
+            k.score, 0, -1 if limit is None else limit - 1, True
+        )
+        return _entries(ranked, await self.redis.hmget(k.entries, [i for i, _ in ranked]))
+
+    async def merge(
+        self,
+        uid: str,
+        results: Iterable[tuple[str, bool, PoolEntry | None]],
+        ttl: int,
+        max_age_seconds: float | None = None,
+        now: float | None = None,
+    ) -> MergeOutcome:
+        """Merge one refresh's results (proxy URL, passing, entry), in batches;
+        idempotent per refresh ``uid``, batch by batch, so a merge cut short
+        by a restart resumes without counting anything twice."""
+        now = time.time() if now is None else now
+        keys = self.calls.keys.fixed()
+        applied = 0
+        for args in self.calls.merge_batches(uid, results, now):
+            first, _, _ = await self._merge(keys=keys, args=args)
+            applied += int(first)
+        size, usable, expired = await self._finish(
+            keys=[*keys, *self.calls.group_keys()],
+            args=self.calls.finish_args(uid, now, max_age_seconds, ttl),
+        )
+        return MergeOutcome(int(size), int(usable), int(expired), already=applied == 0)
+
+    async def merged(self, uid: str) -> bool:
+        return _text(await self.redis.hget(self.calls.keys.merged, uid) or "") == "done"
+
+    async def delete(self) -> int:
+        k = self.calls.keys
+        return int(await self.redis.delete(*k.fixed()[:7], *self.calls.group_keys()))
