@@ -168,7 +168,7 @@ class PoolKeys:
     ``<prefix>:pool:{<namespace>/<name>}:<field>``. The hash tag puts a pool
     in one slot, so its scripts may touch all of it atomically. What the
     members are, how they score and how they group is the user's business
-    (proxyrefresh.pool for proxies); here are only the names."""
+    (proxyrefresh.pool, for the product's own pool); here are only the names."""
 
     namespace: str
     name: str
