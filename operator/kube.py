@@ -31,8 +31,25 @@ def not_found(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
 
-def custom() -> Any:
-    return client.CustomObjectsApi()
+@functools.cache
+def api_client() -> client.ApiClient:
+    """One API client, so one connection pool, for every call this process
+    makes: the default ``XxxApi()`` builds a new client per call, each with
+    a pool of its own and a fresh TLS handshake. Made on first use, after
+    kopf's start-up loaded the configuration."""
+    return client.ApiClient()
+
+
+def custom() -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client())
+
+
+def batch() -> client.BatchV1Api:
+    return client.BatchV1Api(api_client())
+
+
+def core() -> client.CoreV1Api:
+    return client.CoreV1Api(api_client())
 
 
 async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
@@ -82,15 +99,13 @@ async def read_or_none(fn: Callable[..., Any], *args: Any) -> dict[str, Any] | N
 
 
 async def read_job(namespace: str, name: str) -> dict[str, Any] | None:
-    return await read_or_none(client.BatchV1Api().read_namespaced_job, name, namespace)
+    return await read_or_none(batch().read_namespaced_job, name, namespace)
 
 
 async def create_job(manifest: dict[str, Any]) -> bool:
     """Create the Job if missing. False when it already existed (a restart)."""
     try:
-        await call(
-            client.BatchV1Api().create_namespaced_job, manifest["metadata"]["namespace"], manifest
-        )
+        await call(batch().create_namespaced_job, manifest["metadata"]["namespace"], manifest)
         return True
     except ApiException as exc:
         if exc.status == 409:
@@ -101,7 +116,7 @@ async def create_job(manifest: dict[str, Any]) -> bool:
 async def delete_job(namespace: str, name: str) -> None:
     try:
         await call(
-            client.BatchV1Api().delete_namespaced_job,
+            batch().delete_namespaced_job,
             name,
             namespace,
             propagation_policy="Background",
@@ -112,12 +127,12 @@ async def delete_job(namespace: str, name: str) -> None:
 
 
 async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
-    return await read_or_none(client.CoreV1Api().read_namespaced_config_map, name, namespace)
+    return await read_or_none(core().read_namespaced_config_map, name, namespace)
 
 
 async def write_config_map(namespace: str, body: dict[str, Any], exists: bool) -> None:
     """Create, or replace at the resourceVersion in ``body`` (409 if it moved)."""
-    api = client.CoreV1Api()
+    api = core()
     if exists:
         await call(api.replace_namespaced_config_map, body["metadata"]["name"], namespace, body)
     else:
@@ -126,7 +141,7 @@ async def write_config_map(namespace: str, body: dict[str, Any], exists: bool) -
 
 async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
     """The Secret with its data decoded, or None if it does not exist."""
-    secret = await read_or_none(client.CoreV1Api().read_namespaced_secret, name, namespace)
+    secret = await read_or_none(core().read_namespaced_secret, name, namespace)
     if secret is not None:
         secret["data"] = {
             k: base64.b64decode(v).decode(errors="replace")
@@ -139,7 +154,7 @@ async def create_secret(manifest: dict[str, Any]) -> bool:
     """Create the Secret if missing (the operator has no right to read it back)."""
     try:
         await call(
-            client.CoreV1Api().create_namespaced_secret,
+            core().create_namespaced_secret,
             manifest["metadata"]["namespace"],
             manifest,
         )
@@ -165,5 +180,5 @@ def describe(exc: ApiException) -> str:
 
 
 async def service_account_exists(namespace: str, name: str) -> bool:
-    api = client.CoreV1Api()
+    api = core()
     return await read_or_none(api.read_namespaced_service_account, name, namespace) is not None

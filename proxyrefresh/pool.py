@@ -467,7 +467,22 @@ def _entries(ranked: Any, raw: Any) -> list[PoolEntry]:
     ]
 
 
-class Pool:
+class _Scripts:
+    """The scripts, registered on either kind of client (both hash them
+    once and fall back from EVALSHA to EVAL by themselves)."""
+
+    def __init__(
+        self, redis: Any, name: str, namespace: str = "default", scoring: Scoring | None = None
+    ) -> None:
+        self.calls = _Calls(namespace, name, scoring)
+        self._report = redis.register_script(REPORT_SCRIPT)
+        self._pick = redis.register_script(PICK_SCRIPT)
+        self._stats = redis.register_script(STATS_SCRIPT)
+        self._merge = redis.register_script(MERGE_SCRIPT)
+        self._finish = redis.register_script(FINISH_SCRIPT)
+
+
+class Pool(_Scripts):
     """A pool, for scripts and scrapers (blocking redis-py)::
 
     pool = Pool(Redis.from_url(url), "default", namespace="proxies")
@@ -478,11 +493,8 @@ class Pool:
     def __init__(
         self, redis: Redis, name: str, namespace: str = "default", scoring: Scoring | None = None
     ) -> None:
+        super().__init__(redis, name, namespace, scoring)
         self.redis = redis
-        self.calls = _Calls(namespace, name, scoring)
-        self._report = redis.register_script(REPORT_SCRIPT)
-        self._pick = redis.register_script(PICK_SCRIPT)
-        self._stats = redis.register_script(STATS_SCRIPT)
 
     def get(self, **filters: Any) -> PoolEntry:
         """The next proxy that passes the filters (protocol, min_anonymity,
@@ -525,7 +537,7 @@ class Pool:
         return _entries(ranked, self.redis.hmget(k.entries, [i for i, _ in ranked]))
 
 
-class AsyncPool:
+class AsyncPool(_Scripts):
     """The same pool for asyncio code (redis.asyncio); the operator merges through it."""
 
     def __init__(
@@ -535,13 +547,8 @@ class AsyncPool:
         namespace: str = "default",
         scoring: Scoring | None = None,
     ) -> None:
+        super().__init__(redis, name, namespace, scoring)
         self.redis = redis
-        self.calls = _Calls(namespace, name, scoring)
-        self._report = redis.register_script(REPORT_SCRIPT)
-        self._pick = redis.register_script(PICK_SCRIPT)
-        self._stats = redis.register_script(STATS_SCRIPT)
-        self._merge = redis.register_script(MERGE_SCRIPT)
-        self._finish = redis.register_script(FINISH_SCRIPT)
 
     async def get(self, **filters: Any) -> PoolEntry:
         flt = PickFilter(**filters)
