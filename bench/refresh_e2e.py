@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.cluster import ROOT, Cluster
+from tests.harness.cluster import Cluster
 from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import ListServer, OperatorProcess, build_candidates
 from tests.harness.testbed import RedisServer, Testbed
@@ -49,8 +49,7 @@ def main() -> int:
             lists = ListServer(bed.workdir / "lists")
             url = lists.put("big.txt", cands.text())
             redis = RedisServer(bed)
-            kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-            kubectl("wait", "--for=condition=Established", "crd/proxyrefreshes.proxyrefresh.dev")
+            kubectl.install_crds()
             operator = OperatorProcess(cluster.kubeconfig, redis.url, root / "operator.log")
             operator.start()
             manifest = {

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PATH="$(bash hack/tools.sh --path):$PATH"
 .venv/bin/python -m proxyrefresh.operator.crd > manifests/crd.yaml
-cp manifests/crd.yaml charts/proxyrefresh/crds/proxyrefresh.dev_proxyrefreshes.yaml
+.venv/bin/python -m proxyrefresh.operator.crd refresh > charts/proxyrefresh/crds/proxyrefresh.dev_proxyrefreshes.yaml
+.venv/bin/python -m proxyrefresh.operator.crd pool > charts/proxyrefresh/crds/proxyrefresh.dev_proxypools.yaml
 {
   echo "# Rendered from charts/proxyrefresh by hack/render-manifests.sh; do not edit."
   echo "# Needs: kubectl apply -f manifests/crd.yaml, a namespace 'proxyrefresh' and a"

@@ -15,7 +15,7 @@ import kopf
 from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import reconcile
+from proxyrefresh.operator import pools, reconcile
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
@@ -80,3 +80,23 @@ async def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)
 async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile.cleanup(_ctx(memo, body), dict(body))
+
+
+@kopf.daemon(c.GROUP, c.VERSION, c.POOL_PLURAL, cancellation_timeout=10)
+async def pool_daemon(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """One per ProxyPool: its status and refills, from the pool's Redis events."""
+    ctx = _ctx(memo, body)
+    await pools.PoolWatch(ctx.redis, ctx.events).run(body, stopped)
+
+
+@kopf.on.delete(c.GROUP, c.VERSION, c.POOL_PLURAL)
+async def pool_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted ProxyPool takes its pool in Redis along (its refreshes go
+    with it through their owner references)."""
+    meta = body["metadata"]
+    await pools.PoolWatch(memo.ctx.redis, _ctx(memo, body).events).pool(dict(body)).delete()
+    logging.getLogger("proxyrefresh.operator").info(
+        "pool %s/%s deleted with its Redis keys", meta["namespace"], meta["name"]
+    )

@@ -87,6 +87,42 @@ async def delete_refresh(namespace: str, name: str) -> None:
             raise
 
 
+async def get_pool(namespace: str, name: str) -> dict[str, Any] | None:
+    return await read_or_none(
+        custom().get_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.POOL_PLURAL, name
+    )
+
+
+async def patch_pool_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
+    await call(
+        custom().patch_namespaced_custom_object_status,
+        c.GROUP,
+        c.VERSION,
+        namespace,
+        c.POOL_PLURAL,
+        name,
+        {"status": fields},
+    )
+
+
+async def create_refresh(manifest: dict[str, Any]) -> bool:
+    """Create the refresh if missing. False when it already existed."""
+    try:
+        await call(
+            custom().create_namespaced_custom_object,
+            c.GROUP,
+            c.VERSION,
+            manifest["metadata"]["namespace"],
+            c.PLURAL,
+            manifest,
+        )
+        return True
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
 async def read_or_none(fn: Callable[..., Any], *args: Any) -> dict[str, Any] | None:
     """The object as plain JSON, or None if it does not exist."""
     try:
@@ -95,7 +131,7 @@ async def read_or_none(fn: Callable[..., Any], *args: Any) -> dict[str, Any] | N
         if not_found(exc):
             return None
         raise
-    return dict(client.ApiClient().sanitize_for_serialization(obj))
+    return dict(api_client().sanitize_for_serialization(obj))
 
 
 async def read_job(namespace: str, name: str) -> dict[str, Any] | None:

@@ -25,8 +25,8 @@ from proxyrefresh.models import ProxyResult
 from proxyrefresh.operator import kube
 from proxyrefresh.pool import PoolEntry, identity
 
-JSON_KEY = "live_proxies.json"
-TXT_KEY = "live_proxies.txt"
+JSON_KEY = c.EXPORT_JSON_KEY
+TXT_KEY = c.EXPORT_TXT_KEY
 
 
 class OutputNotManaged(RuntimeError):

@@ -36,13 +36,14 @@ from proxyrefresh.api import (
     Phase,
     ProxyRefreshSpec,
     ProxyRefreshStatus,
+    Scoring,
     dump,
 )
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.job import job_end
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.netguard import AddressRefused
-from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, scrape
+from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, pools, scrape
 from proxyrefresh.operator.status import (
     changes,
     now_iso,
@@ -71,8 +72,8 @@ class Context:
     def store(self, uid: str) -> RunStore:
         return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
 
-    def pool(self, namespace: str, name: str) -> AsyncPool:
-        return AsyncPool(self.redis, name, namespace)
+    def pool(self, namespace: str, name: str, scoring: Scoring | None = None) -> AsyncPool:
+        return AsyncPool(self.redis, name, namespace, scoring)
 
     @property
     def credential_key(self) -> str:
@@ -589,9 +590,13 @@ async def finish(ctx: Context, t: Transition) -> None:
         return
     found = merge.tally(results, spec.filter)
     include = spec.output.credentials is CredentialsExport.INCLUDE
-    pool = ctx.pool(refresh.namespace, spec.pool)
+    # A ProxyPool, if there is one, says how the pool scores and ages.
+    scoring, max_age = pools.scoring_of(await kube.get_pool(refresh.namespace, spec.pool))
+    pool = ctx.pool(refresh.namespace, spec.pool, scoring)
     try:
-        merged = await pool.merge(refresh.uid, merge.results(found), ctx.settings.pool_ttl_seconds)
+        merged = await pool.merge(
+            refresh.uid, merge.results(found), ctx.settings.pool_ttl_seconds, max_age
+        )
         best = await pool.entries(limit=spec.output.max_bytes // 100)
     except RedisError as exc:
         raise kopf_temporary(f"Redis unavailable while merging: {exc}") from exc
@@ -623,6 +628,9 @@ async def finish(ctx: Context, t: Transition) -> None:
         completedAt=now_iso(),
     )
     t.after.append(lambda: prune_history(ctx, refresh))
+    t.after.append(
+        lambda: pools.note_refresh(refresh.namespace, spec.pool, refresh.name, len(exported))
+    )
     if not end.succeeded:
         t.fail(
             end.reason or "JobFailed",

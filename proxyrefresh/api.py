@@ -140,10 +140,15 @@ class Output(Camel):
     max_bytes: Annotated[int, Field(ge=4096, le=1_000_000)] = 900_000
 
 
-class ProxyRefreshSpec(Camel):
-    pool: Annotated[
-        str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    ] = "default"
+PoolName = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
+class RefreshTemplate(Camel):
+    """Everything of a refresh but its pool: what a ProxyPool keeps to start
+    refreshes from (refills, ``proxyrefresh create --pool``)."""
+
     sources: Annotated[list[Source], Field(min_length=1, max_length=100)]
     chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -155,9 +160,40 @@ class ProxyRefreshSpec(Camel):
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
     output: Output = Field(default_factory=Output)
 
+
+class ProxyRefreshSpec(RefreshTemplate):
+    pool: PoolName = "default"
+
     @property
     def output_config_map(self) -> str:
         return self.output.config_map or f"{self.pool}-proxies"
+
+
+class Scoring(Camel):
+    """How consumer reports and refreshes move a proxy's score (seed 002)."""
+
+    success: Annotated[float, Field(ge=1, le=10)] = 1.1
+    failure: Annotated[float, Field(gt=0, le=1)] = 0.5
+    max_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    min_score: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_score: Annotated[float, Field(ge=1, le=1e12)] = 10.0
+
+
+class ProxyPoolSpec(Camel):
+    """The long-lived pool refreshes merge into, as a Deployment is to its
+    ReplicaSets: the refresh to start from, when to start one by itself,
+    how it scores, how long an unconfirmed proxy stays."""
+
+    template: RefreshTemplate
+    min_usable: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # 0: never refill
+    refill_cooldown_seconds: Annotated[int, Field(ge=1, le=86_400)] = 300
+    scoring: Scoring = Field(default_factory=Scoring)
+    max_age_seconds: Annotated[int | None, Field(ge=60, le=90 * 86_400)] = None
+    output: Output | None = None  # the export; else the refresh template's
+
+    def refresh_spec(self, pool: str) -> ProxyRefreshSpec:
+        spec = self.template.model_copy(update={"output": self.output or self.template.output})
+        return ProxyRefreshSpec.model_validate({**spec.model_dump(by_alias=True), "pool": pool})
 
 
 class SourceStatus(Camel):
@@ -219,6 +255,41 @@ class ProxyRefreshStatus(Camel):
     completed_at: DateTime | None = None
     observed_generation: int | None = None
     sources: list[SourceStatus] | None = None
+    conditions: Annotated[
+        list[Condition] | None,
+        Field(
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            }
+        ),
+    ] = None
+
+
+class ProtocolCounts(Camel):
+    http: int | None = None
+    https: int | None = None
+    socks4: int | None = None
+    socks5: int | None = None
+
+
+class ProxyPoolStatus(Camel):
+    """What the operator reports of a pool (its schema is generated, like
+    the refresh's)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    size: int | None = None
+    usable: int | None = None
+    exported: int | None = None
+    protocols: ProtocolCounts | None = None
+    anonymity: AnonymityCounts | None = None
+    last_refresh: str | None = None
+    last_refresh_at: DateTime | None = None
+    refills_started: int | None = None
+    last_refill: str | None = None
+    last_refill_at: DateTime | None = None
+    observed_generation: int | None = None
     conditions: Annotated[
         list[Condition] | None,
         Field(

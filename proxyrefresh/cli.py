@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 from proxyrefresh.settings import CheckerSettings
 
@@ -189,6 +190,9 @@ def create(
     spec_env: Annotated[
         str | None, typer.Option(help="Read the spec (JSON/YAML) from this variable instead.")
     ] = None,
+    pool: Annotated[
+        str | None, typer.Option(help="Make it from this ProxyPool's template instead.")
+    ] = None,
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
     name: Annotated[
         str | None, typer.Option(help="Name; default: generateName from the pool.")
@@ -203,18 +207,23 @@ def create(
     from proxyrefresh.api import ProxyRefreshSpec
     from proxyrefresh.client import RefreshFailed, create_refresh, wait_for_refresh
 
-    if (spec_file is None) == (spec_env is None):
-        raise fail("give a spec file or --spec-env, not both", EXIT_BAD_INPUT)
-    origin = str(spec_file) if spec_file else f"${spec_env}"
-    try:
-        text = spec_file.read_text() if spec_file else os.environ[spec_env or ""]
-        doc = yaml.safe_load(text)
-        spec = doc.get("spec", doc) if isinstance(doc, dict) else None
+    if sum(x is not None for x in (spec_file, spec_env, pool)) != 1:
+        raise fail("give one of: a spec file, --spec-env, --pool", EXIT_BAD_INPUT)
+    spec: Any
+    if pool is not None:
+        spec = pool_refresh_spec(namespace, pool)
         parsed = ProxyRefreshSpec.model_validate(spec)
-    except (OSError, KeyError, yaml.YAMLError, SpecError, AttributeError) as exc:
-        raise fail(f"{origin}: {exc}", EXIT_BAD_INPUT) from None
+    else:
+        origin = str(spec_file) if spec_file else f"${spec_env}"
+        try:
+            text = spec_file.read_text() if spec_file else os.environ[spec_env or ""]
+            doc = yaml.safe_load(text)
+            spec = doc.get("spec", doc) if isinstance(doc, dict) else None
+            parsed = ProxyRefreshSpec.model_validate(spec)
+        except (OSError, KeyError, yaml.YAMLError, SpecError, AttributeError) as exc:
+            raise fail(f"{origin}: {exc}", EXIT_BAD_INPUT) from None
     metadata: dict[str, Any] = {"name": name} if name else {"generateName": f"{parsed.pool}-"}
-    metadata["labels"] = {"proxyrefresh.dev/pool": parsed.pool}
+    metadata["labels"] = {LABEL_POOL: parsed.pool}
     created = create_refresh(namespace, {"metadata": metadata, "spec": spec})
     created_name = created["metadata"]["name"]
     typer.echo(f"proxyrefresh.proxyrefresh.dev/{created_name} created")
@@ -226,12 +235,28 @@ def create(
         typer.echo(f"{created_name}: {status.get('message')}")
 
 
+def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
+    """A refresh spec from the ProxyPool's template (exit 4 if there is none)."""
+    from pydantic import ValidationError as SpecError
+
+    from proxyrefresh.api import ProxyPoolSpec, dump
+    from proxyrefresh.client import read_pool
+
+    found = read_pool(namespace, pool)
+    if found is None:
+        raise fail(f"ProxyPool {namespace}/{pool} not found", EXIT_NOT_FOUND)
+    try:
+        return dump(ProxyPoolSpec.model_validate(found.get("spec") or {}).refresh_spec(pool))
+    except SpecError as exc:
+        raise fail(f"ProxyPool {namespace}/{pool}: {exc}", EXIT_BAD_INPUT) from None
+
+
 @app.command("rotator-feed")
 def rotator_feed(
     configmap: Annotated[str, typer.Option(help="The pool's output ConfigMap.")],
     file: Annotated[Path, typer.Option(help="The file mubeng reads with -f and -w.")],
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
-    key: Annotated[str, typer.Option(help="ConfigMap key.")] = "live_proxies.txt",
+    key: Annotated[str, typer.Option(help="ConfigMap key.")] = EXPORT_TXT_KEY,
 ) -> None:
     """Keep a mubeng rotator's file in step with a pool, written in place and
     never empty."""

@@ -76,3 +76,19 @@ def create_refresh(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         c.GROUP, c.VERSION, namespace, c.PLURAL, body
     )
     return dict(created)
+
+
+def read_pool(namespace: str, name: str) -> dict[str, Any] | None:
+    """A ProxyPool, or None if there is none of that name."""
+    from kubernetes.client.rest import ApiException
+
+    load_config()
+    try:
+        found = client.CustomObjectsApi().get_namespaced_custom_object(
+            c.GROUP, c.VERSION, namespace, c.POOL_PLURAL, name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(found)

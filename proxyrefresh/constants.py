@@ -11,6 +11,11 @@ PLURAL = "proxyrefreshes"
 SINGULAR = "proxyrefresh"
 SHORT_NAMES = ["prf"]
 
+POOL_KIND = "ProxyPool"
+POOL_PLURAL = "proxypools"
+POOL_SINGULAR = "proxypool"
+POOL_SHORT_NAMES = ["ppool"]
+
 FINALIZER = f"{GROUP}/cleanup"
 
 LABEL_NAME = "app.kubernetes.io/name"
@@ -18,11 +23,16 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_REFRESH = f"{GROUP}/refresh"
 LABEL_POOL = f"{GROUP}/pool"
+LABEL_REFILL = f"{GROUP}/refill"  # on refreshes a ProxyPool started by itself
 ANNOTATION_MERGED = f"{GROUP}/merged-refreshes"
 # A Secret usable as a source's headers opts in and names the hosts they may reach.
 LABEL_SOURCE_CREDENTIALS = f"{GROUP}/source-credentials"
 ANNOTATION_ALLOWED_HOSTS = f"{GROUP}/allowed-hosts"
 MANAGED_BY = "proxyrefresh-operator"
+
+# The pool's ConfigMap export: its data keys.
+EXPORT_JSON_KEY = "live_proxies.json"
+EXPORT_TXT_KEY = "live_proxies.txt"
 
 WORKER_CONTAINER = "worker"
 REDIS_SECRET_KEY = "url"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from proxyrefresh import redact
+from proxyrefresh.api import Scoring
 from proxyrefresh.fanout.store import PoolKeys
 from proxyrefresh.models import Anonymity, Protocol
 
@@ -44,17 +45,15 @@ SCAN_IN_BAND = 32  # members looked at in the one band a limit cuts through
 MERGE_BATCH = 500  # results per merge script call
 
 
-class Scoring(BaseModel):
-    """The feedback rules; a ProxyPool may set its own."""
-
-    success: float = 1.1
-    failure: float = 0.5
-    max_failures: int = 3
-    min_score: float = 0.01
-    max_score: float = 10.0
-
-    def args(self) -> list[float]:
-        return [self.success, self.failure, self.max_failures, self.min_score, self.max_score]
+def scoring_args(scoring: Scoring) -> list[float]:
+    """The scoring as the scripts take it (ARGV)."""
+    return [
+        scoring.success,
+        scoring.failure,
+        scoring.max_failures,
+        scoring.min_score,
+        scoring.max_score,
+    ]
 
 
 class PoolEntry(BaseModel):
@@ -393,10 +392,10 @@ class _Calls:
             else:
                 batch += [identity(url), "0", "", ""]
             if len(batch) >= 4 * MERGE_BATCH:
-                yield [uid, number, now, *self.scoring.args(), *batch]
+                yield [uid, number, now, *scoring_args(self.scoring), *batch]
                 batch, number = [], number + 1
         if batch or number == 0:
-            yield [uid, number, now, *self.scoring.args(), *batch]
+            yield [uid, number, now, *scoring_args(self.scoring), *batch]
 
     def group_keys(self) -> list[str]:
         return [self.keys.group(g) for g in all_groups()]
@@ -408,7 +407,13 @@ class _Calls:
         if "://" not in proxy:
             raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
         latency = "" if latency_ms is None else repr(float(latency_ms))
-        return [identity(proxy), "1" if ok else "0", latency, time.time(), *self.scoring.args()]
+        return [
+            identity(proxy),
+            "1" if ok else "0",
+            latency,
+            time.time(),
+            *scoring_args(self.scoring),
+        ]
 
     def parse_report(self, proxy: str, raw: list[Any]) -> Report:
         outcome = _text(raw[0])

@@ -7,6 +7,7 @@ skipped.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -50,15 +51,16 @@ def bed() -> Iterator[Bed]:
 
 
 def run_cli(
-    *args: str, stdin: str | None = None, timeout: float = 120
+    *args: str, stdin: str | None = None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real console entry point, as a user would."""
+    """Run the real console entry point, as a user would (``env``: added to ours)."""
     return subprocess.run(
         [sys.executable, "-m", "proxyrefresh.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -95,14 +95,7 @@ class World:
 @pytest.fixture(scope="session")
 def world(cluster: Cluster, bed: Bed) -> Iterator[World]:
     k = Kubectl(cluster.kubeconfig, "default")
-    k("apply", "-f", str(ROOT / "manifests" / "crd.yaml"), namespaced=False)
-    k(
-        "wait",
-        "--for=condition=Established",
-        "crd/proxyrefreshes.proxyrefresh.dev",
-        "--timeout=30s",
-        namespaced=False,
-    )
+    k.install_crds()
     redis = RedisServer(bed.testbed, appendonly=True)
     lists = ListServer(bed.testbed.workdir / "lists")
     # Test namespaces only (t-*): the chart's own operator owns its namespace.

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster, alive, stop_group
+from tests.harness.cluster import DEFAULT_DIR, Cluster, alive, stop_group
 from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import OperatorProcess
 from tests.harness.testbed import free_port, start_logged, wait_for_port
@@ -72,10 +72,7 @@ def up(cluster: Cluster) -> None:
         wait_for_port(host, port, proc=proc)
         pids["redis"] = proc.pid
         print(f"dev: redis-server on {host}:{port}", file=sys.stderr)
-    kubectl = Kubectl(cluster.kubeconfig)
-    kubectl("apply", "-f", str(ROOT / "manifests" / "crd.yaml"))
-    kubectl("wait", "--for=condition=Established", "crd/proxyrefreshes.proxyrefresh.dev",
-            "--timeout=30s")  # fmt: skip
+    Kubectl(cluster.kubeconfig).install_crds()
     if not alive(int(pids.get("operator", 0))):
         operator = OperatorProcess(cluster.kubeconfig, chosen, cluster.logs / "operator.log")
         operator.start()

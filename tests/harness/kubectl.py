@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cluster import binary
+from tests.harness.cluster import ROOT, binary
+
+CRDS = ("crd/proxyrefreshes.proxyrefresh.dev", "crd/proxypools.proxyrefresh.dev")
 
 
 @dataclass
@@ -49,3 +51,8 @@ class Kubectl:
 
     def get(self, *what: str) -> dict[str, Any]:
         return dict(json.loads(self("get", *what, "-o", "json").stdout))
+
+    def install_crds(self) -> None:
+        """Our CRDs from manifests/, and wait until the API server serves them."""
+        self("apply", "-f", str(ROOT / "manifests" / "crd.yaml"), namespaced=False)
+        self("wait", "--for=condition=Established", *CRDS, "--timeout=30s", namespaced=False)

@@ -78,8 +78,12 @@ def test_manifests_are_rendered_from_the_chart() -> None:
     ).stdout
     committed = (ROOT / "manifests" / "install.yaml").read_text()
     assert committed.split("\n", 3)[3] == expected, "run hack/render-manifests.sh"
-    crd = (CHART / "crds" / "proxyrefresh.dev_proxyrefreshes.yaml").read_text()
-    assert crd == (ROOT / "manifests" / "crd.yaml").read_text()
+    crds = [
+        (CHART / "crds" / f"proxyrefresh.dev_{plural}.yaml").read_text()
+        for plural in ("proxyrefreshes", "proxypools")
+    ]
+    committed_crds = (ROOT / "manifests" / "crd.yaml").read_text()
+    assert committed_crds == crds[0] + "---\n" + crds[1].split("\n", 1)[1]
 
 
 def test_operator_is_locked_down() -> None:

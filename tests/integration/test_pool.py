@@ -15,6 +15,7 @@ import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from proxyrefresh.api import Scoring
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.operator import merge
 from proxyrefresh.pool import (
@@ -23,7 +24,6 @@ from proxyrefresh.pool import (
     NotInPool,
     Pool,
     PoolEntry,
-    Scoring,
 )
 from tests.conftest import run_cli
 from tests.harness.testbed import RedisServer
@@ -204,7 +204,8 @@ def test_filters_pick_only_what_matches(
 REPORTER = """
 import sys
 from redis import Redis
-from proxyrefresh.pool import NotInPool, Pool, Scoring
+from proxyrefresh.api import Scoring
+from proxyrefresh.pool import NotInPool, Pool
 url, name, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
 pool = Pool(Redis.from_url(url), name, scoring=Scoring(max_score=1e12))
 for i in range(1000):
@@ -276,13 +277,7 @@ def test_cli_reads_and_feeds_the_pool(redis_server: RedisServer, name: str) -> N
     env = {"PROXYREFRESH_REDIS_URL": redis_server.url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            return run_cli("pool", *args)
-        finally:
-            for k, v in old.items():
-                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        return run_cli("pool", *args, env=env)
 
     stats = cli("stats", name, "-n", "team", "--json")
     assert stats.returncode == 0, stats.stderr

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import yaml
 
-from proxyrefresh.operator.crd import crd, render
+from proxyrefresh.operator.crd import crd, pool_crd, render, render_all
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_crd_is_generated_from_the_models() -> None:
     committed = (ROOT / "manifests" / "crd.yaml").read_text()
-    assert committed == render(), "run: python -m proxyrefresh.operator.crd > manifests/crd.yaml"
+    assert committed == render_all(), "run: hack/render-manifests.sh"
 
 
 def spec_schema() -> dict:  # type: ignore[type-arg]
@@ -45,3 +45,21 @@ def test_printer_columns() -> None:
 
 def test_yaml_is_loadable() -> None:
     assert yaml.safe_load(render())["kind"] == "CustomResourceDefinition"
+    kinds = [d["spec"]["names"]["kind"] for d in yaml.safe_load_all(render_all())]
+    assert kinds == ["ProxyRefresh", "ProxyPool"]
+
+
+def test_pool_crd_columns_defaults_and_template_rules() -> None:
+    version = pool_crd()["spec"]["versions"][0]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Size", "Usable", "Last Refresh", "Age"
+    ]  # fmt: skip
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["required"] == ["template"]
+    assert spec["properties"]["scoring"]["properties"]["success"]["default"] == 1.1
+    template = spec["properties"]["template"]
+    assert "pool" not in template["properties"]
+    sources = template["properties"]["sources"]["items"]
+    assert "exactly one of url" in sources["x-kubernetes-validations"][0]["message"]
+    # a pool is long-lived: its spec may change (no immutability rule)
+    assert "x-kubernetes-validations" not in spec

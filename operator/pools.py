@@ -1,0 +1,254 @@
+"""ProxyPools: their status, and refills when consumers wear them down.
+
+A ProxyPool is to its refreshes what a Deployment is to its ReplicaSets. One
+daemon per ProxyPool listens to the pool's events channel in Redis (every
+merge and every report that moves `usable` publishes there), so it learns
+of a drop within moments and never scans. When `usable` falls below
+`minUsable` it starts one refresh from the template, owned by the pool,
+unless one is already on the way or the last started within the cooldown.
+
+The refill's name carries the count of refills started (`<pool>-refill-N`)
+and the count moves only after the create: an operator restarted between
+the two finds the same name taken (409) and records it, so a restart never
+starts two refills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from proxyrefresh import constants as c
+from proxyrefresh.api import Phase, ProxyPoolSpec, Scoring, dump
+from proxyrefresh.operator import kube, policy
+from proxyrefresh.operator.status import changes, now_iso, set_condition
+from proxyrefresh.pool import AsyncPool, PoolStats
+
+log = logging.getLogger("proxyrefresh.operator.pools")
+STATUS_INTERVAL = 1.0  # at most one status patch a second per pool
+CHECK_INTERVAL = 30.0  # a look without an event, in case one was missed
+REFILL_NAME_ROOM = 63 - len("-refill-") - 6
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def status_fields(
+    stats: PoolStats, spec: ProxyPoolSpec, old: dict[str, Any], generation: int | None
+) -> dict[str, Any]:
+    """The pool's status from its stats: counts, and the conditions Ready
+    (usable proxies to hand out) and BelowMinimum (fewer than minUsable)."""
+    fields: dict[str, Any] = {
+        "size": stats.size,
+        "usable": stats.usable,
+        "protocols": {k: v for k, v in stats.protocols.items() if v},
+        "anonymity": {k: v for k, v in stats.anonymity.items() if v},
+    }
+    ready = stats.usable > 0 and stats.usable >= spec.min_usable
+    conditions = set_condition(
+        old.get("conditions"),
+        "Ready",
+        ready,
+        "Usable" if ready else "TooFewUsable",
+        f"{stats.usable} usable of {stats.size}",
+        generation,
+    )
+    below = stats.usable < spec.min_usable
+    conditions = set_condition(
+        conditions,
+        "BelowMinimum",
+        below,
+        "BelowMinimum" if below else "AtLeastMinimum",
+        f"{stats.usable} usable, minUsable {spec.min_usable}",
+        generation,
+    )
+    fields["conditions"] = conditions
+    fields["observedGeneration"] = generation
+    return fields
+
+
+@dataclass(frozen=True)
+class Refill:
+    start: bool
+    why: str
+
+
+def refill_decision(
+    spec: ProxyPoolSpec,
+    usable: int,
+    status: dict[str, Any],
+    unfinished: list[str],
+    now: float,
+) -> Refill:
+    """Whether to start a refill now, and why (not). Pure."""
+    if spec.min_usable == 0 or usable >= spec.min_usable:
+        return Refill(False, f"{usable} usable, minUsable {spec.min_usable}")
+    if unfinished:
+        return Refill(False, f"refresh {', '.join(unfinished)} is on the way")
+    last = parse_time(status.get("lastRefillAt"))
+    if last is not None and now - last < spec.refill_cooldown_seconds:
+        left = spec.refill_cooldown_seconds - (now - last)
+        return Refill(False, f"cooling down for {left:.0f}s more")
+    return Refill(True, f"{usable} usable, fewer than minUsable {spec.min_usable}")
+
+
+def refill_name(pool: str, number: int) -> str:
+    return f"{pool[:REFILL_NAME_ROOM].rstrip('-')}-refill-{number}"
+
+
+def refill_manifest(body: dict[str, Any], spec: ProxyPoolSpec, number: int) -> dict[str, Any]:
+    """The refresh a refill creates: the template, the pool, owned by it."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {
+            "name": refill_name(meta["name"], number),
+            "namespace": meta["namespace"],
+            "labels": {c.LABEL_POOL: meta["name"], c.LABEL_REFILL: "true"},
+            "ownerReferences": [
+                {
+                    "apiVersion": c.API_VERSION,
+                    "kind": c.POOL_KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": dump(spec.refresh_spec(meta["name"])),
+    }
+
+
+def pool_spec(body: dict[str, Any] | None) -> ProxyPoolSpec | None:
+    """The ProxyPool's spec, or None if there is none (or it does not parse:
+    the API server validated it, so only a newer schema gets here)."""
+    if body is None:
+        return None
+    try:
+        return ProxyPoolSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        return None
+
+
+def scoring_of(body: dict[str, Any] | None) -> tuple[Scoring, int | None]:
+    """The pool's scoring and maximum age; the defaults without a ProxyPool."""
+    spec = pool_spec(body)
+    if spec is None:
+        return Scoring(), None
+    return spec.scoring, spec.max_age_seconds
+
+
+@dataclass
+class PoolWatch:
+    """What one pool's daemon needs: Redis, and how to post an Event."""
+
+    redis: Any
+    events: Callable[[str, str, bool], None]
+
+    def pool(self, body: dict[str, Any]) -> AsyncPool:
+        meta = body["metadata"]
+        return AsyncPool(self.redis, meta["name"], meta["namespace"])
+
+    async def sync(self, body: dict[str, Any], spec: ProxyPoolSpec) -> PoolStats:
+        """Patch the status from the pool's stats, if anything moved."""
+        stats = await self.pool(body).stats()
+        old = dict(body.get("status") or {})
+        fields = status_fields(stats, spec, old, body["metadata"].get("generation"))
+        delta = changes(old, fields)
+        if delta:
+            await kube.patch_pool_status(
+                body["metadata"]["namespace"], body["metadata"]["name"], delta
+            )
+        return stats
+
+    async def maybe_refill(self, body: dict[str, Any], spec: ProxyPoolSpec, usable: int) -> None:
+        meta, status = body["metadata"], dict(body.get("status") or {})
+        items = await kube.list_refreshes(meta["namespace"])
+        unfinished = [
+            it["metadata"]["name"]
+            for it in items
+            if policy.pool_of(it) == meta["name"]
+            and (it.get("status") or {}).get("phase") not in (Phase.COMPLETE, Phase.FAILED)
+            and not it["metadata"].get("deletionTimestamp")
+        ]
+        decision = refill_decision(spec, usable, status, unfinished, time.time())
+        if not decision.start:
+            log.debug("pool %s/%s: no refill: %s", meta["namespace"], meta["name"], decision.why)
+            return
+        number = int(status.get("refillsStarted") or 0) + 1
+        manifest = refill_manifest(body, spec, number)
+        created = await kube.create_refresh(manifest)
+        name = manifest["metadata"]["name"]
+        await kube.patch_pool_status(
+            meta["namespace"],
+            meta["name"],
+            {"refillsStarted": number, "lastRefill": name, "lastRefillAt": now_iso()},
+        )
+        if created:
+            self.events("Refill", f"{decision.why}: started refresh {name}", False)
+
+    async def run(self, body: Any, stopped: Any) -> None:
+        """Until the daemon is stopped: on each event of the pool (at most a
+        status patch a second) and every CHECK_INTERVAL, sync and refill."""
+        meta = body["metadata"]
+        where = f"pool {meta['namespace']}/{meta['name']}"
+        channel = self.pool(body).calls.keys.events
+        while not stopped:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                await self.step(body)
+                last = time.monotonic()
+                dirty = False
+                while not stopped:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=STATUS_INTERVAL
+                    )
+                    dirty = dirty or message is not None
+                    since = time.monotonic() - last
+                    if (dirty and since >= STATUS_INTERVAL) or since >= CHECK_INTERVAL:
+                        await self.step(body)
+                        last, dirty = time.monotonic(), False
+            except (RedisError, OSError) as exc:
+                log.warning("%s: Redis: %s; again in 2s", where, exc)
+                await asyncio.sleep(2)
+            except ApiException as exc:
+                log.warning("%s: Kubernetes API: %s", where, kube.describe(exc))
+                await asyncio.sleep(2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def step(self, body: dict[str, Any]) -> None:
+        spec = pool_spec(dict(body))
+        if spec is None:
+            return
+        stats = await self.sync(dict(body), spec)
+        await self.maybe_refill(dict(body), spec, stats.usable)
+
+
+async def note_refresh(namespace: str, pool: str, refresh: str, exported: int) -> None:
+    """After a merge: the pool's status names its last refresh (if the pool
+    has a ProxyPool; a refresh may name a pool that has none)."""
+    if await kube.get_pool(namespace, pool) is None:
+        return
+    await kube.patch_pool_status(
+        namespace,
+        pool,
+        {"lastRefresh": refresh, "lastRefreshAt": now_iso(), "exported": exported},
+    )

@@ -1,0 +1,116 @@
+"""The living pool on the real control plane: a ProxyPool fills itself,
+consumers wear it down through reports, and it refills exactly once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from proxyrefresh.api import ProxyPoolStatus
+from proxyrefresh.pool import NotInPool, Pool
+from tests.conftest import run_cli, wait_for
+from tests.e2e.conftest import World
+from tests.harness.kubectl import Kubectl
+from tests.harness.scenario import build_candidates
+
+pytestmark = pytest.mark.e2e
+
+
+def proxy_pool(name: str, url: str, judge: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "proxyrefresh.dev/v1alpha1",
+        "kind": "ProxyPool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "sources": [{"url": url}],
+                "checker": {"judges": [judge], "timeoutSeconds": 2},
+                "chunkSize": 10,
+                "parallelism": 2,
+                "minUsable": 1,
+                "filter": {"minAnonymity": "elite"},
+            },
+            **spec,
+        },
+    }
+
+
+def refills(kubectl: Kubectl, pool: str) -> dict[str, str]:
+    items = kubectl.get("proxyrefresh", "-l", f"proxyrefresh.dev/pool={pool}")["items"]
+    return {it["metadata"]["name"]: (it.get("status") or {}).get("phase", "") for it in items}
+
+
+def pool_status(kubectl: Kubectl, name: str) -> dict[str, Any]:
+    return dict(kubectl.get("proxypool", name).get("status") or {})
+
+
+def test_a_pool_fills_itself_and_refills_once_when_worn_down(
+    world: World, kubectl: Kubectl
+) -> None:
+    cands = build_candidates(world.bed.testbed, [], fleet=12, refused=10, holes=0)
+    url = world.lists.put(f"{kubectl.namespace}-pool.txt", cands.text())
+    kubectl.apply(proxy_pool("mine", url, world.judge, minUsable=10, refillCooldownSeconds=5))
+    # Empty, so below its minimum: the pool starts its first refill by itself.
+    wait_for(
+        lambda: refills(kubectl, "mine").get("mine-refill-1") == "Complete",
+        120,
+        "the first refill to complete",
+    )
+    status = wait_for(
+        lambda: (s := pool_status(kubectl, "mine")).get("usable") == 12 and s, 30, "usable 12"
+    )
+    ProxyPoolStatus.model_validate(status)
+    assert (status["size"], status["refillsStarted"], status["lastRefresh"]) == (
+        12,
+        1,
+        "mine-refill-1",
+    )
+    assert status["exported"] == 12
+    env = {"PROXYREFRESH_REDIS_URL": world.redis.url}
+    stats = run_cli("pool", "stats", "mine", "-n", kubectl.namespace, "--json", env=env)
+    assert json.loads(stats.stdout)["size"] == 12, stats.stderr
+    # Past the cooldown, consumers report three proxies failing: 9 usable.
+    started = time.time()
+    wait_for(lambda: time.time() - started > 5, 10, "the refill cooldown to pass")
+    redis = Redis.from_url(world.redis.url, decode_responses=True)
+    pool = Pool(redis, "mine", kubectl.namespace)
+    proxies = sorted(e.proxy for e in pool.entries())
+    for proxy in proxies[:3]:
+        pool.report(proxy, False)
+    dropped = time.monotonic()
+    assert pool.stats().usable == 9
+    # More failures keep arriving; the operator is restarted in the middle:
+    # still exactly one more refill, started within 10 s of the drop.
+    for i in range(100):
+        with contextlib.suppress(NotInPool):  # the third failure drops a proxy
+            pool.report(proxies[i % len(proxies)], False)
+    wait_for(lambda: "mine-refill-2" in refills(kubectl, "mine"), 10, "a refill")
+    assert time.monotonic() - dropped < 10
+    world.operator.stop(kill=True)
+    world.operator.start()
+    wait_for(
+        lambda: refills(kubectl, "mine").get("mine-refill-2") == "Complete",
+        120,
+        "the second refill to complete",
+    )
+    status = wait_for(
+        lambda: (s := pool_status(kubectl, "mine")).get("usable") == 12 and s,
+        30,
+        "the pool lifted back to 12 usable",
+    )
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Ready": "True", "BelowMinimum": "False"}
+    assert status["refillsStarted"] == 2
+    assert set(refills(kubectl, "mine")) == {"mine-refill-1", "mine-refill-2"}
+    events = kubectl.get("events", "--field-selector", "involvedObject.name=mine")["items"]
+    assert sum(e["reason"] == "Refill" for e in events) == 2
+    # Deleting the pool takes its refreshes and its Redis keys along.
+    kubectl("delete", "proxypool", "mine", "--wait=true", timeout=60)
+    wait_for(lambda: not refills(kubectl, "mine"), 60, "the refills to be collected")
+    assert not pool.exists()
+    redis.close()
