@@ -144,6 +144,9 @@ def pool_rules() -> Rules:
     return {("template", *path): rule for path, rule in RULES.items() if path}
 
 
+CATEGORY = "proxyrefresh-all"  # kubectl get proxyrefresh-all: refreshes and pools
+
+
 def column(name: str, path: str, kind: str = "integer") -> dict[str, str]:
     return {"name": name, "type": kind, "jsonPath": path}
 
@@ -188,7 +191,9 @@ def definition(
                 "plural": plural,
                 "singular": singular,
                 "shortNames": short_names,
-                "categories": ["proxyrefresh"],
+                # Not "proxyrefresh": a category named like a kind's singular
+                # makes `kubectl get proxyrefresh NAME` ambiguous.
+                "categories": [CATEGORY],
             },
             "versions": [
                 {

@@ -186,7 +186,7 @@ def test_examples_are_accepted(cluster: Cluster) -> None:
     k("create", "namespace", "proxyrefresh", namespaced=False, check=False)
     k("apply", "--server-side", "-f", str(CHART / "crds"), namespaced=False)
     examples = CHART.parents[1] / "manifests" / "examples"
-    for name in ("refresh.yaml", "paid-sources.yaml"):
+    for name in ("refresh.yaml", "paid-sources.yaml", "pool.yaml"):
         result = k("apply", "--dry-run=server", "-f", str(examples / name), check=False)
         assert result.returncode == 0, (name, result.stderr)
     values = examples / "scheduled-pool-values.yaml"

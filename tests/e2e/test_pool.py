@@ -14,7 +14,7 @@ from redis import Redis
 from proxyrefresh.api import ProxyPoolStatus
 from proxyrefresh.pool import NotInPool, Pool
 from tests.conftest import run_cli, wait_for
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import build_candidates
 
@@ -114,3 +114,31 @@ def test_a_pool_fills_itself_and_refills_once_when_worn_down(
     wait_for(lambda: not refills(kubectl, "mine"), 60, "the refills to be collected")
     assert not pool.exists()
     redis.close()
+
+
+def test_a_pool_of_5000_is_whole_in_redis_and_bounded_in_its_configmap(
+    world: World, kubectl: Kubectl
+) -> None:
+    cands = build_candidates(
+        world.bed.testbed, [], fleet=5000, refused=0, holes=0, fleet_ip="127.0.0.44"
+    )
+    url = world.lists.put(f"{kubectl.namespace}-5k.txt", cands.text())
+    kubectl.apply(
+        refresh(
+            "five", [{"url": url}], world.judge, pool="big", chunkSize=1250, parallelism=4,
+            checker={"timeoutSeconds": 5, "concurrency": 256},
+        )
+    )  # fmt: skip
+    status = wait_status(kubectl, "five", phase_in("Complete", "Failed"), 300, "done")
+    assert status["phase"] == "Complete", status
+    assert (status["candidates"], status["live"], status["usable"]) == (5000, 5000, 5000)
+    assert status["poolSize"] == 5000
+    cm = kubectl.get("configmap", "big-proxies")
+    size = sum(len(v.encode()) for v in cm["data"].values())
+    exported = len(json.loads(cm["data"]["live_proxies.json"]))
+    assert size <= 900_000 < 1024 * 1024
+    assert 2000 < exported == status["exported"] < 5000
+    assert f"pool big holds 5000, {exported} of them in ConfigMap big-proxies" in status["message"]
+    env = {"PROXYREFRESH_REDIS_URL": world.redis.url}
+    stats = run_cli("pool", "stats", "big", "-n", kubectl.namespace, "--json", env=env)
+    assert json.loads(stats.stdout)["size"] == 5000, stats.stderr

@@ -46,9 +46,13 @@ def pproxy_fleet(bed: Testbed, ip: str, count: int) -> list[LocalProxy]:
     pproxy process, each on its own port."""
     if count <= 0:
         return []
-    ports = [free_port(ip) for _ in range(count)]
-    while len(set(ports)) < count:
-        ports = [free_port(ip) for _ in range(count)]
+    ports: list[int] = []
+    seen: set[int] = set()
+    while len(ports) < count:  # the kernel may hand out a port twice: keep the new ones
+        port = free_port(ip)
+        if port not in seen:
+            seen.add(port)
+            ports.append(port)
     schemes = ["http" if i % 2 else "socks5" for i in range(count)]
     args = [a for s, p in zip(schemes, ports, strict=True) for a in ("-l", f"{s}://{ip}:{p}/@in")]
     proc, log = bed.spawn(f"pproxy-fleet-{ip}", [sys.executable, "-m", "pproxy", *args])

@@ -102,6 +102,30 @@ async def test_merges_follow_the_legacy_scoring(aredis: AsyncRedis, name: str) -
     assert text == "http://1.1.1.1:1\n"
 
 
+async def test_a_merge_cut_short_resumes_without_counting_twice(
+    aredis: AsyncRedis, name: str
+) -> None:
+    pool = AsyncPool(aredis, name)
+    rows = [row(port, True, "elite") for port in range(1, 1201)]  # three batches
+    await pool.merge("seed", merge.results(found(*rows)), TTL)
+
+    def cut_short() -> Iterator[tuple[str, bool, PoolEntry | None]]:
+        for i, item in enumerate(merge.results(found(*rows))):
+            if i == 700:  # the operator dies in the second batch
+                raise RuntimeError("killed")
+            yield item
+
+    with pytest.raises(RuntimeError):
+        await pool.merge("again", cut_short(), TTL)
+    assert not await pool.merged("again")
+    outcome = await pool.merge("again", merge.results(found(*rows)), TTL)
+    assert not outcome.already
+    assert await pool.merged("again")
+    scores = {e.port: e.score for e in await pool.entries()}
+    assert len(scores) == 1200
+    assert set(scores.values()) == {1.1}  # every proxy counted once (1.0 x 1.1, exactly)
+
+
 async def test_low_scores_and_old_entries_leave(aredis: AsyncRedis, name: str) -> None:
     pool = AsyncPool(aredis, name, scoring=Scoring(failure=0.001))
     await pool.merge("r0", merge.results(found(row(1, True, "elite"), row(2, True, "elite"))), TTL)

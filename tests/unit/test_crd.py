@@ -63,3 +63,12 @@ def test_pool_crd_columns_defaults_and_template_rules() -> None:
     assert "exactly one of url" in sources["x-kubernetes-validations"][0]["message"]
     # a pool is long-lived: its spec may change (no immutability rule)
     assert "x-kubernetes-validations" not in spec
+
+
+def test_kubectl_get_proxyrefresh_names_one_kind() -> None:
+    """A category spelled like a kind's name makes `kubectl get proxyrefresh
+    NAME` ambiguous once a second kind shares it."""
+    names = [crd()["spec"]["names"], pool_crd()["spec"]["names"]]
+    spellings = {n["singular"] for n in names} | {n["plural"] for n in names}
+    spellings |= {s for n in names for s in n["shortNames"]}
+    assert not spellings & {cat for n in names for cat in n["categories"]}
