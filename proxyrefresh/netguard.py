@@ -16,15 +16,16 @@ without sending a packet anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -114,40 +115,57 @@ class NetworkGuard:
         is refused: for URLs that someone else (a proxy) will connect to."""
         if not self.enabled:
             return
-        self.check_url(url)
-        host, port = urlsplit(url).hostname or "", urlsplit(url).port or 0
+        parts = urlsplit(url)
+        await self.addresses(parts.hostname or "", parts.port or 0)
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """Every address ``host`` resolves to, all of them allowed, or
+        AddressRefused: connect to one of these, not to the name again (a
+        second DNS answer could differ: no DNS rebinding)."""
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            resolver = self.resolver()
-            try:
-                await resolver.resolve(host, port, socket.AF_UNSPEC)
-            finally:
-                await resolver.close()
+            pass
+        else:
+            self.check(host, host)
+            return [host]
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in found:
+            self.check(host, address)
+        return found
 
     def resolver(self) -> AbstractResolver:
-        return GuardedResolver(self)
+        """An aiohttp resolver that refuses what the guard refuses (aiohttp
+        is imported only here: a checker that never fetches with it starts
+        without it)."""
+        from aiohttp.abc import AbstractResolver as Base
+        from aiohttp.abc import ResolveResult
+        from aiohttp.resolver import DefaultResolver
+
+        guard = self
+
+        class GuardedResolver(Base):
+            """Resolves as usual, then refuses the whole answer if any address
+            in it is refused: aiohttp connects to what this returns, nothing else."""
+
+            def __init__(self) -> None:
+                self.inner = DefaultResolver()
+
+            async def resolve(
+                self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+            ) -> list[ResolveResult]:
+                answers = await self.inner.resolve(host, port, family)
+                for answer in answers:
+                    guard.check(host, answer["host"])
+                return answers
+
+            async def close(self) -> None:
+                await self.inner.close()
+
+        return GuardedResolver()
 
     def connector_kwargs(self) -> dict[str, Any]:
         """What an aiohttp TCPConnector needs to connect only where allowed."""
         return {"resolver": self.resolver()} if self.enabled else {}
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves as usual, then refuses the whole answer if any address in it
-    is refused: aiohttp connects to what this returns, nothing else."""
-
-    def __init__(self, guard: NetworkGuard) -> None:
-        self.guard = guard
-        self.inner = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        answers = await self.inner.resolve(host, port, family)
-        for answer in answers:
-            self.guard.check(host, answer["host"])
-        return answers
-
-    async def close(self) -> None:
-        await self.inner.close()

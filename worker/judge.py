@@ -14,7 +14,7 @@ import signal
 
 from aiohttp import web
 
-TOKEN_PARAM = "token"
+from proxyrefresh.worker.wire import TOKEN_PARAM
 
 
 def echo(request: web.Request) -> dict[str, object]:

@@ -17,26 +17,17 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from aiohttp_socks import ProxyConnector, ProxyType
-from aiohttp_socks import ProxyError as TunnelError
 from python_socks import ProxyError
 
 from proxyrefresh import http_status
-from proxyrefresh.models import Protocol, Proxy, ProxyResult, TargetResult, TargetSpec
+from proxyrefresh.models import Proxy, ProxyResult, TargetResult, TargetSpec
 from proxyrefresh.netguard import NetworkGuard
 from proxyrefresh.settings import CheckerSettings
+from proxyrefresh.worker import wire
 from proxyrefresh.worker.anonymity import classify
-from proxyrefresh.worker.judge import TOKEN_PARAM
+from proxyrefresh.worker.wire import TOKEN_PARAM
 
 MAX_BODY = 64 * 1024
-USER_AGENT = "proxyrefresh-checker"
-
-_SOCKS_TYPES = {
-    Protocol.HTTPS: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
-    Protocol.SOCKS4: ProxyType.SOCKS4,
-    Protocol.SOCKS5: ProxyType.SOCKS5,
-}
 
 
 class BadJudgeAnswer(ValueError):
@@ -90,9 +81,8 @@ class CheckOptions:
             await self.guard.vet(url)
 
     @property
-    def client_timeout(self) -> aiohttp.ClientTimeout:
-        connect = self.connect_timeout or self.timeout
-        return aiohttp.ClientTimeout(total=self.timeout, sock_connect=min(connect, self.timeout))
+    def connect_seconds(self) -> float:
+        return min(self.connect_timeout or self.timeout, self.timeout)
 
 
 def token_url(judge: str, token: str) -> str:
@@ -105,36 +95,35 @@ def describe(exc: BaseException, timeout: float) -> str:
     proxy answered, judge answered, forged answer)."""
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return f"timed out after {timeout:g}s"
-    if isinstance(exc, OSError) and exc.errno:
-        return f"connection failed: {os.strerror(exc.errno)}"
     if isinstance(exc, BadJudgeAnswer | ProxyRefused):
         return str(exc)
-    if isinstance(exc, ProxyError | TunnelError):  # a SOCKS or CONNECT refusal from the proxy
+    if isinstance(exc, ProxyError):  # a SOCKS or CONNECT refusal from the proxy
         return f"proxy refused: {exc}"[:300]
+    if isinstance(exc, wire.ClosedEarly):
+        return f"proxy refused: {exc}"
+    if isinstance(exc, wire.NotHttp):
+        return f"forged answer: {exc}"
+    if isinstance(exc, OSError) and exc.errno:
+        return f"connection failed: {os.strerror(exc.errno)}"
     if isinstance(exc, asyncio.IncompleteReadError):  # only the tunnel handshake reads so
         return "proxy refused: closed the connection during the handshake"
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return f"proxy refused: {http_status.text(exc.status)}"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-async def _read_judge(
-    resp: aiohttp.ClientResponse, token: str, judge: Judge | None = None
-) -> dict[str, Any]:
+def judge_data(answer: wire.Answer, token: str, judge: Judge | None = None) -> dict[str, Any]:
     """Parse a judge answer, refusing one that does not echo our token. A
     status other than 200 through a proxy is the proxy's own answer unless it
     carries the judge's Server header (407 always is: it is a proxy's status)."""
-    if resp.status != 200:
-        status = http_status.text(resp.status)
-        if resp.status == 407:
+    if answer.status != 200:
+        status = http_status.text(answer.status)
+        if answer.status == 407:
             raise ProxyRefused(f"proxy refused: authentication required ({status})")
-        if judge is not None and resp.headers.get("Server") != judge.server:
+        if judge is not None and answer.headers.get("server") != judge.server:
             raise ProxyRefused(f"proxy answered {status}")
         raise BadJudgeAnswer(f"judge answered {status}")
-    body = await resp.content.read(MAX_BODY)
     try:
-        data = json.loads(body)
+        data = json.loads(answer.body)
     except ValueError:
         raise BadJudgeAnswer("forged answer: not a judge's JSON") from None
     if not isinstance(data, dict) or data.get("token") != token:
@@ -150,20 +139,22 @@ async def discover_judges(
     judges: list[Judge] = []
     errors: dict[str, str] = {}
     guard = guard or NetworkGuard(enabled=False)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(**guard.connector_kwargs()),
-        timeout=aiohttp.ClientTimeout(total=request_timeout),
-        headers={"User-Agent": USER_AGENT},
-    ) as session:
-        for url in urls:
-            token = secrets.token_hex(16)
-            try:
-                async with session.get(token_url(url, token)) as resp:
-                    data = await _read_judge(resp, token)
-                    server = resp.headers.get("Server")
-                judges.append(Judge(url=url, real_ip=str(data["remote_addr"]), server=server))
-            except Exception as exc:
-                errors[url] = describe(exc, request_timeout)
+    for url in urls:
+        token = secrets.token_hex(16)
+        try:
+            parts = wire.Target.of(url)
+            address = None
+            if guard.enabled:  # connect to the very address the guard allowed
+                address = (await guard.addresses(parts.host, parts.port))[0]
+            async with asyncio.timeout(request_timeout):
+                _, answer = await wire.get(
+                    None, token_url(url, token), request_timeout, address=address
+                )
+            data = judge_data(answer, token)
+            server = answer.headers.get("server")
+            judges.append(Judge(url=url, real_ip=str(data["remote_addr"]), server=server))
+        except Exception as exc:
+            errors[url] = describe(exc, request_timeout)
     return judges, errors
 
 
@@ -180,7 +171,8 @@ async def require_judges(
 
 
 class NativeChecker:
-    """Checks proxies against judges with aiohttp (and aiohttp-socks for tunnels)."""
+    """Checks proxies against judges, one plain request each (worker/wire.py;
+    python-socks for tunnels)."""
 
     def __init__(self, options: CheckOptions, judges: Sequence[Judge]) -> None:
         if not judges:
@@ -189,68 +181,42 @@ class NativeChecker:
         self.judges = list(judges)
         self.real_ips = sorted({j.real_ip for j in judges})
 
-    def _session(self, proxy: Proxy) -> aiohttp.ClientSession:
-        connector: aiohttp.BaseConnector
-        if proxy.protocol is Protocol.HTTP:
-            connector = aiohttp.TCPConnector(force_close=True, limit=0)
-        else:
-            connector = ProxyConnector(
-                proxy_type=_SOCKS_TYPES[proxy.protocol],
-                host=proxy.host,
-                port=proxy.port,
-                username=proxy.username,
-                password=proxy.password,
-                rdns=proxy.protocol is Protocol.SOCKS5,
-                force_close=True,
-                limit=0,
-            )
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.options.client_timeout,
-            headers={"User-Agent": USER_AGENT},
-            trust_env=False,
-        )
-
-    def _request_kwargs(self, proxy: Proxy) -> dict[str, Any]:
-        if proxy.protocol is not Protocol.HTTP:
-            return {}
-        auth = None
-        if proxy.username is not None:
-            auth = aiohttp.BasicAuth(proxy.username, proxy.password or "")
-        return {"proxy": f"http://{proxy.hostport}", "proxy_auth": auth}
-
     async def check(self, proxy: Proxy, index: int = 0) -> ProxyResult:
         """Check one proxy; never raises for anything the proxy does."""
         judge = self.judges[index % len(self.judges)]
-        base: dict[str, Any] = {
-            "proxy": proxy.url,
-            "protocol": proxy.protocol,
-            "host": proxy.host,
-            "port": proxy.port,
-            "judge": judge.url,
-        }
-        timeout = self.options.timeout
+        options = self.options
         token = secrets.token_hex(16)
         try:
-            async with self._session(proxy) as session:
-                started = time.perf_counter()
-                async with asyncio.timeout(timeout):
-                    async with session.get(
-                        token_url(judge.url, token), **self._request_kwargs(proxy)
-                    ) as resp:
-                        data = await _read_judge(resp, token, judge)
-                latency = (time.perf_counter() - started) * 1000
-                exit_ip = str(data.get("remote_addr") or "") or None
-                raw_headers = data.get("headers") or {}
-                headers = {str(k): str(v) for k, v in raw_headers.items()}
-                verdict = classify(self.real_ips, exit_ip, headers, proxy.protocol.is_tunnel)
-                targets = [await self._target(session, proxy, t) for t in self.options.targets]
+            async with asyncio.timeout(options.timeout):
+                started, answer = await wire.get(
+                    proxy, token_url(judge.url, token), options.connect_seconds, MAX_BODY
+                )
+            data = judge_data(answer, token, judge)
+            # Stamped in the protocol's callbacks: what the proxy took, not
+            # how long this coroutine waited to be scheduled again.
+            latency = (answer.first_byte_at - started) * 1000
+            exit_ip = str(data.get("remote_addr") or "") or None
+            raw_headers = data.get("headers") or {}
+            headers = {str(k): str(v) for k, v in raw_headers.items()}
+            verdict = classify(self.real_ips, exit_ip, headers, proxy.protocol.is_tunnel)
+            targets = [await self._target(proxy, t) for t in options.targets]
         except Exception as exc:
             return ProxyResult(
-                **base, alive=False, error=describe(exc, timeout), checked_at=time.time()
+                proxy=proxy.url,
+                protocol=proxy.protocol,
+                host=proxy.host,
+                port=proxy.port,
+                judge=judge.url,
+                alive=False,
+                error=describe(exc, options.timeout),
+                checked_at=time.time(),
             )
         return ProxyResult(
-            **base,
+            proxy=proxy.url,
+            protocol=proxy.protocol,
+            host=proxy.host,
+            port=proxy.port,
+            judge=judge.url,
             alive=True,
             exit_ip=exit_ip,
             latency_ms=round(latency, 1),
@@ -260,22 +226,20 @@ class NativeChecker:
             checked_at=time.time(),
         )
 
-    async def _target(
-        self, session: aiohttp.ClientSession, proxy: Proxy, target: TargetSpec
-    ) -> TargetResult:
-        started = time.perf_counter()
+    async def _target(self, proxy: Proxy, target: TargetSpec) -> TargetResult:
+        timeout = self.options.timeout
         try:
-            async with asyncio.timeout(self.options.timeout):
-                async with session.get(target.url, **self._request_kwargs(proxy)) as resp:
-                    await resp.content.read(MAX_BODY)
-                    status = resp.status
+            async with asyncio.timeout(timeout):
+                started, answer = await wire.get(
+                    proxy, target.url, self.options.connect_seconds, MAX_BODY
+                )
         except Exception as exc:
-            return TargetResult(url=target.url, ok=False, error=describe(exc, self.options.timeout))
+            return TargetResult(url=target.url, ok=False, error=describe(exc, timeout))
         return TargetResult(
             url=target.url,
-            ok=status == target.expect_status,
-            status=status,
-            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            ok=answer.status == target.expect_status,
+            status=answer.status,
+            latency_ms=round((answer.first_byte_at - started) * 1000, 1),
         )
 
     async def check_stream(

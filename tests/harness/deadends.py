@@ -4,6 +4,7 @@ test shares nothing with them.
 
     python -m tests.harness.deadends blackhole 127.0.0.30 COUNT
     python -m tests.harness.deadends forger 127.0.0.31 1
+    python -m tests.harness.deadends slow 127.0.0.45 1 DELAY   # a proxy that works, late
 
 Each listener takes a port the kernel picks; the ports are printed as one
 JSON list on stdout once all of them listen.
@@ -16,6 +17,7 @@ import json
 import resource
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 FORGED = json.dumps(
     {"remote_addr": "203.0.113.77", "headers": {}, "token": "0" * 32, "method": "GET"}
@@ -49,10 +51,44 @@ async def forger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def main(mode: str, host: str, count: int) -> None:
+def slow(
+    delay: float, egress: str
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """A forwarding HTTP proxy that waits ``delay`` seconds before it passes
+    a request on, from its own address (``egress``): a live elite proxy
+    whose latency is known."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            method, url, version = head.split("\r\n", 1)[0].split(" ", 2)
+            rest = url.split("://", 1)[1]
+            authority, _, path = rest.partition("/")
+            host, _, port = authority.partition(":")
+            await asyncio.sleep(delay)
+            up_reader, up_writer = await asyncio.open_connection(
+                host, int(port or 80), local_addr=(egress, 0)
+            )
+            lines = head.split("\r\n")[1:]
+            up_writer.write(
+                f"{method} /{path} {version}\r\n".encode() + "\r\n".join(lines).encode()
+            )
+            while data := await up_reader.read(65536):
+                writer.write(data)
+            await writer.drain()
+            up_writer.close()
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
+async def main(mode: str, host: str, count: int, delay: float = 0.0) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    handler = blackhole if mode == "blackhole" else forger
+    handler = {"blackhole": blackhole, "forger": forger, "slow": slow(delay, host)}[mode]
     servers = [await asyncio.start_server(handler, host, 0, backlog=4096) for _ in range(count)]
     ports = [server.sockets[0].getsockname()[1] for server in servers]
     stop = asyncio.Event()
@@ -66,4 +102,5 @@ async def main(mode: str, host: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    delay = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), delay))

@@ -301,13 +301,13 @@ class Testbed:
             ports.add(free_port(ip))
         return [LocalProxy(f"refused-{ip}-{port}", f"http://{ip}:{port}", None) for port in ports]
 
-    def _deadends(self, mode: str, ip: str, count: int) -> list[int]:
+    def _deadends(self, mode: str, ip: str, count: int, delay: float = 0.0) -> list[int]:
         """Start the dead-end listeners; they print their ports when ready."""
         name = f"{mode}-{ip}-{len(self.procs)}"
         log = self.workdir / f"{name}.log"
         with log.open("ab") as handle:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.harness.deadends", mode, ip, str(count)],
+                [sys.executable, "-m", "tests.harness.deadends", mode, ip, str(count), str(delay)],
                 stdout=subprocess.PIPE,
                 stderr=handle,
                 stdin=subprocess.DEVNULL,
@@ -328,6 +328,11 @@ class Testbed:
             LocalProxy(f"blackhole-{ip}-{port}", f"http://{ip}:{port}", None)
             for port in self._deadends("blackhole", ip, count)
         ]
+
+    def slow(self, ip: str, delay: float) -> LocalProxy:
+        """A working, elite HTTP proxy that answers ``delay`` seconds late."""
+        (port,) = self._deadends("slow", ip, 1, delay)
+        return LocalProxy(f"slow-{delay:g}-{ip}-{port}", f"http://{ip}:{port}", Anonymity.ELITE, ip)
 
     def forger(self, ip: str) -> LocalProxy:
         """Answers every request with a fake judge page."""
