@@ -9,7 +9,6 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -136,7 +135,9 @@ def check(
         include_dead=include_dead,
         output=output,
     )
-    raise typer.Exit(asyncio.run(run_check(request)))
+    from proxyrefresh.fanout import aio
+
+    raise typer.Exit(aio.run(run_check(request)))
 
 
 @app.command()
@@ -150,8 +151,10 @@ def judge(
         split_listen(listen)
     except ValueError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
+    from proxyrefresh.fanout import aio
+
     typer.echo(f"proxyrefresh judge listening on {listen}", err=True)
-    asyncio.run(serve(listen))
+    aio.run(serve(listen))
 
 
 @app.command()

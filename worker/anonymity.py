@@ -8,6 +8,7 @@ the proxy cannot add headers, so there only the exit IP counts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -46,11 +47,13 @@ PROXY_HEADERS = frozenset(
     }
 )
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?")
 
 
-def addresses_in(text: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+@functools.lru_cache(maxsize=4096)
+def addresses_in(text: str) -> frozenset[Address]:
     """Every IP address written in ``text`` (whole tokens, so 10.0.0.1 is
     not found inside 10.0.0.11)."""
     found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
@@ -68,23 +71,38 @@ def addresses_in(text: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address
     for address in list(found):
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             found.add(address.ipv4_mapped)
-    return found
+    return frozenset(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> Address | str:
+    """``text`` as an address (IPv4-mapped IPv6 as its IPv4), or as it is
+    when it is none. Cached: a check compares the same few addresses over
+    and over."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
 
 
 def same_ip(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return False
-    try:
-        left, right = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    except ValueError:
-        return a == b
-    for x in (left, right):
-        if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped:
-            if x is left:
-                left = x.ipv4_mapped
-            else:
-                right = x.ipv4_mapped
-    return left == right
+    return a == b or _address(a) == _address(b)
+
+
+@functools.lru_cache(maxsize=64)
+def _real_set(
+    real_ips: tuple[str, ...],
+) -> frozenset[Address]:
+    real = {ipaddress.ip_address(ip) for ip in real_ips}
+    real |= {
+        ip.ipv4_mapped for ip in real if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped
+    }
+    return frozenset(real)
 
 
 @dataclass(frozen=True)
@@ -102,11 +120,8 @@ def classify(
 ) -> Verdict:
     """Judge one echo. ``headers`` are what the judge received through the
     proxy; ``real_ips`` are the addresses the judge saw when asked directly."""
-    real = {ipaddress.ip_address(ip) for ip in real_ips}
-    real |= {
-        ip.ipv4_mapped for ip in real if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped
-    }
-    if any(same_ip(exit_ip, str(ip)) for ip in real):
+    real = _real_set(tuple(real_ips))
+    if exit_ip is not None and _address(exit_ip) in real:
         return Verdict(Anonymity.TRANSPARENT, [], f"exit IP {exit_ip} is our real IP")
     if tunnel:
         return Verdict(Anonymity.ELITE, [], "tunnel with a foreign exit IP")

@@ -8,15 +8,14 @@ machine-readable.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import IO, Any
 
 from proxyrefresh.models import Anonymity, ProxyResult
 from proxyrefresh.parse import InputTooLarge, ParseReport, check_size, parse_text
@@ -89,8 +88,49 @@ def summary_lines(report: ParseReport, tally: Tally, seconds: float) -> list[str
     return lines
 
 
+class PlainErr:
+    """stderr when it is not a terminal: plain lines (and no rich to import,
+    which is a fair share of a short check's start-up)."""
+
+    is_terminal = False
+
+    def print(self, text: str, markup: bool = True) -> None:
+        print(text, file=sys.stderr)
+
+
+def stderr_console() -> Any:
+    if not sys.stderr.isatty():
+        return PlainErr()
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(err: Any, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; nothing (and no rich) elsewhere. Yields
+    ``advance(live)``."""
+    if not err.is_terminal:
+        yield lambda live: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("live {task.fields[live]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("check", total=total, live=0)
+        yield lambda live: progress.update(task, advance=1, live=live)
+
+
 async def run_check(request: CheckRequest) -> int:
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = stderr_console()
     settings = request.settings
     try:
         text = read_source(request.source, settings.max_input_bytes)
@@ -117,25 +157,14 @@ async def run_check(request: CheckRequest) -> int:
     started = time.monotonic()
     tally = Tally()
     out: IO[str] = request.output.open("w") if request.output else sys.stdout
-    progress = Progress(
-        TextColumn("checking"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("live {task.fields[live]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not err.is_terminal,
-        transient=True,
-    )
     try:
-        with progress:
-            task = progress.add_task("check", total=len(report.proxies), live=0)
+        with progress_bar(err, len(report.proxies)) as advance:
             async for _, result in checker.check_stream(report.proxies):
                 passed = result.passes(settings.min_anonymity, settings.max_latency_ms)
                 tally.add(result, passed)
                 if passed or (request.include_dead and request.output_format == "json"):
                     out.write(format_result(result, request.output_format) + "\n")
-                progress.update(task, advance=1, live=tally.live)
+                advance(tally.live)
     finally:
         out.flush()
         if request.output:

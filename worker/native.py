@@ -179,17 +179,19 @@ class NativeChecker:
             raise NoJudgeAvailable("NativeChecker needs at least one working judge")
         self.options = options
         self.judges = list(judges)
-        self.real_ips = sorted({j.real_ip for j in judges})
+        self.real_ips = tuple(sorted({j.real_ip for j in judges}))
+        self._targets = [wire.Target.of(j.url) for j in self.judges]  # parsed once
 
     async def check(self, proxy: Proxy, index: int = 0) -> ProxyResult:
         """Check one proxy; never raises for anything the proxy does."""
         judge = self.judges[index % len(self.judges)]
+        target = self._targets[index % len(self.judges)]
         options = self.options
         token = secrets.token_hex(16)
         try:
             async with asyncio.timeout(options.timeout):
                 started, answer = await wire.get(
-                    proxy, token_url(judge.url, token), options.connect_seconds, MAX_BODY
+                    proxy, target.with_param(TOKEN_PARAM, token), options.connect_seconds, MAX_BODY
                 )
             data = judge_data(answer, token, judge)
             # Stamped in the protocol's callbacks: what the proxy took, not

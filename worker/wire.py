@@ -21,6 +21,7 @@ import base64
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from python_socks import ProxyType
@@ -73,6 +74,11 @@ class Target:
             path += "?" + parts.query
         return cls(scheme, parts.hostname or "", port, path)
 
+    def with_param(self, name: str, value: str) -> Target:
+        """The same target with ``name=value`` added to its query."""
+        sep = "&" if "?" in self.path else "?"
+        return Target(self.scheme, self.host, self.port, f"{self.path}{sep}{name}={value}")
+
     @property
     def authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -106,11 +112,10 @@ class _Reader(asyncio.Protocol):
     connected_at: float = 0.0
     first_byte_at: float | None = None
     buf: bytearray = field(default_factory=bytearray)
-    transport: asyncio.Transport | None = None
+    transport: Any = None  # an asyncio.Transport, or uvloop's own (not a subclass)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connected_at = self.connected_at or time.perf_counter()
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -218,7 +223,7 @@ def _dechunk(data: bytes) -> bytes | None:
 
 async def get(
     proxy: Proxy | None,
-    url: str,
+    url: str | Target,
     connect_timeout: float,
     limit: int = 64 * 1024,
     tls: ssl.SSLContext | None = None,
@@ -228,28 +233,25 @@ async def get(
     given, else to the URL's host); returns (when the attempt started, the
     answer). The caller bounds the whole with its own timeout."""
     loop = asyncio.get_running_loop()
-    target = Target.of(url)
+    target = url if isinstance(url, Target) else Target.of(url)
     done: asyncio.Future[Answer] = loop.create_future()
     reader = _Reader(limit, done)
     started = time.perf_counter()
     secure = target.scheme == "https"
     if proxy is None:
         context = (tls or ssl.create_default_context()) if secure else None
-        await asyncio.wait_for(
-            loop.create_connection(
+        async with asyncio.timeout(connect_timeout):
+            await loop.create_connection(
                 lambda: reader,
                 address or target.host,
                 target.port,
                 ssl=context,
                 server_hostname=target.host if secure else None,
-            ),
-            connect_timeout,
-        )
+            )
         absolute = False
     elif proxy.protocol is Protocol.HTTP and not secure:
-        await asyncio.wait_for(
-            loop.create_connection(lambda: reader, proxy.host, proxy.port), connect_timeout
-        )
+        async with asyncio.timeout(connect_timeout):  # no wait_for: it costs a task
+            await loop.create_connection(lambda: reader, proxy.host, proxy.port)
         absolute = True
     else:
         tunnel = TunnelProxy.create(

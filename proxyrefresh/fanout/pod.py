@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxyrefresh import redact
+from proxyrefresh.fanout import aio
 from proxyrefresh.fanout.exits import (
     EXIT_INTERNAL,
     EXIT_OK,
@@ -119,7 +120,7 @@ def main(run: Callable[[float], Coroutine[object, object, int]]) -> int:
         stream=sys.stderr,
     )
     try:
-        return asyncio.run(run(started))
+        return aio.run(run(started))
     except Exception:
         log.exception("unexpected error")
         return EXIT_INTERNAL

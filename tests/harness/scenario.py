@@ -18,6 +18,7 @@ from pathlib import Path
 
 from proxyrefresh.models import Anonymity
 from tests.harness.testbed import (
+    PPROXY,
     LocalProxy,
     Testbed,
     free_port,
@@ -55,7 +56,7 @@ def pproxy_fleet(bed: Testbed, ip: str, count: int) -> list[LocalProxy]:
             ports.append(port)
     schemes = ["http" if i % 2 else "socks5" for i in range(count)]
     args = [a for s, p in zip(schemes, ports, strict=True) for a in ("-l", f"{s}://{ip}:{p}/@in")]
-    proc, log = bed.spawn(f"pproxy-fleet-{ip}", [sys.executable, "-m", "pproxy", *args])
+    proc, log = bed.spawn(f"pproxy-fleet-{ip}", [*PPROXY, *args])
     for port in ports:
         wait_for_port(ip, port, proc=proc, log=log)
     return [

@@ -35,6 +35,10 @@ def which(name: str, package: str | None = None) -> str:
     raise MissingTool(f"{name} is not installed: " + INSTALL_HINT.format(pkg=package or name))
 
 
+# pproxy, hidden from uvloop (tests/harness/run_pproxy.py says why).
+PPROXY = [sys.executable, "-m", "tests.harness.run_pproxy"]
+
+
 def free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -118,7 +122,7 @@ class Testbed:
         self, name: str, args: list[str], cwd: Path | None = None
     ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.workdir / f"{name}.log"
-        proc = start_logged(args, log, cwd=cwd)
+        proc = start_logged(args, log, cwd=cwd or ROOT)  # ROOT: `-m tests.harness...` imports
         self.procs.append((name, proc))
         return proc, log
 
@@ -286,9 +290,7 @@ class Testbed:
         was reached on (``@in``)."""
         port = free_port(ip)
         name = f"pproxy-{scheme}-{ip}"
-        proc, log = self.spawn(
-            name, [sys.executable, "-m", "pproxy", "-l", f"{scheme}://{ip}:{port}/@in"]
-        )
+        proc, log = self.spawn(name, [*PPROXY, "-l", f"{scheme}://{ip}:{port}/@in"])
         wait_for_port(ip, port, proc=proc, log=log)
         return LocalProxy(name, f"{scheme}://{ip}:{port}", Anonymity.ELITE, ip)
 

@@ -167,3 +167,19 @@ def test_the_fanout_core_speaks_of_items_not_proxies() -> None:
     ]
     assert said == []
     assert PROXY_WORDS.search("counts live proxies")  # the check can fail
+
+
+def test_check_and_the_worker_start_without_the_control_planes_libraries() -> None:
+    """`proxyrefresh check` and a pod import what checking needs: not kopf,
+    not the Kubernetes client (the operator's), not aiohttp (the judge's and
+    the scraper's), not rich unless a terminal wants a bar."""
+    probe = (
+        "import sys, runpy\n"
+        "import proxyrefresh.cli, proxyrefresh.worker.check_command, proxyrefresh.worker.pod\n"
+        "heavy = ('kopf', 'kubernetes', 'aiohttp', 'rich.progress')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]", result.stdout
