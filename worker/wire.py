@@ -254,7 +254,7 @@ async def get(
             await loop.create_connection(lambda: reader, proxy.host, proxy.port)
         absolute = True
     else:
-        tunnel = TunnelProxy.create(
+        tunnel = TunnelProxy(
             proxy_type=_TUNNELS.get(proxy.protocol, ProxyType.HTTP),
             host=proxy.host,
             port=proxy.port,
