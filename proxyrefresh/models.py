@@ -7,7 +7,6 @@ objects go through Redis, the output ConfigMap and ``proxyrefresh check``.
 
 from __future__ import annotations
 
-import ipaddress
 from enum import StrEnum
 from typing import Annotated
 
@@ -69,12 +68,8 @@ class Proxy(BaseModel):
 
     @property
     def hostport(self) -> str:
-        host = self.host
-        try:
-            if ipaddress.ip_address(host).version == 6:
-                host = f"[{host}]"
-        except ValueError:
-            pass
+        # Only an IPv6 literal has a colon in it (a host name or IPv4 cannot).
+        host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
     @property

@@ -136,6 +136,14 @@ class ParseReport:
         }
 
 
+def _canonical_ipv4(text: str) -> bool:
+    """Four decimal octets, 0-255, without leading zeros: as ipaddress writes them."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts
+    )
+
+
 def _host(raw: str) -> str:
     """Validate and normalise the host part; raise ValueError with a reason."""
     if raw.startswith("["):
@@ -144,6 +152,8 @@ def _host(raw: str) -> str:
         except ValueError as exc:
             raise ValueError(f"bad IPv6 address {raw}") from exc
     if raw.replace(".", "").isdigit():
+        if _canonical_ipv4(raw):  # the common case, without ipaddress's cost
+            return raw
         try:
             return str(ipaddress.IPv4Address(raw))
         except ValueError as exc:

@@ -191,7 +191,11 @@ class NativeChecker:
         try:
             async with asyncio.timeout(options.timeout):
                 started, answer = await wire.get(
-                    proxy, target.with_param(TOKEN_PARAM, token), options.connect_seconds, MAX_BODY
+                    proxy,
+                    target.with_param(TOKEN_PARAM, token),
+                    options.connect_seconds,
+                    MAX_BODY,
+                    total=options.timeout,
                 )
             data = judge_data(answer, token, judge)
             # Stamped in the protocol's callbacks: what the proxy took, not

@@ -228,10 +228,12 @@ async def get(
     limit: int = 64 * 1024,
     tls: ssl.SSLContext | None = None,
     address: str | None = None,
+    total: float = float("inf"),
 ) -> tuple[float, Answer]:
     """GET ``url`` through ``proxy`` (None: directly, to ``address`` if
     given, else to the URL's host); returns (when the attempt started, the
-    answer). The caller bounds the whole with its own timeout."""
+    answer). The caller bounds the whole with its own timeout, ``total``
+    seconds: a connect timeout as long needs no timer of its own."""
     loop = asyncio.get_running_loop()
     target = url if isinstance(url, Target) else Target.of(url)
     done: asyncio.Future[Answer] = loop.create_future()
@@ -250,8 +252,12 @@ async def get(
             )
         absolute = False
     elif proxy.protocol is Protocol.HTTP and not secure:
-        async with asyncio.timeout(connect_timeout):  # no wait_for: it costs a task
-            await loop.create_connection(lambda: reader, proxy.host, proxy.port)
+        connecting = loop.create_connection(lambda: reader, proxy.host, proxy.port)
+        if connect_timeout >= total:
+            await connecting  # the caller's timeout bounds it already
+        else:
+            async with asyncio.timeout(connect_timeout):  # no wait_for: it costs a task
+                await connecting
         absolute = True
     else:
         tunnel = TunnelProxy(
