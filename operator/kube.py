@@ -59,22 +59,33 @@ async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
     return list(result.get("items", []))
 
 
-async def get_refresh(namespace: str, name: str) -> dict[str, Any] | None:
+async def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One of our resources (``plural``: refreshes or pools), or None."""
     return await read_or_none(
-        custom().get_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL, name
+        custom().get_namespaced_custom_object, c.GROUP, c.VERSION, namespace, plural, name
     )
 
 
-async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
+async def patch_object_status(
+    plural: str, namespace: str, name: str, fields: dict[str, Any]
+) -> None:
     await call(
         custom().patch_namespaced_custom_object_status,
         c.GROUP,
         c.VERSION,
         namespace,
-        c.PLURAL,
+        plural,
         name,
         {"status": fields},
     )
+
+
+async def get_refresh(namespace: str, name: str) -> dict[str, Any] | None:
+    return await get_object(c.PLURAL, namespace, name)
+
+
+async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
+    await patch_object_status(c.PLURAL, namespace, name, fields)
 
 
 async def delete_refresh(namespace: str, name: str) -> None:
@@ -88,34 +99,26 @@ async def delete_refresh(namespace: str, name: str) -> None:
 
 
 async def get_pool(namespace: str, name: str) -> dict[str, Any] | None:
-    return await read_or_none(
-        custom().get_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.POOL_PLURAL, name
-    )
+    return await get_object(c.POOL_PLURAL, namespace, name)
 
 
 async def patch_pool_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
-    await call(
-        custom().patch_namespaced_custom_object_status,
-        c.GROUP,
-        c.VERSION,
-        namespace,
-        c.POOL_PLURAL,
-        name,
-        {"status": fields},
-    )
+    await patch_object_status(c.POOL_PLURAL, namespace, name, fields)
 
 
 async def create_refresh(manifest: dict[str, Any]) -> bool:
     """Create the refresh if missing. False when it already existed."""
+    namespace = manifest["metadata"]["namespace"]
+    return await create_if_missing(
+        custom().create_namespaced_custom_object, c.GROUP, c.VERSION, namespace, c.PLURAL, manifest
+    )
+
+
+async def create_if_missing(fn: Callable[..., Any], *args: Any) -> bool:
+    """Create; False when it already existed (409): an operator restarted
+    after creating it asks again, and that is no error."""
     try:
-        await call(
-            custom().create_namespaced_custom_object,
-            c.GROUP,
-            c.VERSION,
-            manifest["metadata"]["namespace"],
-            c.PLURAL,
-            manifest,
-        )
+        await call(fn, *args)
         return True
     except ApiException as exc:
         if exc.status == 409:
@@ -140,13 +143,9 @@ async def read_job(namespace: str, name: str) -> dict[str, Any] | None:
 
 async def create_job(manifest: dict[str, Any]) -> bool:
     """Create the Job if missing. False when it already existed (a restart)."""
-    try:
-        await call(batch().create_namespaced_job, manifest["metadata"]["namespace"], manifest)
-        return True
-    except ApiException as exc:
-        if exc.status == 409:
-            return False
-        raise
+    return await create_if_missing(
+        batch().create_namespaced_job, manifest["metadata"]["namespace"], manifest
+    )
 
 
 async def delete_job(namespace: str, name: str) -> None:
@@ -188,17 +187,9 @@ async def read_secret(namespace: str, name: str) -> dict[str, Any] | None:
 
 async def create_secret(manifest: dict[str, Any]) -> bool:
     """Create the Secret if missing (the operator has no right to read it back)."""
-    try:
-        await call(
-            core().create_namespaced_secret,
-            manifest["metadata"]["namespace"],
-            manifest,
-        )
-        return True
-    except ApiException as exc:
-        if exc.status == 409:
-            return False
-        raise
+    return await create_if_missing(
+        core().create_namespaced_secret, manifest["metadata"]["namespace"], manifest
+    )
 
 
 def permanent(exc: ApiException) -> bool:

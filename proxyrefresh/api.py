@@ -224,6 +224,16 @@ class Condition(Camel):
     observed_generation: int | None = None
 
 
+# Conditions as a map keyed by type: `kubectl wait` and server-side apply
+# treat each type as one entry.
+Conditions = Annotated[
+    list[Condition] | None,
+    Field(
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+    ),
+]
+
+
 class AnonymityCounts(Camel):
     transparent: int | None = None
     anonymous: int | None = None
@@ -255,15 +265,7 @@ class ProxyRefreshStatus(Camel):
     completed_at: DateTime | None = None
     observed_generation: int | None = None
     sources: list[SourceStatus] | None = None
-    conditions: Annotated[
-        list[Condition] | None,
-        Field(
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            }
-        ),
-    ] = None
+    conditions: Conditions = None
 
 
 class ProtocolCounts(Camel):
@@ -290,15 +292,7 @@ class ProxyPoolStatus(Camel):
     last_refill: str | None = None
     last_refill_at: DateTime | None = None
     observed_generation: int | None = None
-    conditions: Annotated[
-        list[Condition] | None,
-        Field(
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["type"],
-            }
-        ),
-    ] = None
+    conditions: Conditions = None
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

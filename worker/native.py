@@ -170,6 +170,11 @@ async def require_judges(
     return judges
 
 
+def identity(proxy: Proxy) -> dict[str, Any]:
+    """What every result says of the proxy it is about."""
+    return {"proxy": proxy.url, "protocol": proxy.protocol, "host": proxy.host, "port": proxy.port}
+
+
 class NativeChecker:
     """Checks proxies against judges, one plain request each (worker/wire.py;
     python-socks for tunnels)."""
@@ -208,20 +213,14 @@ class NativeChecker:
             targets = [await self._target(proxy, t) for t in options.targets]
         except Exception as exc:
             return ProxyResult(
-                proxy=proxy.url,
-                protocol=proxy.protocol,
-                host=proxy.host,
-                port=proxy.port,
+                **identity(proxy),
                 judge=judge.url,
                 alive=False,
                 error=describe(exc, options.timeout),
                 checked_at=time.time(),
             )
         return ProxyResult(
-            proxy=proxy.url,
-            protocol=proxy.protocol,
-            host=proxy.host,
-            port=proxy.port,
+            **identity(proxy),
             judge=judge.url,
             alive=True,
             exit_ip=exit_ip,

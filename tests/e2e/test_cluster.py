@@ -38,6 +38,25 @@ def job(name: str, script: str, **spec: Any) -> dict[str, Any]:
     }
 
 
+def pod(
+    name: str, script: str, labels: dict[str, str] | None = None, **container: Any
+) -> dict[str, Any]:
+    """A one-container busybox pod running ``script`` (more container fields
+    in ``container``; ``grace`` sets terminationGracePeriodSeconds)."""
+    spec: dict[str, Any] = {"restartPolicy": "Never"}
+    if "grace" in container:
+        spec["terminationGracePeriodSeconds"] = container.pop("grace")
+    spec["containers"] = [
+        {"name": "main", "image": "busybox", "command": ["sh", "-c", script], **container}
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for cond in obj.get("status", {}).get("conditions", []):
         if cond["type"] == kind and cond["status"] == "True":
@@ -86,30 +105,10 @@ def test_pod_deleted_mid_run_is_killed_within_its_grace_period(
 ) -> None:
     tmp_path.chmod(0o777)
     pidfile = tmp_path / "pid"
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "sleeper"},
-            "spec": {
-                "terminationGracePeriodSeconds": 3,
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "busybox",
-                        # ignores SIGTERM, so only the SIGKILL after the grace period ends it
-                        # ($$$$ is the shell's $$ after Kubernetes' own $$ escape)
-                        "command": [
-                            "sh",
-                            "-c",
-                            f"trap '' TERM; echo $$$$ > {pidfile}; while true; do sleep 0.2; done",
-                        ],
-                    }
-                ],
-            },
-        }
-    )
+    # Ignores SIGTERM, so only the SIGKILL after the grace period ends it
+    # ($$$$ is the shell's $$ after Kubernetes' own $$ escape).
+    script = f"trap '' TERM; echo $$$$ > {pidfile}; while true; do sleep 0.2; done"
+    kubectl.apply(pod("sleeper", script, grace=3))
     wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the pod to start")
     pid = int(pidfile.read_text())
     started = time.monotonic()
@@ -198,46 +197,21 @@ def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
 def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl, cluster: Cluster) -> None:
     kubectl("create", "configmap", "cfg", "--from-literal=colour=blue")
     kubectl("create", "secret", "generic", "sec", "--from-literal=password=hunter2")
+    env = [
+        {"name": "GREETING", "value": "hello"},
+        {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "colour"}}},
+        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+    ]
     kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "envy", "labels": {"team": "proxies"}},
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "busybox",
-                        "command": [
-                            "sh",
-                            "-c",
-                            "echo $(GREETING) $COLOUR $PASSWORD $POD $TEAM $X_colour",
-                        ],
-                        "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "X_"}],
-                        "env": [
-                            {"name": "GREETING", "value": "hello"},
-                            {
-                                "name": "COLOUR",
-                                "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "colour"}},
-                            },
-                            {
-                                "name": "PASSWORD",
-                                "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}},
-                            },
-                            {
-                                "name": "POD",
-                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                            },
-                            {
-                                "name": "TEAM",
-                                "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}},
-                            },
-                        ],
-                    }
-                ],
-            },
-        }
+        pod(
+            "envy",
+            "echo $(GREETING) $COLOUR $PASSWORD $POD $TEAM $X_colour",
+            labels={"team": "proxies"},
+            envFrom=[{"configMapRef": {"name": "cfg"}, "prefix": "X_"}],
+            env=env,
+        )
     )
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/envy", "--timeout=60s")
     logs = cluster.pod_logs("envy", kubectl.namespace)
