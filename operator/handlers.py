@@ -15,7 +15,7 @@ import kopf
 from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import pools, reconcile
+from proxyrefresh.operator import driver, pools, reconcile
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
@@ -71,10 +71,16 @@ def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
     )
 
 
-@kopf.timer(c.GROUP, c.VERSION, c.PLURAL, interval=2.0, when=active)
-async def tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Every two seconds while the refresh is not finished: one step."""
-    await reconcile.step(_ctx(memo, body), dict(body))
+# Stopped once the refresh is finished (kopf sees the Complete we wrote): it
+# gets cancellation_backoff seconds to finish its step's after-work (the
+# history, the pool's status) before kopf cancels it.
+@kopf.daemon(
+    c.GROUP, c.VERSION, c.PLURAL, when=active, cancellation_backoff=10, cancellation_timeout=10
+)
+async def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """While the refresh is not finished: steps, woken by its run's Redis
+    events (at most one a second) or every two seconds (operator/driver.py)."""
+    await driver.drive(_ctx(memo, body), body, stopped)
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)
@@ -82,7 +88,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile.cleanup(_ctx(memo, body), dict(body))
 
 
-@kopf.daemon(c.GROUP, c.VERSION, c.POOL_PLURAL, cancellation_timeout=10)
+@kopf.daemon(c.GROUP, c.VERSION, c.POOL_PLURAL, cancellation_backoff=5, cancellation_timeout=10)
 async def pool_daemon(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:

@@ -233,7 +233,12 @@ MOVES_ON = {Phase.PENDING.value, Phase.SCRAPING.value, Phase.MERGING.value}
 async def step(ctx: Context, body: dict[str, Any]) -> None:
     """Run transitions until one leaves the refresh waiting (for the pool,
     the Job, or nothing: it ended); each writes the status once."""
-    refresh = Refresh(body)
+    await run_steps(ctx, Refresh(body))
+
+
+async def run_steps(ctx: Context, refresh: Refresh) -> None:
+    """:func:`step` on a Refresh the caller keeps: its status is kept up to
+    date with every write, so a caller that steps again needs no re-read."""
     try:
         refresh.spec  # noqa: B018 - validate before anything else
     except ValidationError as exc:

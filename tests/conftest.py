@@ -83,10 +83,12 @@ def redis_server(bed: Bed) -> RedisServer:
         pytest.fail(str(exc), pytrace=False)
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
     """Poll ``predicate`` until it returns something truthy, or fail naming
     ``what`` after ``timeout`` seconds."""
-    return wait_until(predicate, timeout, what)
+    return wait_until(predicate, timeout, what, interval=interval)
 
 
 async def async_wait_for(

@@ -3,10 +3,12 @@ plane, with real Redis, real proxies, real worker pods and the real operator."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from redis import Redis as SyncRedis
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyRefreshStatus
+from proxyrefresh.fanout.store import RunKeys
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.harness.kubectl import Kubectl
@@ -382,3 +385,73 @@ def test_wait_for_refresh_blocks_until_complete(world: World, kubectl: Kubectl) 
     (item,) = kubectl.get("proxyrefreshes")["items"]
     assert item["metadata"]["name"].startswith("default-")
     assert complete(item["status"])
+
+
+class StatusRecorder(threading.Thread):
+    """Every watch event of one refresh with the time it arrived."""
+
+    def __init__(self, kubeconfig: str, namespace: str, name: str) -> None:
+        super().__init__(daemon=True)
+        self.api = client.ApiClient(config.new_client_from_config(kubeconfig).configuration)
+        self.namespace, self.name = namespace, name
+        self.seen: list[tuple[float, dict[str, Any]]] = []
+
+    def run(self) -> None:
+        stream = watch.Watch().stream(
+            client.CustomObjectsApi(self.api).list_namespaced_custom_object,
+            c.GROUP,
+            c.VERSION,
+            self.namespace,
+            c.PLURAL,
+            field_selector=f"metadata.name={self.name}",
+            timeout_seconds=300,
+        )
+        for event in stream:
+            status = event["object"].get("status") or {}
+            self.seen.append((time.monotonic(), status))
+            if done(status):
+                return
+
+
+def test_status_follows_redis_within_a_second(world: World, kubectl: Kubectl) -> None:
+    """Sampling Redis and the resource side by side: every count the pods
+    publish reaches the status within a second (at most one patch a
+    second, none backwards), pushed from the run's events, not polled."""
+    recorder = StatusRecorder(str(world.cluster.kubeconfig), kubectl.namespace, "pushed")
+    recorder.start()
+    cands = small(world, kubectl, "pushed", holes=60, chunkSize=25, parallelism=2)
+    uid = wait_for(lambda: kubectl.get("proxyrefresh", "pushed")["metadata"].get("uid"), 30, "uid")
+    processed_key = RunKeys(uid).processed
+    changes: list[tuple[float, int]] = []
+    with SyncRedis.from_url(world.redis.url, decode_responses=True) as redis:
+
+        def sample() -> bool:
+            raw = redis.get(processed_key)
+            if raw is not None and (not changes or int(raw) != changes[-1][1]):
+                changes.append((time.monotonic(), int(raw)))
+            return bool(recorder.seen) and done(recorder.seen[-1][1])
+
+        wait_for(sample, 120, "the refresh to finish", interval=0.02)
+    recorder.join(timeout=30)
+    assert_exact(recorder.seen[-1][1], cands)
+    delays = []
+    for at, value in changes:
+        if value == 0:
+            continue
+        shown = next(t for t, s in recorder.seen if int(s.get("checked") or 0) >= value)
+        delays.append(max(0.0, shown - at))
+    print(f"\n  status behind Redis: median {sorted(delays)[len(delays) // 2]:.2f}s, "
+          f"max {max(delays):.2f}s over {len(delays)} changes")  # fmt: skip
+    assert len(delays) >= 3, changes  # the pods reported progress while they ran
+    assert max(delays) <= 1.25, sorted(delays)  # 1 s, and a little for the write itself
+    checked = [int(s.get("checked") or 0) for _, s in recorder.seen]
+    assert checked == sorted(checked)  # never backwards
+    # Status patches while processing (events that changed the status: kopf's
+    # own metadata writes change nothing there), about a second apart at least.
+    writes = [
+        t
+        for (t, s), (_, before) in zip(recorder.seen[1:], recorder.seen, strict=False)
+        if s != before and s.get("phase") == "Processing"
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(writes)]
+    assert not gaps or min(gaps) >= 0.8, gaps

@@ -1,0 +1,115 @@
+"""What drives one refresh: a loop per refresh, woken by its run's events.
+
+The pods publish every change of a run on its Redis events channel (the
+fan-out store's scripts do, with the counters). One kopf daemon per active
+refresh subscribes to that channel and runs a reconcile step when an event
+arrives, at most one step a second, so the status follows Redis within
+about a second; without events (scraping, waiting for the pool, the Job's
+end, which Redis does not see) it steps every HEARTBEAT seconds. One loop
+per refresh means one writer: its steps never race each other.
+
+The loop keeps the status it wrote itself: kopf's view of the object may
+lag behind our own patches, and a step must not act on the state before
+its last write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from proxyrefresh.api import Phase
+from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.operator import reconcile
+
+log = logging.getLogger("proxyrefresh.operator")
+HEARTBEAT = 2.0  # seconds between steps when nothing is published
+MIN_GAP = 1.0  # at least this long between two steps woken by events
+RETRY = 5.0  # after a step that failed for a reason a retry may cure
+
+
+def finished(status: dict[str, Any]) -> bool:
+    return status.get("phase") in (Phase.COMPLETE.value, Phase.FAILED.value)
+
+
+def merged_status(seen: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """The status to step from: what we wrote last over what kopf has seen,
+    unless kopf has seen it end (another refresh's Replace, a deletion)."""
+    if finished(seen):
+        return seen
+    return {**seen, **ours}
+
+
+async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
+    """Step the refresh until it ends or the daemon is stopped."""
+    uid = str(body["metadata"]["uid"])
+    ours: dict[str, Any] = {}
+    pubsub = None
+    last_step = 0.0
+    try:
+        while not stopped:
+            current = dict(body)
+            status = merged_status(dict(current.get("status") or {}), ours)
+            if finished(status):
+                return
+            refresh = reconcile.Refresh({**current, "status": status})
+            delay = HEARTBEAT
+            try:
+                await reconcile.run_steps(ctx, refresh)
+            except Exception as exc:  # kopf.TemporaryError and the unforeseen alike
+                log.warning("%s/%s: step failed, again in %gs: %s",
+                            refresh.namespace, refresh.name, RETRY, exc)  # fmt: skip
+                delay = RETRY
+            ours = refresh.status
+            last_step = time.monotonic()
+            if finished(ours):
+                return
+            if pubsub is None and status.get("phase") != Phase.PENDING.value:
+                pubsub = await subscribe(ctx, RunKeys(uid).events)
+            await wait_for_news(pubsub, stopped, last_step, delay)
+    finally:
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+
+async def subscribe(ctx: reconcile.Context, channel: str) -> Any:
+    """The run's events, or None if Redis will not say (the heartbeat then
+    does all the work, as a poll would)."""
+    pubsub: Any = ctx.redis.pubsub()
+    try:
+        await pubsub.subscribe(channel)
+    except (RedisError, OSError) as exc:
+        log.info("no events from %s (%s); following by heartbeat", channel, exc)
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+        return None
+    return pubsub
+
+
+async def wait_for_news(pubsub: Any, stopped: Any, last_step: float, delay: float) -> None:
+    """Until an event (no sooner than MIN_GAP after the last step), the
+    ``delay`` runs out, or the daemon is stopped."""
+    deadline = last_step + delay
+    news = False
+    while not stopped:
+        now = time.monotonic()
+        if now >= deadline or (news and now >= last_step + MIN_GAP):
+            return
+        wait = min(deadline, last_step + MIN_GAP if news else deadline) - now
+        if pubsub is None:
+            await asyncio.sleep(max(0.0, min(wait, 0.5)))
+            continue
+        try:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=max(0.01, min(wait, 0.5))
+            )
+        except (RedisError, OSError):
+            await asyncio.sleep(max(0.0, min(wait, 0.5)))
+            continue
+        news = news or message is not None
