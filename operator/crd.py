@@ -77,9 +77,33 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return {k: _inline(v, defs) for k, v in node.items()}
 
 
+def _int_or_string(node: dict[str, Any]) -> dict[str, Any]:
+    """``int | Literal[...]``: Kubernetes' int-or-string, its bounds and
+    words checked by CEL (a structural schema allows no constraints inside
+    the int-or-string branches)."""
+    ints = [b for b in node["anyOf"] if b.get("type") == "integer"]
+    words = [b["const"] for b in node["anyOf"] if "const" in b]
+    low, high = ints[0].get("minimum"), ints[0].get("maximum")
+    out: dict[str, Any] = {
+        "x-kubernetes-int-or-string": True,
+        "x-kubernetes-validations": [
+            {
+                "rule": f"type(self) == int ? (self >= {low} && self <= {high}) "
+                f": self in {words!r}",
+                "message": f"must be a number from {low} to {high}, or {' or '.join(words)}",
+            }
+        ],
+    }
+    if "default" in node:
+        out["default"] = node["default"]
+    return out
+
+
 def _structural(node: dict[str, Any], path: tuple[str, ...], rules: Rules) -> dict[str, Any]:
     """Pydantic's JSON schema node -> a Kubernetes structural schema node."""
     node = dict(node)
+    if node.get("x-kubernetes-int-or-string"):
+        return _int_or_string(node)
     optional = False
     if "anyOf" in node:  # Optional[X]: drop the null branch
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]

@@ -44,6 +44,7 @@ from proxyrefresh.fanout.job import job_end
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, pools, scrape
+from proxyrefresh.operator.chunking import auto_chunk_size
 from proxyrefresh.operator.status import (
     changes,
     now_iso,
@@ -331,8 +332,10 @@ async def start(ctx: Context, t: Transition) -> None:
         if await ended_meanwhile(refresh):
             return
         items = [p.model_dump(mode="json") for p in found.proxies]
-        batches = dispatch.chunked(items, spec.chunk_size)
+        size = chunk_size(spec, len(items))
+        batches = dispatch.chunked(items, size)
         candidates, chunks = len(items), len(batches)
+        t.set(chunkSize=size)
         try:
             await store.write_chunks(batches)
         except RedisError as exc:
@@ -352,6 +355,20 @@ async def start(ctx: Context, t: Transition) -> None:
     )
     if created:
         t.note("Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
+
+
+def chunk_size(spec: ProxyRefreshSpec, candidates: int) -> int:
+    """The spec's number, or what ``auto`` picks for these candidates."""
+    if isinstance(spec.chunk_size, int):
+        return spec.chunk_size
+    checker = spec.checker
+    return auto_chunk_size(
+        candidates,
+        spec.parallelism,
+        checker.concurrency,
+        checker.timeout_seconds,
+        spec.deadlines.chunk_seconds,
+    )
 
 
 async def preflight(

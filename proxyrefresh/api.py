@@ -6,7 +6,7 @@ spec and status. The CRD's schema is generated from these models
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,6 +140,13 @@ class Output(Camel):
     max_bytes: Annotated[int, Field(ge=4096, le=1_000_000)] = 900_000
 
 
+# A number of items per chunk, or "auto": the operator picks it from the
+# candidates, parallelism, concurrency and deadline (operator/chunking.py).
+ChunkSize = Annotated[
+    Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"],
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+]
+
 PoolName = Annotated[
     str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ]
@@ -150,7 +157,7 @@ class RefreshTemplate(Camel):
     refreshes from (refills, ``proxyrefresh create --pool``)."""
 
     sources: Annotated[list[Source], Field(min_length=1, max_length=100)]
-    chunk_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    chunk_size: ChunkSize = "auto"
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
     checker: Checker
     filter: Filter = Field(default_factory=Filter)
@@ -249,6 +256,7 @@ class ProxyRefreshStatus(Camel):
     phase: Phase | None = None
     message: str | None = None
     candidates: int | None = None
+    chunk_size: int | None = None  # the size dispatched (what auto chose)
     total_chunks: int | None = None
     completed_chunks: int | None = None
     failed_chunks: int | None = None

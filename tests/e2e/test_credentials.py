@@ -45,6 +45,7 @@ def test_credentialed_proxies_are_pooled_without_leaking_passwords(
     )
     assert status["phase"] == "Complete", status
     assert (status["candidates"], status["live"], status["usable"]) == (5, 4, 4)
+    assert (status["chunkSize"], status["totalChunks"]) == (5, 1)  # auto: one pod, one round
     assert "4 with credentials: passwords only in the Redis pool" in status["message"]
     cm = kubectl.get("configmap", "paid-proxies")
     entries = json.loads(cm["data"]["live_proxies.json"])

@@ -90,6 +90,7 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     usable = cands.usable()
     assert (status["candidates"], status["checked"], status["live"]) == (500, 500, 25)
     assert status["usable"] == len(usable) == 23
+    assert status["chunkSize"] == 50  # a number in the spec is taken as it is
     assert status["anonymity"] == {"transparent": 2, "anonymous": 1, "elite": 22}
     assert (status["totalChunks"], status["completedChunks"], status["progress"]) == (
         10,

@@ -25,7 +25,9 @@ def test_defaults_and_bounds_reach_the_api_server() -> None:
     spec = spec_schema()
     props = spec["properties"]
     assert spec["required"] == ["sources", "checker"]
-    assert props["chunkSize"] == {"default": 100, "maximum": 10000, "minimum": 1, "type": "integer"}
+    chunk = props["chunkSize"]
+    assert (chunk["x-kubernetes-int-or-string"], chunk["default"]) == (True, "auto")
+    assert "self >= 1 && self <= 10000" in chunk["x-kubernetes-validations"][0]["rule"]
     assert props["parallelism"]["minimum"] == 1
     assert props["sources"]["minItems"] == 1
     assert props["checker"]["properties"]["engine"]["enum"] == ["native", "mubeng"]
