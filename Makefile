@@ -62,7 +62,8 @@ demo: bootstrap
 bench: bootstrap
 	$(VENV)/python -m bench.check_throughput
 	$(VENV)/python -m bench.judge_rps
-	$(VENV)/python bench/refresh_e2e.py
+	$(VENV)/python -m bench.refresh_e2e
+	$(VENV)/python -m bench.pool
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -8,7 +8,7 @@ chunk of 200 fits in one round of the pod's concurrency), the number of
 status patches the operator sent (target: at most one per 2 s of runtime
 plus 10) and the operator's peak RSS.
 
-    .venv/bin/python bench/refresh_e2e.py [-n 20000] [--chunk 200] [--parallelism 4] [-t 5]
+    .venv/bin/python -m bench.refresh_e2e [-n 20000] [--chunk 200|auto] [--parallelism 4] [-t 5]
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import ListServer, OperatorProcess, build_candidates
 from tests.harness.testbed import RedisServer, Testbed
 
+CONCURRENCY = 256
+HOLES = "http://127.0.0.43"  # build_candidates puts its black holes there
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--candidates", type=int, default=20_000)
-    parser.add_argument("--chunk", type=int, default=200)
+    parser.add_argument("--chunk", default="200", help="a number, or auto")
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("-t", "--timeout", type=float, default=5.0)
     args = parser.parse_args()
@@ -58,13 +61,13 @@ def main() -> int:
                 "metadata": {"name": "bench", "namespace": "default"},
                 "spec": {
                     "sources": [{"url": url}],
-                    "chunkSize": args.chunk,
+                    "chunkSize": args.chunk if args.chunk == "auto" else int(args.chunk),
                     "parallelism": args.parallelism,
                     "minUsable": 1,
                     "checker": {
                         "judges": [judge],
                         "timeoutSeconds": args.timeout,
-                        "concurrency": 256,
+                        "concurrency": CONCURRENCY,
                     },
                 },
             }
@@ -89,29 +92,29 @@ def main() -> int:
     patches = [
         int(n) for n in re.findall(r"status patches sent by this operator so far: (\d+)", log)
     ]
-    chunks = math.ceil(args.candidates / args.chunk)
-    # A chunk costs at least T if it holds a black hole (and no more: a chunk
-    # fits in one round of a pod's concurrency); pods run `parallelism` at once.
-    holes = [
-        i
-        for i in range(0, len(cands.urls), args.chunk)
-        if any(
-            u not in cands.live and u.startswith("http://127.0.0.43")
-            for u in cands.urls[i : i + args.chunk]
-        )
+    chunks = int(status.get("totalChunks") or 0)
+    size = int(status.get("chunkSize") or 0) or int(args.chunk)
+    # A chunk costs a timeout per round of the pod's concurrency that holds a
+    # black hole; pods run `parallelism` chunks at once.
+    costs = [
+        math.ceil(sum(1 for u in cands.urls[i : i + size] if u.startswith(HOLES)) / CONCURRENCY)
+        * args.timeout
+        for i in range(0, len(cands.urls), size)
     ]
+    holes = [cost for cost in costs if cost]
     waves = math.ceil(len(holes) / args.parallelism)
-    floor = waves * args.timeout
+    floor = waves * max(holes, default=args.timeout)
     budget = wall / 2 + 10
     print(
         f"candidates        {args.candidates} ({len(cands.live)} live), {chunks} chunks of "
-        f"{args.chunk}, parallelism {args.parallelism}, timeout {args.timeout:g}s"
+        f"{size} (chunkSize {args.chunk}), parallelism {args.parallelism}, "
+        f"timeout {args.timeout:g}s"
     )
     print(f"result            {status.get('phase')}: {status.get('message')}")
     print(f"end to end        {wall:.1f}s")
     print(
         f"floor             {floor:.1f}s  ({len(holes)} chunks with black holes, "
-        f"{waves} waves x {args.timeout:g}s)"
+        f"{waves} waves x {max(holes, default=args.timeout):g}s)"
     )
     print(f"ratio             {wall / floor:.2f}")
     print(
