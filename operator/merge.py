@@ -63,24 +63,53 @@ class Tally:
 
 
 def tally(results: dict[int, ChunkResult], flt: Filter) -> Tally:
+    """Every chunk counted, the results kept (for tests and small runs)."""
     out = Tally()
     for chunk in results.values():
-        out.unchecked += len(chunk.pending)
-        for outcome in chunk.outcomes:
-            row = outcome.value
-            if "protocol" not in row:  # an item the worker could not even parse
-                out.checked += 1
-                continue
-            result = ProxyResult.model_validate(row)
-            out.checked += 1
-            out.checked_results.append(result)
-            if result.alive:
-                out.live += 1
-                out.anonymity[str(result.anonymity)] += 1
-            if result.passes(flt.min_anonymity, flt.max_latency_ms):
-                out.usable += 1
-                out.passing.add(result.proxy)
+        for url, passing, _ in tally_chunk(out, chunk, flt):
+            out.passing.update([url] if passing else [])
     return out
+
+
+def tally_chunk(
+    out: Tally, chunk: ChunkResult, flt: Filter, keep: bool = True
+) -> Iterator[tuple[str, bool, PoolEntry | None]]:
+    """Count one chunk into ``out`` and yield what the pool merges of it:
+    (proxy URL, passing, its entry if it passes). ``keep=False`` keeps no
+    result, so a merge can stream a run of any size."""
+    out.unchecked += len(chunk.pending)
+    for outcome in chunk.outcomes:
+        row = outcome.value
+        out.checked += 1
+        if "protocol" not in row:  # an item the worker could not even parse
+            continue
+        result = ProxyResult.model_validate(row)
+        if keep:
+            out.checked_results.append(result)
+        if result.alive:
+            out.live += 1
+            out.anonymity[str(result.anonymity)] += 1
+        passing = result.passes(flt.min_anonymity, flt.max_latency_ms) and (
+            result.anonymity is not None
+        )
+        if passing:
+            out.usable += 1
+        yield result.proxy, passing, entry_of(result) if passing else None
+
+
+def entry_of(result: ProxyResult) -> PoolEntry:
+    assert result.anonymity is not None
+    return PoolEntry(
+        proxy=result.proxy,
+        protocol=result.protocol,
+        host=result.host,
+        port=result.port,
+        anonymity=result.anonymity,
+        exit_ip=result.exit_ip,
+        latency_ms=result.latency_ms,
+        last_checked=result.checked_at,
+        last_ok=result.checked_at,
+    )
 
 
 def has_credentials(url: str) -> bool:
@@ -88,23 +117,10 @@ def has_credentials(url: str) -> bool:
 
 
 def results(found: Tally) -> Iterator[tuple[str, bool, PoolEntry | None]]:
-    """What the pool's merge takes: (proxy URL, passing, its entry if it passes)."""
+    """What the pool's merge takes, from a kept tally."""
     for result in found.checked_results:
         passing = result.proxy in found.passing and result.anonymity is not None
-        entry = None
-        if passing and result.anonymity is not None:
-            entry = PoolEntry(
-                proxy=result.proxy,
-                protocol=result.protocol,
-                host=result.host,
-                port=result.port,
-                anonymity=result.anonymity,
-                exit_ip=result.exit_ip,
-                latency_ms=result.latency_ms,
-                last_checked=result.checked_at,
-                last_ok=result.checked_at,
-            )
-        yield result.proxy, passing, entry
+        yield result.proxy, passing, entry_of(result) if passing else None
 
 
 def ordered(entries: Iterable[PoolEntry]) -> list[PoolEntry]:

@@ -52,7 +52,7 @@ from proxyrefresh.operator.status import (
     progress_text,
     set_condition,
 )
-from proxyrefresh.pool import AsyncPool
+from proxyrefresh.pool import AsyncPool, PoolEntry
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 log = logging.getLogger("proxyrefresh.operator")
@@ -605,20 +605,25 @@ async def finish(ctx: Context, t: Transition) -> None:
     end = job_end(job)
     store = ctx.store(refresh.uid)
     try:
-        results = await store.read_results()
         progress = await store.progress()
     except StateLost as exc:
         t.fail("StateLost", f"{exc}; nothing to merge")
         return
-    found = merge.tally(results, spec.filter)
+    # Streamed: a few chunks at a time are read, counted and merged, so a
+    # run of any size merges in bounded memory (found keeps counts only).
+    found = merge.Tally()
+
+    async def results() -> AsyncIterator[tuple[str, bool, PoolEntry | None]]:
+        async for _, chunk in store.iter_results():
+            for item in merge.tally_chunk(found, chunk, spec.filter, keep=False):
+                yield item
+
     include = spec.output.credentials is CredentialsExport.INCLUDE
     # A ProxyPool, if there is one, says how the pool scores and ages.
     scoring, max_age = pools.scoring_of(await kube.get_pool(refresh.namespace, spec.pool))
     pool = ctx.pool(refresh.namespace, spec.pool, scoring)
     try:
-        merged = await pool.merge(
-            refresh.uid, merge.results(found), ctx.settings.pool_ttl_seconds, max_age
-        )
+        merged = await pool.merge(refresh.uid, results(), ctx.settings.pool_ttl_seconds, max_age)
         best = await pool.entries(limit=spec.output.max_bytes // 100)
     except RedisError as exc:
         raise kopf_temporary(f"Redis unavailable while merging: {exc}") from exc

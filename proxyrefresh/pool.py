@@ -20,7 +20,7 @@ three failures in a row or a score under 0.01 drop the proxy at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -33,8 +33,6 @@ from proxyrefresh.fanout.store import PoolKeys
 from proxyrefresh.models import Anonymity, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
@@ -377,25 +375,15 @@ class _Calls:
         self.scoring = scoring or Scoring()
         self.namespace, self.name = namespace, name
 
-    def merge_batches(
-        self, uid: str, results: Iterable[tuple[str, bool, PoolEntry | None]], now: float
-    ) -> Iterator[list[Any]]:
-        """ARGV per batch; ``results`` are (proxy URL, passing, entry if passing)."""
-        batch: list[Any] = []
-        number = 0
-        for url, passing, entry in results:
-            if passing and entry is not None:
-                group = self.keys.group(
-                    group_name(entry.protocol, entry.anonymity, entry.latency_ms)
-                )
-                batch += [identity(url), "1", entry.model_dump_json(), group]
-            else:
-                batch += [identity(url), "0", "", ""]
-            if len(batch) >= 4 * MERGE_BATCH:
-                yield [uid, number, now, *scoring_args(self.scoring), *batch]
-                batch, number = [], number + 1
-        if batch or number == 0:
-            yield [uid, number, now, *scoring_args(self.scoring), *batch]
+    def merge_args(self, uid: str, number: int, now: float, batch: list[Any]) -> list[Any]:
+        return [uid, number, now, *scoring_args(self.scoring), *batch]
+
+    def merge_item(self, url: str, passing: bool, entry: PoolEntry | None) -> list[str]:
+        """One result as the merge script takes it: id, passing, entry, group key."""
+        if passing and entry is not None:
+            name = group_name(entry.protocol, entry.anonymity, entry.latency_ms)
+            return [identity(url), "1", entry.model_dump_json(), self.keys.group(name)]
+        return [identity(url), "0", "", ""]
 
     def group_keys(self) -> list[str]:
         return [self.keys.group(g) for g in all_groups()]
@@ -444,6 +432,18 @@ class _Calls:
             protocols[protocol] = protocols.get(protocol, 0) + int(count)
             anonymity[level] = anonymity.get(level, 0) + int(count)
         return PoolStats(int(raw[0]), int(raw[1]), protocols, anonymity)
+
+
+MergeItem = tuple[str, bool, PoolEntry | None]
+
+
+async def _aiter(items: Iterable[MergeItem] | AsyncIterable[MergeItem]) -> AsyncIterator[MergeItem]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 def describe(flt: PickFilter) -> str:
@@ -590,19 +590,30 @@ class AsyncPool(_Scripts):
     async def merge(
         self,
         uid: str,
-        results: Iterable[tuple[str, bool, PoolEntry | None]],
+        results: Iterable[MergeItem] | AsyncIterable[MergeItem],
         ttl: int,
         max_age_seconds: float | None = None,
         now: float | None = None,
     ) -> MergeOutcome:
-        """Merge one refresh's results (proxy URL, passing, entry), in batches;
-        idempotent per refresh ``uid``, batch by batch, so a merge cut short
-        by a restart resumes without counting anything twice."""
+        """Merge one refresh's results (proxy URL, passing, entry), in batches
+        of MERGE_BATCH; idempotent per refresh ``uid``, batch by batch, so a
+        merge cut short by a restart resumes without counting anything
+        twice (the batches are the same when the results are). ``results``
+        may be an async iterable: a run of any size streams through."""
         now = time.time() if now is None else now
         keys = self.calls.keys.fixed()
-        applied = 0
-        for args in self.calls.merge_batches(uid, results, now):
-            first, _, _ = await self._merge(keys=keys, args=args)
+        applied, number, batch = 0, 0, []
+        async for url, passing, entry in _aiter(results):
+            batch += self.calls.merge_item(url, passing, entry)
+            if len(batch) >= 4 * MERGE_BATCH:
+                first, _, _ = await self._merge(
+                    keys=keys, args=self.calls.merge_args(uid, number, now, batch)
+                )
+                applied, number, batch = applied + int(first), number + 1, []
+        if batch or number == 0:
+            first, _, _ = await self._merge(
+                keys=keys, args=self.calls.merge_args(uid, number, now, batch)
+            )
             applied += int(first)
         size, usable, expired = await self._finish(
             keys=[*keys, *self.calls.group_keys()],

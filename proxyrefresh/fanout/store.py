@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,6 +387,17 @@ class RunStore:
         """Every stored result, complete or partial, by index."""
         raw = await self.redis.hgetall(self.keys.results)
         return {int(i): ChunkResult.model_validate_json(v) for i, v in raw.items()}
+
+    async def iter_results(self, batch: int = 64) -> AsyncIterator[tuple[int, ChunkResult]]:
+        """Every stored result by index, ``batch`` at a time: a merge that
+        streams holds a few chunks, never the whole run."""
+        indexes = sorted(int(i) for i in await self.redis.hkeys(self.keys.results))
+        for start in range(0, len(indexes), batch):
+            part = indexes[start : start + batch]
+            raws = await self.redis.hmget(self.keys.results, [str(i) for i in part])
+            for index, raw in zip(part, raws, strict=True):
+                if raw is not None:
+                    yield index, ChunkResult.model_validate_json(raw)
 
     async def mark_finished(self) -> None:
         await self.redis.set(self.keys.completed_at, time.time(), ex=self.ttl, nx=True)

@@ -360,3 +360,18 @@ async def test_a_brief_redis_outage_is_ridden_out(bed: Bed, run_id: str) -> None
     finally:
         await redis.aclose()
         server.stop()
+
+
+async def test_results_stream_in_batches_as_they_are_stored(redis: Redis, run_id: str) -> None:
+    """The merge reads results a few chunks at a time; what it reads is what
+    is stored, in index order, partial results included."""
+    store = RunStore(redis, run_id)
+    await store.write_chunks([[i] for i in range(130)])
+    for index in range(130):
+        result = ChunkResult(
+            index=index, outcomes=[ItemOutcome(pos=0, ok=True, value={"n": index})]
+        )
+        await (store.save_partial(result) if index % 7 == 0 else store.complete(result))
+    streamed = [(i, r) async for i, r in store.iter_results(batch=16)]
+    assert [i for i, _ in streamed] == list(range(130))
+    assert dict(streamed) == await store.read_results()
