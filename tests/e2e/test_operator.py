@@ -37,14 +37,15 @@ def done(status: dict[str, Any]) -> bool:
 
 
 class Watcher(threading.Thread):
-    """Records every watch event of one refresh, and what the output
-    ConfigMap held at the first event that said Complete."""
+    """Records every watch event of one refresh (and when it arrived), and
+    what the output ConfigMap held at the first event that said Complete."""
 
     def __init__(self, kubeconfig: str, namespace: str, name: str, config_map: str) -> None:
         super().__init__(daemon=True)
         self.api = client.ApiClient(config.new_client_from_config(kubeconfig).configuration)
         self.namespace, self.name, self.config_map = namespace, name, config_map
         self.statuses: list[dict[str, Any]] = []
+        self.seen: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, status)
         self.pool_at_complete: str | None = None
         self.stop = threading.Event()
 
@@ -63,6 +64,7 @@ class Watcher(threading.Thread):
         for event in stream:
             status = event["object"].get("status") or {}
             self.statuses.append(status)
+            self.seen.append((time.monotonic(), status))
             if (complete(status) or status.get("phase") == "Complete") and (
                 self.pool_at_complete is None
             ):
@@ -388,37 +390,13 @@ def test_wait_for_refresh_blocks_until_complete(world: World, kubectl: Kubectl) 
     assert complete(item["status"])
 
 
-class StatusRecorder(threading.Thread):
-    """Every watch event of one refresh with the time it arrived."""
-
-    def __init__(self, kubeconfig: str, namespace: str, name: str) -> None:
-        super().__init__(daemon=True)
-        self.api = client.ApiClient(config.new_client_from_config(kubeconfig).configuration)
-        self.namespace, self.name = namespace, name
-        self.seen: list[tuple[float, dict[str, Any]]] = []
-
-    def run(self) -> None:
-        stream = watch.Watch().stream(
-            client.CustomObjectsApi(self.api).list_namespaced_custom_object,
-            c.GROUP,
-            c.VERSION,
-            self.namespace,
-            c.PLURAL,
-            field_selector=f"metadata.name={self.name}",
-            timeout_seconds=300,
-        )
-        for event in stream:
-            status = event["object"].get("status") or {}
-            self.seen.append((time.monotonic(), status))
-            if done(status):
-                return
-
-
 def test_status_follows_redis_within_a_second(world: World, kubectl: Kubectl) -> None:
     """Sampling Redis and the resource side by side: every count the pods
     publish reaches the status within a second (at most one patch a
     second, none backwards), pushed from the run's events, not polled."""
-    recorder = StatusRecorder(str(world.cluster.kubeconfig), kubectl.namespace, "pushed")
+    recorder = Watcher(
+        str(world.cluster.kubeconfig), kubectl.namespace, "pushed", "default-proxies"
+    )
     recorder.start()
     cands = small(world, kubectl, "pushed", holes=60, chunkSize=25, parallelism=2)
     uid = wait_for(lambda: kubectl.get("proxyrefresh", "pushed")["metadata"].get("uid"), 30, "uid")
