@@ -67,7 +67,8 @@ def tally(results: dict[int, ChunkResult], flt: Filter) -> Tally:
     out = Tally()
     for chunk in results.values():
         for url, passing, _ in tally_chunk(out, chunk, flt):
-            out.passing.update([url] if passing else [])
+            if passing:
+                out.passing.add(url)
     return out
 
 
@@ -89,15 +90,14 @@ def tally_chunk(
         if result.alive:
             out.live += 1
             out.anonymity[str(result.anonymity)] += 1
-        passing = result.passes(flt.min_anonymity, flt.max_latency_ms) and (
-            result.anonymity is not None
-        )
+        passing = result.passes(flt.min_anonymity, flt.max_latency_ms)  # implies an anonymity
         if passing:
             out.usable += 1
         yield result.proxy, passing, entry_of(result) if passing else None
 
 
 def entry_of(result: ProxyResult) -> PoolEntry:
+    """A passing result as a pool entry (passing means it has an anonymity)."""
     assert result.anonymity is not None
     return PoolEntry(
         proxy=result.proxy,
@@ -119,7 +119,7 @@ def has_credentials(url: str) -> bool:
 def results(found: Tally) -> Iterator[tuple[str, bool, PoolEntry | None]]:
     """What the pool's merge takes, from a kept tally."""
     for result in found.checked_results:
-        passing = result.proxy in found.passing and result.anonymity is not None
+        passing = result.proxy in found.passing
         yield result.proxy, passing, entry_of(result) if passing else None
 
 

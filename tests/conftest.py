@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from redis.asyncio import Redis as AsyncRedis
 
 from tests.harness.testbed import (
     LocalProxy,
@@ -81,6 +82,14 @@ def redis_server(bed: Bed) -> RedisServer:
         return RedisServer(bed.testbed)
     except MissingTool as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[AsyncRedis]:
+    """An asyncio client of the session's redis-server, closed after the test."""
+    client = AsyncRedis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
 
 
 def wait_for(

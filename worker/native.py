@@ -85,10 +85,6 @@ class CheckOptions:
         return min(self.connect_timeout or self.timeout, self.timeout)
 
 
-def token_url(judge: str, token: str) -> str:
-    return f"{judge}{'&' if '?' in judge else '?'}{TOKEN_PARAM}={token}"
-
-
 def describe(exc: BaseException, timeout: float) -> str:
     """A short, stable reason for a failed check, naming who answered (the
     vocabulary is in the README: timed out, connection failed, proxy refused,
@@ -148,7 +144,7 @@ async def discover_judges(
                 address = (await guard.addresses(parts.host, parts.port))[0]
             async with asyncio.timeout(request_timeout):
                 _, answer = await wire.get(
-                    None, token_url(url, token), request_timeout, address=address
+                    None, parts.with_param(TOKEN_PARAM, token), request_timeout, address=address
                 )
             data = judge_data(answer, token)
             server = answer.headers.get("server")

@@ -3,10 +3,10 @@
 A check is a single HTTP/1.1 GET, so it needs no client session, no
 connection pool, no cookie jar: a plain asyncio protocol writes the request
 and collects the answer. That is most of what a check used to cost. It also
-makes the latency true: the protocol stamps the moment the connection is
-made and the moment the answer's first bytes arrive, in the event loop's
-own callbacks, instead of when the checking coroutine is next scheduled (at
-a concurrency of hundreds that lag was larger than the proxies' latency).
+makes the latency true: the protocol stamps the moment the answer's first
+bytes arrive, in the event loop's own callback, instead of when the
+checking coroutine is next scheduled (at a concurrency of hundreds that lag
+was larger than the proxies' latency).
 
 - ``http``: the absolute-URI request goes to the proxy itself; no CONNECT,
   no TLS unless the judge is https (then a CONNECT tunnel, like any client).
@@ -51,7 +51,6 @@ class Answer:
     status: int
     headers: dict[str, str]  # lower-case names
     body: bytes
-    connected_at: float  # perf_counter when the connection (tunnel included) stood
     first_byte_at: float  # perf_counter when the answer's first bytes arrived
 
 
@@ -109,13 +108,11 @@ class _Reader(asyncio.Protocol):
 
     limit: int
     done: asyncio.Future[Answer]
-    connected_at: float = 0.0
     first_byte_at: float | None = None
     buf: bytearray = field(default_factory=bytearray)
     transport: Any = None  # an asyncio.Transport, or uvloop's own (not a subclass)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connected_at = self.connected_at or time.perf_counter()
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -194,7 +191,6 @@ class _Reader(asyncio.Protocol):
             int(parts[1]),
             headers,
             body[: self.limit],
-            self.connected_at,
             self.first_byte_at or time.perf_counter(),
         )
 
@@ -269,7 +265,6 @@ async def get(
             rdns=proxy.protocol is Protocol.SOCKS5,
         )
         sock = await tunnel.connect(target.host, target.port, timeout=connect_timeout)
-        reader.connected_at = time.perf_counter()
         await loop.create_connection(
             lambda: reader,
             sock=sock,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from redis import Redis
@@ -31,13 +31,6 @@ from tests.unit.test_operator_logic import found, row
 
 pytestmark = pytest.mark.integration
 TTL = 3600
-
-
-@pytest.fixture
-async def aredis(redis_server: RedisServer) -> AsyncIterator[AsyncRedis]:
-    client = AsyncRedis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -74,8 +67,8 @@ def by_proxy(entries: list[PoolEntry]) -> dict[str, PoolEntry]:
     return {e.proxy: e for e in entries}
 
 
-async def test_merges_follow_the_legacy_scoring(aredis: AsyncRedis, name: str) -> None:
-    pool = AsyncPool(aredis, name)
+async def test_merges_follow_the_legacy_scoring(redis: AsyncRedis, name: str) -> None:
+    pool = AsyncPool(redis, name)
     await pool.merge(
         "r1", merge.results(found(row(1, True, "elite", 300), row(2, True, "elite", 100))), TTL
     )
@@ -103,9 +96,9 @@ async def test_merges_follow_the_legacy_scoring(aredis: AsyncRedis, name: str) -
 
 
 async def test_a_merge_cut_short_resumes_without_counting_twice(
-    aredis: AsyncRedis, name: str
+    redis: AsyncRedis, name: str
 ) -> None:
-    pool = AsyncPool(aredis, name)
+    pool = AsyncPool(redis, name)
     rows = [row(port, True, "elite") for port in range(1, 1201)]  # three batches
     await pool.merge("seed", merge.results(found(*rows)), TTL)
 
@@ -126,8 +119,8 @@ async def test_a_merge_cut_short_resumes_without_counting_twice(
     assert set(scores.values()) == {1.1}  # every proxy counted once (1.0 x 1.1, exactly)
 
 
-async def test_low_scores_and_old_entries_leave(aredis: AsyncRedis, name: str) -> None:
-    pool = AsyncPool(aredis, name, scoring=Scoring(failure=0.001))
+async def test_low_scores_and_old_entries_leave(redis: AsyncRedis, name: str) -> None:
+    pool = AsyncPool(redis, name, scoring=Scoring(failure=0.001))
     await pool.merge("r0", merge.results(found(row(1, True, "elite"), row(2, True, "elite"))), TTL)
     await pool.merge("r1", merge.results(found(row(1, False))), TTL)  # 1.0 x 0.001 < 0.01
     assert [e.port for e in await pool.entries()] == [2]
@@ -136,9 +129,9 @@ async def test_low_scores_and_old_entries_leave(aredis: AsyncRedis, name: str) -
 
 
 async def test_credentials_are_identity_and_stay_out_of_the_export(
-    aredis: AsyncRedis, name: str
+    redis: AsyncRedis, name: str
 ) -> None:
-    pool = AsyncPool(aredis, name)
+    pool = AsyncPool(redis, name)
     sessions = [row(7, True, "elite", auth=f"session-{n}:pw@") for n in (1, 2, 3)]
     await pool.merge("r1", merge.results(found(*sessions, row(1, True, "elite"))), TTL)
     entries = await pool.entries()
@@ -161,8 +154,8 @@ async def test_credentials_are_identity_and_stay_out_of_the_export(
     assert "session-1:new@" in included[merge.TXT_KEY]
 
 
-async def test_the_export_is_the_best_that_fits(aredis: AsyncRedis, name: str) -> None:
-    pool = AsyncPool(aredis, name)
+async def test_the_export_is_the_best_that_fits(redis: AsyncRedis, name: str) -> None:
+    pool = AsyncPool(redis, name)
     await fill(pool, [entry(port) for port in range(1, 201)])
     for _ in range(3):
         await pool.report("http://127.0.0.1:7", True)

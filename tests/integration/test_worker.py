@@ -38,13 +38,6 @@ def items(bed: Bed, *names: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def run_id() -> str:
     return str(uuid.uuid4())
 
