@@ -50,17 +50,20 @@ FLAGS = {
     "default_protocol": "--protocol",
     "targets": "--target",
     "max_input_bytes": "--max-bytes",
+    "protocol": "--protocol",
+    "retries": "--retries",
+    "answer_timeout": "--answer-timeout",
 }
 
 
-def option_error(exc: ValidationError) -> str:
+def option_error(exc: ValidationError, env_prefix: str = "PROXYREFRESH_") -> str:
     """One line per bad option, naming it and the rule: pydantic's own report
     (with its link to pydantic's website) is for developers, not users."""
     parts = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         flag = FLAGS.get(field, field)
-        env = f"PROXYREFRESH_{field.upper()}"
+        env = f"{env_prefix}{field.upper()}"
         rule = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{flag} (or {env}): {rule[:1].lower()}{rule[1:]}")
     return "; ".join(parts)
@@ -269,6 +272,73 @@ def rotator_feed(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     feed(namespace, configmap, key, file)
+
+
+@app.command()
+def rotate(
+    pool: Annotated[str, typer.Option(help="The pool to rotate through.")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the proxy.")] = "0.0.0.0:8089",
+    api_listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the JSON API (none: no API).")
+    ] = None,
+    protocol: Annotated[
+        Protocol | None, typer.Option(help="Only upstreams of this protocol.")
+    ] = None,
+    min_anonymity: Annotated[
+        Anonymity | None, typer.Option(help="Only this level or better.")
+    ] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Only upstreams this fast.")] = None,
+    retries: Annotated[
+        int | None, typer.Option(help="Other upstreams to try after one fails (default 2).")
+    ] = None,
+    connect_timeout: Annotated[float | None, typer.Option(help="Seconds (default 5).")] = None,
+    answer_timeout: Annotated[
+        float | None, typer.Option(help="Seconds for an upstream's answer (default 30).")
+    ] = None,
+) -> None:
+    """A rotating forward proxy over a pool (Redis: $PROXYREFRESH_REDIS_URL):
+    each request leaves through the next proxy, every outcome is reported."""
+    from proxyrefresh.settings import RedisSettings, RotatorSettings
+    from proxyrefresh.worker.judge import split_listen
+
+    try:
+        addresses = split_listen(listen), split_listen(api_listen) if api_listen else None
+        settings = RotatorSettings().overlay(
+            protocol=protocol,
+            min_anonymity=min_anonymity,
+            max_latency_ms=max_latency_ms,
+            retries=retries,
+            connect_timeout=connect_timeout,
+            answer_timeout=answer_timeout,
+        )
+    except ValidationError as exc:
+        raise fail(option_error(exc, "PROXYREFRESH_ROTATOR_"), EXIT_BAD_INPUT) from None
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    import logging
+
+    from proxyrefresh.fanout import aio
+    from proxyrefresh.pool import AsyncPool
+    from proxyrefresh.worker.rotate import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    where = f"{listen}" + (f", API on {api_listen}" if api_listen else "")
+
+    def ready() -> None:
+        typer.echo(f"proxyrefresh rotate: pool {namespace}/{pool} on {where}", err=True)
+
+    async def main() -> None:
+        redis = RedisSettings().client(retries=1, timeout=2.0)  # a client is waiting
+        try:
+            await run(AsyncPool(redis, pool, namespace), settings, *addresses, ready=ready)
+        finally:
+            await redis.aclose()
+
+    try:
+        aio.run(main())
+    except OSError as exc:
+        raise fail(f"cannot listen: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
 
 
 pool_app = typer.Typer(

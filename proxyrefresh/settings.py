@@ -105,7 +105,9 @@ class RedisSettings(BaseSettings):
     backoff_cap_seconds: float = Field(default=4.0, gt=0)
     socket_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    def client(self) -> Redis:
+    def client(self, retries: int | None = None, timeout: float | None = None) -> Redis:
+        """The asyncio client; a caller someone waits on (the rotator) asks
+        for fewer ``retries`` and a shorter ``timeout`` than a pod rides out."""
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialWithJitterBackoff
@@ -113,15 +115,17 @@ class RedisSettings(BaseSettings):
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
         retry = Retry(
-            ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds), self.retries
+            ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds),
+            self.retries if retries is None else retries,
         )
+        seconds = self.socket_timeout_seconds if timeout is None else timeout
         return Redis.from_url(
             self.url,
             decode_responses=True,
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_timeout=self.socket_timeout_seconds,
-            socket_connect_timeout=self.socket_timeout_seconds,
+            socket_timeout=seconds,
+            socket_connect_timeout=seconds,
             health_check_interval=30,
         )
 
@@ -181,3 +185,35 @@ class OperatorSettings(BaseSettings):
     pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces
+
+
+class RotatorSettings(BaseSettings):
+    """How ``proxyrefresh rotate`` serves a pool (flags lay over these)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_ROTATOR_", extra="ignore")
+
+    # Filters every request of the listener gets; a client may narrow them
+    # (X-Proxyrefresh-* headers, or its proxy user name).
+    protocol: Protocol | None = None
+    min_anonymity: Anonymity | None = None
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    # Other upstreams a request may try after one failed (invisibly to the client).
+    retries: int = Field(default=2, ge=0, le=20)
+    connect_timeout: float = Field(default=5.0, gt=0)  # upstream connect or tunnel handshake
+    answer_timeout: float = Field(default=30.0, gt=0)  # upstream's response head
+    idle_timeout: float = Field(default=60.0, gt=0)  # a kept-alive client's next request
+    session_seconds: float = Field(default=600.0, gt=0)  # a sticky session's life
+    max_sessions: int = Field(default=100_000, ge=1)
+    # Basic credentials clients must give (from a Secret); none: open to
+    # whoever reaches the port (the chart's NetworkPolicy decides who can).
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def auth_required(self) -> bool:
+        return self.password is not None
+
+    def overlay(self, **explicit: Any) -> RotatorSettings:
+        merged = self.model_dump()
+        merged.update({k: v for k, v in explicit.items() if v is not None})
+        return RotatorSettings.model_validate(merged)

@@ -1,0 +1,323 @@
+"""``proxyrefresh rotate`` against real proxies on loopback: tinyproxy,
+squid, pproxy SOCKS4/5, refused ports and black holes, all in one pool."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import Bed, wait_for
+from tests.harness import rotator as rot
+from tests.harness.testbed import LocalProxy, RedisServer
+
+pytestmark = pytest.mark.integration
+NS = "rotate"
+
+
+@pytest.fixture
+def pool_name() -> str:
+    return f"r{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def live(bed: Bed) -> list[LocalProxy]:
+    return [p for p in bed.proxies if p.expect is not None]
+
+
+@pytest.fixture
+def rotators(bed: Bed, redis_server: RedisServer) -> Iterator[list[rot.Rotator]]:
+    started: list[rot.Rotator] = []
+    yield started
+    for r in started:
+        r.stop()
+
+
+def start(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool: str,
+    *args: str,
+    **env: str,
+) -> rot.Rotator:
+    r = rot.start(bed.testbed.workdir, redis_server.url, pool, NS, *args, **env)
+    rotators.append(r)
+    return r
+
+
+def curl_args(proxy: LocalProxy) -> list[str]:
+    """How curl goes through ``proxy`` itself (the baseline for what its target sees)."""
+    scheme, _, rest = proxy.url.partition("://")
+    if scheme == "https":  # a CONNECT proxy: curl tunnels through it
+        return ["-x", f"http://{rest}", "--proxytunnel"]
+    return ["-x", f"{'socks5h' if scheme == 'socks5' else scheme}://{rest}"]
+
+
+def judged(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "30", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_500_requests_leave_through_live_upstreams_and_teach_the_pool(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+    live: list[LocalProxy],
+) -> None:
+    dead = [
+        bed.by_name("refused-127.0.0.20"),
+        bed.by_name("blackhole-127.0.0.21"),
+        *bed.testbed.refused("127.0.0.23"),
+        *bed.testbed.blackholes("127.0.0.24"),
+    ]
+    assert len(dead) * 3 >= len(live + dead)  # a third of the pool, or more
+    rot.fill(redis_server.url, NS, pool_name, live + dead)
+    # One retry per dead upstream: a request then always finds a live one,
+    # even if every dead one comes up before it.
+    r = start(
+        bed,
+        redis_server,
+        rotators,
+        pool_name,
+        "--retries",
+        str(len(dead)),
+        "--answer-timeout",
+        "1",
+        "--connect-timeout",
+        "1",
+    )
+    # What each upstream's target sees when curl goes through it directly.
+    baseline: dict[str, dict[str, str]] = {}
+    for proxy in live:
+        (seen,) = judged(curl(*curl_args(proxy), bed.judge, "-w", "\n").stdout)
+        baseline[seen["remote_addr"]] = seen["headers"]
+    assert len(baseline) == len(live)
+
+    urls = [f"{bed.judge}?n={i}" for i in range(250)]
+    through_curl = curl("-x", r.proxy, *urls, "-w", "\n")  # one kept-alive connection
+    assert through_curl.returncode == 0, through_curl.stderr
+    answers = judged(through_curl.stdout)
+    assert len(answers) == 250
+    for seen in answers:
+        assert seen["headers"] == baseline[seen["remote_addr"]], seen
+
+    session = requests.Session()
+    session.proxies = {"http": r.proxy}
+    sent = {k: v for k, v in session.headers.items() if k.lower() != "connection"}
+    curl_own = {"Host", "User-Agent", "Accept"}
+    for i in range(250):
+        response = session.get(f"{bed.judge}?m={i}", timeout=30)
+        assert response.status_code == 200, response.text
+        seen = response.json()
+        by_upstream = {k: v for k, v in baseline[seen["remote_addr"]].items() if k not in curl_own}
+        expected = {"Host": seen["headers"]["Host"], **sent, **by_upstream}
+        assert seen["headers"] == expected, seen
+        answers.append(seen)
+
+    spread = Counter(seen["remote_addr"] for seen in answers)
+    assert set(spread) == set(baseline)
+    assert min(spread.values()) >= 500 / len(live) / 2, spread  # fair within a factor of 2
+    assert {e.proxy for e in rot.entries(redis_server.url, NS, pool_name)} == {p.url for p in live}
+    health = r.health()
+    assert health["requests"] == 500
+    # Each dead upstream was tried until its third failure, and never again.
+    assert health["upstream_failures"] == 3 * len(dead), health
+
+
+def test_connect_tunnels_through_every_kind_of_upstream(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+    live: list[LocalProxy],
+) -> None:
+    rot.fill(redis_server.url, NS, pool_name, live)
+    r = start(bed, redis_server, rotators, pool_name)
+    tls = rot.TlsServer(bed.testbed.workdir)
+    try:
+        for protocol in ("http", "https", "socks4", "socks5"):
+            exits = {p.exit_ip for p in live if p.url.startswith(protocol + "://")}
+            for _ in range(len(exits) + 1):
+                got = curl(
+                    "--cacert",
+                    str(tls.cert),
+                    "-x",
+                    r.proxy,
+                    "--proxy-header",
+                    f"X-Proxyrefresh-Protocol: {protocol}",
+                    tls.url,
+                )
+                assert got.returncode == 0, (protocol, got.stderr)
+                assert json.loads(got.stdout)["remote_addr"] in exits, (protocol, got.stdout)
+    finally:
+        tls.close()
+    assert r.health()["upstream_failures"] == 0
+
+
+def test_a_session_keeps_its_upstream_until_it_fails(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+) -> None:
+    upstreams = [bed.testbed.pproxy(f"127.0.0.{ip}") for ip in (31, 32, 33)]
+    rot.fill(redis_server.url, NS, pool_name, upstreams)
+    r = start(bed, redis_server, rotators, pool_name)
+
+    def exits(user: str, n: int) -> list[str]:
+        got = curl("-x", f"http://{user}:x@{r.proxy[7:]}", *[bed.judge] * n, "-w", "\n")
+        assert got.returncode == 0, got.stderr
+        return [seen["remote_addr"] for seen in judged(got.stdout)]
+
+    assert len(set(exits("", 6))) == 3  # no session: rotates
+    first = exits("session-abc", 10)
+    assert len(set(first)) == 1
+    other = exits("session-xyz", 10)
+    assert len(set(other)) == 1
+    # The session's upstream dies: the next request moves on, invisibly,
+    # and the session keeps its new upstream.
+    (name,) = [n for n, _ in bed.testbed.procs if n == f"pproxy-socks5-{first[0]}"]
+    (proc,) = [p for n, p in bed.testbed.procs if n == name]
+    proc.terminate()
+    proc.wait(timeout=10)
+    after = exits("session-abc", 10)
+    assert len(set(after)) == 1
+    assert after[0] != first[0]
+
+
+def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+) -> None:
+    r = start(bed, redis_server, rotators, pool_name)
+    got = curl("-i", "-x", r.proxy, bed.judge)
+    assert got.stdout.startswith("HTTP/1.1 503"), got.stdout
+    assert f"no proxy in pool {NS}/{pool_name} is left" in got.stdout
+    rot.fill(redis_server.url, NS, pool_name, [bed.by_name("pproxy-socks5")])
+    got = curl("-i", "-x", r.proxy, "--proxy-header", "X-Proxyrefresh-Protocol: socks4", bed.judge)
+    assert got.stdout.startswith("HTTP/1.1 503"), got.stdout
+    assert "matches protocol socks4" in got.stdout
+    got = curl("-i", "-x", r.proxy, "--proxy-header", "X-Proxyrefresh-Protocol: ftp", bed.judge)
+    assert got.stdout.startswith("HTTP/1.1 400"), got.stdout
+    assert "bad filter" in got.stdout
+    got = curl("-i", "-x", r.proxy, bed.judge)
+    assert got.stdout.startswith("HTTP/1.1 200"), got.stdout
+
+
+def test_redis_going_away_is_a_503_within_seconds(
+    bed: Bed, rotators: list[rot.Rotator], pool_name: str
+) -> None:
+    server = RedisServer(bed.testbed)
+    r = rot.start(bed.testbed.workdir, server.url, pool_name, NS)
+    rotators.append(r)
+    server.stop()
+    got = curl("-i", "--max-time", "10", "-x", r.proxy, bed.judge)
+    assert got.stdout.startswith("HTTP/1.1 503"), (got.stdout, got.stderr)
+    assert "the pool is unreachable" in got.stdout
+    assert requests.get(r.api + "/readyz", timeout=10).status_code == 503
+
+
+def test_clients_that_disconnect_cost_nothing(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+) -> None:
+    hole = bed.by_name("blackhole-127.0.0.21")
+    rot.fill(redis_server.url, NS, pool_name, [bed.by_name("pproxy-socks5"), hole])
+    r = start(bed, redis_server, rotators, pool_name, "--connect-timeout", "1")
+    host, port = r.proxy[7:].split(":")
+    for i in range(60):
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            if i % 3 == 0:
+                sock.sendall(b"GET http://127.0.0.2/ HTTP/1.1\r\nHo")  # a head cut short
+            elif i % 3 == 1:
+                sock.sendall(f"GET {bed.judge} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            else:
+                sock.sendall(b"CONNECT 127.0.0.3:9 HTTP/1.1\r\n\r\n")
+    wait_for(lambda: r.health()["connections"] == 0, 15, "every connection to be let go")
+    got = curl("-x", r.proxy, bed.judge)
+    assert json.loads(got.stdout)["remote_addr"] == "127.0.0.15"
+
+
+def test_client_credentials_from_the_environment(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+) -> None:
+    rot.fill(redis_server.url, NS, pool_name, [bed.by_name("pproxy-socks5")])
+    r = start(
+        bed,
+        redis_server,
+        rotators,
+        pool_name,
+        PROXYREFRESH_ROTATOR_USERNAME="alice",
+        PROXYREFRESH_ROTATOR_PASSWORD="s3cret",
+    )
+    address = r.proxy[7:]
+    got = curl("-i", "-x", r.proxy, bed.judge)
+    assert got.stdout.startswith("HTTP/1.1 407"), got.stdout
+    assert 'Proxy-Authenticate: Basic realm="proxyrefresh"' in got.stdout
+    assert curl("-i", "-x", f"http://alice:wrong@{address}", bed.judge).stdout.startswith(
+        "HTTP/1.1 407"
+    )
+    for user in ("alice", "alice-session-s1"):
+        got = curl("-x", f"http://{user}:s3cret@{address}", bed.judge, "-w", "\n")
+        (seen,) = judged(got.stdout)
+        assert "Proxy-Authorization" not in seen["headers"]  # consumed, never forwarded
+    assert requests.get(r.api + "/v1/stats", timeout=5).status_code == 401
+    stats = requests.get(r.api + "/v1/stats", auth=("alice", "s3cret"), timeout=5)
+    assert stats.json()["size"] == 1
+
+
+def test_the_json_api(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+    live: list[LocalProxy],
+) -> None:
+    rot.fill(redis_server.url, NS, pool_name, live)
+    r = start(bed, redis_server, rotators, pool_name)
+    got = requests.get(r.api + "/v1/proxy", params={"protocol": "socks5"}, timeout=5)
+    assert got.status_code == 200
+    entry = got.json()
+    assert entry["proxy"] == bed.by_name("pproxy-socks5").url
+    elite = requests.get(r.api + "/v1/proxy", params={"min_anonymity": "elite"}, timeout=5)
+    assert elite.json()["anonymity"] == "elite"
+    bad = requests.get(r.api + "/v1/proxy", params={"protocol": "ftp"}, timeout=5)
+    assert bad.status_code == 400
+    assert "ftp" in bad.json()["error"]
+    report = requests.post(
+        r.api + "/v1/report", json={"proxy": entry["proxy"], "ok": False}, timeout=5
+    )
+    assert report.status_code == 200
+    assert report.json()["failures"] == 1
+    assert report.json()["score"] == pytest.approx(0.5)
+    missing = requests.post(
+        r.api + "/v1/report", json={"proxy": "http://127.0.0.9:1", "ok": True}, timeout=5
+    )
+    assert missing.status_code == 404
+    assert "not in pool" in missing.json()["error"]
+    assert requests.post(r.api + "/v1/report", data="{", timeout=5).status_code == 400
+    stats = requests.get(r.api + "/v1/stats", timeout=5).json()
+    assert stats["size"] == len(live)
+    assert stats["usable"] == len(live) - 1  # the one reported failing
+    assert requests.get(r.api + "/readyz", timeout=5).json() == {"status": "ready"}

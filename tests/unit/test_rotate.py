@@ -1,0 +1,207 @@
+"""The rotator's pure parts: HTTP/1.1 heads and framing, hop-by-hop fields,
+what a client asks for, credentials, sessions."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from proxyrefresh.models import Anonymity, Protocol
+from proxyrefresh.pool import PickFilter, PoolEntry
+from proxyrefresh.settings import RotatorSettings
+from proxyrefresh.worker.http1 import (
+    NO_BODY,
+    BadMessage,
+    Framing,
+    forwarded_fields,
+    keeps_alive,
+    parse_head,
+    request_framing,
+    response_framing,
+)
+from proxyrefresh.worker.rotate import (
+    Refused,
+    Sessions,
+    accepts,
+    authority,
+    client_ask,
+    narrow,
+    user_params,
+)
+
+
+def head(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_request_head_keeps_its_fields_in_order() -> None:
+    h = parse_head(head("GET http://a/ HTTP/1.1", "Host: a", "X-A: 1", "x-a: 2"))
+    assert h.start == ("GET", "http://a/", "HTTP/1.1")
+    assert h.get("x-a") == "1, 2"
+    assert h.version == "HTTP/1.1"
+    assert parse_head(head("HTTP/1.0 200 OK")).version == "HTTP/1.0"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        head("GET /"),
+        head("GET / SPDY/3"),
+        head("GET / HTTP/1.1", "no colon here"),
+        head("GET / HTTP/1.1", " Host: folded"),
+    ],
+)
+def test_malformed_heads_are_refused(raw: bytes) -> None:
+    with pytest.raises(BadMessage):
+        parse_head(raw)
+
+
+def test_hop_by_hop_fields_and_the_ones_connection_names_are_not_forwarded() -> None:
+    h = parse_head(
+        head(
+            "GET http://a/ HTTP/1.1",
+            "Host: a",
+            "Connection: keep-alive, X-Secret",
+            "X-Secret: 1",
+            "Proxy-Connection: keep-alive",
+            "Keep-Alive: timeout=5",
+            "Proxy-Authorization: Basic eDp5",
+            "TE: trailers",
+            "Upgrade: h2c",
+            "X-Proxyrefresh-Session: abc",
+            "Accept: */*",
+        )
+    )
+    assert forwarded_fields(h, "x-proxyrefresh-") == [("Host", "a"), ("Accept", "*/*")]
+
+
+def test_framing_follows_rfc_9112() -> None:
+    req = parse_head(head("POST http://a/ HTTP/1.1", "Content-Length: 5"))
+    assert request_framing(req) == Framing("length", 5)
+    chunked = parse_head(head("POST http://a/ HTTP/1.1", "Transfer-Encoding: gzip, chunked"))
+    assert request_framing(chunked) == Framing("chunked")
+    assert request_framing(parse_head(head("GET http://a/ HTTP/1.1"))) == NO_BODY
+    with pytest.raises(BadMessage):
+        request_framing(parse_head(head("POST / HTTP/1.1", "Content-Length: 5, 6")))
+    with pytest.raises(BadMessage):
+        request_framing(parse_head(head("POST / HTTP/1.1", "Transfer-Encoding: gzip")))
+    ok = parse_head(head("HTTP/1.1 200 OK", "Content-Length: 3"))
+    assert response_framing(ok, "GET") == Framing("length", 3)
+    assert response_framing(ok, "HEAD") == NO_BODY
+    assert response_framing(parse_head(head("HTTP/1.1 304 Not Modified")), "GET") == NO_BODY
+    assert response_framing(parse_head(head("HTTP/1.1 200 OK")), "GET") == Framing("close")
+
+
+def test_keep_alive_by_version_and_connection() -> None:
+    assert keeps_alive(parse_head(head("GET / HTTP/1.1")))
+    assert not keeps_alive(parse_head(head("GET / HTTP/1.1", "Connection: close")))
+    assert not keeps_alive(parse_head(head("GET / HTTP/1.0")))
+    assert keeps_alive(parse_head(head("GET / HTTP/1.0", "Proxy-Connection: Keep-Alive")))
+
+
+def test_user_names_carry_parameters_like_commercial_rotators() -> None:
+    assert user_params("session-abc") == ("", {"session": "abc"})
+    assert user_params("alice-session-abc-anonymity-elite") == (
+        "alice",
+        {"session": "abc", "anonymity": "elite"},
+    )
+    assert user_params("bob") == ("bob", {})
+    assert user_params("my-team") == ("my-team", {})
+
+
+def test_a_client_narrows_the_listener_never_widens_it() -> None:
+    base = PickFilter(None, Anonymity.ANONYMOUS, 500)
+    assert narrow(base, "socks5", "elite", "200") == PickFilter(
+        Protocol.SOCKS5, Anonymity.ELITE, 200
+    )
+    assert narrow(base, None, "transparent", "900") == base
+    with pytest.raises(ValueError, match="socks5 proxies only"):
+        narrow(PickFilter(Protocol.SOCKS5), "http")
+    with pytest.raises(ValueError, match="ftp"):
+        narrow(base, "ftp")
+    with pytest.raises(ValueError, match="positive"):
+        narrow(base, None, None, "-1")
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_what_a_client_asks_comes_from_fields_or_its_user_name() -> None:
+    settings = RotatorSettings(min_anonymity=Anonymity.ANONYMOUS)
+    by_field = parse_head(
+        head(
+            "GET http://a/ HTTP/1.1",
+            "X-Proxyrefresh-Protocol: SOCKS4",
+            "X-Proxyrefresh-Session: s1",
+        )
+    )
+    ask = client_ask(by_field, settings)
+    assert ask.filters == PickFilter(Protocol.SOCKS4, Anonymity.ANONYMOUS, None)
+    assert ask.session == "s1"
+    by_user = parse_head(
+        head(
+            "GET http://a/ HTTP/1.1",
+            "Proxy-Authorization: " + basic("session-s2-latency-300", "x"),
+        )
+    )
+    ask = client_ask(by_user, settings)
+    assert (ask.session, ask.filters.max_latency_ms) == ("s2", 300)
+    with pytest.raises(Refused) as bad:
+        client_ask(parse_head(head("GET / HTTP/1.1", "X-Proxyrefresh-Max-Latency-Ms: x")), settings)
+    assert bad.value.status == 400
+
+
+def test_credentials_are_the_configured_ones_whatever_parameters_follow() -> None:
+    open_door = RotatorSettings()
+    assert accepts(open_door, None)
+    locked = RotatorSettings(username="alice", password="pw")
+    assert not accepts(locked, None)
+    assert accepts(locked, ("alice", "pw"))
+    assert accepts(locked, ("alice-session-1", "pw"))
+    assert not accepts(locked, ("alice", "nope"))
+    assert not accepts(locked, ("mallory-session-1", "pw"))
+    any_user = RotatorSettings(password="pw")
+    assert accepts(any_user, ("session-9", "pw"))
+
+
+def test_connect_targets() -> None:
+    assert authority("example.org:8443", 443) == ("example.org", 8443)
+    assert authority("[::1]:443", 443) == ("::1", 443)
+    assert authority("example.org", 443) == ("example.org", 443)
+    for bad in ("", ":80", "host:0", "host:99999", "host:x"):
+        with pytest.raises(Refused):
+            authority(bad, 443)
+
+
+def entry(port: int) -> PoolEntry:
+    return PoolEntry(
+        proxy=f"http://127.0.0.1:{port}",
+        protocol=Protocol.HTTP,
+        host="127.0.0.1",
+        port=port,
+        anonymity=Anonymity.ELITE,
+        last_checked=0,
+        last_ok=0,
+    )
+
+
+def test_sessions_expire_drop_on_failure_and_stay_bounded() -> None:
+    now = [0.0]
+    sessions = Sessions(seconds=10, limit=2, clock=lambda: now[0])
+    sessions.pin("a", entry(1))
+    assert sessions.get("a") == entry(1)
+    sessions.drop("a", entry(2))  # another upstream failing leaves it alone
+    assert sessions.get("a") == entry(1)
+    sessions.drop("a", entry(1))
+    assert sessions.get("a") is None
+    sessions.pin("a", entry(1))
+    sessions.pin("b", entry(2))
+    sessions.pin("c", entry(3))
+    assert len(sessions) == 2
+    assert sessions.get("a") is None  # the oldest went first
+    now[0] = 9.9
+    assert sessions.get("b") == entry(2)
+    now[0] = 10.1
+    assert sessions.get("b") is None

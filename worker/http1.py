@@ -1,0 +1,239 @@
+"""HTTP/1.1 messages as a forward proxy relays them (RFC 9110, RFC 9112).
+
+The rotator reads a client's request head, decides where it goes, and
+relays the bytes of both bodies as they are: it never re-encodes a body, so
+it only needs to know where each message ends. These are the pure parts
+(parsing heads, hop-by-hop headers, framing) plus the stream copies; they
+are unit-tested without a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+MAX_HEAD = 64 * 1024  # a head larger than this is refused (431 / 502)
+COPY_BUFFER = 64 * 1024
+
+# Hop-by-hop fields (RFC 9110 section 7.6.1): meant for one connection, so a
+# proxy consumes them and never forwards them; plus any field the
+# Connection header names. Transfer-Encoding is hop-by-hop too, but the
+# body is relayed in the framing it came in, so it travels with it.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
+# Requests that may be sent again when an upstream failed after the request
+# went out (RFC 9110 section 9.2.2: idempotent methods).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class BadMessage(ValueError):
+    """Not an HTTP/1.x message this proxy can relay."""
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where a body ends: ``length`` bytes, chunked, at the close, or empty."""
+
+    kind: str  # "none", "length", "chunked", "close"
+    length: int = 0
+
+
+NO_BODY = Framing("none")
+
+
+@dataclass
+class Head:
+    """A request or response head: the start line's parts and the fields in order."""
+
+    start: tuple[str, str, str]  # (method, target, version) or (version, status, reason)
+    fields: list[tuple[str, str]] = field(default_factory=list)
+
+    def get(self, name: str) -> str | None:
+        """The field's value, repeated fields joined with commas."""
+        values = [v for n, v in self.fields if n.lower() == name]
+        return ", ".join(values) if values else None
+
+    def tokens(self, name: str) -> set[str]:
+        value = self.get(name) or ""
+        return {t.strip().lower() for t in value.split(",") if t.strip()}
+
+    def without(self, names: set[str] | frozenset[str]) -> list[tuple[str, str]]:
+        return [(n, v) for n, v in self.fields if n.lower() not in names]
+
+    @property
+    def version(self) -> str:
+        """The HTTP version of either kind of head."""
+        return self.start[0] if self.start[0].startswith("HTTP/") else self.start[2]
+
+
+def parse_head(raw: bytes) -> Head:
+    """A head up to (and including) its blank line."""
+    try:
+        text = raw.decode("latin-1")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
+        raise BadMessage("undecodable head") from None
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise BadMessage(f"malformed start line {lines[0][:80]!r}")
+    if not (parts[2].startswith("HTTP/1.") or parts[0].startswith("HTTP/1.")):
+        raise BadMessage(f"not HTTP/1.x: {lines[0][:80]!r}")
+    fields: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadMessage(f"malformed header line {line[:80]!r}")
+        fields.append((name, value.strip()))
+    return Head((parts[0], parts[1], parts[2]), fields)
+
+
+def forwarded_fields(head: Head, drop_prefix: str = "") -> list[tuple[str, str]]:
+    """The head's fields without hop-by-hop ones (and those Connection
+    names), nor any whose name starts with ``drop_prefix`` (the rotator's
+    own control headers)."""
+    drop = set(HOP_BY_HOP) | head.tokens("connection")
+    kept = head.without(drop)
+    if drop_prefix:
+        kept = [(n, v) for n, v in kept if not n.lower().startswith(drop_prefix)]
+    return kept
+
+
+def render(start: tuple[str, str, str], fields: list[tuple[str, str]]) -> bytes:
+    lines = [" ".join(start), *(f"{n}: {v}" for n, v in fields), "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def request_framing(head: Head) -> Framing:
+    """RFC 9112 section 6.3 for a request: chunked, a length, or no body."""
+    if "chunked" in head.tokens("transfer-encoding"):
+        return Framing("chunked")
+    if head.get("transfer-encoding"):
+        raise BadMessage("a request's transfer coding must end in chunked")
+    return _length(head) or NO_BODY
+
+
+def response_framing(head: Head, method: str) -> Framing:
+    """RFC 9112 section 6.3 for a response to ``method``."""
+    status = int(head.start[1]) if head.start[1].isdigit() else 0
+    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        return NO_BODY
+    if "chunked" in head.tokens("transfer-encoding"):
+        return Framing("chunked")
+    if head.get("transfer-encoding"):
+        return Framing("close")
+    return _length(head) or Framing("close")
+
+
+def _length(head: Head) -> Framing | None:
+    value = head.get("content-length")
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1 or not next(iter(values)).isdigit():
+        raise BadMessage(f"bad Content-Length {value[:40]!r}")
+    length = int(next(iter(values)))
+    return Framing("length", length) if length else NO_BODY
+
+
+def keeps_alive(head: Head) -> bool:
+    """Whether the sender of ``head`` wants its connection kept open."""
+    connection = head.tokens("connection") | head.tokens("proxy-connection")
+    if "close" in connection:
+        return False
+    return head.version == "HTTP/1.1" or "keep-alive" in connection
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """The next head, or b"" at a clean end of stream before one began."""
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial.strip():
+            raise BadMessage("the connection closed inside a head") from None
+        return b""
+    except asyncio.LimitOverrunError:
+        raise BadMessage(f"head larger than {MAX_HEAD} bytes") from None
+
+
+async def copy_body(
+    framing: Framing, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Relay one body, unchanged, from ``reader`` to ``writer``."""
+    if framing.kind == "length":
+        left = framing.length
+        while left:
+            data = await reader.read(min(left, COPY_BUFFER))
+            if not data:
+                raise BadMessage("the body ended early")
+            writer.write(data)
+            left -= len(data)
+            await writer.drain()
+    elif framing.kind == "chunked":
+        await _copy_chunked(reader, writer)
+    elif framing.kind == "close":
+        while data := await reader.read(COPY_BUFFER):
+            writer.write(data)
+            await writer.drain()
+
+
+async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        writer.write(line)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise BadMessage(f"bad chunk size {size_text[:20]!r}") from None
+        if size == 0:
+            while True:  # trailer fields, then the final blank line
+                trailer = await reader.readuntil(b"\r\n")
+                writer.write(trailer)
+                if trailer == b"\r\n":
+                    await writer.drain()
+                    return
+        left = size + 2  # the chunk and its CRLF
+        while left:
+            data = await reader.read(min(left, COPY_BUFFER))
+            if not data:
+                raise BadMessage("the body ended inside a chunk")
+            writer.write(data)
+            left -= len(data)
+        await writer.drain()
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until end of stream, then half-close the other side."""
+    try:
+        while data := await reader.read(COPY_BUFFER):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()
+
+
+def answer(
+    status: int, reason: str, body: str, extra: list[tuple[str, str]] | None = None
+) -> bytes:
+    """A short plain-text answer of the proxy's own (an error, 200 for CONNECT)."""
+    data = body.encode()
+    fields = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(data))),
+        *(extra or []),
+    ]
+    return render(("HTTP/1.1", str(status), reason), fields) + data

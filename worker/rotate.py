@@ -1,0 +1,601 @@
+"""``proxyrefresh rotate``: one forward-proxy address over a whole pool.
+
+Each request (or CONNECT tunnel) leaves through the next proxy the pool
+picks for the client's filters, and every upstream outcome goes back to the
+pool as a report, so the pool's scoring learns from real traffic: a dead
+upstream is dropped after its third failure in a row instead of staying in
+rotation until the next refresh. A failed upstream is retried on another
+one, invisibly to the client, whenever nothing reached the target yet, or
+the request is idempotent and has no body.
+
+The rotator adds nothing toward the target: no Via, no X-Forwarded-For, no
+field of its own; hop-by-hop fields are consumed (RFC 9110 section 7.6.1).
+Not sending Via is a deliberate departure from RFC 9110 section 7.6.3: a
+rotator exists to not be seen.
+
+A client narrows the listener's filters per request with
+``X-Proxyrefresh-Protocol``, ``X-Proxyrefresh-Min-Anonymity``,
+``X-Proxyrefresh-Max-Latency-Ms`` and ``X-Proxyrefresh-Session`` fields
+(never forwarded), or in its proxy user name, as commercial rotators do:
+``[USER][-session-ID][-protocol-P][-anonymity-A][-latency-MS]``. A session
+keeps one upstream until it fails or the session's time runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from redis.exceptions import RedisError
+
+from proxyrefresh.models import Anonymity, Protocol
+from proxyrefresh.pool import AsyncPool, NoMatch, NotInPool, PickFilter, PoolEntry, describe
+from proxyrefresh.settings import RotatorSettings
+from proxyrefresh.worker.http1 import (
+    IDEMPOTENT,
+    MAX_HEAD,
+    NO_BODY,
+    BadMessage,
+    Framing,
+    Head,
+    answer,
+    copy_body,
+    forwarded_fields,
+    keeps_alive,
+    parse_head,
+    pipe,
+    read_head,
+    render,
+    request_framing,
+    response_framing,
+)
+from proxyrefresh.worker.upstream import (
+    Streams,
+    TargetUnreachable,
+    TunnelRefused,
+    UpstreamDown,
+    authorization,
+    open_plain,
+    open_tunnel,
+)
+
+log = logging.getLogger("proxyrefresh.rotate")
+CONTROL_PREFIX = "x-proxyrefresh-"
+USER_KEYS = ("session", "protocol", "anonymity", "latency")
+MAX_DRAWS = 8  # picks per attempt before giving up on finding an untried upstream
+GONE_POLL = 0.25  # how often a client waiting on an upstream is checked for having left
+T = TypeVar("T")
+
+
+class ClientGone(ConnectionError):
+    """The client closed its connection while its upstream was being found."""
+
+
+class Refused(Exception):
+    """The rotator answers the client itself (an error, or 407)."""
+
+    def __init__(self, status: int, reason: str, body: str, fields: list[tuple[str, str]]):
+        super().__init__(body)
+        self.status = status
+        self.message = answer(status, reason, body + "\n", fields)
+
+
+def refused(status: int, reason: str, body: str) -> Refused:
+    return Refused(status, reason, f"proxyrefresh rotate: {body}", [("Connection", "close")])
+
+
+def unreachable(exc: RedisError) -> Refused:
+    return refused(503, "Service Unavailable", f"the pool is unreachable: {exc}")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a client asked of the pool: filters and an optional session."""
+
+    filters: PickFilter
+    session: str | None = None
+
+
+def user_params(user: str) -> tuple[str, dict[str, str]]:
+    """``alice-session-abc-anonymity-elite`` -> (``alice``, {session: abc, ...})."""
+    tokens = user.split("-")
+    for i, token in enumerate(tokens):
+        if token in USER_KEYS and i + 1 < len(tokens):
+            params = dict(zip(tokens[i::2], tokens[i + 1 :: 2], strict=False))
+            return "-".join(tokens[:i]), params
+    return user, {}
+
+
+def basic(value: str) -> tuple[str, str] | None:
+    """The (user, password) of a Basic credentials field, if it is one."""
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def credentials(head: Head) -> tuple[str, str] | None:
+    return basic(head.get("proxy-authorization") or "")
+
+
+def client_ask(head: Head, settings: RotatorSettings) -> Ask:
+    """The listener's filters, narrowed by the client's fields and user name.
+    A value that makes no sense is a 400 naming it."""
+    user = (credentials(head) or ("", ""))[0]
+    _, params = user_params(user)
+    asked = {
+        "protocol": head.get(CONTROL_PREFIX + "protocol") or params.get("protocol"),
+        "anonymity": head.get(CONTROL_PREFIX + "min-anonymity") or params.get("anonymity"),
+        "latency": head.get(CONTROL_PREFIX + "max-latency-ms") or params.get("latency"),
+    }
+    session = head.get(CONTROL_PREFIX + "session") or params.get("session")
+    try:
+        flt = narrow(listener_filter(settings), **asked)
+    except ValueError as exc:
+        raise refused(400, "Bad Request", f"bad filter: {exc}") from None
+    return Ask(flt, session or None)
+
+
+def listener_filter(settings: RotatorSettings) -> PickFilter:
+    return PickFilter(settings.protocol, settings.min_anonymity, settings.max_latency_ms)
+
+
+def narrow(
+    base: PickFilter,
+    protocol: str | None = None,
+    anonymity: str | None = None,
+    latency: str | None = None,
+) -> PickFilter:
+    """``base`` narrowed by what a client asked: a client may ask for less
+    than the listener allows, never more. ValueError names a bad value."""
+    flt = base
+    if protocol:
+        wanted = Protocol(protocol.lower())
+        if base.protocol is not None and wanted is not base.protocol:
+            raise ValueError(f"this listener serves {base.protocol.value} proxies only")
+        flt = replace(flt, protocol=wanted)
+    if anonymity:
+        level = Anonymity(anonymity.lower())
+        if base.min_anonymity is None or level.at_least(base.min_anonymity):
+            flt = replace(flt, min_anonymity=level)
+    if latency:
+        limit = float(latency)
+        if not limit > 0:
+            raise ValueError(f"a latency limit must be a positive number, got {latency!r}")
+        if base.max_latency_ms is None or limit < base.max_latency_ms:
+            flt = replace(flt, max_latency_ms=limit)
+    return flt
+
+
+def accepts(settings: RotatorSettings, given: tuple[str, str] | None) -> bool:
+    """Whether a client's credentials (its user name less any parameters) are the ones wanted."""
+    if not settings.auth_required:
+        return True
+    if given is None:
+        return False
+    user, _ = user_params(given[0])
+    user_ok = settings.username is None or hmac.compare_digest(user, settings.username)
+    return user_ok and hmac.compare_digest(given[1], settings.password or "")
+
+
+def authority(text: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (CONNECT's target, a URL's netloc)."""
+    parts = urlsplit("//" + text)
+    try:
+        port = default_port if parts.port is None else parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or not 0 < port < 65536:
+        raise refused(400, "Bad Request", f"bad target {text[:100]!r}")
+    return parts.hostname, port
+
+
+class Sessions:
+    """Sticky sessions: a name to the upstream it keeps, for a while.
+    Bounded (the oldest goes first) and local to this process."""
+
+    def __init__(
+        self, seconds: float, limit: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds, self.limit, self.clock = seconds, limit, clock
+        self._held: OrderedDict[str, tuple[PoolEntry, float]] = OrderedDict()
+
+    def get(self, name: str) -> PoolEntry | None:
+        held = self._held.get(name)
+        if held is None:
+            return None
+        if held[1] < self.clock():
+            del self._held[name]
+            return None
+        return held[0]
+
+    def pin(self, name: str, entry: PoolEntry) -> None:
+        held = self._held.get(name)
+        if held is not None and held[0].id == entry.id:
+            return  # kept: the session's time counts from its first pick
+        self._held[name] = (entry, self.clock() + self.seconds)
+        self._held.move_to_end(name)
+        while len(self._held) > self.limit:
+            self._held.popitem(last=False)
+
+    def drop(self, name: str, entry: PoolEntry) -> None:
+        held = self._held.get(name)
+        if held is not None and held[0].id == entry.id:
+            del self._held[name]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+@dataclass
+class Counters:
+    """What the rotator has done since it started (the API's /healthz)."""
+
+    connections: int = 0  # open client connections
+    requests: int = 0
+    tunnels: int = 0
+    upstream_failures: int = 0
+    retried: int = 0
+    refused: int = 0  # answered by the rotator itself (4xx/5xx)
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class Rotator:
+    """Serves client connections; one per pool and listener."""
+
+    def __init__(self, pool: AsyncPool, settings: RotatorSettings) -> None:
+        self.pool, self.settings = pool, settings
+        self.sessions = Sessions(settings.session_seconds, settings.max_sessions)
+        self.counters = Counters()
+        self._reports: set[asyncio.Task[None]] = set()
+
+    # --- the pool --------------------------------------------------------
+
+    async def pick(self, ask: Ask, tried: set[str]) -> PoolEntry:
+        if ask.session:
+            held = self.sessions.get(ask.session)
+            if held is not None and held.id not in tried:
+                return held
+        for _ in range(MAX_DRAWS):
+            try:
+                entry = await self.pool.get(**vars(ask.filters))
+            except NoMatch as exc:
+                raise refused(503, "Service Unavailable", str(exc)) from None
+            except RedisError as exc:
+                raise refused(
+                    503, "Service Unavailable", f"the pool is unreachable: {exc}"
+                ) from None
+            if entry.id not in tried:
+                return entry
+        raise refused(
+            502,
+            "Bad Gateway",
+            f"every proxy that {describe(ask.filters).removeprefix('matches ')} failed: "
+            f"tried {len(tried)}",
+        )
+
+    def report(self, entry: PoolEntry, ok: bool, latency_ms: float | None = None) -> None:
+        """Tell the pool, off the request's path (the client does not wait)."""
+        if not ok:
+            self.counters.upstream_failures += 1
+        task = asyncio.create_task(self._send_report(entry, ok, latency_ms))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _send_report(self, entry: PoolEntry, ok: bool, latency_ms: float | None) -> None:
+        try:
+            await self.pool.report(entry.proxy, ok, latency_ms)
+        except NotInPool:
+            pass  # dropped meanwhile (by a refresh, or by other reports)
+        except RedisError as exc:
+            log.warning("report for %s lost: %s", entry.id, exc)
+
+    async def drain_reports(self) -> None:
+        if self._reports:
+            await asyncio.gather(*self._reports, return_exceptions=True)
+
+    # --- client connections ----------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.counters.connections += 1
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the client went away: nothing to answer
+        finally:
+            self.counters.connections -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.settings.idle_timeout):
+                    raw = await read_head(reader)
+                if not raw:
+                    return
+                head = parse_head(raw)
+                if not accepts(self.settings, credentials(head)):
+                    raise Refused(
+                        407,
+                        "Proxy Authentication Required",
+                        "proxyrefresh rotate: proxy credentials wanted",
+                        [("Proxy-Authenticate", 'Basic realm="proxyrefresh"')],
+                    )
+                ask = client_ask(head, self.settings)
+                if head.start[0] == "CONNECT":
+                    self.counters.tunnels += 1
+                    await self._tunnel(head, ask, reader, writer)
+                    return
+                self.counters.requests += 1
+                if not await self._request(head, ask, reader, writer):
+                    return
+            except BadMessage as exc:
+                writer.write(refused(400, "Bad Request", str(exc)).message)
+                await writer.drain()
+                return
+            except Refused as exc:
+                self.counters.refused += 1
+                writer.write(exc.message)
+                await writer.drain()
+                if exc.status == 407:
+                    continue  # the client may answer the challenge on this connection
+                return
+
+    async def _tunnel(
+        self, head: Head, ask: Ask, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        host, port = authority(head.start[1], 443)
+        up = await self._or_gone(
+            self._attempt(ask, lambda entry: open_tunnel(entry, host, port, self._ct)),
+            reader,
+            writer,
+        )
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        up_reader, up_writer = up
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            up_writer.close()
+
+    @property
+    def _ct(self) -> float:
+        return self.settings.connect_timeout
+
+    async def _attempt(
+        self, ask: Ask, connect: Callable[[PoolEntry], Awaitable[Streams]]
+    ) -> Streams:
+        """A connection through the first upstream that opens one (CONNECT)."""
+        tried: set[str] = set()
+        errors: list[str] = []
+        for attempt in range(self.settings.retries + 1):
+            entry = await self.pick(ask, tried)
+            tried.add(entry.id)
+            started = time.perf_counter()
+            try:
+                streams = await connect(entry)
+            except UpstreamDown as exc:
+                self._failed(entry, ask, errors, str(exc), attempt)
+                continue
+            except TunnelRefused as exc:
+                # An http proxy may serve plain requests and refuse tunnels:
+                # that is not a failure of the proxy.
+                if entry.protocol is not Protocol.HTTP:
+                    self._failed(entry, ask, errors, str(exc), attempt)
+                else:
+                    errors.append(f"refused the tunnel: {exc}")
+                continue
+            except TargetUnreachable as exc:
+                errors.append(f"the target is unreachable: {exc}")
+                continue
+            self.report(entry, True, (time.perf_counter() - started) * 1000)
+            if ask.session:
+                self.sessions.pin(ask.session, entry)
+            return streams
+        raise self._exhausted(errors)
+
+    def _failed(
+        self, entry: PoolEntry, ask: Ask, errors: list[str], why: str, attempt: int
+    ) -> None:
+        self.report(entry, False)
+        if ask.session:
+            self.sessions.drop(ask.session, entry)
+        if attempt < self.settings.retries:
+            self.counters.retried += 1
+        errors.append(why)
+
+    def _exhausted(self, errors: list[str]) -> Refused:
+        tried = len(errors)
+        return refused(
+            502,
+            "Bad Gateway",
+            f"{tried} upstream{'s' if tried != 1 else ''} failed: " + "; ".join(errors),
+        )
+
+    async def _request(
+        self, head: Head, ask: Ask, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Relay one absolute-URI request; True if the client connection stays open."""
+        method, target, _ = head.start
+        url = urlsplit(target)
+        if url.scheme.lower() != "http":
+            detail = "send https through CONNECT" if url.scheme else "this is a proxy"
+            raise refused(400, "Bad Request", f"{detail}: absolute http:// URIs only")
+        host, port = authority(url.netloc.rpartition("@")[2], 80)
+        framing = request_framing(head)
+        fields = forwarded_fields(head, drop_prefix=CONTROL_PREFIX)
+        if "100-continue" in head.tokens("expect"):
+            # Answered here, so the body comes at once (and is never asked twice).
+            fields = [(n, v) for n, v in fields if n.lower() != "expect"]
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if head.get("host") is None:
+            fields.insert(0, ("Host", url.netloc.rpartition("@")[2]))
+        origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        plain = render((method, target, "HTTP/1.1"), fields)
+        tunneled = render((method, origin, "HTTP/1.1"), fields)
+
+        async def connect(entry: PoolEntry) -> tuple[Streams, bytes]:
+            if entry.protocol is Protocol.HTTP:
+                auth = authorization(entry)
+                out = render((method, target, "HTTP/1.1"), fields + auth) if auth else plain
+                return await open_plain(entry, self._ct), out
+            return await open_tunnel(entry, host, port, self._ct), tunneled
+
+        exchange = self._exchange(ask, connect, framing, method in IDEMPOTENT, reader)
+        (up_reader, up_writer), response = await self._or_gone(exchange, reader, writer)
+        try:
+            return await self._relay(head, method, response, up_reader, writer)
+        finally:
+            up_writer.close()
+
+    async def _exchange(
+        self,
+        ask: Ask,
+        connect: Callable[[PoolEntry], Awaitable[tuple[Streams, bytes]]],
+        framing: Framing,
+        idempotent: bool,
+        reader: asyncio.StreamReader,
+    ) -> tuple[Streams, Head]:
+        """Send the request through the first upstream that answers it;
+        returns that upstream's connection and its response head."""
+        resend_ok = idempotent and framing == NO_BODY
+        tried: set[str] = set()
+        errors: list[str] = []
+        for attempt in range(self.settings.retries + 1):
+            entry = await self.pick(ask, tried)
+            tried.add(entry.id)
+            started = time.perf_counter()
+            try:
+                (up_reader, up_writer), out = await connect(entry)
+            except (UpstreamDown, TunnelRefused) as exc:
+                self._failed(entry, ask, errors, str(exc), attempt)
+                continue
+            except TargetUnreachable as exc:
+                errors.append(f"the target is unreachable: {exc}")
+                continue
+            try:
+                up_writer.write(out)
+                try:
+                    await copy_body(framing, reader, up_writer)
+                except BaseException:
+                    raise ClientGone("the request body did not arrive") from None
+                async with asyncio.timeout(self.settings.answer_timeout):
+                    response = await self._response_head(up_reader)
+            except ClientGone:
+                up_writer.close()
+                raise
+            except (TimeoutError, BadMessage, OSError) as exc:
+                up_writer.close()
+                why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
+                self._failed(entry, ask, errors, why or type(exc).__name__, attempt)
+                if resend_ok:
+                    continue
+                raise self._exhausted(errors) from None
+            except BaseException:
+                up_writer.close()
+                raise
+            self.report(entry, True, (time.perf_counter() - started) * 1000)
+            if ask.session:
+                self.sessions.pin(ask.session, entry)
+            return (up_reader, up_writer), response
+        raise self._exhausted(errors)
+
+    async def _or_gone(
+        self, work: Awaitable[T], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> T:
+        """``work``'s result, unless the client leaves first: then it is
+        cancelled (no upstream is held for a client that is not there)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=GONE_POLL)
+            if done:
+                return task.result()
+            if reader.at_eof() or writer.is_closing():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise ClientGone("the client left")
+
+    async def _response_head(self, up_reader: asyncio.StreamReader) -> Head:
+        """The final response head (interim 1xx answers are consumed here)."""
+        while True:
+            raw = await read_head(up_reader)
+            if not raw:
+                raise BadMessage("closed the connection without an answer")
+            response = parse_head(raw)
+            if not response.start[1].startswith("1"):
+                return response
+
+    async def _relay(
+        self,
+        request: Head,
+        method: str,
+        response: Head,
+        up_reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        framing = response_framing(response, method)
+        keep = keeps_alive(request) and framing.kind != "close"
+        fields = forwarded_fields(response)
+        if not keep:
+            fields.append(("Connection", "close"))
+        status = int(response.start[1]) if response.start[1].isdigit() else 0
+        self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
+        writer.write(render(("HTTP/1.1", response.start[1], response.start[2]), fields))
+        await copy_body(framing, up_reader, writer)
+        await writer.drain()
+        return keep
+
+
+async def run(
+    pool: AsyncPool,
+    settings: RotatorSettings,
+    listen: tuple[str, int],
+    api_listen: tuple[str, int] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT; reports still on their way are sent first."""
+    import signal
+
+    rotator = Rotator(pool, settings)
+    server = await asyncio.start_server(
+        rotator.handle, *listen, limit=MAX_HEAD, backlog=1024, reuse_address=True
+    )
+    runner = None
+    if api_listen is not None:
+        from aiohttp import web
+
+        from proxyrefresh.worker.rotate_api import make_app
+
+        runner = web.AppRunner(make_app(rotator), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, *api_listen, reuse_address=True).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready()
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        if runner is not None:
+            await runner.cleanup()
+        await rotator.drain_reports()

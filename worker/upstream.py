@@ -1,0 +1,107 @@
+"""Connections through one upstream proxy from the pool, for the rotator.
+
+An ``http`` upstream takes absolute-URI requests on a plain connection to
+itself; every protocol can open a tunnel (CONNECT for http and https,
+SOCKS4 and SOCKS5 through python-socks) to the target. What went wrong is
+sorted into the cases the rotator treats differently: the upstream is down
+(nothing was sent: report it, try another), it answered and refused the
+tunnel, or it says the target is unreachable (not the upstream's fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from urllib.parse import unquote, urlsplit
+
+from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
+from python_socks.async_.asyncio import Proxy as TunnelProxy
+
+from proxyrefresh.models import Protocol
+from proxyrefresh.pool import PoolEntry
+from proxyrefresh.worker.http1 import MAX_HEAD
+
+_TUNNELS = {
+    Protocol.HTTP: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
+    Protocol.HTTPS: ProxyType.HTTP,
+    Protocol.SOCKS4: ProxyType.SOCKS4,
+    Protocol.SOCKS5: ProxyType.SOCKS5,
+}
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class UpstreamDown(ConnectionError):
+    """The upstream could not be reached or did not finish its handshake."""
+
+
+class TunnelRefused(ConnectionError):
+    """The upstream answered, and refused to open the tunnel."""
+
+
+class TargetUnreachable(ConnectionError):
+    """The upstream works, and could not reach the target: not its fault."""
+
+
+# Replies that say the target failed, not the proxy: SOCKS5 network or host
+# unreachable, connection refused, TTL expired; SOCKS4 "rejected or failed"
+# (its only failure code: a proxy that answers it is up); an HTTP proxy's
+# bad gateway, unavailable, gateway timeout.
+_TARGET_FAILED = {
+    ProxyType.SOCKS5: {3, 4, 5, 6},
+    ProxyType.SOCKS4: {0x5B},
+    ProxyType.HTTP: {502, 503, 504},
+}
+
+
+async def open_plain(entry: PoolEntry, timeout: float) -> Streams:
+    """A connection to an http upstream itself (it takes absolute-URI requests)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.open_connection(entry.host, entry.port, limit=MAX_HEAD)
+    except TimeoutError:
+        raise UpstreamDown(f"connect timed out after {timeout:g}s") from None
+    except OSError as exc:
+        raise UpstreamDown(f"connect failed: {exc.strerror or exc}") from None
+
+
+async def open_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) -> Streams:
+    """A byte stream to ``host:port`` through the upstream."""
+    proxy = TunnelProxy(
+        proxy_type=_TUNNELS[entry.protocol],
+        host=entry.host,
+        port=entry.port,
+        username=_user(entry),
+        password=_password(entry),
+        rdns=entry.protocol is Protocol.SOCKS5,  # let the proxy resolve names
+    )
+    try:
+        sock = await proxy.connect(host, port, timeout=timeout)
+    except (ProxyConnectionError, ProxyTimeoutError) as exc:
+        raise UpstreamDown(str(exc) or type(exc).__name__) from None
+    except ProxyError as exc:
+        if exc.error_code in _TARGET_FAILED[_TUNNELS[entry.protocol]]:
+            raise TargetUnreachable(str(exc)) from None
+        raise TunnelRefused(str(exc)) from None
+    except OSError as exc:
+        raise UpstreamDown(f"tunnel failed: {exc.strerror or exc}") from None
+    return await asyncio.open_connection(sock=sock, limit=MAX_HEAD)
+
+
+def _user(entry: PoolEntry) -> str | None:
+    user = urlsplit(entry.proxy).username
+    return unquote(user) if user is not None else None
+
+
+def _password(entry: PoolEntry) -> str | None:
+    password = urlsplit(entry.proxy).password
+    return unquote(password) if password is not None else None
+
+
+def authorization(entry: PoolEntry) -> list[tuple[str, str]]:
+    """The Proxy-Authorization an http upstream wants for its credentials."""
+    user = _user(entry)
+    if user is None:
+        return []
+    raw = f"{user}:{_password(entry) or ''}".encode()
+    return [("Proxy-Authorization", "Basic " + base64.b64encode(raw).decode())]
