@@ -3,6 +3,7 @@ server, installed with a schedule, run under its own ServiceAccounts."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from typing import Any
 
@@ -90,6 +91,7 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         "minUsable": 1,
         "checker": {"judges": [bed.judge], "timeoutSeconds": 3},
     }
+    rotator_port = free_port("127.0.0.1")
     values = {
         "image": {"repository": "proxyrefresh", "tag": "dev"},
         "redis": {"url": redis.url},
@@ -101,6 +103,13 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         "schedules": [{"name": "every-minute", "schedule": "* * * * *", "spec": spec}],
         # The judge and proxies of the testbed are on loopback.
         "network": {"allowedNetworks": ["127.0.0.0/8"]},
+        # Pods run as local processes here: the rotator's ports must be free.
+        "rotator": {
+            "enabled": True,
+            "pool": "helm",
+            "port": rotator_port,
+            "apiPort": free_port("127.0.0.1"),
+        },
     }
     values_file = bed.testbed.workdir / "helm-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -136,6 +145,26 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         )
         pool = k.get("configmap", "helm-proxies")["data"]["live_proxies.txt"].split()
         assert len(pool) == done["status"]["usable"]
+        # The rotator Deployment serves the pool it reads from Redis.
+        (rotator,) = k.get("pods", "-l", "app.kubernetes.io/component=rotator")["items"]
+        assert rotator["spec"]["automountServiceAccountToken"] is False
+        through = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--max-time",
+                "20",
+                "-x",
+                f"http://127.0.0.1:{rotator_port}",
+                bed.judge,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert through.returncode == 0, through.stderr
+        exits = {p.exit_ip for p in bed.proxies if p.expect is not None}
+        assert json.loads(through.stdout)["remote_addr"] in exits
         # Least privilege, as the API server sees it.
         operator = "prf-proxyrefresh-operator"
         assert can_i(k, operator, "create", "jobs.batch")

@@ -246,3 +246,49 @@ def test_checkov_passes_on_the_chart_and_the_dockerfile(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Failed checks: 0" in result.stdout
     assert "prismacloud" not in result.stdout + result.stderr  # it stayed offline
+
+
+def test_the_native_rotator_needs_no_api_rights_and_no_volume() -> None:
+    docs = render(
+        "--set",
+        "redis.bundled.enabled=true",
+        "--set",
+        "rotator.enabled=true",
+        "--set",
+        "rotator.filters.minAnonymity=elite",
+        "--set",
+        "rotator.auth.existingSecret=rotator-clients",
+    )
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if "rotator" in d["metadata"]["name"]]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "volumes" not in pod
+    (container,) = pod["containers"]
+    assert container["args"][:3] == ["rotate", "--pool", "default"]
+    env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert env["PROXYREFRESH_ROTATOR_MIN_ANONYMITY"] == "elite"
+    assert env["PROXYREFRESH_ROTATOR_PASSWORD"] == {"name": "rotator-clients", "key": "password"}
+    assert "redis://" not in json.dumps(deployment)  # the URL by reference only
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert not [r for r in by_kind(docs, "Role") if "rotator" in r["metadata"]["name"]]
+    (redis_policy,) = [
+        p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("redis")
+    ]
+    sources = redis_policy["spec"]["ingress"][0]["from"]
+    assert "rotator" in {
+        s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for s in sources
+    }
+    # mubeng stays selectable: the feed with its one ConfigMap, mubeng serving.
+    mubeng = render(
+        "--set",
+        "redis.url=redis://r:6379/0",
+        "--set",
+        "rotator.enabled=true",
+        "--set",
+        "rotator.engine=mubeng",
+    )
+    (deployment,) = [d for d in by_kind(mubeng, "Deployment") if "rotator" in d["metadata"]["name"]]
+    names = [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+    assert names == ["feed", "mubeng"]
+    (role,) = [r for r in by_kind(mubeng, "Role") if "rotator" in r["metadata"]["name"]]
+    assert role["rules"][0]["resourceNames"] == ["default-proxies"]

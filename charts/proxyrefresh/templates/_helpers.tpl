@@ -56,3 +56,27 @@ the release namespace; empty only for an explicit operator.clusterWide. */ -}}
 {{- .Values.operator.watchNamespaces | default (list .Release.Namespace) | toJson -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Egress to anywhere public: not the metadata address, nor networkPolicy.workerDeniedCIDRs. */}}
+{{- define "proxyrefresh.publicEgress" -}}
+- to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except:
+          - 169.254.0.0/16
+          {{- range $.Values.networkPolicy.workerDeniedCIDRs }}
+          {{- if not (contains ":" .) }}
+          - {{ . }}
+          {{- end }}
+          {{- end }}
+    - ipBlock:
+        cidr: ::/0
+        except:
+          - fe80::/10
+          - fd00:ec2::254/128
+          {{- range $.Values.networkPolicy.workerDeniedCIDRs }}
+          {{- if contains ":" . }}
+          - {{ . }}
+          {{- end }}
+          {{- end }}
+{{- end -}}
