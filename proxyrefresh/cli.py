@@ -458,6 +458,37 @@ def pool_report(
         typer.echo(f"{report.outcome}: score {report.score:.3f}, failures {report.failures}")
 
 
+@pool_app.command("grant")
+def pool_grant(
+    name: str,
+    namespace: Namespace = "default",
+    user: Annotated[str, typer.Option(help="The Redis user to make (or reset).")] = "",
+) -> None:
+    """Make a Redis user that may use this pool and nothing else (its keys
+    and events channel) and print its URL: the credential for a rotator or a
+    consumer. Running it again resets the password."""
+    import secrets
+
+    from redis.exceptions import ResponseError
+
+    from proxyrefresh.fanout.access import rules, worker_url
+    from proxyrefresh.fanout.store import PoolKeys
+    from proxyrefresh.settings import RedisSettings
+
+    if not user:
+        raise fail("--user is required", EXIT_BAD_INPUT)
+    settings = RedisSettings()
+    secret = secrets.token_hex(24)
+    with _pool_errors():
+        try:
+            settings.sync_client().execute_command(
+                "ACL", "SETUSER", user, *rules(PoolKeys(namespace, name), secret)
+            )
+        except ResponseError as exc:
+            raise fail(f"Redis refused ACL SETUSER: {exc}", EXIT_BAD_INPUT) from None
+    typer.echo(worker_url(settings.url, user, secret))
+
+
 def main() -> None:
     try:
         app()

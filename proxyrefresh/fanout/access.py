@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from proxyrefresh.fanout.store import KEY_PREFIX, RunKeys
+from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
 
 USER_PREFIX = "proxyrefresh-run-"
 # Commands a worker never needs; key and channel patterns bound the rest.
@@ -45,8 +45,8 @@ def password(key: str, uid: str) -> str:
     return hmac.new(key.encode(), f"worker:{uid}".encode(), hashlib.sha256).hexdigest()
 
 
-def rules(keys: RunKeys, secret: str) -> list[str]:
-    """ACL SETUSER arguments: only this run's keys and channel."""
+def rules(keys: RunKeys | PoolKeys, secret: str) -> list[str]:
+    """ACL SETUSER arguments: only this run's (or pool's) keys and channels."""
     pattern = keys.key("*")
     return [
         "reset",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Bed, wait_for
+from tests.conftest import Bed, run_cli, wait_for
 from tests.harness import rotator as rot
 from tests.harness.testbed import LocalProxy, RedisServer
 
@@ -321,3 +321,45 @@ def test_the_json_api(
     assert stats["size"] == len(live)
     assert stats["usable"] == len(live) - 1  # the one reported failing
     assert requests.get(r.api + "/readyz", timeout=5).json() == {"status": "ready"}
+
+
+def test_the_rotator_needs_a_redis_user_for_its_pool_only(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+    live: list[LocalProxy],
+) -> None:
+    rot.fill(redis_server.url, NS, pool_name, live)
+    rot.fill(redis_server.url, NS, pool_name + "-other", live)
+    user = f"rotator-{pool_name}"
+    granted = run_cli(
+        "pool",
+        "grant",
+        pool_name,
+        "-n",
+        NS,
+        "--user",
+        user,
+        env={"PROXYREFRESH_REDIS_URL": redis_server.url},
+    )
+    assert granted.returncode == 0, granted.stderr
+    url = granted.stdout.strip()
+    assert url.startswith(f"redis://{user}:")
+    r = rot.start(bed.testbed.workdir, url, pool_name, NS)
+    rotators.append(r)
+    got = curl("-x", r.proxy, bed.judge, "-w", "\n")
+    assert got.returncode == 0, got.stderr
+    assert judged(got.stdout)[0]["remote_addr"] in {p.exit_ip for p in live}
+    first = requests.get(r.api + "/v1/proxy", timeout=5).json()
+    report = requests.post(
+        r.api + "/v1/report", json={"proxy": first["proxy"], "ok": True}, timeout=5
+    )
+    assert report.status_code == 200, report.text
+    assert requests.get(r.api + "/v1/stats", timeout=5).json()["size"] == len(live)
+    # The same credential opens no other pool.
+    other = run_cli(
+        "pool", "stats", pool_name + "-other", "-n", NS, env={"PROXYREFRESH_REDIS_URL": url}
+    )
+    assert other.returncode == 69, (other.stdout, other.stderr)
+    assert "NOPERM" in other.stderr or "permission" in other.stderr.lower()
