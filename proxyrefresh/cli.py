@@ -481,7 +481,7 @@ def pool_grant(
     secret = secrets.token_hex(24)
     with _pool_errors():
         try:
-            settings.sync_client().execute_command(
+            settings.sync_client().execute_command(  # type: ignore[no-untyped-call]
                 "ACL", "SETUSER", user, *rules(PoolKeys(namespace, name), secret)
             )
         except ResponseError as exc:

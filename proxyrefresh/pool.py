@@ -19,6 +19,7 @@ three failures in a row or a score under 0.01 drop the proxy at once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -103,13 +104,16 @@ def group_name(protocol: Protocol, anonymity: Anonymity, latency_ms: float | Non
     return f"{protocol.value}:{anonymity.value}:{band(latency_ms)}"
 
 
+@functools.lru_cache(maxsize=256)
 def groups_for(
     protocol: Protocol | None = None,
     min_anonymity: Anonymity | None = None,
     max_latency_ms: float | None = None,
 ) -> tuple[list[str], list[str]]:
     """The groups a pick may take from: (whole groups, groups to scan for
-    the latency limit). Pure, so the filter logic is tested without Redis."""
+    the latency limit). Pure, so the filter logic is tested without Redis;
+    cached, as a rotator asks it for every request (callers must not
+    change the lists)."""
     protocols = [protocol] if protocol else list(Protocol)
     levels = [a for a in Anonymity if min_anonymity is None or a.at_least(min_anonymity)]
     whole: list[str] = []
@@ -409,8 +413,16 @@ class _Calls:
             raise NotInPool(f"{identity(proxy)} is not in pool {self.namespace}/{self.name}")
         return Report(outcome, int(raw[1]), int(raw[2]), float(_text(raw[3])), int(raw[4]))
 
-    def pick_call(self, flt: PickFilter) -> tuple[list[str], list[Any]]:
+    def pick_call(
+        self, flt: PickFilter, occupied: frozenset[str] | None = None
+    ) -> tuple[list[str], list[Any]]:
+        """The pick's keys and arguments; ``occupied`` (the groups known to
+        have members) leaves out the empty ones, which cost a call nothing
+        but its size: without a filter a pick names every group."""
         whole, scan = groups_for(flt.protocol, flt.min_anonymity, flt.max_latency_ms)
+        if occupied is not None:
+            whole = [g for g in whole if g in occupied]
+            scan = [g for g in scan if g in occupied]
         keys = [self.keys.entries, self.keys.clock]
         keys += [self.keys.group(g) for g in whole + scan]
         limit = "" if flt.max_latency_ms is None else flt.max_latency_ms
@@ -555,16 +567,44 @@ class AsyncPool(_Scripts):
         super().__init__(redis, name, namespace, scoring)
         self.redis = redis
 
-    async def get(self, **filters: Any) -> PoolEntry:
+    async def get(self, occupied: frozenset[str] | None = None, **filters: Any) -> PoolEntry:
+        """As :meth:`Pool.get`; ``occupied``: see :meth:`occupied`."""
         flt = PickFilter(**filters)
-        keys, args = self.calls.pick_call(flt)
+        keys, args = self.calls.pick_call(flt, occupied)
         return self.calls.parse_pick(await self._pick(keys=keys, args=args), flt)
+
+    async def occupied(self) -> frozenset[str]:
+        """The groups that have members now. A frequent picker (the rotator)
+        refreshes this every second and passes it to :meth:`get`, so a pick
+        names only those groups (a group filled since is seen at the next
+        refresh)."""
+        raw = await self._stats(keys=self.calls.stats_keys())
+        return frozenset(g for g, n in zip(all_groups(), raw[2:], strict=True) if int(n))
 
     async def report(self, proxy: str, ok: bool, latency_ms: float | None = None) -> Report:
         raw = await self._report(
             keys=self.calls.keys.fixed(), args=self.calls.report_args(proxy, ok, latency_ms)
         )
         return self.calls.parse_report(proxy, raw)
+
+    async def report_many(
+        self, outcomes: list[tuple[str, bool, float | None]]
+    ) -> list[Report | PoolError]:
+        """Several reports in one round trip (a pipeline of the same script):
+        what a busy reporter (the rotator) sends. Each is applied atomically
+        and on its own; a proxy no longer in the pool gets its NotInPool."""
+        pipe = self.redis.pipeline(transaction=False)
+        for proxy, ok, latency_ms in outcomes:
+            args = self.calls.report_args(proxy, ok, latency_ms)
+            await self._report(keys=self.calls.keys.fixed(), args=args, client=pipe)
+        raws = await pipe.execute()
+        results: list[Report | PoolError] = []
+        for (proxy, _, _), raw in zip(outcomes, raws, strict=True):
+            try:
+                results.append(self.calls.parse_report(proxy, raw))
+            except PoolError as exc:
+                results.append(exc)
+        return results
 
     @asynccontextmanager
     async def lease(self, **filters: Any) -> AsyncIterator[PoolEntry]:

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 from redis.exceptions import RedisError
 
 from proxyrefresh.models import Anonymity, Protocol
-from proxyrefresh.pool import AsyncPool, NoMatch, NotInPool, PickFilter, PoolEntry, describe
+from proxyrefresh.pool import AsyncPool, NoMatch, PickFilter, PoolEntry, describe
 from proxyrefresh.settings import RotatorSettings
 from proxyrefresh.worker.http1 import (
     IDEMPOTENT,
@@ -73,8 +73,18 @@ log = logging.getLogger("proxyrefresh.rotate")
 CONTROL_PREFIX = "x-proxyrefresh-"
 USER_KEYS = ("session", "protocol", "anonymity", "latency")
 MAX_DRAWS = 8  # picks per attempt before giving up on finding an untried upstream
+AHEAD_SECONDS = 1.0  # how long a pick drawn ahead may wait for its request
+MAX_AHEAD = 64  # filters with a pick drawn ahead (the oldest is let go first)
+STRIKE_SECONDS = 60.0  # how long failures in a row keep an upstream out here
+MAX_STRIKES_KEPT = 10_000  # upstreams whose recent failures are remembered here
 GONE_POLL = 0.25  # how often a client waiting on an upstream is checked for having left
 T = TypeVar("T")
+
+
+def _retrieved(task: asyncio.Task[PoolEntry]) -> None:
+    """Mark a draw's failure as seen: it is drawn again when needed."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ClientGone(ConnectionError):
@@ -261,7 +271,11 @@ class Rotator:
         self.pool, self.settings = pool, settings
         self.sessions = Sessions(settings.session_seconds, settings.max_sessions)
         self.counters = Counters()
-        self._reports: set[asyncio.Task[None]] = set()
+        self._queued: list[tuple[str, bool, float | None]] = []
+        self._strikes: dict[str, tuple[int, float]] = {}  # failures in a row, and when
+        self._queue_wake = asyncio.Event()
+        self._ahead: dict[PickFilter, tuple[asyncio.Task[PoolEntry], float]] = {}
+        self._occupied: frozenset[str] | None = None  # None: every group
 
     # --- the pool --------------------------------------------------------
 
@@ -272,14 +286,12 @@ class Rotator:
                 return held
         for _ in range(MAX_DRAWS):
             try:
-                entry = await self.pool.get(**vars(ask.filters))
+                entry = await (self._draw(ask.filters) if not tried else self._get(ask.filters))
             except NoMatch as exc:
                 raise refused(503, "Service Unavailable", str(exc)) from None
             except RedisError as exc:
-                raise refused(
-                    503, "Service Unavailable", f"the pool is unreachable: {exc}"
-                ) from None
-            if entry.id not in tried:
+                raise unreachable(exc) from None
+            if entry.id not in tried and not self.struck_out(entry):
                 return entry
         raise refused(
             502,
@@ -288,25 +300,91 @@ class Rotator:
             f"tried {len(tried)}",
         )
 
-    def report(self, entry: PoolEntry, ok: bool, latency_ms: float | None = None) -> None:
-        """Tell the pool, off the request's path (the client does not wait)."""
-        if not ok:
-            self.counters.upstream_failures += 1
-        task = asyncio.create_task(self._send_report(entry, ok, latency_ms))
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
+    async def _get(self, flt: PickFilter) -> PoolEntry:
+        if self._occupied is not None:
+            try:
+                return await self.pool.get(self._occupied, **vars(flt))
+            except NoMatch:
+                # A group may have filled since the last look: ask again
+                # naming every group (and keep doing so until the next look).
+                self._occupied = None
+        return await self.pool.get(None, **vars(flt))
 
-    async def _send_report(self, entry: PoolEntry, ok: bool, latency_ms: float | None) -> None:
-        try:
-            await self.pool.report(entry.proxy, ok, latency_ms)
-        except NotInPool:
-            pass  # dropped meanwhile (by a refresh, or by other reports)
-        except RedisError as exc:
-            log.warning("report for %s lost: %s", entry.id, exc)
+    async def watch_groups(self, every: float = 1.0) -> None:
+        """Keep the set of groups with members fresh (picks name only those)."""
+        while True:
+            try:
+                self._occupied = await self.pool.occupied()
+            except RedisError:
+                self._occupied = None  # every group, until Redis answers again
+            await asyncio.sleep(every)
+
+    async def _draw(self, flt: PickFilter) -> PoolEntry:
+        """The next pick for ``flt``, drawn one request ahead: each pick
+        starts the next one in the background, so steady traffic does not
+        wait on Redis. A draw older than AHEAD_SECONDS is not used (its
+        proxy may have been dropped since); a failed one is drawn again."""
+        ahead = self._ahead.pop(flt, None)
+        entry: PoolEntry | None = None
+        if ahead is not None:
+            task, drawn_at = ahead
+            if time.monotonic() - drawn_at < AHEAD_SECONDS:
+                with contextlib.suppress(Exception):
+                    entry = await task
+            else:
+                task.cancel()
+        if entry is None:
+            entry = await self._get(flt)
+        if len(self._ahead) >= MAX_AHEAD:
+            stale_task, _ = self._ahead.pop(next(iter(self._ahead)))
+            stale_task.cancel()
+        following = asyncio.create_task(self._get(flt))
+        following.add_done_callback(_retrieved)
+        self._ahead[flt] = (following, time.monotonic())
+        return entry
+
+    def struck_out(self, entry: PoolEntry) -> bool:
+        """Whether ``entry`` failed here as often in a row as the pool drops
+        a proxy for: its reports may still be on their way (or it was drawn
+        ahead before they landed), so it is not tried again meanwhile."""
+        count, last = self._strikes.get(entry.id, (0, 0.0))
+        recent = time.monotonic() - last < STRIKE_SECONDS  # a refresh may bring it back
+        return recent and count >= self.pool.calls.scoring.max_failures
+
+    def report(self, entry: PoolEntry, ok: bool, latency_ms: float | None = None) -> None:
+        """Queue an outcome for the pool; the client does not wait for it."""
+        if ok:
+            self._strikes.pop(entry.id, None)
+        else:
+            self.counters.upstream_failures += 1
+            count, _ = self._strikes.pop(entry.id, (0, 0.0))
+            self._strikes[entry.id] = (count + 1, time.monotonic())
+            while len(self._strikes) > MAX_STRIKES_KEPT:
+                self._strikes.pop(next(iter(self._strikes)))
+        self._queued.append((entry.proxy, ok, latency_ms))
+        self._queue_wake.set()
+
+    async def send_reports(self) -> None:
+        """Send queued outcomes, batched (one round trip for all that queued
+        while the last batch was on its way), off every request's path."""
+        while True:
+            await self._queue_wake.wait()
+            self._queue_wake.clear()
+            await asyncio.sleep(0)  # let the outcomes of this loop turn queue up
+            batch, self._queued = self._queued, []
+            if not batch:
+                continue
+            try:
+                await self.pool.report_many(batch)  # NotInPool: dropped meanwhile
+            except RedisError as exc:
+                log.warning("%d reports lost: %s", len(batch), exc)
 
     async def drain_reports(self) -> None:
-        if self._reports:
-            await asyncio.gather(*self._reports, return_exceptions=True)
+        """Send what is still queued (at shutdown)."""
+        if self._queued:
+            batch, self._queued = self._queued, []
+            with contextlib.suppress(RedisError):
+                await self.pool.report_many(batch)
 
     # --- client connections ----------------------------------------------
 
@@ -586,6 +664,8 @@ async def run(
         runner = web.AppRunner(make_app(rotator), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, *api_listen, reuse_address=True).start()
+    groups = asyncio.create_task(rotator.watch_groups())
+    reports = asyncio.create_task(rotator.send_reports())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -595,6 +675,8 @@ async def run(
     try:
         await stop.wait()
     finally:
+        groups.cancel()
+        reports.cancel()
         server.close()
         if runner is not None:
             await runner.cleanup()

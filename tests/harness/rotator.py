@@ -44,18 +44,20 @@ def entry_for(proxy: LocalProxy, latency_ms: float = 50.0) -> PoolEntry:
     )
 
 
-def fill(redis_url: str, namespace: str, name: str, proxies: Iterable[LocalProxy]) -> None:
+async def merge_into(
+    redis_url: str, namespace: str, name: str, proxies: Iterable[LocalProxy]
+) -> None:
     """Merge ``proxies`` into the pool as a refresh would."""
+    redis = AsyncRedis.from_url(redis_url, decode_responses=True)
+    try:
+        items = [(p.url, True, entry_for(p)) for p in proxies]
+        await AsyncPool(redis, name, namespace).merge(uuid.uuid4().hex, items, ttl=3600)
+    finally:
+        await redis.aclose()
 
-    async def merge() -> None:
-        redis = AsyncRedis.from_url(redis_url, decode_responses=True)
-        try:
-            items = [(p.url, True, entry_for(p)) for p in proxies]
-            await AsyncPool(redis, name, namespace).merge(uuid.uuid4().hex, items, ttl=3600)
-        finally:
-            await redis.aclose()
 
-    asyncio.run(merge())
+def fill(redis_url: str, namespace: str, name: str, proxies: Iterable[LocalProxy]) -> None:
+    asyncio.run(merge_into(redis_url, namespace, name, proxies))
 
 
 def entries(redis_url: str, namespace: str, name: str) -> list[PoolEntry]:
