@@ -575,6 +575,9 @@ class Rotator:
                     raise ClientGone("the request body did not arrive") from None
                 async with asyncio.timeout(self.settings.answer_timeout):
                     response = await self._response_head(up_reader)
+                if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
+                    # Meant for us, not the client: the pool's credentials are wrong.
+                    raise BadMessage("the upstream refused its credentials (407)")
             except ClientGone:
                 up_writer.close()
                 raise

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from proxyrefresh.models import Anonymity
 from tests.conftest import Bed, run_cli, wait_for
 from tests.harness import rotator as rot
 from tests.harness.testbed import LocalProxy, RedisServer
@@ -363,3 +364,50 @@ def test_the_rotator_needs_a_redis_user_for_its_pool_only(
     )
     assert other.returncode == 69, (other.stdout, other.stderr)
     assert "NOPERM" in other.stderr or "permission" in other.stderr.lower()
+
+
+def test_upstreams_that_want_credentials_get_them(
+    bed: Bed,
+    redis_server: RedisServer,
+    rotators: list[rot.Rotator],
+    pool_name: str,
+) -> None:
+    def with_auth(proxy: LocalProxy, user: str, password: str) -> LocalProxy:
+        scheme, _, rest = proxy.url.partition("://")
+        return LocalProxy(
+            proxy.name, f"{scheme}://{user}:{password}@{rest}", proxy.expect, proxy.exit_ip
+        )
+
+    http = bed.testbed.tinyproxy("127.0.0.35", Anonymity.ELITE, auth=("alice", "pass1"))
+    socks = bed.testbed.microsocks("127.0.0.36", auth=("bob", "s3cr@t"))
+    upstreams = [
+        with_auth(http, "alice", "pass1"),
+        with_auth(socks, "bob", "s3cr%40t"),  # a URL-encoded password
+    ]
+    rot.fill(redis_server.url, NS, pool_name, upstreams)
+    r = start(bed, redis_server, rotators, pool_name)
+    got = curl("-x", r.proxy, *[bed.judge] * 4, "-w", "\n")
+    assert got.returncode == 0, got.stderr
+    assert sorted(seen["remote_addr"] for seen in judged(got.stdout)) == [
+        "127.0.0.35",
+        "127.0.0.35",
+        "127.0.0.36",
+        "127.0.0.36",
+    ]
+    tls = rot.TlsServer(bed.testbed.workdir)
+    try:
+        for protocol, exit_ip in (("http", "127.0.0.35"), ("socks5", "127.0.0.36")):
+            tunneled = curl(
+                "--cacert",
+                str(tls.cert),
+                "-x",
+                r.proxy,
+                "--proxy-header",
+                f"X-Proxyrefresh-Protocol: {protocol}",
+                tls.url,
+            )
+            assert tunneled.returncode == 0, tunneled.stderr
+            assert json.loads(tunneled.stdout)["remote_addr"] == exit_ip
+    finally:
+        tls.close()
+    assert r.health()["upstream_failures"] == 0
