@@ -172,14 +172,7 @@ async def copy_body(
 ) -> None:
     """Relay one body, unchanged, from ``reader`` to ``writer``."""
     if framing.kind == "length":
-        left = framing.length
-        while left:
-            data = await reader.read(min(left, COPY_BUFFER))
-            if not data:
-                raise BadMessage("the body ended early")
-            writer.write(data)
-            left -= len(data)
-            await writer.drain()
+        await _copy_exactly(framing.length, reader, writer, "the body ended early")
     elif framing.kind == "chunked":
         await _copy_chunked(reader, writer)
     elif framing.kind == "close":
@@ -204,13 +197,20 @@ async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
                 if trailer == b"\r\n":
                     await writer.drain()
                     return
-        left = size + 2  # the chunk and its CRLF
-        while left:
-            data = await reader.read(min(left, COPY_BUFFER))
-            if not data:
-                raise BadMessage("the body ended inside a chunk")
-            writer.write(data)
-            left -= len(data)
+        # the chunk and its CRLF
+        await _copy_exactly(size + 2, reader, writer, "the body ended inside a chunk")
+
+
+async def _copy_exactly(
+    count: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, short: str
+) -> None:
+    left = count
+    while left:
+        data = await reader.read(min(left, COPY_BUFFER))
+        if not data:
+            raise BadMessage(short)
+        writer.write(data)
+        left -= len(data)
         await writer.drain()
 
 

@@ -87,6 +87,10 @@ def _retrieved(task: asyncio.Task[PoolEntry]) -> None:
         task.exception()
 
 
+class NoAnswer(ConnectionError):
+    """The request went out and no usable answer came back."""
+
+
 class ClientGone(ConnectionError):
     """The client closed its connection while its upstream was being found."""
 
@@ -440,7 +444,7 @@ class Rotator:
     ) -> None:
         host, port = authority(head.start[1], 443)
         up = await self._or_gone(
-            self._attempt(ask, lambda entry: open_tunnel(entry, host, port, self._ct)),
+            self._through(ask, lambda entry: open_tunnel(entry, host, port, self._ct)),
             reader,
             writer,
         )
@@ -456,36 +460,44 @@ class Rotator:
     def _ct(self) -> float:
         return self.settings.connect_timeout
 
-    async def _attempt(
-        self, ask: Ask, connect: Callable[[PoolEntry], Awaitable[Streams]]
-    ) -> Streams:
-        """A connection through the first upstream that opens one (CONNECT)."""
+    async def _through(
+        self, ask: Ask, attempt: Callable[[PoolEntry], Awaitable[T]], resend_ok: bool = True
+    ) -> T:
+        """``attempt`` through the first upstream it succeeds with, trying up
+        to ``retries`` others; every upstream's outcome is reported. A
+        failure after the request went out (NoAnswer) is retried only when
+        ``resend_ok``."""
         tried: set[str] = set()
         errors: list[str] = []
-        for attempt in range(self.settings.retries + 1):
+        for n in range(self.settings.retries + 1):
             entry = await self.pick(ask, tried)
             tried.add(entry.id)
             started = time.perf_counter()
             try:
-                streams = await connect(entry)
-            except UpstreamDown as exc:
-                self._failed(entry, ask, errors, str(exc), attempt)
-                continue
-            except TunnelRefused as exc:
-                # An http proxy may serve plain requests and refuse tunnels:
-                # that is not a failure of the proxy.
-                if entry.protocol is not Protocol.HTTP:
-                    self._failed(entry, ask, errors, str(exc), attempt)
-                else:
-                    errors.append(f"refused the tunnel: {exc}")
-                continue
-            except TargetUnreachable as exc:
+                result = await attempt(entry)
+            except TargetUnreachable as exc:  # the upstream works: nothing to report
                 errors.append(f"the target is unreachable: {exc}")
                 continue
+            except TunnelRefused as exc:
+                if entry.protocol is Protocol.HTTP:
+                    # An http proxy may serve plain requests and refuse
+                    # tunnels: that is not a failure of the proxy.
+                    errors.append(f"refused the tunnel: {exc}")
+                else:
+                    self._failed(entry, ask, errors, str(exc), n)
+                continue
+            except UpstreamDown as exc:
+                self._failed(entry, ask, errors, str(exc), n)
+                continue
+            except NoAnswer as exc:
+                self._failed(entry, ask, errors, str(exc), n)
+                if resend_ok:
+                    continue
+                break
             self.report(entry, True, (time.perf_counter() - started) * 1000)
             if ask.session:
                 self.sessions.pin(ask.session, entry)
-            return streams
+            return result
         raise self._exhausted(errors)
 
     def _failed(
@@ -528,74 +540,56 @@ class Rotator:
         plain = render((method, target, "HTTP/1.1"), fields)
         tunneled = render((method, origin, "HTTP/1.1"), fields)
 
-        async def connect(entry: PoolEntry) -> tuple[Streams, bytes]:
+        async def exchange(entry: PoolEntry) -> tuple[Streams, Head]:
             if entry.protocol is Protocol.HTTP:
                 auth = authorization(entry)
                 out = render((method, target, "HTTP/1.1"), fields + auth) if auth else plain
-                return await open_plain(entry, self._ct), out
-            return await open_tunnel(entry, host, port, self._ct), tunneled
+                up_reader, up_writer = await open_plain(entry, self._ct)
+            else:
+                out = tunneled
+                up_reader, up_writer = await open_tunnel(entry, host, port, self._ct)
+            try:
+                return (up_reader, up_writer), await self._send(
+                    entry, out, framing, reader, up_reader, up_writer
+                )
+            except BaseException:
+                up_writer.close()
+                raise
 
-        exchange = self._exchange(ask, connect, framing, method in IDEMPOTENT, reader)
-        (up_reader, up_writer), response = await self._or_gone(exchange, reader, writer)
+        resend_ok = method in IDEMPOTENT and framing == NO_BODY
+        exchanged = self._through(ask, exchange, resend_ok)
+        (up_reader, up_writer), response = await self._or_gone(exchanged, reader, writer)
         try:
             return await self._relay(head, method, response, up_reader, writer)
         finally:
             up_writer.close()
 
-    async def _exchange(
+    async def _send(
         self,
-        ask: Ask,
-        connect: Callable[[PoolEntry], Awaitable[tuple[Streams, bytes]]],
+        entry: PoolEntry,
+        out: bytes,
         framing: Framing,
-        idempotent: bool,
         reader: asyncio.StreamReader,
-    ) -> tuple[Streams, Head]:
-        """Send the request through the first upstream that answers it;
-        returns that upstream's connection and its response head."""
-        resend_ok = idempotent and framing == NO_BODY
-        tried: set[str] = set()
-        errors: list[str] = []
-        for attempt in range(self.settings.retries + 1):
-            entry = await self.pick(ask, tried)
-            tried.add(entry.id)
-            started = time.perf_counter()
-            try:
-                (up_reader, up_writer), out = await connect(entry)
-            except (UpstreamDown, TunnelRefused) as exc:
-                self._failed(entry, ask, errors, str(exc), attempt)
-                continue
-            except TargetUnreachable as exc:
-                errors.append(f"the target is unreachable: {exc}")
-                continue
-            try:
-                up_writer.write(out)
-                try:
-                    await copy_body(framing, reader, up_writer)
-                except BaseException:
-                    raise ClientGone("the request body did not arrive") from None
-                async with asyncio.timeout(self.settings.answer_timeout):
-                    response = await self._response_head(up_reader)
-                if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
-                    # Meant for us, not the client: the pool's credentials are wrong.
-                    raise BadMessage("the upstream refused its credentials (407)")
-            except ClientGone:
-                up_writer.close()
-                raise
-            except (TimeoutError, BadMessage, OSError) as exc:
-                up_writer.close()
-                why = "no answer in time" if isinstance(exc, TimeoutError) else str(exc)
-                self._failed(entry, ask, errors, why or type(exc).__name__, attempt)
-                if resend_ok:
-                    continue
-                raise self._exhausted(errors) from None
-            except BaseException:
-                up_writer.close()
-                raise
-            self.report(entry, True, (time.perf_counter() - started) * 1000)
-            if ask.session:
-                self.sessions.pin(ask.session, entry)
-            return (up_reader, up_writer), response
-        raise self._exhausted(errors)
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> Head:
+        """Send the request (its body from the client) and read the answer's head."""
+        up_writer.write(out)
+        try:
+            await copy_body(framing, reader, up_writer)
+        except (OSError, BadMessage, asyncio.IncompleteReadError):
+            raise ClientGone("the request body did not arrive") from None
+        try:
+            async with asyncio.timeout(self.settings.answer_timeout):
+                response = await self._response_head(up_reader)
+        except TimeoutError:
+            raise NoAnswer("no answer in time") from None
+        except (BadMessage, OSError) as exc:
+            raise NoAnswer(str(exc) or type(exc).__name__) from None
+        if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
+            # Meant for us, not the client: the pool's credentials are wrong.
+            raise NoAnswer("the upstream refused its credentials (407)")
+        return response
 
     async def _or_gone(
         self, work: Awaitable[T], reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -24,34 +25,36 @@ NS = "rotate"
 
 
 @pytest.fixture
-def pool_name() -> str:
-    return f"r{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
 def live(bed: Bed) -> list[LocalProxy]:
     return [p for p in bed.proxies if p.expect is not None]
 
 
+@dataclass
+class Rotating:
+    """A fresh pool in the session's Redis, and the rotators started over it."""
+
+    bed: Bed
+    redis: RedisServer
+    pool: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
+    started: list[rot.Rotator] = field(default_factory=list)
+
+    def fill(self, proxies: list[LocalProxy], pool: str | None = None) -> None:
+        rot.fill(self.redis.url, NS, pool or self.pool, proxies)
+
+    def start(self, *args: str, redis_url: str | None = None, **env: str) -> rot.Rotator:
+        r = rot.start(
+            self.bed.testbed.workdir, redis_url or self.redis.url, self.pool, NS, *args, **env
+        )
+        self.started.append(r)
+        return r
+
+
 @pytest.fixture
-def rotators(bed: Bed, redis_server: RedisServer) -> Iterator[list[rot.Rotator]]:
-    started: list[rot.Rotator] = []
-    yield started
-    for r in started:
+def rotating(bed: Bed, redis_server: RedisServer) -> Iterator[Rotating]:
+    setup = Rotating(bed, redis_server)
+    yield setup
+    for r in setup.started:
         r.stop()
-
-
-def start(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool: str,
-    *args: str,
-    **env: str,
-) -> rot.Rotator:
-    r = rot.start(bed.testbed.workdir, redis_server.url, pool, NS, *args, **env)
-    rotators.append(r)
-    return r
 
 
 def curl_args(proxy: LocalProxy) -> list[str]:
@@ -73,12 +76,9 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_500_requests_leave_through_live_upstreams_and_teach_the_pool(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-    live: list[LocalProxy],
+    rotating: Rotating, live: list[LocalProxy]
 ) -> None:
+    bed = rotating.bed
     dead = [
         bed.by_name("refused-127.0.0.20"),
         bed.by_name("blackhole-127.0.0.21"),
@@ -86,14 +86,10 @@ def test_500_requests_leave_through_live_upstreams_and_teach_the_pool(
         *bed.testbed.blackholes("127.0.0.24"),
     ]
     assert len(dead) * 3 >= len(live + dead)  # a third of the pool, or more
-    rot.fill(redis_server.url, NS, pool_name, live + dead)
+    rotating.fill(live + dead)
     # One retry per dead upstream: a request then always finds a live one,
     # even if every dead one comes up before it.
-    r = start(
-        bed,
-        redis_server,
-        rotators,
-        pool_name,
+    r = rotating.start(
         "--retries",
         str(len(dead)),
         "--answer-timeout",
@@ -132,52 +128,53 @@ def test_500_requests_leave_through_live_upstreams_and_teach_the_pool(
     spread = Counter(seen["remote_addr"] for seen in answers)
     assert set(spread) == set(baseline)
     assert min(spread.values()) >= 500 / len(live) / 2, spread  # fair within a factor of 2
-    assert {e.proxy for e in rot.entries(redis_server.url, NS, pool_name)} == {p.url for p in live}
+    assert {e.proxy for e in rot.entries(rotating.redis.url, NS, rotating.pool)} == {
+        p.url for p in live
+    }
     health = r.health()
     assert health["requests"] == 500
     # Each dead upstream was tried until its third failure, and never again.
     assert health["upstream_failures"] == 3 * len(dead), health
 
 
+def tls_exit(tls: rot.TlsServer, r: rot.Rotator, protocol: str) -> str:
+    """The address the TLS server saw, reached through a CONNECT tunnel of
+    the rotator over an upstream of ``protocol``."""
+    got = curl(
+        "--cacert",
+        str(tls.cert),
+        "-x",
+        r.proxy,
+        "--proxy-header",
+        f"X-Proxyrefresh-Protocol: {protocol}",
+        tls.url,
+    )
+    assert got.returncode == 0, (protocol, got.stderr)
+    return str(json.loads(got.stdout)["remote_addr"])
+
+
 def test_connect_tunnels_through_every_kind_of_upstream(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-    live: list[LocalProxy],
+    rotating: Rotating, live: list[LocalProxy]
 ) -> None:
-    rot.fill(redis_server.url, NS, pool_name, live)
-    r = start(bed, redis_server, rotators, pool_name)
+    bed = rotating.bed
+    rotating.fill(live)
+    r = rotating.start()
     tls = rot.TlsServer(bed.testbed.workdir)
     try:
         for protocol in ("http", "https", "socks4", "socks5"):
             exits = {p.exit_ip for p in live if p.url.startswith(protocol + "://")}
             for _ in range(len(exits) + 1):
-                got = curl(
-                    "--cacert",
-                    str(tls.cert),
-                    "-x",
-                    r.proxy,
-                    "--proxy-header",
-                    f"X-Proxyrefresh-Protocol: {protocol}",
-                    tls.url,
-                )
-                assert got.returncode == 0, (protocol, got.stderr)
-                assert json.loads(got.stdout)["remote_addr"] in exits, (protocol, got.stdout)
+                assert tls_exit(tls, r, protocol) in exits, protocol
     finally:
         tls.close()
     assert r.health()["upstream_failures"] == 0
 
 
-def test_a_session_keeps_its_upstream_until_it_fails(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-) -> None:
+def test_a_session_keeps_its_upstream_until_it_fails(rotating: Rotating) -> None:
+    bed = rotating.bed
     upstreams = [bed.testbed.pproxy(f"127.0.0.{ip}") for ip in (31, 32, 33)]
-    rot.fill(redis_server.url, NS, pool_name, upstreams)
-    r = start(bed, redis_server, rotators, pool_name)
+    rotating.fill(upstreams)
+    r = rotating.start()
 
     def exits(user: str, n: int) -> list[str]:
         got = curl("-x", f"http://{user}:x@{r.proxy[7:]}", *[bed.judge] * n, "-w", "\n")
@@ -200,17 +197,13 @@ def test_a_session_keeps_its_upstream_until_it_fails(
     assert after[0] != first[0]
 
 
-def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-) -> None:
-    r = start(bed, redis_server, rotators, pool_name)
+def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(rotating: Rotating) -> None:
+    bed = rotating.bed
+    r = rotating.start()
     got = curl("-i", "-x", r.proxy, bed.judge)
     assert got.stdout.startswith("HTTP/1.1 503"), got.stdout
-    assert f"no proxy in pool {NS}/{pool_name} is left" in got.stdout
-    rot.fill(redis_server.url, NS, pool_name, [bed.by_name("pproxy-socks5")])
+    assert f"no proxy in pool {NS}/{rotating.pool} is left" in got.stdout
+    rotating.fill([bed.by_name("pproxy-socks5")])
     got = curl("-i", "-x", r.proxy, "--proxy-header", "X-Proxyrefresh-Protocol: socks4", bed.judge)
     assert got.stdout.startswith("HTTP/1.1 503"), got.stdout
     assert "matches protocol socks4" in got.stdout
@@ -221,12 +214,10 @@ def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(
     assert got.stdout.startswith("HTTP/1.1 200"), got.stdout
 
 
-def test_redis_going_away_is_a_503_within_seconds(
-    bed: Bed, rotators: list[rot.Rotator], pool_name: str
-) -> None:
-    server = RedisServer(bed.testbed)
-    r = rot.start(bed.testbed.workdir, server.url, pool_name, NS)
-    rotators.append(r)
+def test_redis_going_away_is_a_503_within_seconds(rotating: Rotating) -> None:
+    bed = rotating.bed
+    server = RedisServer(rotating.bed.testbed)
+    r = rotating.start(redis_url=server.url)
     server.stop()
     got = curl("-i", "--max-time", "10", "-x", r.proxy, bed.judge)
     assert got.stdout.startswith("HTTP/1.1 503"), (got.stdout, got.stderr)
@@ -234,15 +225,11 @@ def test_redis_going_away_is_a_503_within_seconds(
     assert requests.get(r.api + "/readyz", timeout=10).status_code == 503
 
 
-def test_clients_that_disconnect_cost_nothing(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-) -> None:
+def test_clients_that_disconnect_cost_nothing(rotating: Rotating) -> None:
+    bed = rotating.bed
     hole = bed.by_name("blackhole-127.0.0.21")
-    rot.fill(redis_server.url, NS, pool_name, [bed.by_name("pproxy-socks5"), hole])
-    r = start(bed, redis_server, rotators, pool_name, "--connect-timeout", "1")
+    rotating.fill([bed.by_name("pproxy-socks5"), hole])
+    r = rotating.start("--connect-timeout", "1")
     host, port = r.proxy[7:].split(":")
     for i in range(60):
         with socket.create_connection((host, int(port)), timeout=5) as sock:
@@ -257,18 +244,10 @@ def test_clients_that_disconnect_cost_nothing(
     assert json.loads(got.stdout)["remote_addr"] == "127.0.0.15"
 
 
-def test_client_credentials_from_the_environment(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-) -> None:
-    rot.fill(redis_server.url, NS, pool_name, [bed.by_name("pproxy-socks5")])
-    r = start(
-        bed,
-        redis_server,
-        rotators,
-        pool_name,
+def test_client_credentials_from_the_environment(rotating: Rotating) -> None:
+    bed = rotating.bed
+    rotating.fill([bed.by_name("pproxy-socks5")])
+    r = rotating.start(
         PROXYREFRESH_ROTATOR_USERNAME="alice",
         PROXYREFRESH_ROTATOR_PASSWORD="s3cret",
     )
@@ -288,15 +267,10 @@ def test_client_credentials_from_the_environment(
     assert stats.json()["size"] == 1
 
 
-def test_the_json_api(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-    live: list[LocalProxy],
-) -> None:
-    rot.fill(redis_server.url, NS, pool_name, live)
-    r = start(bed, redis_server, rotators, pool_name)
+def test_the_json_api(rotating: Rotating, live: list[LocalProxy]) -> None:
+    bed = rotating.bed
+    rotating.fill(live)
+    r = rotating.start()
     got = requests.get(r.api + "/v1/proxy", params={"protocol": "socks5"}, timeout=5)
     assert got.status_code == 200
     entry = got.json()
@@ -325,30 +299,26 @@ def test_the_json_api(
 
 
 def test_the_rotator_needs_a_redis_user_for_its_pool_only(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-    live: list[LocalProxy],
+    rotating: Rotating, live: list[LocalProxy]
 ) -> None:
-    rot.fill(redis_server.url, NS, pool_name, live)
-    rot.fill(redis_server.url, NS, pool_name + "-other", live)
-    user = f"rotator-{pool_name}"
+    bed = rotating.bed
+    rotating.fill(live)
+    rotating.fill(live, pool=rotating.pool + "-other")
+    user = f"rotator-{rotating.pool}"
     granted = run_cli(
         "pool",
         "grant",
-        pool_name,
+        rotating.pool,
         "-n",
         NS,
         "--user",
         user,
-        env={"PROXYREFRESH_REDIS_URL": redis_server.url},
+        env={"PROXYREFRESH_REDIS_URL": rotating.redis.url},
     )
     assert granted.returncode == 0, granted.stderr
     url = granted.stdout.strip()
     assert url.startswith(f"redis://{user}:")
-    r = rot.start(bed.testbed.workdir, url, pool_name, NS)
-    rotators.append(r)
+    r = rotating.start(redis_url=url)
     got = curl("-x", r.proxy, bed.judge, "-w", "\n")
     assert got.returncode == 0, got.stderr
     assert judged(got.stdout)[0]["remote_addr"] in {p.exit_ip for p in live}
@@ -360,18 +330,15 @@ def test_the_rotator_needs_a_redis_user_for_its_pool_only(
     assert requests.get(r.api + "/v1/stats", timeout=5).json()["size"] == len(live)
     # The same credential opens no other pool.
     other = run_cli(
-        "pool", "stats", pool_name + "-other", "-n", NS, env={"PROXYREFRESH_REDIS_URL": url}
+        "pool", "stats", rotating.pool + "-other", "-n", NS, env={"PROXYREFRESH_REDIS_URL": url}
     )
     assert other.returncode == 69, (other.stdout, other.stderr)
     assert "NOPERM" in other.stderr or "permission" in other.stderr.lower()
 
 
-def test_upstreams_that_want_credentials_get_them(
-    bed: Bed,
-    redis_server: RedisServer,
-    rotators: list[rot.Rotator],
-    pool_name: str,
-) -> None:
+def test_upstreams_that_want_credentials_get_them(rotating: Rotating) -> None:
+    bed = rotating.bed
+
     def with_auth(proxy: LocalProxy, user: str, password: str) -> LocalProxy:
         scheme, _, rest = proxy.url.partition("://")
         return LocalProxy(
@@ -384,8 +351,8 @@ def test_upstreams_that_want_credentials_get_them(
         with_auth(http, "alice", "pass1"),
         with_auth(socks, "bob", "s3cr%40t"),  # a URL-encoded password
     ]
-    rot.fill(redis_server.url, NS, pool_name, upstreams)
-    r = start(bed, redis_server, rotators, pool_name)
+    rotating.fill(upstreams)
+    r = rotating.start()
     got = curl("-x", r.proxy, *[bed.judge] * 4, "-w", "\n")
     assert got.returncode == 0, got.stderr
     assert sorted(seen["remote_addr"] for seen in judged(got.stdout)) == [
@@ -397,17 +364,7 @@ def test_upstreams_that_want_credentials_get_them(
     tls = rot.TlsServer(bed.testbed.workdir)
     try:
         for protocol, exit_ip in (("http", "127.0.0.35"), ("socks5", "127.0.0.36")):
-            tunneled = curl(
-                "--cacert",
-                str(tls.cert),
-                "-x",
-                r.proxy,
-                "--proxy-header",
-                f"X-Proxyrefresh-Protocol: {protocol}",
-                tls.url,
-            )
-            assert tunneled.returncode == 0, tunneled.stderr
-            assert json.loads(tunneled.stdout)["remote_addr"] == exit_ip
+            assert tls_exit(tls, r, protocol) == exit_ip
     finally:
         tls.close()
     assert r.health()["upstream_failures"] == 0
