@@ -229,7 +229,7 @@ def test_clients_that_disconnect_cost_nothing(rotating: Rotating) -> None:
     bed = rotating.bed
     hole = bed.by_name("blackhole-127.0.0.21")
     rotating.fill([bed.by_name("pproxy-socks5"), hole])
-    r = rotating.start("--connect-timeout", "1")
+    r = rotating.start("--connect-timeout", "1", "--answer-timeout", "1")
     host, port = r.proxy[7:].split(":")
     for i in range(60):
         with socket.create_connection((host, int(port)), timeout=5) as sock:
