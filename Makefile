@@ -64,6 +64,7 @@ bench: bootstrap
 	$(VENV)/python -m bench.judge_rps
 	$(VENV)/python -m bench.refresh_e2e
 	$(VENV)/python -m bench.pool
+	$(VENV)/python -m bench.rotator
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info
