@@ -5,7 +5,7 @@
 #   - the virtualenv at .venv with proxyrefresh and its test extras
 #     (reinstalled only when pyproject.toml changes);
 #   - Debian packages: redis-server, tinyproxy, squid, dante-server,
-#     microsocks (when missing);
+#     microsocks, chromium and chromium-driver (the live page's test), when missing;
 #   - Go-built tools, cached under $PROXYREFRESH_CACHE (hack/tools.sh).
 #
 # What cannot be installed is named at the end, and the exit status is
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl dante-server microsocks)
+DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl dante-server microsocks chromium chromium-driver)
 GO_TOOLS=(${PROXYREFRESH_GO_TOOLS:-})
 
 # --- Debian packages ---------------------------------------------------------

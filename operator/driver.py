@@ -64,8 +64,11 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow
             try:  # step must not add its own length to the next one's wait
-                await reconcile.run_steps(ctx, refresh)
+                with ctx.metrics.reconcile.labels("refresh").time():
+                    await reconcile.run_steps(ctx, refresh)
             except Exception as exc:  # kopf.TemporaryError and the unforeseen alike
+                if isinstance(exc.__cause__, RedisError):
+                    ctx.metrics.redis_errors.labels("refresh").inc()
                 log.warning("%s/%s: step failed, again in %gs: %s",
                             refresh.namespace, refresh.name, RETRY, exc)  # fmt: skip
                 delay = RETRY

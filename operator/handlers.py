@@ -46,6 +46,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.ctx = reconcile.Context(
         operator_settings, redis_settings, redis_settings.client(), NetworkSettings()
     )
+    if operator_settings.metrics_port:
+        memo.ctx.metrics.serve(operator_settings.metrics_address, operator_settings.metrics_port)
     settings.execution.max_workers = 20
 
 
@@ -67,7 +69,7 @@ def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
         kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
     return reconcile.Context(
-        ctx.settings, ctx.redis_settings, ctx.redis, ctx.network, event, ctx.patches
+        ctx.settings, ctx.redis_settings, ctx.redis, ctx.network, event, ctx.patches, ctx.metrics
     )
 
 
@@ -94,7 +96,7 @@ async def pool_daemon(
 ) -> None:
     """One per ProxyPool: its status and refills, from the pool's Redis events."""
     ctx = _ctx(memo, body)
-    await pools.PoolWatch(ctx.redis, ctx.events).run(body, stopped)
+    await pools.PoolWatch(ctx.redis, ctx.events, ctx.metrics).run(body, stopped)
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.POOL_PLURAL)
@@ -103,6 +105,7 @@ async def pool_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with it through their owner references)."""
     meta = body["metadata"]
     await pools.PoolWatch(memo.ctx.redis, _ctx(memo, body).events).pool(dict(body)).delete()
+    memo.ctx.metrics.pool_gone(meta["namespace"], meta["name"])
     logging.getLogger("proxyrefresh.operator").info(
         "pool %s/%s deleted with its Redis keys", meta["namespace"], meta["name"]
     )

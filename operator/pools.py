@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from proxyrefresh import constants as c
 from proxyrefresh.api import Phase, ProxyPoolSpec, Scoring, dump
 from proxyrefresh.operator import kube, policy
+from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import changes, now_iso, set_condition
 from proxyrefresh.pool import AsyncPool, PoolStats
 
@@ -159,6 +160,7 @@ class PoolWatch:
 
     redis: Any
     events: Callable[[str, str, bool], None]
+    metrics: Metrics = field(default_factory=Metrics)
 
     def pool(self, body: dict[str, Any]) -> AsyncPool:
         meta = body["metadata"]
@@ -170,10 +172,11 @@ class PoolWatch:
         old = dict(body.get("status") or {})
         fields = status_fields(stats, spec, old, body["metadata"].get("generation"))
         delta = changes(old, fields)
+        meta = body["metadata"]
         if delta:
-            await kube.patch_pool_status(
-                body["metadata"]["namespace"], body["metadata"]["name"], delta
-            )
+            await kube.patch_pool_status(meta["namespace"], meta["name"], delta)
+            self.metrics.patches.labels("pool").inc()
+        self.metrics.pool_written(meta["namespace"], meta["name"], {**old, **fields})
         return stats
 
     async def maybe_refill(self, body: dict[str, Any], spec: ProxyPoolSpec, usable: int) -> None:
@@ -225,6 +228,7 @@ class PoolWatch:
                         await self.step(body)
                         last, dirty = time.monotonic(), False
             except (RedisError, OSError) as exc:
+                self.metrics.redis_errors.labels("pool").inc()
                 log.warning("%s: Redis: %s; again in 2s", where, exc)
                 await asyncio.sleep(2)
             except ApiException as exc:
@@ -238,8 +242,9 @@ class PoolWatch:
         spec = pool_spec(dict(body))
         if spec is None:
             return
-        stats = await self.sync(dict(body), spec)
-        await self.maybe_refill(dict(body), spec, stats.usable)
+        with self.metrics.reconcile.labels("pool").time():
+            stats = await self.sync(dict(body), spec)
+            await self.maybe_refill(dict(body), spec, stats.usable)
 
 
 async def note_refresh(namespace: str, pool: str, refresh: str, exported: int) -> None:

@@ -45,6 +45,7 @@ from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, pools, scrape
 from proxyrefresh.operator.chunking import auto_chunk_size
+from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import (
     changes,
     now_iso,
@@ -69,6 +70,7 @@ class Context:
     events: Any = None  # callable(reason, message, warning=False), set per call
     # Status patches sent by this operator (bench/refresh_e2e.py reads the log line).
     patches: Counter[str] = field(default_factory=Counter)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def store(self, uid: str) -> RunStore:
         return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
@@ -129,6 +131,12 @@ class Refresh:
         return str(self.status.get("phase") or Phase.PENDING.value)
 
     @property
+    def pool(self) -> str:
+        """The pool it names, read without validating the spec (a refresh
+        with an invalid spec is still counted, as Failed)."""
+        return str((self.body.get("spec") or {}).get("pool") or "default")
+
+    @property
     def spec(self) -> ProxyRefreshSpec:
         return ProxyRefreshSpec.model_validate(self.body.get("spec") or {})
 
@@ -149,6 +157,8 @@ async def patch(ctx: Context, refresh: Refresh, fields: dict[str, Any]) -> None:
     await kube.patch_status(refresh.namespace, refresh.name, delta)
     ctx.patches["status"] += 1
     refresh.body["status"] = {**refresh.status, **delta}
+    ctx.metrics.patches.labels("refresh").inc()
+    ctx.metrics.refresh_written(refresh.uid, refresh.namespace, refresh.pool, refresh.status)
 
 
 @dataclass
@@ -589,6 +599,8 @@ async def follow(ctx: Context, t: Transition) -> None:
         return
     await grant(ctx, refresh)
     t.set(**progress_fields(refresh.status, progress, job))
+    failed_pods = int((job.get("status") or {}).get("failed") or 0)
+    ctx.metrics.pod_failures(refresh.uid, refresh.namespace, refresh.pool, failed_pods)
     if job_end(job).finished:
         t.set(phase=Phase.MERGING.value)
 
@@ -702,4 +714,5 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     await kube.delete_job(refresh.namespace, refresh.job_name)
     await access.revoke(ctx.redis, refresh.uid)
     deleted = await ctx.store(refresh.uid).delete()
+    ctx.metrics.refresh_gone(refresh.uid)
     log.info("deleted %s/%s: %d Redis keys removed", refresh.namespace, refresh.name, deleted)

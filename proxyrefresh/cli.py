@@ -341,6 +341,96 @@ def rotate(
         raise fail(f"cannot listen: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
 
 
+@app.command()
+def watch(
+    name: str,
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+) -> None:
+    """Follow one refresh until it ends: a bar on a terminal, lines when piped.
+    Progress from its Redis events when $PROXYREFRESH_REDIS_URL is set, else
+    from its status. Exit 0 Complete, 1 Failed (the reason on stderr), 4 not
+    found, 69 the API server unavailable."""
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from proxyrefresh import constants as c
+    from proxyrefresh import watch as w
+    from proxyrefresh.fanout.store import RunKeys
+    from proxyrefresh.kubeconfig import load
+
+    load()
+    api = client.CustomObjectsApi()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: dict[str, Any] = {}
+
+    def read() -> dict[str, Any]:
+        nonlocal last
+        try:
+            obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise fail(f"ProxyRefresh {namespace}/{name} not found", EXIT_NOT_FOUND) from None
+            raise fail(f"the API server: {exc.status} {exc.reason}", EXIT_UNAVAILABLE) from None
+        except OSError as exc:
+            raise fail(f"the API server unavailable: {exc}", EXIT_UNAVAILABLE) from None
+        if deadline is not None and time.monotonic() > deadline:
+            raise fail(f"refresh {name} not done after {timeout:g}s", 1)
+        last = {**(obj.get("status") or {}), "_uid": obj["metadata"]["uid"]}
+        return last
+
+    first = read()
+    events = w.Events(os.environ.get("PROXYREFRESH_REDIS_URL"), RunKeys(first["_uid"]).events)
+    bar = sys.stdout.isatty()
+    view = w.follow(name, read, events, w.Output(name, sys.stdout, bar=bar))
+    if view.phase != "Complete":
+        raise fail(f"refresh {name} failed: {w.failure(last)}", 1)
+
+
+@app.command()
+def ui(
+    listen: Annotated[str, typer.Option(help="HOST:PORT of the page.")] = "0.0.0.0:8088",
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Namespaces shown (repeat).")
+    ] = None,
+) -> None:
+    """Serve one live page of the refreshes and pools of some namespaces
+    (Redis: $PROXYREFRESH_REDIS_URL; the API server: the kubeconfig or the
+    pod's account, which needs list on proxyrefreshes and proxypools)."""
+    from proxyrefresh.worker.judge import split_listen
+
+    try:
+        host, port = split_listen(listen)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_BAD_INPUT) from None
+    from aiohttp import web
+
+    from proxyrefresh.fanout import aio
+    from proxyrefresh.settings import RedisSettings
+    from proxyrefresh.ui import Board, kube_lister, make_app
+
+    async def main() -> None:
+        redis = RedisSettings().client(retries=1, timeout=5.0)
+        board = Board(redis, namespace or ["default"], kube_lister())
+        runner = web.AppRunner(make_app(board), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        typer.echo(f"proxyrefresh ui on http://{listen}/", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            await redis.aclose()
+
+    import asyncio
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):
+        aio.run(main())
+
+
 pool_app = typer.Typer(
     help="Read and feed a pool in Redis ($PROXYREFRESH_REDIS_URL). Exit codes: 0 done, "
     "2 bad usage, 4 not found (pool, proxy, or no proxy matches), 69 Redis unavailable.",

@@ -184,6 +184,8 @@ class OperatorSettings(BaseSettings):
     scrape_report_seconds: float = Field(default=2.0, gt=0)  # "fetching X: attempt 2 of 4"
     pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = Field(default=9090, ge=0, le=65535)  # /metrics; 0: none
     namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces
 
 

@@ -100,6 +100,7 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
             "secretNames": ["list-auth"],
             "livenessPort": free_port("127.0.0.1"),
         },
+        "metrics": {"port": free_port("127.0.0.1")},
         "schedules": [{"name": "every-minute", "schedule": "* * * * *", "spec": spec}],
         # The judge and proxies of the testbed are on loopback.
         "network": {"allowedNetworks": ["127.0.0.0/8"]},

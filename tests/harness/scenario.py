@@ -133,15 +133,22 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, redis_url: str, log: Path, **env: str) -> None:
         self.log = log
         self.port = free_port("127.0.0.1")
+        self.metrics_port = free_port("127.0.0.1")
         self.env = {
             **os.environ,
             **LOOPBACK_ALLOWED,
             "KUBECONFIG": str(kubeconfig),
             "PROXYREFRESH_REDIS_URL": redis_url,
             "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
+            "PROXYREFRESH_OPERATOR_METRICS_ADDRESS": "127.0.0.1",
+            "PROXYREFRESH_OPERATOR_METRICS_PORT": str(self.metrics_port),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 60) -> None:
         """Start it and return once its liveness endpoint answers 200: a port

@@ -26,6 +26,10 @@ EVERYTHING = [
     "--set",
     "rotator.enabled=true",
     "--set",
+    "ui.enabled=true",
+    "--set",
+    "metrics.grafanaDashboard.enabled=true",
+    "--set",
     "operator.watchNamespaces={proxyrefresh,scraping}",
     "--set",
     "operator.secretNames={list-auth}",
@@ -161,6 +165,7 @@ def test_every_optional_part_renders() -> None:
     docs = render(*EVERYTHING)
     kinds = sorted({d["kind"] for d in docs})
     assert kinds == [
+        "ConfigMap",
         "CronJob",
         "Deployment",
         "NetworkPolicy",
@@ -292,3 +297,44 @@ def test_the_native_rotator_needs_no_api_rights_and_no_volume() -> None:
     assert names == ["feed", "mubeng"]
     (role,) = [r for r in by_kind(mubeng, "Role") if "rotator" in r["metadata"]["name"]]
     assert role["rules"][0]["resourceNames"] == ["default-proxies"]
+
+
+def test_metrics_service_monitor_dashboard_and_the_page() -> None:
+    docs = render(
+        "--set", "redis.url=redis://r:6379/0", "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.grafanaDashboard.enabled=true", "--set", "ui.enabled=true",
+    )  # fmt: skip
+    operator = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    )
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["PROXYREFRESH_OPERATOR_METRICS_PORT"] == "9090"
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    (dashboard,) = by_kind(docs, "ConfigMap")
+    board = json.loads(dashboard["data"]["proxyrefresh.json"])
+    exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+    for metric in (
+        "proxyrefresh_refreshes",
+        "proxyrefresh_pool_usable",
+        "proxyrefresh_refresh_duration_seconds_bucket",
+        "proxyrefresh_chunk_retries_total",
+        "proxyrefresh_reconcile_duration_seconds_bucket",
+    ):
+        assert metric in exprs
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-ui")]
+    assert role["rules"] == [
+        {"apiGroups": ["proxyrefresh.dev"], "resources": ["proxyrefreshes", "proxypools"],
+         "verbs": ["get", "list", "watch"]}
+    ]  # fmt: skip
+    off = render("--set", "redis.url=redis://r:6379/0", "--set", "metrics.enabled=false")
+    operator = next(
+        d for d in by_kind(off, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["PROXYREFRESH_OPERATOR_METRICS_PORT"] == "0"
