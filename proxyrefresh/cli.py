@@ -367,7 +367,7 @@ def watch(
     last: dict[str, Any] = {}
 
     def read() -> dict[str, Any]:
-        nonlocal last
+        """The refresh (exits as documented when it cannot be read)."""
         try:
             obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
         except ApiException as exc:
@@ -378,13 +378,16 @@ def watch(
             raise fail(f"the API server unavailable: {exc}", EXIT_UNAVAILABLE) from None
         if deadline is not None and time.monotonic() > deadline:
             raise fail(f"refresh {name} not done after {timeout:g}s", 1)
-        last = {**(obj.get("status") or {}), "_uid": obj["metadata"]["uid"]}
+        return dict(obj)
+
+    def status() -> dict[str, Any]:
+        nonlocal last
+        last = dict(read().get("status") or {})
         return last
 
-    first = read()
-    events = w.Events(os.environ.get("PROXYREFRESH_REDIS_URL"), RunKeys(first["_uid"]).events)
-    bar = sys.stdout.isatty()
-    view = w.follow(name, read, events, w.Output(name, sys.stdout, bar=bar))
+    uid = read()["metadata"]["uid"]
+    events = w.Events(os.environ.get("PROXYREFRESH_REDIS_URL"), RunKeys(uid).events)
+    view = w.follow(name, status, events, w.Output(name, sys.stdout, bar=sys.stdout.isatty()))
     if view.phase != "Complete":
         raise fail(f"refresh {name} failed: {w.failure(last)}", 1)
 
