@@ -6,14 +6,21 @@ Prints the wall time from `kubectl apply` to condition Complete, its floor
 (chunk waves x the checker's floor per chunk: a black hole costs T and a
 chunk of 200 fits in one round of the pod's concurrency), the number of
 status patches the operator sent (target: at most one per 2 s of runtime
-plus 10) and the operator's peak RSS.
+plus 10), the size of the status, Redis's peak memory above its start, and
+the operator's peak RSS (target: under 100 MiB).
+
+With ``--refreshes K``, K refreshes of N candidates each (each its own pool)
+are applied at once: all must Complete with exact counts.
 
     .venv/bin/python -m bench.refresh_e2e [-n 20000] [--chunk 200|auto] [--parallelism 4] [-t 5]
+    .venv/bin/python -m bench.refresh_e2e -n 100000 --chunk auto --parallelism 16
+    .venv/bin/python -m bench.refresh_e2e -n 1000 --chunk auto --refreshes 20
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -22,13 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from redis import Redis as SyncRedis
+
 from tests.harness.cluster import Cluster
 from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import ListServer, OperatorProcess, build_candidates
 from tests.harness.testbed import RedisServer, Testbed
 
 CONCURRENCY = 256
-HOLES = "http://127.0.0.43"  # build_candidates puts its black holes there
 
 
 def main() -> int:
@@ -37,6 +45,7 @@ def main() -> int:
     parser.add_argument("--chunk", default="200", help="a number, or auto")
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("-t", "--timeout", type=float, default=5.0)
+    parser.add_argument("-k", "--refreshes", type=int, default=1, help="at once, one pool each")
     args = parser.parse_args()
     live = max(1, args.candidates // 50)
     dead = args.candidates - live
@@ -55,30 +64,44 @@ def main() -> int:
             kubectl.install_crds()
             operator = OperatorProcess(cluster.kubeconfig, redis.url, root / "operator.log")
             operator.start()
-            manifest = {
-                "apiVersion": "proxyrefresh.dev/v1alpha1",
-                "kind": "ProxyRefresh",
-                "metadata": {"name": "bench", "namespace": "default"},
-                "spec": {
-                    "sources": [{"url": url}],
-                    "chunkSize": args.chunk if args.chunk == "auto" else int(args.chunk),
-                    "parallelism": args.parallelism,
-                    "minUsable": 1,
-                    "checker": {
-                        "judges": [judge],
-                        "timeoutSeconds": args.timeout,
-                        "concurrency": CONCURRENCY,
+            names = [f"bench-{i}" if args.refreshes > 1 else "bench" for i in range(args.refreshes)]
+            manifests = [
+                {
+                    "apiVersion": "proxyrefresh.dev/v1alpha1",
+                    "kind": "ProxyRefresh",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {
+                        "pool": name,
+                        "sources": [{"url": url}],
+                        "chunkSize": args.chunk if args.chunk == "auto" else int(args.chunk),
+                        "parallelism": args.parallelism,
+                        "minUsable": 1,
+                        "checker": {
+                            "judges": [judge],
+                            "timeoutSeconds": args.timeout,
+                            "concurrency": CONCURRENCY,
+                        },
                     },
-                },
-            }
+                }
+                for name in names
+            ]
+            with SyncRedis.from_url(redis.url) as client:
+                redis_before = int(client.info("memory")["used_memory"])
             started = time.monotonic()
-            kubectl.apply(manifest)
-            done = kubectl(
-                "wait", "--for=condition=Complete", "proxyrefresh/bench", "--timeout=3600s",
-                check=False, timeout=3700,
-            )  # fmt: skip
+            for manifest in manifests:
+                kubectl.apply(manifest)
+            returns = [
+                kubectl(
+                    "wait", "--for=condition=Complete", f"proxyrefresh/{name}", "--timeout=3600s",
+                    check=False, timeout=3700,
+                ).returncode
+                for name in names
+            ]  # fmt: skip
             wall = time.monotonic() - started
-            status = kubectl.get("proxyrefresh", "bench")["status"]
+            statuses = [kubectl.get("proxyrefresh", name)["status"] for name in names]
+            status = statuses[0]
+            with SyncRedis.from_url(redis.url) as client:
+                redis_peak = int(client.info("memory")["used_memory_peak"]) - redis_before
             assert operator.proc is not None
             pid = operator.proc.pid
             operator.proc.terminate()
@@ -97,7 +120,7 @@ def main() -> int:
     # A chunk costs a timeout per round of the pod's concurrency that holds a
     # black hole; pods run `parallelism` chunks at once.
     costs = [
-        math.ceil(sum(1 for u in cands.urls[i : i + size] if u.startswith(HOLES)) / CONCURRENCY)
+        math.ceil(sum(1 for u in cands.urls[i : i + size] if u in cands.holes) / CONCURRENCY)
         * args.timeout
         for i in range(0, len(cands.urls), size)
     ]
@@ -121,8 +144,22 @@ def main() -> int:
         f"status patches    {patches[-1] if patches else '?'}  (budget {budget:.0f}: "
         "one per 2 s of runtime + 10)"
     )
-    print(f"operator peak RSS {usage.ru_maxrss / 1024:.1f} MiB")
-    ok = done.returncode == 0 and status.get("live") == len(cands.live)
+    print(
+        f"status size       {max(len(json.dumps(s)) for s in statuses):,} bytes (target < 16 KiB)"
+    )
+    print(f"Redis peak memory {redis_peak / 2**20:.1f} MiB above its start")
+    print(f"operator peak RSS {usage.ru_maxrss / 1024:.1f} MiB (target < 100 MiB)")
+    exact = [
+        s.get("phase") == "Complete"
+        and s.get("checked") == len(cands.urls)
+        and s.get("live") == len(cands.live)
+        for s in statuses
+    ]
+    if args.refreshes > 1:
+        print(f"refreshes         {sum(exact)} of {len(exact)} Complete with exact counts")
+        per = (patches[-1] if patches else 0) / len(names) / wall
+        print(f"patches/refresh/s {per:.2f} on average (the driver keeps each >= 0.9 s apart)")
+    ok = all(r == 0 for r in returns) and all(exact)
     return 0 if ok else 1
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Candidates:
 
     urls: list[str] = field(default_factory=list)
     live: dict[str, Anonymity] = field(default_factory=dict)
+    holes: set[str] = field(default_factory=set)  # the black holes: each costs a timeout
 
     def usable(self, least: Anonymity = Anonymity.ANONYMOUS) -> set[str]:
         return {url for url, level in self.live.items() if level.at_least(least)}
@@ -65,6 +67,21 @@ def pproxy_fleet(bed: Testbed, ip: str, count: int) -> list[LocalProxy]:
     ]
 
 
+PER_ADDRESS = 10_000  # dead ends per address (and per listener process: its fd limit)
+
+
+def spread(make: Callable[[str, int], list[LocalProxy]], ip: str, count: int) -> list[LocalProxy]:
+    """``count`` dead ends, at most PER_ADDRESS on each address: ``ip``, then
+    the same last octet in 127.1.0.x, 127.2.0.x, ... (the kernel hands out
+    fewer free ports per address than a 100,000-candidate run needs)."""
+    last = ip.rsplit(".", 1)[1]
+    out: list[LocalProxy] = []
+    for i in range(0, count, PER_ADDRESS):
+        address = ip if i == 0 else f"127.{i // PER_ADDRESS}.0.{last}"
+        out += make(address, min(PER_ADDRESS, count - i))
+    return out
+
+
 def build_candidates(
     bed: Testbed,
     fixed: list[LocalProxy],
@@ -80,7 +97,8 @@ def build_candidates(
     proxies = [*fixed, *pproxy_fleet(bed, fleet_ip, fleet)]
     # Refused ports and black holes on separate addresses: a port just
     # found free could otherwise be handed to a black hole next.
-    refused_list, holes_list = bed.refused(refused_ip, refused), bed.blackholes(holes_ip, holes)
+    refused_list = spread(bed.refused, refused_ip, refused)
+    holes_list = spread(bed.blackholes, holes_ip, holes)
     dead = [p for pair in zip(holes_list, refused_list, strict=False) for p in pair]
     dead += refused_list[len(holes_list) :] + holes_list[len(refused_list) :]
     out = Candidates()
@@ -89,6 +107,7 @@ def build_candidates(
     for i, proxy in enumerate(proxies):
         mixed += [proxy, *dead[i * step : (i + 1) * step]]
     mixed += dead[len(proxies) * step :]
+    out.holes = {p.url for p in holes_list}
     for proxy in mixed:
         out.urls.append(proxy.url)
         if proxy.expect is not None:
