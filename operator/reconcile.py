@@ -341,13 +341,18 @@ async def start(ctx: Context, t: Transition) -> None:
             return
         if await ended_meanwhile(refresh):
             return
-        items = [p.model_dump(mode="json") for p in found.proxies]
-        size = chunk_size(spec, len(items))
-        batches = dispatch.chunked(items, size)
-        candidates, chunks = len(items), len(batches)
+        proxies = found.proxies
+        size = chunk_size(spec, len(proxies))
+        # Items made a chunk at a time as they are written: a big run is
+        # never held twice (models and their JSON) in the operator.
+        batches = (
+            [p.model_dump(mode="json") for p in proxies[i : i + size]]
+            for i in range(0, len(proxies), size)
+        )
+        candidates = len(proxies)
         t.set(chunkSize=size)
         try:
-            await store.write_chunks(batches)
+            chunks = await store.write_chunks(batches)
         except RedisError as exc:
             raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
     created = await create_job(ctx, refresh, spec, chunks)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 KEY_PREFIX = "proxyrefresh"  # the default; each kind of run may have its own
 DEFAULT_TTL_SECONDS = 24 * 3600
@@ -321,28 +322,43 @@ class RunStore:
 
     # --- operator side ----------------------------------------------------
 
-    async def write_chunks(self, chunks: Sequence[Sequence[Any]]) -> int:
-        """Store the chunks and zeroed counters, in one pipeline.
+    async def write_chunks(self, chunks: Iterable[Sequence[Any]]) -> int:
+        """Store the chunks, then the counters; returns how many chunks.
 
-        Idempotent: a second call (an operator restarted mid-dispatch) leaves
-        counters that pods already moved alone (SET NX)."""
+        The chunks go in batches as they come (a generator keeps only one
+        batch in memory: a run of 100,000 items is never held whole), each
+        batch with its TTL; the totals, which mark the run as written, go
+        last. Idempotent: a second call (an operator restarted mid-dispatch)
+        writes the same chunks again and leaves counters that pods already
+        moved alone (SET NX)."""
         k = self.keys
         now = time.time()
+        count = items = 0
+        batch: dict[FieldT, EncodableT] = {}
+
+        async def flush() -> None:
+            if batch:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.hset(k.chunks, mapping=batch)
+                pipe.expire(k.chunks, self.ttl)
+                await pipe.execute()
+                batch.clear()
+
+        for chunk in chunks:
+            batch[str(count)] = json.dumps(list(chunk))
+            count += 1
+            items += len(chunk)
+            if len(batch) >= CHUNK_WRITE_BATCH:
+                await flush()
+        await flush()
         pipe = self.redis.pipeline(transaction=True)
-        for start in range(0, len(chunks), CHUNK_WRITE_BATCH):
-            batch = chunks[start : start + CHUNK_WRITE_BATCH]
-            pipe.hset(
-                k.chunks,
-                mapping={str(start + i): json.dumps(list(chunk)) for i, chunk in enumerate(batch)},
-            )
-        pipe.set(k.total_chunks, len(chunks), ex=self.ttl)
-        pipe.set(k.total_items, sum(len(chunk) for chunk in chunks), ex=self.ttl)
+        pipe.set(k.total_chunks, count, ex=self.ttl)
+        pipe.set(k.total_items, items, ex=self.ttl)
         for counter in (k.completed_chunks, k.processed, k.succeeded):
             pipe.set(counter, 0, ex=self.ttl, nx=True)
         pipe.set(k.started_at, now, ex=self.ttl, nx=True)
-        pipe.expire(k.chunks, self.ttl)
         await pipe.execute()
-        return len(chunks)
+        return count
 
     async def items_written(self) -> tuple[int, int] | None:
         """(items, chunks) if the chunks are already written, else None: a
