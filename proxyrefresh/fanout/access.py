@@ -90,3 +90,24 @@ async def revoke(redis: Redis, uid: str) -> None:
     """Delete the run's user; Redis drops its connections with it. Idempotent."""
     with contextlib.suppress(ResponseError):  # no ACL support: there was no user
         await redis.acl_deluser(user_name(uid))
+
+
+def viewer_rules(secret: str, prefix: str = KEY_PREFIX) -> list[str]:
+    """ACL SETUSER arguments for a viewer (``proxyrefresh ui``): read the
+    pools' keys, subscribe to the runs' and pools' events; no write, no run's
+    keys. Redis checks PSUBSCRIBE patterns literally, hence the two given."""
+    return [
+        "reset",
+        "on",
+        f">{secret}",
+        f"~{prefix}:pool:*",
+        "resetchannels",
+        f"&{prefix}:{{*}}:events",
+        f"&{prefix}:pool:{{*}}:events",
+        "+@read",
+        "+@pubsub",
+        "+eval",  # the pool's read-only stats script; its calls are checked like any other
+        "+evalsha",
+        "+script|load",
+        "-@dangerous",
+    ]

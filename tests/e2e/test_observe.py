@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis as SyncRedis
 
+from proxyrefresh.fanout.access import viewer_rules
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.e2e.test_operator import assert_exact, small
@@ -171,11 +173,16 @@ def test_watch_draws_a_bar_on_a_terminal_and_exits_1_on_failed(
 def ui(world: World, kubectl: Kubectl) -> Any:
     port = free_port("127.0.0.1")
     log = world.cluster.logs / f"ui-{kubectl.namespace}.log"
+    # The page's process runs as the read-only user docs/security.md gives.
+    user = f"ui-{kubectl.namespace}"
+    with SyncRedis.from_url(world.redis.url) as admin:
+        admin.execute_command("ACL", "SETUSER", user, *viewer_rules("viewer-secret"))
+    url = world.redis.url.replace("redis://", f"redis://{user}:viewer-secret@", 1)
     proc = start_logged(
         [sys.executable, "-m", "proxyrefresh.cli", "ui", "--listen", f"127.0.0.1:{port}",
          "-n", kubectl.namespace],
         log,
-        env=world.operator.env,
+        env={**world.operator.env, "PROXYREFRESH_REDIS_URL": url},
         cwd=ROOT,
     )  # fmt: skip
     wait_for_port("127.0.0.1", port, proc=proc, log=log)
