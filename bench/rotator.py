@@ -15,6 +15,12 @@ requests per second pass through it, and what 1,000 open tunnels cost.
   rotator's peak RSS. Target: under 150 MiB.
 
     .venv/bin/python -m bench.rotator [--requests N] [--clients N] [--seconds S] [--tunnels N]
+
+Run it on a quiet machine, a minute after anything else that made many
+connections: tens of thousands of sockets in TIME_WAIT (a previous run
+leaves about 28,000) slow every new connection, and the rotator's path
+makes two where the direct one makes one (seen here: the direct p50 goes
+from 0.6 ms to 2.8 ms, the added p50 from 0.6 ms to 1.1 ms).
 """
 
 from __future__ import annotations
