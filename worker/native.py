@@ -143,7 +143,7 @@ async def discover_judges(
             if guard.enabled:  # connect to the very address the guard allowed
                 address = (await guard.addresses(parts.host, parts.port))[0]
             async with asyncio.timeout(request_timeout):
-                _, answer = await wire.get(
+                answer = await wire.get(
                     None, parts.with_param(TOKEN_PARAM, token), request_timeout, address=address
                 )
             data = judge_data(answer, token)
@@ -191,7 +191,7 @@ class NativeChecker:
         token = secrets.token_hex(16)
         try:
             async with asyncio.timeout(options.timeout):
-                started, answer = await wire.get(
+                answer = await wire.get(
                     proxy,
                     target.with_param(TOKEN_PARAM, token),
                     options.connect_seconds,
@@ -199,9 +199,10 @@ class NativeChecker:
                     total=options.timeout,
                 )
             data = judge_data(answer, token, judge)
-            # Stamped in the protocol's callbacks: what the proxy took, not
-            # how long this coroutine waited to be scheduled again.
-            latency = (answer.first_byte_at - started) * 1000
+            # The kernel's round trip plus request to first byte (stamped in
+            # the protocol's callback): what the proxy took, not how long
+            # this coroutine waited to be scheduled again.
+            latency = answer.latency * 1000
             exit_ip = str(data.get("remote_addr") or "") or None
             raw_headers = data.get("headers") or {}
             headers = {str(k): str(v) for k, v in raw_headers.items()}
@@ -231,16 +232,14 @@ class NativeChecker:
         timeout = self.options.timeout
         try:
             async with asyncio.timeout(timeout):
-                started, answer = await wire.get(
-                    proxy, target.url, self.options.connect_seconds, MAX_BODY
-                )
+                answer = await wire.get(proxy, target.url, self.options.connect_seconds, MAX_BODY)
         except Exception as exc:
             return TargetResult(url=target.url, ok=False, error=describe(exc, timeout))
         return TargetResult(
             url=target.url,
             ok=answer.status == target.expect_status,
             status=answer.status,
-            latency_ms=round((answer.first_byte_at - started) * 1000, 1),
+            latency_ms=round(answer.latency * 1000, 1),
         )
 
     async def check_stream(

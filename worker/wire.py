@@ -6,7 +6,9 @@ and collects the answer. That is most of what a check used to cost. It also
 makes the latency true: the protocol stamps the moment the answer's first
 bytes arrive, in the event loop's own callback, instead of when the
 checking coroutine is next scheduled (at a concurrency of hundreds that lag
-was larger than the proxies' latency).
+was larger than the proxies' latency). The connect's part is the kernel's
+round-trip time (TCP_INFO), not connect start to callback: in a storm of
+hundreds of connects the loop reaches a finished connect tens of ms late.
 
 - ``http``: the absolute-URI request goes to the proxy itself; no CONNECT,
   no TLS unless the judge is https (then a CONNECT tunnel, like any client).
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +56,15 @@ class Answer:
     headers: dict[str, str]  # lower-case names
     body: bytes
     first_byte_at: float  # perf_counter when the answer's first bytes arrived
+    sent_at: float = 0.0  # perf_counter when the request was handed to the kernel
+    connect_seconds: float = 0.0  # one round trip to the proxy (see connect_round_trip)
+
+    @property
+    def latency(self) -> float:
+        """Seconds: a round trip to the proxy plus request to first byte.
+        Neither part holds the event loop's lag: the first from the kernel,
+        the second between a write and a callback stamp."""
+        return self.connect_seconds + (self.first_byte_at - self.sent_at)
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,25 @@ class Target:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+_TCP_INFO_RTT = struct.Struct("=I")  # tcpi_rtt, microseconds (linux/tcp.h)
+_TCP_INFO_RTT_OFFSET = 68
+
+
+def connect_round_trip(transport: Any, fallback: float) -> float:
+    """The kernel's round-trip time to the peer (Linux TCP_INFO), seconds:
+    measured on the handshake's packets, so no event-loop lag is in it.
+    ``fallback`` (connect start to callback) where the kernel will not say."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return fallback
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        (rtt,) = _TCP_INFO_RTT.unpack_from(info, _TCP_INFO_RTT_OFFSET)
+    except (OSError, struct.error):
+        return fallback
+    return float(rtt) / 1e6 if rtt else fallback
+
+
 def request_bytes(target: Target, proxy: Proxy | None, absolute: bool) -> bytes:
     """The GET; ``absolute`` (to an HTTP proxy) names the whole URL and
     carries the proxy's credentials."""
@@ -109,10 +141,12 @@ class _Reader(asyncio.Protocol):
     limit: int
     done: asyncio.Future[Answer]
     first_byte_at: float | None = None
+    connected_at: float | None = None
     buf: bytearray = field(default_factory=bytearray)
     transport: Any = None  # an asyncio.Transport, or uvloop's own (not a subclass)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connected_at = time.perf_counter()
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -225,10 +259,10 @@ async def get(
     tls: ssl.SSLContext | None = None,
     address: str | None = None,
     total: float = float("inf"),
-) -> tuple[float, Answer]:
+) -> Answer:
     """GET ``url`` through ``proxy`` (None: directly, to ``address`` if
-    given, else to the URL's host); returns (when the attempt started, the
-    answer). The caller bounds the whole with its own timeout, ``total``
+    given, else to the URL's host); the answer's ``latency`` is the
+    proxy's. The caller bounds the whole with its own timeout, ``total``
     seconds: a connect timeout as long needs no timer of its own."""
     loop = asyncio.get_running_loop()
     target = url if isinstance(url, Target) else Target.of(url)
@@ -273,8 +307,12 @@ async def get(
         )
         absolute = False
     assert reader.transport is not None
+    rtt = connect_round_trip(reader.transport, (reader.connected_at or started) - started)
     reader.transport.write(request_bytes(target, proxy, absolute))
+    sent_at = time.perf_counter()
     try:
-        return started, await done
+        answer = await done
     finally:
         reader.transport.close()
+    answer.sent_at, answer.connect_seconds = sent_at, rtt
+    return answer

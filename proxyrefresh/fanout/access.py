@@ -106,7 +106,7 @@ def viewer_rules(secret: str, prefix: str = KEY_PREFIX) -> list[str]:
         f"&{prefix}:pool:{{*}}:events",
         "+@read",
         "+@pubsub",
-        "+eval",  # the pool's read-only stats script; its calls are checked like any other
+        "+eval",  # read-only scripts: every call inside obeys the same rules
         "+evalsha",
         "+script|load",
         "-@dangerous",

@@ -229,6 +229,9 @@ def test_latency_is_the_proxys_not_the_event_loops(bed: Bed, tmp_path: Path) -> 
     }
     assert set(latency) == {p.url for p in slow.values()}
     base = latency[slow[0.0].url]
+    print("\n  latency by delay: " + ", ".join(
+        f"{d:g} s: {latency[slow[d].url]:.1f} ms" for d in slow
+    ))  # fmt: skip
     assert base < 100
     for delay in (1.0, 2.0):
         assert abs(latency[slow[delay].url] - (delay * 1000 + base)) <= 30, latency
