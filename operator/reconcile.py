@@ -237,6 +237,8 @@ async def fail(ctx: Context, refresh: Refresh, reason: str, message: str) -> Non
     await commit(ctx, t)
 
 
+MERGE_READ_ITEMS = 4096  # results read from Redis per round trip while merging
+
 # Phases a step may move on from at once, in the same handler call.
 MOVES_ON = {Phase.PENDING.value, Phase.SCRAPING.value, Phase.MERGING.value}
 
@@ -346,8 +348,7 @@ async def start(ctx: Context, t: Transition) -> None:
         # Items made a chunk at a time as they are written: a big run is
         # never held twice (models and their JSON) in the operator.
         batches = (
-            [p.model_dump(mode="json") for p in proxies[i : i + size]]
-            for i in range(0, len(proxies), size)
+            [p.to_item() for p in proxies[i : i + size]] for i in range(0, len(proxies), size)
         )
         candidates = len(proxies)
         t.set(chunkSize=size)
@@ -630,8 +631,13 @@ async def finish(ctx: Context, t: Transition) -> None:
     # run of any size merges in bounded memory (found keeps counts only).
     found = merge.Tally()
 
+    # About MERGE_READ_ITEMS results a read, whatever the chunk size (a
+    # status from before chunkSize was recorded: 64 chunks, as it was).
+    size = int(refresh.status.get("chunkSize") or 0)
+    per_read = max(1, MERGE_READ_ITEMS // size) if size else 64
+
     async def results() -> AsyncIterator[tuple[str, bool, PoolEntry | None]]:
-        async for _, chunk in store.iter_results():
+        async for _, chunk in store.iter_results(batch=per_read):
             for item in merge.tally_chunk(found, chunk, spec.filter, keep=False):
                 yield item
 

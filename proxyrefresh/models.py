@@ -10,7 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 
 class Protocol(StrEnum):
@@ -47,16 +48,34 @@ _ANONYMITY_ORDER = [Anonymity.TRANSPARENT, Anonymity.ANONYMOUS, Anonymity.ELITE]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class Proxy(BaseModel):
-    """One candidate proxy, as parsed from a list."""
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """One candidate proxy, as parsed from a list.
 
-    model_config = ConfigDict(frozen=True)
+    A slotted (pydantic) dataclass, not a model: the operator holds every
+    candidate of a refresh at once, and 100,000 of them take 17 MiB this
+    way against 104 MiB as models."""
 
     protocol: Protocol
     host: str
     port: Port
     username: str | None = None
     password: str | None = None
+
+    @classmethod
+    def from_item(cls, item: object) -> Proxy:
+        """A chunk's item (what :meth:`to_item` made); ValidationError if it is not one."""
+        return _PROXY.validate_python(item)
+
+    def to_item(self) -> dict[str, str | int | None]:
+        """The JSON a chunk carries for it."""
+        return {
+            "protocol": self.protocol.value,
+            "host": self.host,
+            "port": self.port,
+            "username": self.username,
+            "password": self.password,
+        }
 
     @property
     def key(self) -> tuple[str, str | None, str, int]:
@@ -82,6 +101,9 @@ class Proxy(BaseModel):
 
     def __str__(self) -> str:
         return self.url
+
+
+_PROXY = TypeAdapter(Proxy)
 
 
 class TargetSpec(BaseModel):

@@ -63,7 +63,7 @@ def proxy_processor(checker: NativeChecker) -> Processor:
         positions: list[int] = []
         for pos, item in enumerate(items):
             try:
-                proxies.append(Proxy.model_validate(item))
+                proxies.append(Proxy.from_item(item))
                 positions.append(pos)
             except ValidationError as exc:
                 yield pos, {"item": item, "alive": False, "error": f"invalid item: {exc}"}, False

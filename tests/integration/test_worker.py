@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from proxyrefresh.fanout.runner import DONE, run_chunk
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunStore, StateLost
-from proxyrefresh.models import Proxy
+from proxyrefresh.models import Protocol, Proxy
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import Bed, async_wait_for
 from tests.harness.testbed import RedisServer
@@ -33,7 +33,7 @@ def items(bed: Bed, *names: str) -> list[dict[str, Any]]:
         url = bed.by_name(name).url
         scheme, rest = url.split("://")
         host, port = rest.rsplit(":", 1)
-        out.append(Proxy(protocol=scheme, host=host, port=int(port)).model_dump(mode="json"))
+        out.append(Proxy(protocol=Protocol(scheme), host=host, port=int(port)).to_item())
     return out
 
 
@@ -132,9 +132,7 @@ async def start_slow_worker(
 ) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """Dispatch the live proxies plus black holes, start a pod and wait until
     it has reported the live ones (the holes keep it busy for ``timeout``)."""
-    await store.write_chunks(
-        [items(bed, *LIVE) + [p.model_dump(mode="json") for p in black_holes(bed, holes)]]
-    )
+    await store.write_chunks([items(bed, *LIVE) + [p.to_item() for p in black_holes(bed, holes)]])
     env = worker_env(redis_url, run_id, 0, bed.judge, PROXYREFRESH_TIMEOUT=timeout)
     proc = start_worker(env)
 
@@ -185,7 +183,7 @@ async def test_sigterm_saves_partial_and_the_retry_resumes(
 async def test_soft_deadline_saves_a_partial_result(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    holes = [p.model_dump(mode="json") for p in black_holes(bed, 3)]
+    holes = [p.to_item() for p in black_holes(bed, 3)]
     store = RunStore(redis, run_id)
     await store.write_chunks([items(bed, *LIVE) + holes])
     env = worker_env(
@@ -208,7 +206,7 @@ async def test_soft_deadline_saves_a_partial_result(
 
 def black_holes(bed: Bed, count: int) -> list[Proxy]:
     return [
-        Proxy.model_validate(
+        Proxy.from_item(
             {
                 "protocol": "http",
                 "host": p.url.split("//")[1].split(":")[0],
