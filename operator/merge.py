@@ -124,7 +124,12 @@ def results(found: Tally) -> Iterator[tuple[str, bool, PoolEntry | None]]:
 
 
 def ordered(entries: Iterable[PoolEntry]) -> list[PoolEntry]:
-    return sorted(entries, key=lambda e: (e.latency_ms or float("inf"), -e.score, e.proxy))
+    # A latency of 0.0 is a latency (under a tenth of a millisecond), not a missing one.
+    unknown = float("inf")
+    return sorted(
+        entries,
+        key=lambda e: (unknown if e.latency_ms is None else e.latency_ms, -e.score, e.proxy),
+    )
 
 
 def render(entries: Iterable[PoolEntry], include_credentials: bool = False) -> dict[str, str]:

@@ -233,3 +233,16 @@ def test_history_keeps_the_newest() -> None:
     doomed = policy.history_to_delete(items, "p", keep_complete=5, keep_failed=3)
     assert sorted(doomed) == ["bad1", "bad2", "ok1", "ok2"]
     assert Anonymity.ELITE.at_least(Anonymity.ANONYMOUS)
+
+
+def test_the_export_orders_by_latency_and_a_zero_latency_comes_first() -> None:
+    from proxyrefresh.pool import PoolEntry
+
+    def entry(port: int, latency: float | None) -> PoolEntry:
+        return PoolEntry(
+            proxy=f"http://127.0.0.1:{port}", protocol="http", host="127.0.0.1", port=port,
+            anonymity=Anonymity.ELITE, latency_ms=latency, last_checked=0, last_ok=0,
+        )  # fmt: skip
+
+    got = merge.ordered([entry(1, None), entry(2, 5.0), entry(3, 0.0), entry(4, 0.4)])
+    assert [e.latency_ms for e in got] == [0.0, 0.4, 5.0, None]
