@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from proxyrefresh.api import Phase
+from proxyrefresh.operator.status import parse_time
 
 DURATION_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -190,11 +191,8 @@ TERMINAL = {Phase.COMPLETE.value, Phase.FAILED.value}
 
 
 def _seconds_between(start: Any, end: Any) -> float | None:
-    from datetime import datetime
-
     try:
-        began = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
-        ended = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
-    except ValueError:
+        began, ended = parse_time(start), parse_time(end)
+    except (TypeError, ValueError):
         return None
-    return max(0.0, (ended - began).total_seconds())
+    return None if began is None or ended is None else max(0.0, ended - began)

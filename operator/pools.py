@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -32,19 +31,13 @@ from proxyrefresh import constants as c
 from proxyrefresh.api import Phase, ProxyPoolSpec, Scoring, dump
 from proxyrefresh.operator import kube, policy
 from proxyrefresh.operator.metrics import Metrics
-from proxyrefresh.operator.status import changes, now_iso, set_condition
+from proxyrefresh.operator.status import changes, now_iso, parse_time, set_condition
 from proxyrefresh.pool import AsyncPool, PoolStats
 
 log = logging.getLogger("proxyrefresh.operator.pools")
 STATUS_INTERVAL = 1.0  # at most one status patch a second per pool
 CHECK_INTERVAL = 30.0  # a look without an event, in case one was missed
 REFILL_NAME_ROOM = 63 - len("-refill-") - 6
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
 
 
 def status_fields(

@@ -17,8 +17,18 @@ from proxyrefresh.fanout.store import Progress
 MONOTONIC = ("completedChunks", "checked", "live", "failedChunks")
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # what the status's timestamps look like
+
+
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str | None) -> float | None:
+    """A status timestamp (written by :func:`now_iso`) as epoch seconds."""
+    if not text:
+        return None
+    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC).timestamp()
 
 
 def progress_text(done: int, total: int) -> str:
