@@ -11,22 +11,14 @@ tunnel, or it says the target is unreachable (not the upstream's fault).
 from __future__ import annotations
 
 import asyncio
-import base64
 from urllib.parse import unquote, urlsplit
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
-from python_socks.async_.asyncio import Proxy as TunnelProxy
 
-from proxyrefresh.models import Protocol
+from proxyrefresh.models import Proxy
 from proxyrefresh.pool import PoolEntry
 from proxyrefresh.worker.http1 import MAX_HEAD
-
-_TUNNELS = {
-    Protocol.HTTP: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
-    Protocol.HTTPS: ProxyType.HTTP,
-    Protocol.SOCKS4: ProxyType.SOCKS4,
-    Protocol.SOCKS5: ProxyType.SOCKS5,
-}
+from proxyrefresh.worker.wire import TUNNEL_TYPES, basic_authorization, tunnel
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -67,20 +59,12 @@ async def open_plain(entry: PoolEntry, timeout: float) -> Streams:
 
 async def open_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) -> Streams:
     """A byte stream to ``host:port`` through the upstream."""
-    proxy = TunnelProxy(
-        proxy_type=_TUNNELS[entry.protocol],
-        host=entry.host,
-        port=entry.port,
-        username=_user(entry),
-        password=_password(entry),
-        rdns=entry.protocol is Protocol.SOCKS5,  # let the proxy resolve names
-    )
     try:
-        sock = await proxy.connect(host, port, timeout=timeout)
+        sock = await tunnel(as_proxy(entry)).connect(host, port, timeout=timeout)
     except (ProxyConnectionError, ProxyTimeoutError) as exc:
         raise UpstreamDown(str(exc) or type(exc).__name__) from None
     except ProxyError as exc:
-        if exc.error_code in _TARGET_FAILED[_TUNNELS[entry.protocol]]:
+        if exc.error_code in _TARGET_FAILED[TUNNEL_TYPES[entry.protocol]]:
             raise TargetUnreachable(str(exc)) from None
         raise TunnelRefused(str(exc)) from None
     except OSError as exc:
@@ -88,20 +72,22 @@ async def open_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) ->
     return await asyncio.open_connection(sock=sock, limit=MAX_HEAD)
 
 
-def _user(entry: PoolEntry) -> str | None:
-    user = urlsplit(entry.proxy).username
-    return unquote(user) if user is not None else None
-
-
-def _password(entry: PoolEntry) -> str | None:
-    password = urlsplit(entry.proxy).password
-    return unquote(password) if password is not None else None
+def as_proxy(entry: PoolEntry) -> Proxy:
+    """The entry as the checker's Proxy, its URL's credentials decoded."""
+    parts = urlsplit(entry.proxy)
+    user, password = parts.username, parts.password
+    return Proxy(
+        protocol=entry.protocol,
+        host=entry.host,
+        port=entry.port,
+        username=unquote(user) if user is not None else None,
+        password=unquote(password) if password is not None else None,
+    )
 
 
 def authorization(entry: PoolEntry) -> list[tuple[str, str]]:
     """The Proxy-Authorization an http upstream wants for its credentials."""
-    user = _user(entry)
-    if user is None:
+    proxy = as_proxy(entry)
+    if proxy.username is None:
         return []
-    raw = f"{user}:{_password(entry) or ''}".encode()
-    return [("Proxy-Authorization", "Basic " + base64.b64encode(raw).decode())]
+    return [("Proxy-Authorization", basic_authorization(proxy.username, proxy.password))]

@@ -35,11 +35,31 @@ from proxyrefresh.models import Protocol, Proxy
 
 USER_AGENT = "proxyrefresh-checker"
 TOKEN_PARAM = "token"  # the judge echoes ?token=... back (worker/judge.py)
-_TUNNELS = {
-    Protocol.HTTPS: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
+TUNNEL_TYPES = {
+    Protocol.HTTP: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
+    Protocol.HTTPS: ProxyType.HTTP,
     Protocol.SOCKS4: ProxyType.SOCKS4,
     Protocol.SOCKS5: ProxyType.SOCKS5,
 }
+
+
+def tunnel(proxy: Proxy) -> TunnelProxy:
+    """python-socks' client for a tunnel through ``proxy`` (SOCKS5 lets the
+    proxy resolve names)."""
+    return TunnelProxy(
+        proxy_type=TUNNEL_TYPES[proxy.protocol],
+        host=proxy.host,
+        port=proxy.port,
+        username=proxy.username,
+        password=proxy.password,
+        rdns=proxy.protocol is Protocol.SOCKS5,
+    )
+
+
+def basic_authorization(username: str, password: str | None) -> str:
+    """A Proxy-Authorization value for these credentials."""
+    raw = f"{username}:{password or ''}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
 
 
 class NotHttp(ValueError):
@@ -129,8 +149,7 @@ def request_bytes(target: Target, proxy: Proxy | None, absolute: bool) -> bytes:
         "Connection: close",
     ]
     if absolute and proxy is not None and proxy.username is not None:
-        raw = f"{proxy.username}:{proxy.password or ''}".encode()
-        head.append(f"Proxy-Authorization: Basic {base64.b64encode(raw).decode()}")
+        head.append(f"Proxy-Authorization: {basic_authorization(proxy.username, proxy.password)}")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
 
 
@@ -290,15 +309,7 @@ async def get(
                 await connecting
         absolute = True
     else:
-        tunnel = TunnelProxy(
-            proxy_type=_TUNNELS.get(proxy.protocol, ProxyType.HTTP),
-            host=proxy.host,
-            port=proxy.port,
-            username=proxy.username,
-            password=proxy.password,
-            rdns=proxy.protocol is Protocol.SOCKS5,
-        )
-        sock = await tunnel.connect(target.host, target.port, timeout=connect_timeout)
+        sock = await tunnel(proxy).connect(target.host, target.port, timeout=connect_timeout)
         await loop.create_connection(
             lambda: reader,
             sock=sock,
