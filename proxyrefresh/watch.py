@@ -152,8 +152,7 @@ class Events:
     """The run's Redis events channel, when Redis may be read."""
 
     def __init__(self, redis_url: str | None, channel: str) -> None:
-        self.pubsub: Any = None
-        self.error: str | None = None
+        self.pubsub: Any = None  # None: no Redis to read (the status alone drives the view)
         if redis_url is None:
             return
         from redis import Redis
@@ -165,8 +164,8 @@ class Events:
             )
             self.pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             self.pubsub.subscribe(channel)
-        except RedisError as exc:
-            self.pubsub, self.error = None, str(exc)
+        except RedisError:
+            self.pubsub = None
 
     def next(self, timeout: float) -> dict[str, Any] | None:
         """The next event within ``timeout`` seconds, or None."""
@@ -177,8 +176,8 @@ class Events:
 
         try:
             message = self.pubsub.get_message(timeout=timeout)
-        except RedisError as exc:
-            self.pubsub, self.error = None, str(exc)  # the status still says it all
+        except RedisError:
+            self.pubsub = None  # the status still says it all
             return None
         if not message or message.get("type") != "message":
             return None

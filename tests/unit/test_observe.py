@@ -93,7 +93,7 @@ class Statuses:
 
 class NoEvents(watch.Events):
     def __init__(self, events: list[dict[str, Any]]) -> None:
-        self.pubsub, self.error, self.events = None, None, events
+        self.pubsub, self.events = None, events
 
     def next(self, timeout: float) -> dict[str, Any] | None:
         return self.events.pop(0) if self.events else None
