@@ -74,25 +74,25 @@ async def test_merges_follow_the_legacy_scoring(redis: AsyncRedis, name: str) ->
     )
     got = by_proxy(await pool.entries())
     assert [e.proxy for e in merge.ordered(got.values())] == [
-        "http://127.1.1.1:2",
-        "http://127.1.1.1:1",
+        "http://1.1.1.1:2",
+        "http://1.1.1.1:1",
     ]
-    assert got["http://127.1.1.1:1"].score == 1.0
+    assert got["http://1.1.1.1:1"].score == 1.0
     await pool.merge("r2", merge.results(found(row(1, True, "elite"), row(2, False))), TTL)
     got = by_proxy(await pool.entries())
-    assert got["http://127.1.1.1:1"].score == pytest.approx(1.1)
-    assert (got["http://127.1.1.1:2"].score, got["http://127.1.1.1:2"].failures) == (0.5, 1)
+    assert got["http://1.1.1.1:1"].score == pytest.approx(1.1)
+    assert (got["http://1.1.1.1:2"].score, got["http://1.1.1.1:2"].failures) == (0.5, 1)
     await pool.merge("r3", merge.results(found(row(2, False))), TTL)
-    assert "http://127.1.1.1:1" in by_proxy(await pool.entries())  # not checked this time: untouched
+    assert "http://1.1.1.1:1" in by_proxy(await pool.entries())  # not checked this time: untouched
     outcome = await pool.merge("r4", merge.results(found(row(2, False))), TTL)
-    assert "http://127.1.1.1:2" not in by_proxy(await pool.entries())  # third failure in a row
+    assert "http://1.1.1.1:2" not in by_proxy(await pool.entries())  # third failure in a row
     assert (outcome.size, outcome.usable) == (1, 1)
     # A refresh merged again (an operator restarted mid-merge) changes nothing.
     again = await pool.merge("r2", merge.results(found(row(1, True, "elite"))), TTL)
     assert again.already
-    assert by_proxy(await pool.entries())["http://127.1.1.1:1"].score == pytest.approx(1.1)
+    assert by_proxy(await pool.entries())["http://1.1.1.1:1"].score == pytest.approx(1.1)
     text = merge.render(await pool.entries())[merge.TXT_KEY]
-    assert text == "http://127.1.1.1:1\n"
+    assert text == "http://1.1.1.1:1\n"
 
 
 async def test_a_merge_cut_short_resumes_without_counting_twice(
@@ -139,15 +139,15 @@ async def test_credentials_are_identity_and_stay_out_of_the_export(
     assert merge.withheld(entries) == 3
     exported = merge.render(entries)
     assert "pw@" not in exported[merge.JSON_KEY]
-    assert "session-2:***@127.1.1.1:7" in exported[merge.JSON_KEY]
-    assert exported[merge.TXT_KEY] == "http://127.1.1.1:1\n"  # only what works as written
+    assert "session-2:***@1.1.1.1:7" in exported[merge.JSON_KEY]
+    assert exported[merge.TXT_KEY] == "http://1.1.1.1:1\n"  # only what works as written
     # A changed password scores the same proxy, not a new entry; the pool
     # keeps the newest password whole.
     await pool.merge("r2", merge.results(found(row(7, True, "elite", auth="session-1:new@"))), TTL)
     entries = await pool.entries()
     assert len(entries) == 4
     session1 = next(e for e in entries if "session-1" in e.proxy)
-    assert session1.proxy == "http://session-1:new@127.1.1.1:7"
+    assert session1.proxy == "http://session-1:new@1.1.1.1:7"
     assert session1.score == pytest.approx(1.1)
     included = merge.render(entries, include_credentials=True)
     assert included[merge.TXT_KEY].count("pw@") == 2
