@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,10 @@ class Refused(Exception):
 @dataclass
 class Refresh:
     body: dict[str, Any]
+    # Pacing (operator/driver.py): a write that only moves the counters waits
+    # until then; written_at is when the last write landed (monotonic).
+    not_before: float = 0.0
+    written_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -137,6 +142,13 @@ class Refresh:
         return str((self.body.get("spec") or {}).get("pool") or "default")
 
     @property
+    def slots(self) -> int:
+        """How many slot leases its pods may hold (fanout.slots), read without
+        validating the spec, so an invalid refresh is still cleaned up."""
+        value = (self.body.get("spec") or {}).get("parallelism")
+        return value if isinstance(value, int) else 0
+
+    @property
     def spec(self) -> ProxyRefreshSpec:
         return ProxyRefreshSpec.model_validate(self.body.get("spec") or {})
 
@@ -154,7 +166,10 @@ async def patch(ctx: Context, refresh: Refresh, fields: dict[str, Any]) -> None:
     delta["observedGeneration"] = refresh.generation
     # The typed status is the contract: a write it does not describe is a bug here.
     ProxyRefreshStatus.model_validate({**refresh.status, **delta})
+    if "phase" not in delta:  # progress: at most about one write a second
+        await asyncio.sleep(max(0.0, refresh.not_before - time.monotonic()))
     await kube.patch_status(refresh.namespace, refresh.name, delta)
+    refresh.written_at = time.monotonic()
     ctx.patches["status"] += 1
     refresh.body["status"] = {**refresh.status, **delta}
     ctx.metrics.patches.labels("refresh").inc()
@@ -579,7 +594,7 @@ async def stop(ctx: Context, refresh: Refresh, message: str) -> None:
     await fail(ctx, refresh, "Replaced", message)
     await kube.delete_job(refresh.namespace, refresh.job_name)
     with contextlib.suppress(RedisError):
-        await ctx.store(refresh.uid).delete()
+        await ctx.store(refresh.uid).delete(refresh.slots)
 
 
 # --- Dispatched / Processing ------------------------------------------------
@@ -724,6 +739,6 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     refresh = Refresh(body)
     await kube.delete_job(refresh.namespace, refresh.job_name)
     await access.revoke(ctx.redis, refresh.uid)
-    deleted = await ctx.store(refresh.uid).delete()
+    deleted = await ctx.store(refresh.uid).delete(refresh.slots)
     ctx.metrics.refresh_gone(refresh.uid)
     log.info("deleted %s/%s: %d Redis keys removed", refresh.namespace, refresh.name, deleted)

@@ -159,6 +159,11 @@ class RefreshTemplate(Camel):
     sources: Annotated[list[Source], Field(min_length=1, max_length=100)]
     chunk_size: ChunkSize = "auto"
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
+    # Pods started ahead while more chunks wait than run: each gets ready and
+    # takes the next free slot the moment a chunk ends (fanout.slots), so a
+    # wave of pods costs no start-up time. They hold their resource requests
+    # while they wait. Unset: as many as parallelism; 0: none.
+    ready_pods: Annotated[int | None, Field(ge=0, le=1000)] = None
     checker: Checker
     filter: Filter = Field(default_factory=Filter)
     retry: Retry = Field(default_factory=Retry)

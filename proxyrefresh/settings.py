@@ -152,6 +152,8 @@ class WorkerSettings(BaseSettings):
     chunk_seconds: float | None = Field(default=None, gt=0)  # the pod's hard deadline
     soft_deadline_fraction: float = Field(default=0.85, gt=0, le=1)
     progress_interval_seconds: float = Field(default=1.0, gt=0)
+    # Chunks at work at once when the Job runs pods ahead (fanout.slots.SLOTS_ENV).
+    slots: int | None = Field(default=None, ge=1)
 
     @property
     def soft_deadline_seconds(self) -> float | None:

@@ -16,6 +16,7 @@ retry can fix from what it cannot:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -98,6 +99,8 @@ async def run(started: float) -> int:
         soft_deadline=worker.soft_deadline_seconds,
         progress_interval=worker.progress_interval_seconds,
         ttl=redis_settings.key_ttl_seconds,
+        slots=worker.slots,
+        slot_wait=worker.chunk_seconds or math.inf,
     )
     return await run_pod(pod, redis_settings.client(), prepare, started, summary)
 

@@ -2,7 +2,9 @@
 
 One pod per chunk (``JOB_COMPLETION_INDEX`` is the chunk), retried per
 index, failed at once on the exit codes that say a retry cannot help
-(``fanout.exits``), never blamed for an eviction. The caller brings the
+(``fanout.exits``), never blamed for an eviction. While more chunks wait
+than run, up to ``ready_pods`` more pods run, waiting for a slot
+(``fanout.slots``); their hard deadline has room for that one wait. The caller brings the
 container (image, command, env) and the labels; everything else a fan-out
 needs is here, so a second kind of run builds its Job the same way.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_STATE_LOST
+from proxyrefresh.fanout.slots import SLOTS_ENV
 
 # The pod's security context: workers run non-root, need no API access.
 POD_SECURITY = {
@@ -41,14 +44,21 @@ def indexed_job(
     chunk_seconds: int,
     ttl_seconds: int,
     service_account: str | None = None,
+    ready_pods: int = 0,
 ) -> dict[str, Any]:
     """The Job for ``chunks`` chunks; ``container`` is completed with the
     security context every fan-out pod runs with."""
     container = {"securityContext": CONTAINER_SECURITY, **container}
+    pods = min(parallelism + max(0, ready_pods), chunks)
+    gated = pods > parallelism
+    if gated:
+        env = [{"name": SLOTS_ENV, "value": str(parallelism)}]
+        container["env"] = [*container.get("env", []), *env]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        # The pod's hard deadline; the runtime stops itself before it.
-        "activeDeadlineSeconds": chunk_seconds,
+        # The pod's hard deadline; the runtime stops itself before it (a
+        # pod started ahead may first wait as long for its slot).
+        "activeDeadlineSeconds": chunk_seconds * (2 if gated else 1),
         "terminationGracePeriodSeconds": 30,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -60,7 +70,7 @@ def indexed_job(
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": chunks,
-        "parallelism": min(parallelism, chunks),
+        "parallelism": pods,
         "backoffLimitPerIndex": backoff_limit_per_index,
         "podFailurePolicy": {
             "rules": [

@@ -10,11 +10,14 @@ code when it cannot. Everything else is the same for every kind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -30,7 +33,8 @@ from proxyrefresh.fanout.exits import (
     EXIT_TERMINATED,
 )
 from proxyrefresh.fanout.runner import TERMINATED, Outcome, Processor, run_chunk
-from proxyrefresh.fanout.store import KEY_PREFIX, ChunkResult, RunStore, StateLost
+from proxyrefresh.fanout.slots import Slots
+from proxyrefresh.fanout.store import KEY_PREFIX, ChunkResult, RunKeys, RunStore, StateLost
 
 log = logging.getLogger("proxyrefresh.pod")
 
@@ -54,6 +58,18 @@ class PodRun:
     progress_interval: float = 1.0
     ttl: int = 24 * 3600
     prefix: str = KEY_PREFIX
+    # At most this many chunks at work at once (fanout.slots), when the Job
+    # runs pods ahead; a pod goes ahead without a slot slot_wait after its start.
+    slots: int | None = None
+    slot_wait: float = math.inf
+
+    def gate(
+        self, redis: Redis, stop: asyncio.Event, started: float
+    ) -> AbstractAsyncContextManager[int | None]:
+        if not self.slots:
+            return contextlib.nullcontext(None)
+        slots = Slots(redis, RunKeys(self.run_id, self.prefix), self.slots)
+        return slots.held(self.index, stop, started + self.slot_wait - time.monotonic())
 
 
 Prepare = Callable[[], Awaitable[Processor]]
@@ -79,15 +95,18 @@ async def run_pod(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     store = RunStore(redis, pod.run_id, pod.ttl, pod.prefix)
     try:
-        outcome: Outcome = await run_chunk(
-            store,
-            pod.index,
-            await prepare(),
-            soft_deadline=pod.soft_deadline,
-            stop=stop,
-            progress_interval=pod.progress_interval,
-            started=started,
-        )
+        process = await prepare()
+        async with pod.gate(redis, stop, started):
+            # A pod started ahead counts its deadline from when it may work.
+            outcome: Outcome = await run_chunk(
+                store,
+                pod.index,
+                process,
+                soft_deadline=pod.soft_deadline,
+                stop=stop,
+                progress_interval=pod.progress_interval,
+                started=time.monotonic() if pod.slots else started,
+            )
     except PodFailure as exc:
         log.error("chunk %s: %s", pod.index, exc)
         return exc.code

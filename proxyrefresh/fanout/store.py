@@ -132,6 +132,9 @@ class RunKeys:
     def events(self) -> str:  # pub/sub channel (not a key: no TTL, nothing to delete)
         return self.key("events")
 
+    def slot(self, slot: int) -> str:  # a pod's lease on a slot (fanout.slots)
+        return self.key(f"slot:{slot}")
+
     def all(self) -> list[str]:
         return [
             self.chunks,
@@ -425,8 +428,11 @@ class RunStore:
             pipe.expire(key, self.ttl)
         await pipe.execute()
 
-    async def delete(self) -> int:
-        return int(await self.redis.delete(*self.keys.all()))
+    async def delete(self, slots: int = 0) -> int:
+        """Every key of the run, the leases of its first ``slots`` slots too
+        (they would lapse by themselves, within seconds)."""
+        leases = [self.keys.slot(slot) for slot in range(slots)]
+        return int(await self.redis.delete(*self.keys.all(), *leases))
 
     # --- pod side ---------------------------------------------------------
 

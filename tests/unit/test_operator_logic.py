@@ -59,16 +59,32 @@ def test_job_fans_out_one_pod_per_chunk() -> None:
     spec = job["spec"]
     assert job["metadata"]["name"] == "nightly-01234567"
     assert spec["completionMode"] == "Indexed"
-    assert (spec["completions"], spec["parallelism"]) == (10, 3)
+    # 3 chunks at work at once, 3 more pods ready to take the next ones.
+    assert (spec["completions"], spec["parallelism"]) == (10, 6)
+    assert env_of(job)["PROXYREFRESH_SLOTS"] == "3"
     assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (1, 2)
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["activeDeadlineSeconds"] == 120
+    # Room for one wait for a slot, then the chunk's own deadline.
+    assert pod["activeDeadlineSeconds"] == 2 * 120
     assert pod["automountServiceAccountToken"] is False
     rule = spec["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob"
     assert rule["onExitCodes"]["values"] == [64, 65]
     assert spec["template"]["metadata"]["labels"]["proxyrefresh.dev/pool"] == "eu"
+
+
+def test_pods_run_ahead_only_while_chunks_wait() -> None:
+    none = build(spec=SPEC.model_copy(update={"ready_pods": 0}))
+    assert none["spec"]["parallelism"] == 3
+    assert "PROXYREFRESH_SLOTS" not in env_of(none)
+    assert none["spec"]["template"]["spec"]["activeDeadlineSeconds"] == 120
+    one_wave = build(chunks=3)  # every chunk runs at once: nothing to wait for
+    assert one_wave["spec"]["parallelism"] == 3
+    assert "PROXYREFRESH_SLOTS" not in env_of(one_wave)
+    few = build(chunks=5)  # never more pods than chunks
+    assert few["spec"]["parallelism"] == 5
+    assert env_of(few)["PROXYREFRESH_SLOTS"] == "3"
 
 
 def test_worker_env_carries_the_checker_settings() -> None:
