@@ -53,14 +53,16 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
     uid = str(body["metadata"]["uid"])
     ours: dict[str, Any] = {}
     pubsub = None
-    last_step = 0.0
+    last_step = written = 0.0
     try:
         while not stopped:
             current = dict(body)
             status = merged_status(dict(current.get("status") or {}), ours)
             if finished(status):
                 return
-            refresh = reconcile.Refresh({**current, "status": status})
+            # Steps start at least MIN_GAP apart, but how long a step reads
+            # varies, so progress writes are paced too.
+            refresh = reconcile.Refresh({**current, "status": status}, not_before=written + MIN_GAP)
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow
             try:  # step must not add its own length to the next one's wait
@@ -72,7 +74,7 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
                 log.warning("%s/%s: step failed, again in %gs: %s",
                             refresh.namespace, refresh.name, RETRY, exc)  # fmt: skip
                 delay = RETRY
-            ours = refresh.status
+            ours, written = refresh.status, refresh.written_at or written
             if finished(ours):
                 return
             if pubsub is None and status.get("phase") != Phase.PENDING.value:
