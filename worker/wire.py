@@ -76,7 +76,7 @@ class Answer:
     headers: dict[str, str]  # lower-case names
     body: bytes
     first_byte_at: float  # perf_counter when the answer's first bytes arrived
-    sent_at: float = 0.0  # perf_counter when the request was handed to the kernel
+    sent_at: float = 0.0  # perf_counter just before the request went to the kernel
     connect_seconds: float = 0.0  # one round trip to the proxy (see connect_round_trip)
 
     @property
@@ -319,8 +319,12 @@ async def get(
         absolute = False
     assert reader.transport is not None
     rtt = connect_round_trip(reader.transport, (reader.connected_at or started) - started)
-    reader.transport.write(request_bytes(target, proxy, absolute))
+    request = request_bytes(target, proxy, absolute)
+    # Stamped before the write, not after: the write wakes the proxy, which
+    # on a busy machine may take our CPU and answer before we run again, and
+    # a stamp taken then would leave almost nothing of its latency.
     sent_at = time.perf_counter()
+    reader.transport.write(request)
     try:
         answer = await done
     finally:
