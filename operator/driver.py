@@ -34,10 +34,22 @@ HEARTBEAT = 2.0  # seconds between steps when nothing is published
 # at most about a second for its step.
 MIN_GAP = 0.9
 RETRY = 5.0  # after a step that failed for a reason a retry may cure
+# Between steps once every chunk is done: the Job's end is not a Redis
+# event, and at the heartbeat's pace it was seen up to 2 s late.
+JOB_END_POLL = 0.25
 
 
 def finished(status: dict[str, Any]) -> bool:
     return status.get("phase") in (Phase.COMPLETE.value, Phase.FAILED.value)
+
+
+def awaiting_job_end(status: dict[str, Any]) -> bool:
+    """Every chunk done or given up, the Job not yet seen to end."""
+    if status.get("phase") not in (Phase.DISPATCHED.value, Phase.PROCESSING.value):
+        return False
+    total = int(status.get("totalChunks") or 0)
+    ended = int(status.get("completedChunks") or 0) + int(status.get("failedChunks") or 0)
+    return total > 0 and ended >= total
 
 
 def merged_status(seen: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +89,8 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
             ours, written = refresh.status, refresh.written_at or written
             if finished(ours):
                 return
+            if delay == HEARTBEAT and awaiting_job_end(ours):
+                delay = JOB_END_POLL
             if pubsub is None and status.get("phase") != Phase.PENDING.value:
                 pubsub = await subscribe(ctx, RunKeys(uid).events)
             await wait_for_news(pubsub, stopped, last_step, delay)

@@ -9,7 +9,7 @@ from proxyrefresh.api import Filter, ProxyRefreshSpec
 from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
 from proxyrefresh.models import Anonymity
-from proxyrefresh.operator import dispatch, merge, policy
+from proxyrefresh.operator import dispatch, driver, merge, policy
 from proxyrefresh.operator.status import (
     changes,
     progress_fields,
@@ -85,6 +85,19 @@ def test_pods_run_ahead_only_while_chunks_wait() -> None:
     few = build(chunks=5)  # never more pods than chunks
     assert few["spec"]["parallelism"] == 5
     assert env_of(few)["PROXYREFRESH_SLOTS"] == "3"
+
+
+def test_the_driver_looks_for_the_jobs_end_often_once_every_chunk_is_done() -> None:
+    def status(phase: str, done: int, failed: int = 0) -> dict[str, Any]:
+        return {"phase": phase, "totalChunks": 4, "completedChunks": done, "failedChunks": failed}
+
+    assert driver.awaiting_job_end(status("Processing", 4))
+    assert driver.awaiting_job_end(status("Processing", 3, failed=1))  # given up counts
+    assert driver.awaiting_job_end(status("Dispatched", 4))
+    assert not driver.awaiting_job_end(status("Processing", 3))
+    assert not driver.awaiting_job_end(status("Merging", 4))  # it has seen it
+    assert not driver.awaiting_job_end({"phase": "Dispatched"})  # no chunks written yet
+    assert driver.JOB_END_POLL < driver.HEARTBEAT
 
 
 def test_worker_env_carries_the_checker_settings() -> None:
