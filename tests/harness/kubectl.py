@@ -56,3 +56,8 @@ class Kubectl:
         """Our CRDs from manifests/, and wait until the API server serves them."""
         self("apply", "-f", str(ROOT / "manifests" / "crd.yaml"), namespaced=False)
         self("wait", "--for=condition=Established", *CRDS, "--timeout=30s", namespaced=False)
+        # Established is not yet served: for a moment a list answers 429
+        # "storage is (re)initializing", and kopf, started then, backs off for
+        # seconds. kubectl waits that out by itself (it honours Retry-After).
+        kinds = ",".join(crd.split("/")[1] for crd in CRDS)
+        self("get", kinds, "--all-namespaces", "--request-timeout=30s", namespaced=False)
