@@ -4,9 +4,10 @@ One pod per chunk (``JOB_COMPLETION_INDEX`` is the chunk), retried per
 index, failed at once on the exit codes that say a retry cannot help
 (``fanout.exits``), never blamed for an eviction. While more chunks wait
 than run, up to ``ready_pods`` more pods run, waiting for a slot
-(``fanout.slots``); their hard deadline has room for that one wait. The caller brings the
-container (image, command, env) and the labels; everything else a fan-out
-needs is here, so a second kind of run builds its Job the same way.
+(``fanout.slots``); their hard deadline has room for that one wait. The
+caller brings the container (image, command, env) and the labels;
+everything else a fan-out needs is here, so a second kind of run builds
+its Job the same way.
 """
 
 from __future__ import annotations
