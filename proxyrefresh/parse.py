@@ -106,17 +106,23 @@ class ParseReport:
 
     def keep(self, proxy: Proxy, seen: set[ProxyKey]) -> None:
         """Add ``proxy`` unless one of its identity was seen: then count it."""
-        if proxy.key in seen:
+        key = proxy.key
+        if key in seen:
             self.duplicates += 1
         else:
-            seen.add(proxy.key)
+            seen.add(key)
             self.proxies.append(proxy)
 
     def merge(self, other: ParseReport) -> None:
-        """Fold another source's report in, de-duplicating across sources."""
-        seen = {p.key for p in self.proxies}
-        for proxy in other.proxies:
-            self.keep(proxy, seen)
+        """Fold another source's report in, de-duplicating across sources.
+        Into an empty report its proxies go as they are (already unique):
+        no set of 100,000 keys is built to learn nothing."""
+        if not self.proxies:
+            self.proxies = list(other.proxies)
+        else:
+            seen = {p.key for p in self.proxies}
+            for proxy in other.proxies:
+                self.keep(proxy, seen)
         self.duplicates += other.duplicates
         self.errors.extend(other.errors)
         self.ignored_lines += other.ignored_lines
