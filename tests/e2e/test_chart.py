@@ -14,6 +14,7 @@ from tests.conftest import Bed, wait_for
 from tests.harness.cluster import Cluster, binary
 from tests.harness.kubectl import Kubectl
 from tests.harness.testbed import RedisServer, free_port
+from tests.harness.waiting import WaitTimeout
 from tests.integration.test_chart import CHART, EVERYTHING
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +53,22 @@ def test_rendered_chart_is_accepted_by_the_api_server(cluster: Cluster) -> None:
         )
 
 
+def what_ran(cluster: Cluster, k: Kubectl) -> str:
+    """The namespace's workloads and the end of each pod's log: what a
+    timeout here needs to be understood."""
+    listing = k("get", "cronjobs,jobs,pods,proxyrefreshes", "-o", "wide", check=False)
+    parts = [listing.stdout + listing.stderr]
+    refreshes = k("get", "proxyrefreshes", "-o", "json", check=False).stdout
+    if refreshes:
+        for item in json.loads(refreshes).get("items", []):
+            parts.append(f"{item['metadata']['name']}: {json.dumps(item.get('status'))}")
+    for pod_dir in sorted((cluster.dir / "pods").glob(f"{NAMESPACE}_*")):
+        for log in pod_dir.glob("*.log"):
+            tail = log.read_text(errors="replace")[-3000:]
+            parts.append(f"--- {pod_dir.name}/{log.name}\n{tail}")
+    return "\n".join(parts)
+
+
 def can_i(k: Kubectl, account: str, *what: str) -> bool:
     result = k(
         "auth",
@@ -81,6 +98,7 @@ def rights(k: Kubectl, account: str, namespace: str) -> set[str]:
     return {row.split()[0] for row in rows if row.strip()}
 
 
+@pytest.mark.timeout(420)  # helm's own --wait, then up to three schedules
 def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster, bed: Bed) -> None:
     k = Kubectl(cluster.kubeconfig, NAMESPACE)
     redis = RedisServer(bed.testbed)
@@ -139,7 +157,12 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
                         return dict(item)
             return None
 
-        done = wait_for(completed, 150, "a scheduled ProxyRefresh to complete")
+        # "Every minute": the first run may be a minute away, and one that
+        # fails is followed by the next: three schedules fit in this.
+        try:
+            done = wait_for(completed, 210, "a scheduled ProxyRefresh to complete")
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}\n{what_ran(cluster, k)}") from None
         assert done["metadata"]["name"].startswith("helm-")
         assert done["status"]["usable"] == len(
             [p for p in bed.proxies if p.expect and p.expect.value != "transparent"]
