@@ -142,13 +142,6 @@ class Refresh:
         return str((self.body.get("spec") or {}).get("pool") or "default")
 
     @property
-    def slots(self) -> int:
-        """How many slot leases its pods may hold (fanout.slots), read without
-        validating the spec, so an invalid refresh is still cleaned up."""
-        value = (self.body.get("spec") or {}).get("parallelism")
-        return value if isinstance(value, int) else 0
-
-    @property
     def spec(self) -> ProxyRefreshSpec:
         return ProxyRefreshSpec.model_validate(self.body.get("spec") or {})
 
@@ -594,7 +587,7 @@ async def stop(ctx: Context, refresh: Refresh, message: str) -> None:
     await fail(ctx, refresh, "Replaced", message)
     await kube.delete_job(refresh.namespace, refresh.job_name)
     with contextlib.suppress(RedisError):
-        await ctx.store(refresh.uid).delete(refresh.slots)
+        await ctx.store(refresh.uid).delete()
 
 
 # --- Dispatched / Processing ------------------------------------------------
@@ -739,6 +732,6 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     refresh = Refresh(body)
     await kube.delete_job(refresh.namespace, refresh.job_name)
     await access.revoke(ctx.redis, refresh.uid)
-    deleted = await ctx.store(refresh.uid).delete(refresh.slots)
+    deleted = await ctx.store(refresh.uid).delete()
     ctx.metrics.refresh_gone(refresh.uid)
     log.info("deleted %s/%s: %d Redis keys removed", refresh.namespace, refresh.name, deleted)

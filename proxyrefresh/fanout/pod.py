@@ -65,9 +65,9 @@ class PodRun:
 
     def gate(
         self, redis: Redis, stop: asyncio.Event, started: float
-    ) -> AbstractAsyncContextManager[int | None]:
+    ) -> AbstractAsyncContextManager[bool]:
         if not self.slots:
-            return contextlib.nullcontext(None)
+            return contextlib.nullcontext(True)
         slots = Slots(redis, RunKeys(self.run_id, self.prefix), self.slots)
         return slots.held(self.index, stop, started + self.slot_wait - time.monotonic())
 

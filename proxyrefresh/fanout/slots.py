@@ -3,18 +3,19 @@
 Every wave of pods pays a turn-around that has nothing to do with the work:
 the Job controller batches pod events for a second before it creates the
 next pod, and the new pod starts a process, imports, finds its servers and
-connects. With small chunks that is paid once a chunk (twenty waves of 5 s
-chunks lost a third of the run to it). So the Job may run more pods than the
-run's parallelism: the extra ones get ready and wait here, and take a slot
-the moment a chunk ends; the turn-around then overlaps the work instead of
-following it.
+connects. With small chunks that is paid once a chunk (twenty-five waves of
+5 s chunks lost a third of the run to it). So the Job may run more pods than
+the run's parallelism: the extra ones get ready and wait here, and take a
+slot the moment a chunk ends; the turn-around then overlaps the work
+instead of following it.
 
-A slot is a lease in Redis (redis-py's Lock: SET NX with an expiry and a
-token, extended while held, released by a script that checks the token), so
-a pod that dies frees its slot when its lease runs out, and a pod that runs
-twice takes one slot at a time like any other. The gate is about pace, not
-correctness: a pod that waited as long as a chunk may take without a slot
-goes ahead anyway (its hard deadline has room for one wait), and a lease
+The slots are one sorted set per run: a member per holder, scored by when
+its lease runs out (Redis's own clock, so pods' clocks never disagree).
+Taking a slot is one script call that first drops the expired leases, so a
+pod that dies frees its slot when its lease runs out, and a waiting pod
+costs Redis one call a poll however many slots there are. The gate is about
+pace, not correctness: a pod that waited as long as a chunk may take goes
+ahead without a slot (its hard deadline has room for one wait), and a lease
 lost to a stalled Redis is only logged.
 """
 
@@ -23,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from proxyrefresh.fanout.store import RunKeys
 
@@ -38,10 +40,38 @@ log = logging.getLogger(__name__)
 # Set by the Job (fanout.job) when it runs more pods than chunks at work.
 SLOTS_ENV = "PROXYREFRESH_SLOTS"
 LEASE_SECONDS = 10.0  # how long a dead pod keeps its slot
-POLL_SECONDS = 0.05  # how often a waiting pod looks for a free slot
+POLL_SECONDS = 0.05  # how often a waiting pod asks for a free slot
+
+# KEYS[1] the slots; ARGV: lease ms, count, token. 1 if the token holds a slot.
+TAKE_SCRIPT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
+if not redis.call('ZSCORE', KEYS[1], ARGV[3])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ms + lease, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], lease * 3)
+return 1
+"""
+# KEYS[1] the slots; ARGV: lease ms, token. 1 if the lease was still held.
+RENEW_SCRIPT = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local until_ms = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not until_ms or tonumber(until_ms) <= ms then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ms + lease, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], lease * 3)
+return 1
+"""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Slots:
     """The run's ``count`` slots, leased for ``lease`` seconds at a time."""
 
@@ -50,27 +80,38 @@ class Slots:
     count: int
     lease: float = LEASE_SECONDS
     poll: float = POLL_SECONDS
+    _take: Any = field(init=False, repr=False)
+    _renew: Any = field(init=False, repr=False)
 
-    async def take(self, first: int = 0) -> tuple[int, Lock] | None:
-        """One free slot (trying ``first`` first, so pods spread), or None."""
-        for step in range(self.count):
-            slot = (first + step) % self.count
-            lock = Lock(self.redis, self.keys.slot(slot), timeout=self.lease, thread_local=False)
-            if await lock.acquire(blocking=False):
-                return slot, lock
-        return None
+    def __post_init__(self) -> None:
+        self._take = self.redis.register_script(TAKE_SCRIPT)
+        self._renew = self.redis.register_script(RENEW_SCRIPT)
+
+    @property
+    def lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    async def take(self, token: str) -> bool:
+        """A slot for ``token`` if one is free (or it holds one already)."""
+        keys, args = [self.keys.slots], [self.lease_ms, self.count, token]
+        return bool(await self._take(keys=keys, args=args))
+
+    async def renew(self, token: str) -> bool:
+        return bool(await self._renew(keys=[self.keys.slots], args=[self.lease_ms, token]))
+
+    async def free(self, token: str) -> None:
+        await self.redis.zrem(self.keys.slots, token)
 
     @contextlib.asynccontextmanager
-    async def held(
-        self, index: int, stop: asyncio.Event, wait_limit: float
-    ) -> AsyncIterator[int | None]:
+    async def held(self, index: int, stop: asyncio.Event, wait_limit: float) -> AsyncIterator[bool]:
         """Wait for a slot, hold it (renewed) for the block, free it after.
 
-        Yields the slot, or None when ``wait_limit`` passed first; returns
-        at once, yielding None, when ``stop`` is set while waiting."""
+        Yields True with a slot, False when ``wait_limit`` passed first (go
+        ahead anyway); at once, with False, when ``stop`` is set meanwhile."""
+        token = f"{index}:{secrets.token_hex(8)}"
         given_up = time.monotonic() + wait_limit
-        taken = await self.take(index)
-        while taken is None and not stop.is_set():
+        taken = await self.take(token)
+        while not taken and not stop.is_set():
             if time.monotonic() >= given_up:
                 log.warning(
                     "chunk %s: no slot free after %.0fs of %d; going ahead without one",
@@ -81,30 +122,30 @@ class Slots:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll)
-            taken = await self.take(index)
-        if taken is None:
-            yield None
+            taken = await self.take(token)
+        if not taken:
+            yield False
             return
-        slot, lock = taken
         done = asyncio.Event()
-        renewal = asyncio.create_task(self._renew(index, lock, done))
+        renewal = asyncio.create_task(self._keep(index, token, done))
         try:
-            yield slot
+            yield True
         finally:
             # Told to stop, never cancelled: a redis-py call cancelled while
             # it waits for its reply can leave the connection stuck.
             done.set()
             await renewal
-            with contextlib.suppress(LockError, RedisError):
-                await lock.release()
+            with contextlib.suppress(RedisError):
+                await self.free(token)
 
-    async def _renew(self, index: int, lock: Lock, done: asyncio.Event) -> None:
+    async def _keep(self, index: int, token: str, done: asyncio.Event) -> None:
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), self.lease / 3)
             if done.is_set():
                 return
             try:
-                await lock.reacquire()
-            except (LockError, RedisError) as exc:
+                if not await self.renew(token):
+                    log.warning("chunk %s: slot lease ran out before it was renewed", index)
+            except RedisError as exc:
                 log.warning("chunk %s: slot lease not renewed: %s", index, exc)

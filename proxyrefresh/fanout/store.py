@@ -132,8 +132,9 @@ class RunKeys:
     def events(self) -> str:  # pub/sub channel (not a key: no TTL, nothing to delete)
         return self.key("events")
 
-    def slot(self, slot: int) -> str:  # a pod's lease on a slot (fanout.slots)
-        return self.key(f"slot:{slot}")
+    @property
+    def slots(self) -> str:  # sorted set: lease holder -> lease end (fanout.slots)
+        return self.key("slots")
 
     def all(self) -> list[str]:
         return [
@@ -149,6 +150,7 @@ class RunKeys:
             self.started_at,
             self.completed_at,
             self.snapshot,
+            self.slots,
         ]
 
     def script_keys(self) -> list[str]:
@@ -428,11 +430,8 @@ class RunStore:
             pipe.expire(key, self.ttl)
         await pipe.execute()
 
-    async def delete(self, slots: int = 0) -> int:
-        """Every key of the run, the leases of its first ``slots`` slots too
-        (they would lapse by themselves, within seconds)."""
-        leases = [self.keys.slot(slot) for slot in range(slots)]
-        return int(await self.redis.delete(*self.keys.all(), *leases))
+    async def delete(self) -> int:
+        return int(await self.redis.delete(*self.keys.all()))
 
     # --- pod side ---------------------------------------------------------
 

@@ -7,7 +7,6 @@ import time
 import uuid
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
 
 from proxyrefresh.fanout.slots import Slots
 from proxyrefresh.fanout.store import RunKeys
@@ -27,7 +26,7 @@ async def test_at_most_count_work_at_once_and_a_waiter_takes_a_freed_slot_at_onc
     taken: dict[int, float] = {}
     freed: list[float] = []
 
-    async def pod(index: int) -> int | None:
+    async def pod(index: int) -> bool:
         nonlocal most
         async with gate.held(index, stop, wait_limit=30) as slot:
             taken[index] = time.monotonic()
@@ -40,7 +39,8 @@ async def test_at_most_count_work_at_once_and_a_waiter_takes_a_freed_slot_at_onc
 
     got = await asyncio.gather(*(pod(i) for i in range(5)))
     assert most == 2
-    assert sorted(s for s in got if s is not None) == [0, 0, 0, 1, 1]
+    assert got == [True] * 5
+    assert await redis.zcard(gate.keys.slots) == 0  # all freed
     # Each later pod took its slot within a poll or two of one being freed.
     later = sorted(taken.values())[2:]
     gaps = [min(t - f for f in freed if f <= t) for t in later]
@@ -49,12 +49,11 @@ async def test_at_most_count_work_at_once_and_a_waiter_takes_a_freed_slot_at_onc
 
 async def test_a_dead_pods_slot_is_free_when_its_lease_runs_out(redis: Redis) -> None:
     gate = slots(redis, 1, lease=0.6)
-    dead = Lock(redis, gate.keys.slot(0), timeout=gate.lease, thread_local=False)
-    assert await dead.acquire(blocking=False)  # taken, then never renewed nor freed
+    assert await gate.take("dead")  # taken, then never renewed nor freed
     began = time.monotonic()
     async with gate.held(7, asyncio.Event(), wait_limit=30) as slot:
         waited = time.monotonic() - began
-    assert slot == 0
+    assert slot
     assert 0.4 < waited < 2.0, waited
 
 
@@ -71,9 +70,10 @@ async def test_a_held_slot_outlives_its_lease(redis: Redis) -> None:
     async def waiter() -> bool:
         await asyncio.sleep(0.1)
         async with gate.held(1, stop, wait_limit=30) as slot:
-            return slot == 0 and released.is_set()
+            return slot and released.is_set()
 
     _, waited_for_release = await asyncio.gather(holder(), waiter())
+    assert await redis.pttl(gate.keys.slots) == -2  # gone with the last lease
     assert waited_for_release
 
 
@@ -81,16 +81,33 @@ async def test_a_pod_that_waited_too_long_goes_ahead_and_stop_ends_a_wait(redis:
     gate = slots(redis, 1)
     stop = asyncio.Event()
     async with gate.held(0, stop, wait_limit=30) as first:
-        assert first == 0
+        assert first
         began = time.monotonic()
         async with gate.held(1, stop, wait_limit=0.4) as late:
-            assert late is None
+            assert late is False
             assert 0.35 < time.monotonic() - began < 1.5
         asyncio.get_running_loop().call_later(0.2, stop.set)
         began = time.monotonic()
         async with gate.held(2, stop, wait_limit=30) as stopped:
-            assert stopped is None
+            assert stopped is False
             assert time.monotonic() - began < 0.6
     # The first one's slot is free again for whoever comes next.
     async with gate.held(3, asyncio.Event(), wait_limit=0.1) as again:
-        assert again == 0
+        assert again
+
+
+async def test_a_waiting_pod_costs_the_same_however_many_slots(redis: Redis) -> None:
+    """A Redis shared by many runs: a poll is one script call, not one
+    call per slot (Redis counts the script's own commands too)."""
+
+    async def commands_while_waiting(count: int) -> int:
+        gate = slots(redis, count)
+        for holder in range(count):
+            assert await gate.take(f"holder-{holder}")
+        before = int((await redis.info("stats"))["total_commands_processed"])
+        async with gate.held(99, asyncio.Event(), wait_limit=0.5) as slot:
+            assert slot is False  # every slot held for the whole wait
+        return int((await redis.info("stats"))["total_commands_processed"]) - before
+
+    few, many = await commands_while_waiting(2), await commands_while_waiting(50)
+    assert many <= few * 1.5 + 10, (few, many)
