@@ -9,7 +9,7 @@ first one instead of starting a second.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from proxyrefresh import constants as c
@@ -20,8 +20,9 @@ from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettin
 T = TypeVar("T")
 
 
-def chunked(items: Sequence[T], size: int) -> list[list[T]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """``items`` in chunks of ``size``, made one at a time as they are taken."""
+    return (list(items[i : i + size]) for i in range(0, len(items), size))
 
 
 def job_name(refresh_name: str, uid: str) -> str:

@@ -355,9 +355,7 @@ async def start(ctx: Context, t: Transition) -> None:
         size = chunk_size(spec, len(proxies))
         # Items made a chunk at a time as they are written: a big run is
         # never held twice (models and their JSON) in the operator.
-        batches = (
-            [p.to_item() for p in proxies[i : i + size]] for i in range(0, len(proxies), size)
-        )
+        batches = ([p.to_item() for p in chunk] for chunk in dispatch.chunked(proxies, size))
         candidates = len(proxies)
         t.set(chunkSize=size)
         try:
