@@ -42,11 +42,16 @@ SLOTS_ENV = "PROXYREFRESH_SLOTS"
 LEASE_SECONDS = 10.0  # how long a dead pod keeps its slot
 POLL_SECONDS = 0.05  # how often a waiting pod asks for a free slot
 
-# KEYS[1] the slots; ARGV: lease ms, count, token. 1 if the token holds a slot.
-TAKE_SCRIPT = """
+# Both scripts: ``ms`` is Redis's clock in milliseconds, ARGV[1] the lease's.
+_NOW = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local lease = tonumber(ARGV[1])
+"""
+# KEYS[1] the slots; ARGV: lease ms, count, token. 1 if the token holds a slot.
+TAKE_SCRIPT = (
+    _NOW
+    + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms)
 if not redis.call('ZSCORE', KEYS[1], ARGV[3])
     and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
@@ -56,11 +61,11 @@ redis.call('ZADD', KEYS[1], ms + lease, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], lease * 3)
 return 1
 """
+)
 # KEYS[1] the slots; ARGV: lease ms, token. 1 if the lease was still held.
-RENEW_SCRIPT = """
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local lease = tonumber(ARGV[1])
+RENEW_SCRIPT = (
+    _NOW
+    + """
 local until_ms = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not until_ms or tonumber(until_ms) <= ms then
   return 0
@@ -69,6 +74,7 @@ redis.call('ZADD', KEYS[1], ms + lease, ARGV[2])
 redis.call('PEXPIRE', KEYS[1], lease * 3)
 return 1
 """
+)
 
 
 @dataclass
