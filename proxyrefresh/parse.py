@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from proxyrefresh import redact
@@ -231,9 +231,24 @@ def parse_text(
             pass  # not JSON after all: scan it as text
         else:
             report = parse_json(document, default_protocol)
-            report.lines = len(text.splitlines())
+            report.lines = sum(1 for _ in lines_of(text))
             return report
-    return parse_lines(text.splitlines(), default_protocol)
+    return parse_lines(lines_of(text), default_protocol)
+
+
+# What str.splitlines splits on.
+LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def lines_of(text: str) -> Iterator[str]:
+    """``text.splitlines()``, one line at a time: a list of 100,000 lines
+    is 7 MiB held beside the proxies parsed from it."""
+    start = 0
+    for match in LINE_BREAK.finditer(text):
+        yield text[start : match.start()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
 
 
 ADDRESS_FIELDS = ("ip", "host", "addr", "address", "ip_address", "server")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from proxyrefresh.models import Protocol
-from proxyrefresh.parse import InputTooLarge, parse_lines, parse_text
+from proxyrefresh.parse import InputTooLarge, lines_of, parse_lines, parse_text
 
 
 def urls(text: str, default: Protocol = Protocol.HTTP) -> list[str]:
@@ -74,6 +74,30 @@ def test_a_user_name_is_identity_and_a_password_is_not() -> None:
     report = parse_text(text)
     assert len(report.proxies) == 4
     assert report.duplicates == 1
+
+
+def test_host_names_are_one_proxy_whatever_their_case() -> None:
+    report = parse_text("GW.Example:80\ngw.example:80\nhttp://gw.EXAMPLE:80\n")
+    assert [p.url for p in report.proxies] == ["http://gw.example:80"]
+    assert report.duplicates == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "a",
+        "a\n",
+        "a\r\nb",
+        "a\rb\n\nc",
+        "a\x0bb\x0cc\x1cd\x1de\x1ef\x85g\u2028h\u2029i",
+        "\n\r\n",
+    ],
+)
+def test_lines_are_what_splitlines_makes(text: str) -> None:
+    """Lines are read one at a time, and split where a list split them before."""
+    assert list(lines_of(text)) == text.splitlines()
+    assert parse_text(text).lines == len(text.splitlines())
 
 
 def test_same_address_other_protocol_is_another_proxy() -> None:
