@@ -328,6 +328,39 @@ async def test_round_trips_do_not_grow_with_chunk_size(
     assert CountingRedis.round_trips <= 3
 
 
+async def test_big_chunk_writes_go_in_bounded_commands(
+    redis_server: RedisServer, run_id: str
+) -> None:
+    """Chunks of 3 MiB in all go in several HSETs, none much over 1 MiB
+    (one command holds its whole payload in the operator's memory), and
+    each chunk reads back as it was written."""
+    sent: list[int] = []
+
+    class Sizing(Redis):
+        def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+            pipe = super().pipeline(transaction, shard_hint)
+            hset = pipe.hset
+
+            def measured(name: str, mapping: dict[Any, bytes]) -> Any:
+                sent.append(sum(len(v) for v in mapping.values()))
+                return hset(name, mapping=mapping)
+
+            setattr(pipe, "hset", measured)  # noqa: B010 (mypy refuses assigning a method)
+            return pipe
+
+    client = Sizing.from_url(redis_server.url, decode_responses=True)
+    store = RunStore(client, run_id)
+    chunks = [[f"{n:06d}-" + "x" * 90 for n in range(i * 4000, (i + 1) * 4000)] for i in range(8)]
+    assert await store.write_chunks(chunks) == 8
+    assert sum(sent) > 3 << 20
+    assert len(sent) >= 3
+    assert max(sent) < (1 << 20) + 500_000  # the budget plus the chunk that crossed it
+    for index, chunk in enumerate(chunks):
+        items, _ = await store.read_chunk(index)
+        assert items == chunk
+    await client.aclose()
+
+
 def test_chunk_result_roundtrips() -> None:
     result = ChunkResult(
         index=2,
