@@ -68,8 +68,14 @@ def proxy_processor(checker: NativeChecker) -> Processor:
                 positions.append(pos)
             except ValidationError as exc:
                 yield pos, {"item": item, "alive": False, "error": f"invalid item: {exc}"}, False
+        # Defaults left out: most results are of dead proxies, and this way
+        # each is half the bytes in Redis and in the merge's memory.
         async for local, result in checker.check_stream(proxies):
-            yield positions[local], result.model_dump(mode="json"), result.alive
+            yield (
+                positions[local],
+                result.model_dump(mode="json", exclude_defaults=True),
+                result.alive,
+            )
 
     return process
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from proxyrefresh.fanout.runner import DONE, run_chunk
 from proxyrefresh.fanout.slots import Slots
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunStore, StateLost
-from proxyrefresh.models import Protocol, Proxy
+from proxyrefresh.models import Protocol, Proxy, ProxyResult
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import Bed, async_wait_for
 from tests.harness.testbed import RedisServer
@@ -95,6 +95,25 @@ async def test_worker_checks_its_chunk_and_counts_it(
     assert snapshot is not None
     assert snapshot["completed_chunks"] == 1
     assert snapshot["index_completed"] is True
+
+
+async def test_dead_results_are_stored_without_their_defaults(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    """Most of a run's results are dead proxies: each is stored with what it
+    says (the error, when) and without the empty fields, and reads back whole."""
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *DEAD)])
+    code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
+    assert code == 0, err
+    (result,) = (await store.read_results()).values()
+    assert len(result.outcomes) == len(DEAD)
+    for outcome in result.outcomes:
+        assert not {"revealing_headers", "targets", "latency_ms"} & outcome.value.keys()
+        dead = ProxyResult.model_validate(outcome.value)
+        assert dead.alive is False
+        assert dead.error
+        assert dead.targets == []
 
 
 async def test_two_pods_racing_give_exact_totals(
