@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 import subprocess
 import sys
 import sysconfig
 import zipfile
 from pathlib import Path
+
+from proxyrefresh.fanout.exits import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,7 +106,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "proxyrefresh.api",
     ),
 }
-ENTRY_POINTS = {"proxyrefresh/cli.py"}
+ENTRY_POINTS = {"proxyrefresh/cli.py", "proxyrefresh/entry.py"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -167,6 +170,28 @@ def test_the_fanout_core_speaks_of_items_not_proxies() -> None:
     ]
     assert said == []
     assert PROXY_WORDS.search("counts live proxies")  # the check can fail
+
+
+def test_a_pod_runs_the_worker_without_the_cli_framework() -> None:
+    """`proxyrefresh worker`, every Job pod's command, goes to the worker
+    without importing typer (a tenth of a pod's start-up CPU); here it stops
+    at its configuration check, with the worker's own exit code and message."""
+    probe = (
+        "import sys\n"
+        "sys.argv = ['proxyrefresh', 'worker']\n"
+        "from proxyrefresh import entry\n"
+        "try:\n"
+        "    entry.main()\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, 'typer' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYREFRESH_")}
+    env.pop("JOB_COMPLETION_INDEX", None)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert result.stdout.split() == [str(EXIT_CONFIG), "False"], result.stderr
+    assert "bad configuration" in result.stderr
 
 
 def test_check_and_the_worker_start_without_the_control_planes_libraries() -> None:
