@@ -351,12 +351,14 @@ async def start(ctx: Context, t: Transition) -> None:
             return
         if await ended_meanwhile(refresh):
             return
-        proxies = found.proxies
-        size = chunk_size(spec, len(proxies))
+        found_candidates = found.candidates
+        size = chunk_size(spec, len(found_candidates))
         # Items made a chunk at a time as they are written: a big run is
-        # never held twice (models and their JSON) in the operator.
-        batches = ([p.to_item() for p in chunk] for chunk in dispatch.chunked(proxies, size))
-        candidates = len(proxies)
+        # never held twice (proxies and their JSON) in the operator.
+        batches = (
+            [p.to_item() for p in chunk] for chunk in dispatch.chunked(found_candidates, size)
+        )
+        candidates = len(found_candidates)
         t.set(chunkSize=size)
         try:
             chunks = await store.write_chunks(batches)

@@ -26,11 +26,10 @@ import aiohttp
 
 from proxyrefresh import http_status, redact
 from proxyrefresh.api import Source, SourceStatus
-from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
 from proxyrefresh.operator import kube
 from proxyrefresh.operator.credentials import SourceCredentials
-from proxyrefresh.parse import InputTooLarge, ParseReport, parse_text
+from proxyrefresh.parse import Candidates, InputTooLarge, ParseReport, parse_text
 
 USER_AGENT = "proxyrefresh-operator"
 MAX_REDIRECTS = 5
@@ -70,12 +69,12 @@ class SourceRefused(SourceError):
 
 @dataclass
 class ScrapeResult:
-    proxies: list[Proxy] = field(default_factory=list)
+    candidates: Candidates = field(default_factory=Candidates)
     sources: list[SourceStatus] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return not self.proxies
+        return not self.candidates
 
     def failure_message(self) -> str:
         return "; ".join(f"{s.source}: {s.message}" for s in self.sources if s.message) or (
@@ -228,14 +227,14 @@ async def scrape_one(
     finally:
         if attempts_seen is not None and source.url:
             attempts_seen.finished(source.label)
-    ok = bool(report.proxies)
+    ok = bool(report.candidates)
     message = bad_lines(report) if report.errors else ""
     if not ok:
         message = message or f"no proxies in {report.lines} lines"
     status = SourceStatus(
         source=source.label,
         ok=ok,
-        candidates=len(report.proxies),
+        candidates=len(report.candidates),
         errors=len(report.errors),
         message=message,
     )
@@ -263,5 +262,5 @@ async def scrape(
         result.sources.append(status)
         if report is not None:
             merged.merge(report)
-    result.proxies = merged.proxies
+    result.candidates = merged.candidates
     return result

@@ -52,9 +52,10 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 class Proxy:
     """One candidate proxy, as parsed from a list.
 
-    A slotted (pydantic) dataclass, not a model: the operator holds every
-    candidate of a refresh at once, and 100,000 of them take 17 MiB this
-    way against 104 MiB as models."""
+    A slotted (pydantic) dataclass, not a model: a check holds every
+    candidate at once, and 100,000 of them take 17 MiB this way against 104
+    MiB as models (the operator holds its candidates as URLs, see
+    :class:`proxyrefresh.parse.Candidates`)."""
 
     protocol: Protocol
     host: str
@@ -66,6 +67,26 @@ class Proxy:
     def from_item(cls, item: object) -> Proxy:
         """A chunk's item (what :meth:`to_item` made); ValidationError if it is not one."""
         return _PROXY.validate_python(item)
+
+    @classmethod
+    def from_url(cls, url: str) -> Proxy:
+        """The proxy whose :attr:`url` this is (that form exactly, not any
+        list's: the parser reads those). A user name has no ``:`` or ``@``
+        and a password no ``@``, as the parser takes them, so the split is
+        unambiguous; ValidationError or ValueError if it is not such a URL."""
+        scheme, _, rest = url.partition("://")
+        auth, at, hostport = rest.rpartition("@")
+        host, _, port = hostport.rpartition(":")
+        if host.startswith("["):
+            host = host[1:-1]
+        username, _, password = auth.partition(":")
+        return cls(
+            protocol=Protocol(scheme),
+            host=host,
+            port=int(port),
+            username=username if at else None,
+            password=password if at else None,
+        )
 
     def to_item(self) -> dict[str, str | int | None]:
         """The JSON a chunk carries for it."""
@@ -82,13 +103,8 @@ class Proxy:
         """Identity for de-duplication: scheme, user name, host and port.
         Commercial gateways pick the exit (country, sticky session) by the
         user name on one host:port, so each user name is a proxy of its own;
-        the password is not identity (a list may repeat it changed). The
-        parser lowers host names already: the key then shares the host
-        string rather than holding a copy (a set of 100,000 keys is 6 MiB
-        less)."""
-        host = self.host
-        lowered = host.lower()
-        return (self.protocol.value, self.username, host if lowered == host else lowered, self.port)
+        the password is not identity (a list may repeat it changed)."""
+        return (self.protocol.value, self.username, self.host.lower(), self.port)
 
     @property
     def hostport(self) -> str:

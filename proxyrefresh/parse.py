@@ -18,14 +18,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 from proxyrefresh import redact
 from proxyrefresh.models import Protocol, Proxy
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-ProxyKey = tuple[str, str | None, str, int]  # Proxy.key
 
 SCHEMES: dict[str, Protocol] = {
     "http": Protocol.HTTP,
@@ -92,11 +92,60 @@ class LineError:
         return f"{self.where}: {self.reason}: {redact.secrets_in(self.text[:120])!r}"
 
 
+class Candidates(Sequence[Proxy]):
+    """Unique proxies in the order first met, held as their URLs.
+
+    The operator holds every candidate of a refresh until its chunks are
+    written. As Proxy objects, with a set of their key tuples beside, that
+    was about 280 bytes a candidate (100,000: 27 MiB at the parse's peak);
+    as URL strings, with a set of the same strings for identity, about 120.
+    A proxy is made again from its URL when it is read."""
+
+    def __init__(self) -> None:
+        self._urls: list[str] = []
+        self._keys: set[str] = set()
+
+    def add(self, proxy: Proxy) -> bool:
+        """Add ``proxy`` unless one of its identity is here; True if added."""
+        url = proxy.url
+        # Most proxies have no user name, and their URL is their identity:
+        # the set then holds the very string the list does.
+        plain = proxy.username is None and proxy.host == proxy.host.lower()
+        return self._add(url, url if plain else repr(proxy.key))
+
+    def _add(self, url: str, key: str) -> bool:
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._urls.append(url)
+        return True
+
+    def extend(self, other: Candidates) -> int:
+        """Add ``other``'s proxies; returns how many of them were here already."""
+        before = len(self._urls)
+        for url in other._urls:
+            key = url if url in other._keys else repr(Proxy.from_url(url).key)
+            self._add(url, key)
+        return len(other._urls) - (len(self._urls) - before)
+
+    def __len__(self) -> int:
+        return len(self._urls)
+
+    @overload
+    def __getitem__(self, index: int) -> Proxy: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Proxy]: ...
+    def __getitem__(self, index: int | slice) -> Proxy | list[Proxy]:
+        if isinstance(index, slice):
+            return [Proxy.from_url(url) for url in self._urls[index]]
+        return Proxy.from_url(self._urls[index])
+
+
 @dataclass
 class ParseReport:
     """What a list held: unique proxies and a count of everything else."""
 
-    proxies: list[Proxy] = field(default_factory=list)
+    candidates: Candidates = field(default_factory=Candidates)
     duplicates: int = 0
     errors: list[LineError] = field(default_factory=list)
     ignored_lines: int = 0
@@ -104,25 +153,24 @@ class ParseReport:
     blank_lines: int = 0
     lines: int = 0
 
-    def keep(self, proxy: Proxy, seen: set[ProxyKey]) -> None:
+    @property
+    def proxies(self) -> list[Proxy]:
+        """The unique proxies, made from the candidates (a copy)."""
+        return list(self.candidates)
+
+    def keep(self, proxy: Proxy) -> None:
         """Add ``proxy`` unless one of its identity was seen: then count it."""
-        key = proxy.key
-        if key in seen:
+        if not self.candidates.add(proxy):
             self.duplicates += 1
-        else:
-            seen.add(key)
-            self.proxies.append(proxy)
 
     def merge(self, other: ParseReport) -> None:
-        """Fold another source's report in, de-duplicating across sources.
-        Into an empty report its proxies go as they are (already unique):
-        no set of 100,000 keys is built to learn nothing."""
-        if not self.proxies:
-            self.proxies = list(other.proxies)
+        """Fold another source's report in (``other`` is consumed),
+        de-duplicating across sources. Into an empty report its candidates
+        go as they are: they are unique already, and are not copied."""
+        if not self.candidates:
+            self.candidates, other.candidates = other.candidates, Candidates()
         else:
-            seen = {p.key for p in self.proxies}
-            for proxy in other.proxies:
-                self.keep(proxy, seen)
+            self.duplicates += self.candidates.extend(other.candidates)
         self.duplicates += other.duplicates
         self.errors.extend(other.errors)
         self.ignored_lines += other.ignored_lines
@@ -133,7 +181,7 @@ class ParseReport:
     def summary(self) -> dict[str, int]:
         return {
             "lines": self.lines,
-            "proxies": len(self.proxies),
+            "proxies": len(self.candidates),
             "duplicates": self.duplicates,
             "errors": len(self.errors),
             "ignored_lines": self.ignored_lines,
@@ -190,7 +238,6 @@ def _proxy(match: re.Match[str], default: Protocol) -> Proxy:
 def parse_lines(lines: Iterable[str], default_protocol: Protocol = Protocol.HTTP) -> ParseReport:
     """Parse a list line by line; every line is accounted for in the report."""
     report = ParseReport()
-    seen: set[ProxyKey] = set()
     for number, line in enumerate(lines, start=1):
         report.lines += 1
         if not line.strip():
@@ -207,7 +254,7 @@ def parse_lines(lines: Iterable[str], default_protocol: Protocol = Protocol.HTTP
             except ValueError as exc:
                 report.errors.append(LineError(number, line.strip(), str(exc)))
                 continue
-            report.keep(proxy, seen)
+            report.keep(proxy)
         if not found:
             if LOOKS_LIKE_PROXY.search(line):
                 report.errors.append(LineError(number, line.strip(), "no host:port found"))
@@ -277,7 +324,6 @@ def _entry_text(entry: dict[str, object], protocol: Protocol) -> tuple[str, Prot
 def parse_json(document: object, default_protocol: Protocol = Protocol.HTTP) -> ParseReport:
     """Every proxy in a JSON document, found by its structure."""
     report = ParseReport()
-    seen: set[ProxyKey] = set()
     entries = 0
 
     def take(text: str, protocol: Protocol) -> None:
@@ -286,8 +332,7 @@ def parse_json(document: object, default_protocol: Protocol = Protocol.HTTP) -> 
         found = parse_lines([text], protocol)
         for error in found.errors:
             report.errors.append(LineError(entries, text, error.reason, "entry"))
-        for proxy in found.proxies:
-            report.keep(proxy, seen)
+        report.duplicates += report.candidates.extend(found.candidates)
         report.ignored_lines += found.ignored_lines
 
     def walk(node: object, protocol: Protocol) -> None:

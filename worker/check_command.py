@@ -78,7 +78,7 @@ def summary_lines(report: ParseReport, tally: Tally, seconds: float) -> list[str
     lines = [
         f"checked {tally.checked}, live {tally.live}, passed {tally.passed} in {seconds:.1f}s",
         f"anonymity: {levels}",
-        f"input: {report.lines} lines, {len(report.proxies)} candidates, "
+        f"input: {report.lines} lines, {len(report.candidates)} candidates, "
         f"{report.duplicates} duplicates, {len(report.errors)} errors, "
         f"{report.ignored_lines} lines without a proxy",
     ]
@@ -142,7 +142,7 @@ async def run_check(request: CheckRequest) -> int:
         err.print(f"proxyrefresh: {request.source}: {error}", markup=False)
     if len(report.errors) > SHOWN_ERRORS:
         err.print(f"proxyrefresh: ... and {len(report.errors) - SHOWN_ERRORS} more bad lines")
-    if not report.proxies:
+    if not report.candidates:
         err.print(
             f"proxyrefresh: no candidate proxies in {request.source} "
             f"({report.lines} lines, {len(report.errors)} errors)"
@@ -158,7 +158,7 @@ async def run_check(request: CheckRequest) -> int:
     tally = Tally()
     out: IO[str] = request.output.open("w") if request.output else sys.stdout
     try:
-        with progress_bar(err, len(report.proxies)) as advance:
+        with progress_bar(err, len(report.candidates)) as advance:
             async for _, result in checker.check_stream(report.proxies):
                 passed = result.passes(settings.min_anonymity, settings.max_latency_ms)
                 tally.add(result, passed)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from proxyrefresh.models import Protocol
-from proxyrefresh.parse import InputTooLarge, lines_of, parse_lines, parse_text
+from proxyrefresh.models import Protocol, Proxy
+from proxyrefresh.parse import InputTooLarge, ParseReport, lines_of, parse_lines, parse_text
 
 
 def urls(text: str, default: Protocol = Protocol.HTTP) -> list[str]:
@@ -98,6 +98,52 @@ def test_lines_are_what_splitlines_makes(text: str) -> None:
     """Lines are read one at a time, and split where a list split them before."""
     assert list(lines_of(text)) == text.splitlines()
     assert parse_text(text).lines == len(text.splitlines())
+
+
+def test_sources_are_merged_by_identity_and_keep_their_order() -> None:
+    """Across sources as within one: a user name is identity, a password and
+    a host name's case are not; the first of each stays, in order."""
+    first = parse_text(
+        "socks5://u1:pw@gw.example:7777\nsocks5://u2:pw@gw.example:7777\n1.2.3.4:80\n"
+    )
+    second = parse_text(
+        "socks5://u2:changed@GW.example:7777\n1.2.3.4:80\n5.6.7.8:3128\n"
+        "socks5://u3:p:w@gw.example:7777\n"
+    )
+    merged = ParseReport()
+    merged.merge(first)
+    merged.merge(second)
+    assert [p.url for p in merged.proxies] == [
+        "socks5://u1:pw@gw.example:7777",
+        "socks5://u2:pw@gw.example:7777",
+        "http://1.2.3.4:80",
+        "http://5.6.7.8:3128",
+        "socks5://u3:p:w@gw.example:7777",
+    ]
+    assert merged.duplicates == 2
+    assert merged.summary()["proxies"] == 5
+
+
+def test_a_proxy_comes_back_whole_from_its_url() -> None:
+    """Candidates are held as URLs and made again when chunked: every field
+    the parser gave must survive, credentials and IPv6 included."""
+    text = "\n".join(
+        [
+            "1.2.3.4:8080",
+            "https://Proxy.Example.com:443",
+            "socks4://10.0.0.1:1080",
+            "socks5h://user:p:a:ss@[2001:DB8::1]:1080",
+            "http://user:@5.6.7.8:3128",
+            "connect://5.6.7.9:3128",
+        ]
+    )
+    proxies = parse_text(text).proxies
+    assert len(proxies) == 6
+    for proxy in proxies:
+        assert Proxy.from_url(proxy.url) == proxy
+        assert Proxy.from_url(proxy.url).to_item() == proxy.to_item()
+    assert proxies[3].host == "2001:db8::1"
+    assert proxies[3].password == "p:a:ss"
 
 
 def test_same_address_other_protocol_is_another_proxy() -> None:
