@@ -32,7 +32,7 @@ HEARTBEAT = 2.0  # seconds between steps when nothing is published
 # Between the starts of two steps woken by events: a step's own reads come
 # before its write, so writes stay about a second apart and a change waits
 # at most about a second for its step.
-MIN_GAP = 0.9
+MIN_GAP = 1.0
 RETRY = 5.0  # after a step that failed for a reason a retry may cure
 # Between steps once every chunk is done: the Job's end is not a Redis
 # event, and at the heartbeat's pace it was seen up to 2 s late.
