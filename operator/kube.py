@@ -90,14 +90,9 @@ def send(
     return dict(json.loads(text or "{}"))
 
 
-async def call(
-    method: str,
-    resource: str,
-    body: Any = None,
-    query: dict[str, str] | None = None,
-    content_type: str = JSON,
-) -> dict[str, Any]:
-    return await asyncio.to_thread(send, method, resource, body, query, content_type)
+async def call(method: str, resource: str, body: Any = None, **options: Any) -> dict[str, Any]:
+    """:func:`send` in a thread (``options``: its query and content_type)."""
+    return await asyncio.to_thread(functools.partial(send, method, resource, body, **options))
 
 
 async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
