@@ -169,7 +169,7 @@ def main() -> int:
     if args.refreshes > 1:
         print(f"refreshes         {sum(exact)} of {len(exact)} Complete with exact counts")
         per = (patches[-1] if patches else 0) / len(names) / wall
-        print(f"patches/refresh/s {per:.2f} on average (the driver keeps progress writes >= 1 s apart)")
+        print(f"patches/refresh/s {per:.2f} on average (progress writes >= 1 s apart)")
     ok = all(r == 0 for r in returns) and all(exact)
     return 0 if ok else 1
 
