@@ -27,6 +27,9 @@ from proxyrefresh import redact
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+# Seconds to connect and to wait for an answer: an API server that stalls
+# costs a step (the driver retries it), never a refresh's whole phase.
+REQUEST_TIMEOUT = (10.0, 30.0)
 
 
 def not_found(exc: ApiException) -> bool:
@@ -82,7 +85,7 @@ def send(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*request)
+    response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
     data = response.read() or b""
     text = data.decode("utf-8", errors="replace")
     if not 200 <= response.status <= 299:
