@@ -221,9 +221,7 @@ async def scrape_one(
 ) -> tuple[SourceStatus, ParseReport | None]:
     try:
         text = await read_source(source, namespace, rules, credentials, attempts_seen)
-        # In a thread: 100,000 lines are about a second of parsing, which
-        # would hold every other refresh's steps (and kopf) on the loop.
-        report = await asyncio.to_thread(parse_text, text, source.protocol, rules.max_bytes)
+        report = parse_text(text, source.protocol, rules.max_bytes)
     except (SourceError, InputTooLarge) as exc:
         return SourceStatus(source=source.label, ok=False, message=str(exc)), None
     finally:
