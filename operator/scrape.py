@@ -29,7 +29,7 @@ from proxyrefresh.api import Source, SourceStatus
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
 from proxyrefresh.operator import kube
 from proxyrefresh.operator.credentials import SourceCredentials
-from proxyrefresh.parse import Candidates, InputTooLarge, ParseReport, parse_text
+from proxyrefresh.parse import Candidates, InputTooLarge, ParseReport, parse_pieces
 
 USER_AGENT = "proxyrefresh-operator"
 MAX_REDIRECTS = 5
@@ -221,7 +221,10 @@ async def scrape_one(
 ) -> tuple[SourceStatus, ParseReport | None]:
     try:
         text = await read_source(source, namespace, rules, credentials, attempts_seen)
-        report = parse_text(text, source.protocol, rules.max_bytes)
+        report = ParseReport()
+        for piece in parse_pieces(text, source.protocol, rules.max_bytes):
+            report.merge(piece)
+            await asyncio.sleep(0)  # the loop is every refresh's and kopf's
     except (SourceError, InputTooLarge) as exc:
         return SourceStatus(source=source.label, ok=False, message=str(exc)), None
     finally:

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from proxyrefresh.models import Protocol, Proxy
-from proxyrefresh.parse import InputTooLarge, ParseReport, lines_of, parse_lines, parse_text
+from proxyrefresh.parse import (
+    InputTooLarge,
+    ParseReport,
+    lines_of,
+    parse_lines,
+    parse_pieces,
+    parse_text,
+)
 
 
 def urls(text: str, default: Protocol = Protocol.HTTP) -> list[str]:
@@ -144,6 +151,35 @@ def test_a_proxy_comes_back_whole_from_its_url() -> None:
         assert Proxy.from_url(proxy.url).to_item() == proxy.to_item()
     assert proxies[3].host == "2001:db8::1"
     assert proxies[3].password == "p:a:ss"
+
+
+def test_a_list_parsed_in_pieces_reads_as_one() -> None:
+    """Pieces folded together are the whole list: the same proxies in the
+    same order, duplicates across pieces counted, errors on their own lines."""
+    text = "\n".join(
+        [
+            "# list",
+            "1.2.3.4:80",
+            "1.2.3.5:80",
+            "",
+            "1.2.3.4:80",  # a duplicate from an earlier piece
+            "300.1.1.1:80",
+            "socks5://u:p@gw.example:1080",
+            "socks5://u:other@GW.example:1080",
+            "words",
+            "1.2.3.6:99999",
+        ]
+    )
+    whole = parse_text(text)
+    folded = ParseReport()
+    for piece in parse_pieces(text, lines_per_piece=3):
+        folded.merge(piece)
+    assert [p.url for p in folded.proxies] == [p.url for p in whole.proxies]
+    assert len(folded.proxies) == 3
+    assert folded.summary() == whole.summary()
+    assert folded.duplicates == 2
+    assert [(e.line, e.reason) for e in folded.errors] == [(e.line, e.reason) for e in whole.errors]
+    assert [e.line for e in folded.errors] == [6, 10]
 
 
 def test_same_address_other_protocol_is_another_proxy() -> None:
