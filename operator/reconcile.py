@@ -351,14 +351,13 @@ async def start(ctx: Context, t: Transition) -> None:
             return
         if await ended_meanwhile(refresh):
             return
-        found_candidates = found.candidates
-        size = chunk_size(spec, len(found_candidates))
+        candidates = len(found.candidates)
+        size = chunk_size(spec, candidates)
         # Items made a chunk at a time as they are written: a big run is
         # never held twice (proxies and their JSON) in the operator.
         batches = (
-            [p.to_item() for p in chunk] for chunk in dispatch.chunked(found_candidates, size)
+            [p.to_item() for p in chunk] for chunk in dispatch.chunked(found.candidates, size)
         )
-        candidates = len(found_candidates)
         t.set(chunkSize=size)
         try:
             chunks = await store.write_chunks(batches)

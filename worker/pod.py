@@ -69,7 +69,7 @@ def proxy_processor(checker: NativeChecker) -> Processor:
             except ValidationError as exc:
                 yield pos, {"item": item, "alive": False, "error": f"invalid item: {exc}"}, False
         # Defaults left out: most results are of dead proxies, and this way
-        # each is half the bytes in Redis and in the merge's memory.
+        # each is about two thirds the bytes, in Redis and in the merge's memory.
         async for local, result in checker.check_stream(proxies):
             yield (
                 positions[local],

@@ -352,12 +352,14 @@ class RunStore:
         batch: dict[FieldT, EncodableT] = {}
 
         async def flush() -> None:
+            nonlocal size
             if batch:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.hset(k.chunks, mapping=batch)
                 pipe.expire(k.chunks, self.ttl)
                 await pipe.execute()
                 batch.clear()
+                size = 0
 
         for chunk in chunks:
             # Encoded here, so the client sends these bytes instead of a copy.
@@ -368,7 +370,6 @@ class RunStore:
             size += len(value)
             if len(batch) >= CHUNK_WRITE_BATCH or size >= CHUNK_WRITE_BYTES:
                 await flush()
-                size = 0
         await flush()
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(k.total_chunks, count, ex=self.ttl)
