@@ -31,7 +31,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = c.FINALIZER
     # No CRD/namespace scanning (and no rights for it) unless namespaces are
     # given as globs, which kopf resolves by watching namespaces.
-    globs = any(set(ns) & set("*?[!") for ns in OperatorSettings().namespaces)
+    globs = any(set(ns) & set("*?[!") for ns in OperatorSettings.from_env().namespaces)
     settings.scanning.disabled = not globs
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -41,10 +41,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     kubeconfig.load()
-    operator_settings = OperatorSettings()
-    redis_settings = RedisSettings()
+    operator_settings = OperatorSettings.from_env()
+    redis_settings = RedisSettings.from_env()
     memo.ctx = reconcile.Context(
-        operator_settings, redis_settings, redis_settings.client(), NetworkSettings()
+        operator_settings, redis_settings, redis_settings.client(), NetworkSettings.from_env()
     )
     if operator_settings.metrics_port:
         memo.ctx.metrics.serve(operator_settings.metrics_address, operator_settings.metrics_port)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
-from typing import TYPE_CHECKING, Any
+import typing
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 
@@ -25,10 +28,78 @@ if TYPE_CHECKING:  # aiohttp and redis only where used, not at every CLI start
     from proxyrefresh.netguard import NetworkGuard
 
 
-class CheckerSettings(BaseSettings):
-    """How proxies are checked (``spec.checker`` and ``spec.filter``)."""
+# JSON in a variable: what a list (or a model, or a mapping) is written as.
+_STRUCTURED = (list, tuple, set, frozenset, dict)
 
-    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_", extra="ignore")
+
+def _structured(annotation: Any) -> bool:
+    """A field whose variable holds JSON: a list, a mapping or a model,
+    alone or in a union with None."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) else ()
+    if typing.get_origin(annotation) in _STRUCTURED:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, (BaseModel, *_STRUCTURED)):
+        return True
+    return any(_structured(arg) for arg in args if arg is not type(None))
+
+
+def _variables(prefix: str, name: str, info: FieldInfo) -> list[str]:
+    """The variables a field is read from: its validation aliases, else the
+    prefix and its name (in upper case; any case matches)."""
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    if isinstance(alias, str):
+        return [alias]
+    return [f"{prefix}{name}".upper()]
+
+
+class EnvSettings(BaseModel):
+    """A settings model whose :meth:`from_env` reads the environment for
+    every field it is not given.
+
+    It does for these flat models what pydantic-settings did, by the same
+    rules (``env_prefix`` plus the field's name, any case; a validation
+    alias names its variables instead; a list's value is JSON), without
+    what pydantic-settings imports for its other sources (argparse, dotenv,
+    zoneinfo, tempfile, zipfile...): that was a fifth of the start-up of
+    ``proxyrefresh check`` and of every Job pod. A value that is not JSON
+    where JSON is wanted is left as it is, so validation names the field
+    (pydantic-settings raised an error of its own instead)."""
+
+    # Built when first validated: a command uses one or two of these classes.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+    env_prefix: ClassVar[str] = "PROXYREFRESH_"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """These settings from the environment (``os.environ`` unless
+        given), then defaults; ValidationError names a bad field."""
+        source = os.environ if environ is None else environ
+        env = {key.upper(): value for key, value in source.items()}
+        data: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            for variable in _variables(cls.env_prefix, name, info):
+                if variable.upper() in env:
+                    key = variable if info.validation_alias else name
+                    data[key] = _decoded(env[variable.upper()], info.annotation)
+                    break
+        return cls.model_validate(data)
+
+
+def _decoded(value: str, annotation: Any) -> Any:
+    """A variable's value as validation should see it: JSON decoded for a
+    structured field, the string as it is otherwise (or when it is not JSON)."""
+    if not _structured(annotation):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+class CheckerSettings(EnvSettings):
+    """How proxies are checked (``spec.checker`` and ``spec.filter``)."""
 
     engine: str = "native"
     judges: list[str] = Field(default_factory=list)
@@ -57,7 +128,7 @@ class CheckerSettings(BaseSettings):
         return CheckerSettings.model_validate(merged)
 
 
-class NetworkSettings(BaseSettings):
+class NetworkSettings(EnvSettings):
     """Where fetches of a tenant's URLs may go (proxyrefresh.netguard).
 
     The guard is on by default: sources, judges and targets that resolve to
@@ -65,7 +136,7 @@ class NetworkSettings(BaseSettings):
     cluster-internal addresses are refused. The installer loosens it here,
     and only here; the operator hands the same rule to its workers."""
 
-    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_NETWORK_", extra="ignore")
+    env_prefix = "PROXYREFRESH_NETWORK_"
 
     guard: bool = True
     allowed: list[str] = Field(default_factory=list)  # CIDRs reachable anyway
@@ -92,10 +163,10 @@ class NetworkSettings(BaseSettings):
         ]
 
 
-class RedisSettings(BaseSettings):
+class RedisSettings(EnvSettings):
     """Where the fan-out state lives (one URL for the operator and its pods)."""
 
-    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_REDIS_", extra="ignore")
+    env_prefix = "PROXYREFRESH_REDIS_"
 
     url: str = "redis://127.0.0.1:6379/0"  # redis://, rediss://, user:password@, /db
     key_ttl_seconds: int = Field(default=24 * 3600, ge=60)
@@ -139,10 +210,8 @@ class RedisSettings(BaseSettings):
         )
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(EnvSettings):
     """What a Job pod is told through its environment."""
-
-    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_", extra="ignore")
 
     run_id: str = Field(min_length=1)  # the resource's uid: the Redis hash tag
     # Set by the Job controller for Indexed Jobs (no prefix).
@@ -163,10 +232,10 @@ class WorkerSettings(BaseSettings):
         return self.chunk_seconds * self.soft_deadline_fraction
 
 
-class OperatorSettings(BaseSettings):
+class OperatorSettings(EnvSettings):
     """How the operator runs, from its environment (the chart sets these)."""
 
-    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_OPERATOR_", extra="ignore")
+    env_prefix = "PROXYREFRESH_OPERATOR_"
 
     worker_image: str = "proxyrefresh:dev"
     worker_image_pull_policy: str = "IfNotPresent"
@@ -191,10 +260,10 @@ class OperatorSettings(BaseSettings):
     namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces
 
 
-class RotatorSettings(BaseSettings):
+class RotatorSettings(EnvSettings):
     """How ``proxyrefresh rotate`` serves a pool (flags lay over these)."""
 
-    model_config = SettingsConfigDict(env_prefix="PROXYREFRESH_ROTATOR_", extra="ignore")
+    env_prefix = "PROXYREFRESH_ROTATOR_"
 
     # Filters every request of the listener gets; a client may narrow them
     # (X-Proxyrefresh-* headers, or its proxy user name).

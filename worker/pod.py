@@ -42,8 +42,12 @@ class ConfigError(ValueError):
 
 def load_settings() -> tuple[WorkerSettings, CheckerSettings, RedisSettings, NetworkGuard]:
     try:
-        worker, checker, redis = WorkerSettings(), CheckerSettings(), RedisSettings()
-        guard = NetworkSettings().guard_rule()
+        worker, checker, redis = (
+            WorkerSettings.from_env(),
+            CheckerSettings.from_env(),
+            RedisSettings.from_env(),
+        )
+        guard = NetworkSettings.from_env().guard_rule()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
