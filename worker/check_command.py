@@ -159,7 +159,9 @@ async def run_check(request: CheckRequest) -> int:
     out: IO[str] = request.output.open("w") if request.output else sys.stdout
     try:
         with progress_bar(err, len(report.candidates)) as advance:
-            async for _, result in checker.check_stream(report.proxies):
+            # The candidates as they are, not a list made first: each is made
+            # from its URL as a check takes it, while others wait on the wire.
+            async for _, result in checker.check_stream(report.candidates):
                 passed = result.passes(settings.min_anonymity, settings.max_latency_ms)
                 tally.add(result, passed)
                 if passed or (request.include_dead and request.output_format == "json"):
