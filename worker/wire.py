@@ -272,7 +272,7 @@ class Handshake(AsyncSocketStream):
     ``read``, ``read_exact``): a tunnel's handshake on the check's own
     transport, fed by its protocol's callbacks. python-socks' own stream is
     a socket of its own, driven by ``sock_sendall`` and a ``sock_recv`` per
-    read (five for a SOCKS5 tunnel) and then wrapped in a second transport:
+    read (four for a SOCKS5 tunnel) and then wrapped in a second transport:
     that made a SOCKS5 check cost 2.4 times an HTTP one. Here a read the
     bytes at hand satisfy does not wait, and one that must wait wakes on
     the callback that brings them."""
