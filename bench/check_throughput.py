@@ -14,6 +14,7 @@ runs of the ``proxyrefresh`` console script on one refused candidate
 (target 0.25 s).
 
     .venv/bin/python -m bench.check_throughput [-n N -c C -t T --live-share S]
+        [--schemes socks5,http]
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
         port = free_port(ip)
         if port not in ports:
             ports.append(port)
-    schemes = ["http" if i % 2 else "socks5" for i in range(live_n)]
+    schemes = [LIVE_SCHEMES[i % len(LIVE_SCHEMES)] for i in range(live_n)]
     listeners = [
         arg
         for scheme, port in zip(schemes, ports, strict=True)
@@ -154,6 +155,7 @@ def measure(command: list[str], listing: Path) -> tuple[float, float, float, int
 
 
 REPEAT = 1
+LIVE_SCHEMES = ["socks5", "http"]  # taken in turn by the live proxies
 # The console script a user runs, beside this interpreter.
 CHECK = [str(Path(sys.executable).with_name("proxyrefresh")), "check"]
 # With its bytecode, as an installed wheel has it (pip compiles at install):
@@ -169,9 +171,13 @@ def main() -> int:
     parser.add_argument("-t", "--timeout", type=float, default=5.0)
     parser.add_argument("--live-share", type=float, default=0.02)
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (median shown)")
+    parser.add_argument(
+        "--schemes", default="socks5,http", help="the live proxies' protocols, taken in turn"
+    )
     args = parser.parse_args()
     global REPEAT
     REPEAT = args.repeat
+    LIVE_SCHEMES[:] = args.schemes.split(",")
     cases = CASES
     if args.candidates:
         cases = [Case(args.candidates, args.concurrency, args.timeout, args.live_share, None)]
