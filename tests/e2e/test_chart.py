@@ -109,16 +109,20 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         "minUsable": 1,
         "checker": {"judges": [bed.judge], "timeoutSeconds": 3},
     }
-    rotator_port = free_port("127.0.0.1")
+    # The chart's pods listen on every address (0.0.0.0), and here they are
+    # local processes: a port must be free on all of them, not on 127.0.0.1
+    # alone (the testbed's servers hold ports on other loopback addresses; a
+    # CI run once saw the operator's metrics port taken so).
+    rotator_port = free_port("0.0.0.0")
     values = {
         "image": {"repository": "proxyrefresh", "tag": "dev"},
         "redis": {"url": redis.url},
         "operator": {
             "watchNamespaces": [NAMESPACE],
             "secretNames": ["list-auth"],
-            "livenessPort": free_port("127.0.0.1"),
+            "livenessPort": free_port("0.0.0.0"),
         },
-        "metrics": {"port": free_port("127.0.0.1")},
+        "metrics": {"port": free_port("0.0.0.0")},
         "schedules": [{"name": "every-minute", "schedule": "* * * * *", "spec": spec}],
         # The judge and proxies of the testbed are on loopback.
         "network": {"allowedNetworks": ["127.0.0.0/8"]},
@@ -127,7 +131,7 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
             "enabled": True,
             "pool": "helm",
             "port": rotator_port,
-            "apiPort": free_port("127.0.0.1"),
+            "apiPort": free_port("0.0.0.0"),
         },
     }
     values_file = bed.testbed.workdir / "helm-values.yaml"
