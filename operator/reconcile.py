@@ -669,6 +669,11 @@ async def finish(ctx: Context, t: Transition) -> None:
         )
     except merge.OutputNotManaged as exc:
         raise Refused("OutputNotManaged", str(exc)) from None
+    # The ProxyPool names this refresh before the refresh says Complete: a
+    # reader who sees Complete finds the pool's status already moved, and an
+    # operator stopped in between repeats this step (the merge is keyed by
+    # the refresh's uid) instead of never noting it.
+    await pools.note_refresh(refresh.namespace, spec.pool, refresh.name, len(exported))
     await store.mark_finished()
     await access.revoke(ctx.redis, refresh.uid)
     t.set(**progress_fields(refresh.status, progress, job))
@@ -685,9 +690,6 @@ async def finish(ctx: Context, t: Transition) -> None:
         completedAt=now_iso(),
     )
     t.after.append(lambda: prune_history(ctx, refresh))
-    t.after.append(
-        lambda: pools.note_refresh(refresh.namespace, spec.pool, refresh.name, len(exported))
-    )
     if not end.succeeded:
         t.fail(
             end.reason or "JobFailed",
