@@ -240,13 +240,15 @@ class PoolWatch:
             await self.maybe_refill(dict(body), spec, stats.usable)
 
 
-async def note_refresh(namespace: str, pool: str, refresh: str, exported: int) -> None:
+async def note_refresh(body: dict[str, Any] | None, refresh: str, exported: int) -> None:
     """After a merge: the pool's status names its last refresh (if the pool
-    has a ProxyPool; a refresh may name a pool that has none)."""
-    if await kube.get_pool(namespace, pool) is None:
+    has a ProxyPool, ``body``, read once by the merge; a refresh may name a
+    pool that has none)."""
+    if body is None:
         return
+    meta = body["metadata"]
     await kube.patch_pool_status(
-        namespace,
-        pool,
+        meta["namespace"],
+        meta["name"],
         {"lastRefresh": refresh, "lastRefreshAt": now_iso(), "exported": exported},
     )

@@ -650,7 +650,8 @@ async def finish(ctx: Context, t: Transition) -> None:
 
     include = spec.output.credentials is CredentialsExport.INCLUDE
     # A ProxyPool, if there is one, says how the pool scores and ages.
-    scoring, max_age = pools.scoring_of(await kube.get_pool(refresh.namespace, spec.pool))
+    pool_body = await kube.get_pool(refresh.namespace, spec.pool)
+    scoring, max_age = pools.scoring_of(pool_body)
     pool = ctx.pool(refresh.namespace, spec.pool, scoring)
     try:
         merged = await pool.merge(refresh.uid, results(), ctx.settings.pool_ttl_seconds, max_age)
@@ -673,7 +674,7 @@ async def finish(ctx: Context, t: Transition) -> None:
     # reader who sees Complete finds the pool's status already moved, and an
     # operator stopped in between repeats this step (the merge is keyed by
     # the refresh's uid) instead of never noting it.
-    await pools.note_refresh(refresh.namespace, spec.pool, refresh.name, len(exported))
+    await pools.note_refresh(pool_body, refresh.name, len(exported))
     await store.mark_finished()
     await access.revoke(ctx.redis, refresh.uid)
     t.set(**progress_fields(refresh.status, progress, job))
