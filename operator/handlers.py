@@ -95,8 +95,7 @@ async def pool_daemon(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """One per ProxyPool: its status and refills, from the pool's Redis events."""
-    ctx = _ctx(memo, body)
-    await pools.PoolWatch(ctx.redis, ctx.events, ctx.metrics).run(body, stopped)
+    await pools.PoolWatch(memo.ctx.redis, memo.ctx.metrics).run(body, stopped)
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.POOL_PLURAL)
@@ -104,7 +103,7 @@ async def pool_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A deleted ProxyPool takes its pool in Redis along (its refreshes go
     with it through their owner references)."""
     meta = body["metadata"]
-    await pools.PoolWatch(memo.ctx.redis, _ctx(memo, body).events).pool(dict(body)).delete()
+    await pools.PoolWatch(memo.ctx.redis).pool(dict(body)).delete()
     memo.ctx.metrics.pool_gone(meta["namespace"], meta["name"])
     logging.getLogger("proxyrefresh.operator").info(
         "pool %s/%s deleted with its Redis keys", meta["namespace"], meta["name"]

@@ -140,6 +140,11 @@ async def create_refresh(manifest: dict[str, Any]) -> bool:
     return await create_if_missing(ours(manifest["metadata"]["namespace"], c.PLURAL), manifest)
 
 
+async def create_event(manifest: dict[str, Any]) -> bool:
+    """Post an Event by its own name; False when it was already posted."""
+    return await create_if_missing(core(manifest["metadata"]["namespace"], "events"), manifest)
+
+
 async def create_if_missing(collection: str, manifest: dict[str, Any]) -> bool:
     """Create; False when it already existed (409): an operator restarted
     after creating it asks again, and that is no error."""

@@ -8,9 +8,11 @@ of a drop within moments and never scans. When `usable` falls below
 unless one is already on the way or the last started within the cooldown.
 
 The refill's name carries the count of refills started (`<pool>-refill-N`)
-and the count moves only after the create: an operator restarted between
-the two finds the same name taken (409) and records it, so a restart never
-starts two refills.
+and the count moves only after the create and its Event: a refresh named
+for the next count is a refill whose step was cut off, and the next step
+finishes it (posts the Event, which has a name of its own so a repeat is
+a 409, and counts it) instead of starting another. So an operator killed
+anywhere in a refill starts it once and reports it once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger("proxyrefresh.operator.pools")
 STATUS_INTERVAL = 1.0  # at most one status patch a second per pool
 CHECK_INTERVAL = 30.0  # a look without an event, in case one was missed
 REFILL_NAME_ROOM = 63 - len("-refill-") - 6
+EVENT_COMPONENT = "proxyrefresh-operator"
 
 
 def status_fields(
@@ -103,8 +105,11 @@ def refill_name(pool: str, number: int) -> str:
     return f"{pool[:REFILL_NAME_ROOM].rstrip('-')}-refill-{number}"
 
 
-def refill_manifest(body: dict[str, Any], spec: ProxyPoolSpec, number: int) -> dict[str, Any]:
-    """The refresh a refill creates: the template, the pool, owned by it."""
+def refill_manifest(
+    body: dict[str, Any], spec: ProxyPoolSpec, number: int, why: str
+) -> dict[str, Any]:
+    """The refresh a refill creates: the template, the pool, owned by it,
+    and why it was started (for the Event, even one posted after a restart)."""
     meta = body["metadata"]
     return {
         "apiVersion": c.API_VERSION,
@@ -113,6 +118,7 @@ def refill_manifest(body: dict[str, Any], spec: ProxyPoolSpec, number: int) -> d
             "name": refill_name(meta["name"], number),
             "namespace": meta["namespace"],
             "labels": {c.LABEL_POOL: meta["name"], c.LABEL_REFILL: "true"},
+            "annotations": {c.ANNOTATION_REFILL_REASON: why},
             "ownerReferences": [
                 {
                     "apiVersion": c.API_VERSION,
@@ -125,6 +131,39 @@ def refill_manifest(body: dict[str, Any], spec: ProxyPoolSpec, number: int) -> d
             ],
         },
         "spec": dump(spec.refresh_spec(meta["name"])),
+    }
+
+
+def refill_event(body: dict[str, Any], refresh: dict[str, Any], when: str) -> dict[str, Any]:
+    """The pool's Event for a refill it started. Its name is the refill's and
+    the pool's uid, so posting it twice creates it once (409), and a pool
+    made again under the same name does not collide with the old one's."""
+    meta, started = body["metadata"], refresh["metadata"]
+    why = (started.get("annotations") or {}).get(c.ANNOTATION_REFILL_REASON, "")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{started['name']}.{meta['uid'][:8]}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": c.API_VERSION,
+            "kind": c.POOL_KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+        },
+        "type": "Normal",
+        "reason": "Refill",
+        "message": f"{why}: started refresh {started['name']}"
+        if why
+        else f"started refresh {started['name']}",
+        "source": {"component": EVENT_COMPONENT},
+        "reportingComponent": EVENT_COMPONENT,
+        "firstTimestamp": when,
+        "lastTimestamp": when,
+        "count": 1,
     }
 
 
@@ -149,10 +188,9 @@ def scoring_of(body: dict[str, Any] | None) -> tuple[Scoring, int | None]:
 
 @dataclass
 class PoolWatch:
-    """What one pool's daemon needs: Redis, and how to post an Event."""
+    """What one pool's daemon needs: Redis, and its metrics."""
 
     redis: Any
-    events: Callable[[str, str, bool], None]
     metrics: Metrics = field(default_factory=Metrics)
 
     def pool(self, body: dict[str, Any]) -> AsyncPool:
@@ -174,29 +212,54 @@ class PoolWatch:
 
     async def maybe_refill(self, body: dict[str, Any], spec: ProxyPoolSpec, usable: int) -> None:
         meta, status = body["metadata"], dict(body.get("status") or {})
-        items = await kube.list_refreshes(meta["namespace"])
-        unfinished = [
-            it["metadata"]["name"]
-            for it in items
+        items = [
+            it
+            for it in await kube.list_refreshes(meta["namespace"])
             if policy.pool_of(it) == meta["name"]
-            and (it.get("status") or {}).get("phase") not in (Phase.COMPLETE, Phase.FAILED)
-            and not it["metadata"].get("deletionTimestamp")
         ]
-        decision = refill_decision(spec, usable, status, unfinished, time.time())
-        if not decision.start:
-            log.debug("pool %s/%s: no refill: %s", meta["namespace"], meta["name"], decision.why)
-            return
         number = int(status.get("refillsStarted") or 0) + 1
-        manifest = refill_manifest(body, spec, number)
-        created = await kube.create_refresh(manifest)
-        name = manifest["metadata"]["name"]
+        name = refill_name(meta["name"], number)
+        started = next((it for it in items if it["metadata"]["name"] == name), None)
+        if started is None:
+            unfinished = [
+                it["metadata"]["name"]
+                for it in items
+                if (it.get("status") or {}).get("phase") not in (Phase.COMPLETE, Phase.FAILED)
+                and not it["metadata"].get("deletionTimestamp")
+            ]
+            decision = refill_decision(spec, usable, status, unfinished, time.time())
+            if not decision.start:
+                log.debug(
+                    "pool %s/%s: no refill: %s", meta["namespace"], meta["name"], decision.why
+                )
+                return
+            started = refill_manifest(body, spec, number, decision.why)
+            await kube.create_refresh(started)
+        await self.count_refill(body, started, number)
+
+    async def count_refill(
+        self, body: dict[str, Any], refresh: dict[str, Any], number: int
+    ) -> None:
+        """Report and count a refill just created, or one a cut-off step
+        created and did not count: each part is the same however often."""
+        meta = body["metadata"]
+        when = refresh["metadata"].get("creationTimestamp") or now_iso()
+        if await kube.create_event(refill_event(body, refresh, when)):
+            log.info(
+                "pool %s/%s: started refresh %s",
+                meta["namespace"],
+                meta["name"],
+                refresh["metadata"]["name"],
+            )
         await kube.patch_pool_status(
             meta["namespace"],
             meta["name"],
-            {"refillsStarted": number, "lastRefill": name, "lastRefillAt": now_iso()},
+            {
+                "refillsStarted": number,
+                "lastRefill": refresh["metadata"]["name"],
+                "lastRefillAt": when,
+            },
         )
-        if created:
-            self.events("Refill", f"{decision.why}: started refresh {name}", False)
 
     async def run(self, body: Any, stopped: Any) -> None:
         """Until the daemon is stopped: on each event of the pool (at most a

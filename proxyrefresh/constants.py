@@ -24,6 +24,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_REFRESH = f"{GROUP}/refresh"
 LABEL_POOL = f"{GROUP}/pool"
 LABEL_REFILL = f"{GROUP}/refill"  # on refreshes a ProxyPool started by itself
+ANNOTATION_REFILL_REASON = f"{GROUP}/refill-reason"  # why a ProxyPool started it
 ANNOTATION_MERGED = f"{GROUP}/merged-refreshes"
 # A Secret usable as a source's headers opts in and names the hosts they may reach.
 LABEL_SOURCE_CREDENTIALS = f"{GROUP}/source-credentials"

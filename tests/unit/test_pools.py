@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
+
+import pytest
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyPoolSpec, ProxyRefreshSpec
-from proxyrefresh.operator import pools
+from proxyrefresh.operator import kube, pools
 from proxyrefresh.operator.status import now_iso
 from proxyrefresh.pool import PoolStats
 
@@ -46,9 +50,10 @@ def test_refill_only_below_the_minimum_and_never_twice_at_once() -> None:
 
 
 def test_a_refill_is_the_template_owned_by_its_pool() -> None:
-    manifest = pools.refill_manifest(BODY, SPEC, 3)
+    manifest = pools.refill_manifest(BODY, SPEC, 3, "9 usable")
     assert manifest["metadata"]["name"] == "eu-refill-3"
     assert manifest["metadata"]["labels"] == {c.LABEL_POOL: "eu", c.LABEL_REFILL: "true"}
+    assert manifest["metadata"]["annotations"] == {c.ANNOTATION_REFILL_REASON: "9 usable"}
     (owner,) = manifest["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("ProxyPool", "u-1", True)
     spec = ProxyRefreshSpec.model_validate(manifest["spec"])
@@ -81,3 +86,66 @@ def test_scoring_comes_from_the_pool_or_the_defaults() -> None:
     body = {**BODY, "spec": {**BODY["spec"], "scoring": {"failure": 0.25}, "maxAgeSeconds": 3600}}
     scoring, age = pools.scoring_of(body)
     assert (scoring.failure, age) == (0.25, 3600)
+
+
+class FakeApi:
+    """The API calls a refill makes, and an operator killed after one of them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.refreshes: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self.status: dict[str, Any] = {}
+        self.kill_after: str | None = None
+        monkeypatch.setattr(kube, "list_refreshes", self.list_refreshes)
+        monkeypatch.setattr(kube, "create_refresh", self.create_refresh)
+        monkeypatch.setattr(kube, "create_event", self.create_event)
+        monkeypatch.setattr(kube, "patch_pool_status", self.patch_pool_status)
+
+    def cut(self, step: str) -> None:
+        if self.kill_after == step:
+            self.kill_after = None
+            raise asyncio.CancelledError(f"killed after {step}")
+
+    async def list_refreshes(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self.refreshes.values())
+
+    async def create_refresh(self, manifest: dict[str, Any]) -> bool:
+        name = manifest["metadata"]["name"]
+        created = name not in self.refreshes
+        self.refreshes.setdefault(name, manifest)
+        self.cut("create")
+        return created
+
+    async def create_event(self, manifest: dict[str, Any]) -> bool:
+        name = manifest["metadata"]["name"]
+        created = name not in self.events
+        self.events.setdefault(name, manifest)
+        self.cut("event")
+        return created
+
+    async def patch_pool_status(self, namespace: str, name: str, fields: dict[str, Any]) -> None:
+        self.status.update(fields)
+
+    def body(self) -> dict[str, Any]:
+        return {**BODY, "status": dict(self.status)}
+
+
+@pytest.mark.parametrize("kill_after", [None, "create", "event"])
+def test_a_refill_cut_off_anywhere_is_started_once_and_reported_once(
+    monkeypatch: pytest.MonkeyPatch, kill_after: str | None
+) -> None:
+    api = FakeApi(monkeypatch)
+    api.kill_after = kill_after
+    watch = pools.PoolWatch(redis=None)
+
+    async def steps() -> None:
+        for _ in range(3):  # the first step may be killed; a restarted one follows
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch.maybe_refill(api.body(), SPEC, 3)
+
+    asyncio.run(steps())
+    assert list(api.refreshes) == ["eu-refill-1"]
+    (event,) = api.events.values()
+    assert (event["reason"], event["involvedObject"]["uid"]) == ("Refill", "u-1")
+    assert event["message"] == "3 usable, fewer than minUsable 10: started refresh eu-refill-1"
+    assert (api.status["refillsStarted"], api.status["lastRefill"]) == (1, "eu-refill-1")
