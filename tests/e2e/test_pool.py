@@ -109,8 +109,8 @@ def test_a_pool_fills_itself_and_refills_once_when_worn_down(
     assert set(refills(kubectl, "mine")) == {"mine-refill-1", "mine-refill-2"}
     events = kubectl.get("events", "--field-selector", "involvedObject.name=mine")["items"]
     # One Event per refill, the one started across the kill included.
-    started = sorted(e["message"].rsplit(" ", 1)[-1] for e in events if e["reason"] == "Refill")
-    assert started == ["mine-refill-1", "mine-refill-2"], events
+    reported = sorted(e["message"].rsplit(" ", 1)[-1] for e in events if e["reason"] == "Refill")
+    assert reported == ["mine-refill-1", "mine-refill-2"], events
     # Deleting the pool takes its refreshes and its Redis keys along.
     kubectl("delete", "proxypool", "mine", "--wait=true", timeout=60)
     wait_for(lambda: not refills(kubectl, "mine"), 60, "the refills to be collected")
