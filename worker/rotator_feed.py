@@ -18,10 +18,17 @@ from pathlib import Path
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from proxyrefresh.kubeconfig import load as load_config
 
 log = logging.getLogger("proxyrefresh.rotator-feed")
+RETRY_SECONDS = 2.0  # after the API refused or dropped the watch
+# The API server ends each watch after WATCH_SECONDS (quiet ones too), so a
+# read that waits longer than REQUEST_TIMEOUT's means a stalled connection: it is
+# dropped and watched again instead of waiting for ever.
+WATCH_SECONDS = 60
+REQUEST_TIMEOUT = (10.0, WATCH_SECONDS + 15.0)
 
 
 def write_in_place(path: Path, text: str) -> bool:
@@ -43,7 +50,10 @@ def write_in_place(path: Path, text: str) -> bool:
 
 
 def feed(namespace: str, name: str, key: str, path: Path, once: bool = False) -> None:
-    """Follow the ConfigMap for ever (or until the first write, with once)."""
+    """Follow the ConfigMap for ever (or until the first write, with once).
+    An API server that refuses, drops or ends the watch is watched again:
+    the file keeps its last list meanwhile, and a restarted API server is
+    no reason for the rotator's feed to die."""
     load_config()
     api = client.CoreV1Api()
     while True:
@@ -52,7 +62,8 @@ def feed(namespace: str, name: str, key: str, path: Path, once: bool = False) ->
                 api.list_namespaced_config_map,
                 namespace,
                 field_selector=f"metadata.name={name}",
-                timeout_seconds=300,
+                timeout_seconds=WATCH_SECONDS,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             for event in stream:
                 data = event["object"].data or {}
@@ -66,5 +77,16 @@ def feed(namespace: str, name: str, key: str, path: Path, once: bool = False) ->
                         "%s/%s has no proxies under %s: keeping the last list", namespace, name, key
                     )
         except ApiException as exc:
-            log.warning("watching %s/%s: %s", namespace, name, exc.reason)
-            time.sleep(2)
+            log.warning(
+                "watching %s/%s: %s; again in %gs", namespace, name, exc.reason, RETRY_SECONDS
+            )
+            time.sleep(RETRY_SECONDS)
+        except (HTTPError, OSError) as exc:
+            log.warning(
+                "watching %s/%s: API server unreachable (%s); again in %gs",
+                namespace,
+                name,
+                exc,
+                RETRY_SECONDS,
+            )
+            time.sleep(RETRY_SECONDS)
