@@ -39,6 +39,22 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def api_failure(exc: Exception, what: str) -> typer.Exit:
+    """A failed API call as the CLI reports it, the cause named: exit 69 when
+    the API server is away, 2 when it rejects the input, 1 otherwise (a
+    refusal: the message names the permission)."""
+    from kubernetes.client.rest import ApiException
+
+    from proxyrefresh.client import explain, transient
+
+    code = 1
+    if transient(exc):
+        code = EXIT_UNAVAILABLE
+    elif isinstance(exc, ApiException) and exc.status in (400, 422):
+        code = EXIT_BAD_INPUT
+    return fail(f"{what}: {explain(exc)}", code)
+
+
 # Which flag sets which CheckerSettings field, so an error names what the user typed.
 FLAGS = {
     "judges": "--judge",
@@ -211,7 +227,7 @@ def create(
     from pydantic import ValidationError as SpecError
 
     from proxyrefresh.api import ProxyRefreshSpec
-    from proxyrefresh.client import RefreshFailed, create_refresh, wait_for_refresh
+    from proxyrefresh.client import RefreshFailed, api_errors, create_refresh, wait_for_refresh
 
     if sum(x is not None for x in (spec_file, spec_env, pool)) != 1:
         raise fail("give one of: a spec file, --spec-env, --pool", EXIT_BAD_INPUT)
@@ -230,7 +246,10 @@ def create(
             raise fail(f"{origin}: {exc}", EXIT_BAD_INPUT) from None
     metadata: dict[str, Any] = {"name": name} if name else {"generateName": f"{parsed.pool}-"}
     metadata["labels"] = {LABEL_POOL: parsed.pool}
-    created = create_refresh(namespace, {"metadata": metadata, "spec": spec})
+    try:
+        created = create_refresh(namespace, {"metadata": metadata, "spec": spec})
+    except api_errors() as exc:
+        raise api_failure(exc, f"creating a ProxyRefresh in {namespace}") from None
     created_name = created["metadata"]["name"]
     typer.echo(f"proxyrefresh.proxyrefresh.dev/{created_name} created")
     if wait:
@@ -238,6 +257,8 @@ def create(
             status = wait_for_refresh(created_name, namespace, timeout)
         except (RefreshFailed, TimeoutError) as exc:
             raise fail(str(exc), 1) from None
+        except api_errors() as exc:
+            raise api_failure(exc, f"waiting for {namespace}/{created_name}") from None
         typer.echo(f"{created_name}: {status.get('message')}")
 
 
@@ -246,9 +267,12 @@ def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
     from pydantic import ValidationError as SpecError
 
     from proxyrefresh.api import ProxyPoolSpec, dump
-    from proxyrefresh.client import read_pool
+    from proxyrefresh.client import api_errors, read_pool
 
-    found = read_pool(namespace, pool)
+    try:
+        found = read_pool(namespace, pool)
+    except api_errors() as exc:
+        raise api_failure(exc, f"reading ProxyPool {namespace}/{pool}") from None
     if found is None:
         raise fail(f"ProxyPool {namespace}/{pool} not found", EXIT_NOT_FOUND)
     try:
@@ -358,6 +382,7 @@ def watch(
 
     from proxyrefresh import constants as c
     from proxyrefresh import watch as w
+    from proxyrefresh.client import api_errors
     from proxyrefresh.fanout.store import RunKeys
     from proxyrefresh.kubeconfig import load
 
@@ -373,9 +398,9 @@ def watch(
         except ApiException as exc:
             if exc.status == 404:
                 raise fail(f"ProxyRefresh {namespace}/{name} not found", EXIT_NOT_FOUND) from None
-            raise fail(f"the API server: {exc.status} {exc.reason}", EXIT_UNAVAILABLE) from None
-        except OSError as exc:
-            raise fail(f"the API server unavailable: {exc}", EXIT_UNAVAILABLE) from None
+            raise api_failure(exc, f"reading {namespace}/{name}") from None
+        except api_errors() as exc:
+            raise api_failure(exc, f"reading {namespace}/{name}") from None
         if deadline is not None and time.monotonic() > deadline:
             raise fail(f"refresh {name} not done after {timeout:g}s", 1)
         return dict(obj)

@@ -3,13 +3,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from typing import Any
 
 from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from proxyrefresh import constants as c
 from proxyrefresh.kubeconfig import load as load_config
+
+RETRY_SECONDS = 2.0  # after the API server dropped or refused a call
+
+
+def transient(exc: BaseException) -> bool:
+    """An API server that is away (restarting, unreachable, overloaded) and
+    may be back: worth another try, unlike a refusal or a bad request."""
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 429) or (exc.status or 0) >= 500
+    return isinstance(exc, (HTTPError, OSError))
 
 
 class RefreshFailed(RuntimeError):
@@ -34,37 +48,65 @@ def wait_for_refresh(
     """Block until the refresh's condition Complete (the merged pool is
     written) and return its status; raise RefreshFailed or TimeoutError.
 
-    Watches instead of polling, resuming the watch if the server ends it."""
+    Watches instead of polling, resuming the watch if the server ends it,
+    and riding out an API server that goes away (a restart) until the
+    deadline; a stalled watch ends within its read timeout."""
     load_config()
     api = client.CustomObjectsApi()
     deadline = time.monotonic() + timeout
     while True:
-        obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
-        status = obj.get("status") or {}
-        if _condition(status, "Complete"):
-            return dict(status)
-        if _condition(status, "Failed"):
-            raise RefreshFailed(name, status)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(
-                f"refresh {name} not done after {timeout}s: "
-                f"phase {status.get('phase')}, {status.get('progress')}"
+        try:
+            obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
+            status = obj.get("status") or {}
+            if _condition(status, "Complete"):
+                return dict(status)
+            if _condition(status, "Failed"):
+                raise RefreshFailed(name, status)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"refresh {name} not done after {timeout}s: "
+                    f"phase {status.get('phase')}, {status.get('progress')}"
+                )
+            seconds = max(1, min(int(left), 60))
+            stream = watch.Watch().stream(
+                api.list_namespaced_custom_object,
+                c.GROUP,
+                c.VERSION,
+                namespace,
+                c.PLURAL,
+                field_selector=f"metadata.name={name}",
+                resource_version=obj["metadata"]["resourceVersion"],
+                timeout_seconds=seconds,
+                _request_timeout=(10.0, seconds + 15.0),
             )
-        stream = watch.Watch().stream(
-            api.list_namespaced_custom_object,
-            c.GROUP,
-            c.VERSION,
-            namespace,
-            c.PLURAL,
-            field_selector=f"metadata.name={name}",
-            resource_version=obj["metadata"]["resourceVersion"],
-            timeout_seconds=max(1, min(int(left), 60)),
+            for event in stream:
+                status = event["object"].get("status") or {}
+                if _condition(status, "Complete") or _condition(status, "Failed"):
+                    break
+        except Exception as exc:
+            if not transient(exc) or deadline - time.monotonic() < RETRY_SECONDS:
+                raise
+            time.sleep(RETRY_SECONDS)
+
+
+def api_errors() -> tuple[type[Exception], ...]:
+    """What a failed API call raises: an answer outside 2xx, or none."""
+    return (ApiException, HTTPError, OSError)
+
+
+def explain(exc: Exception) -> str:
+    """An API call's failure in a line: the status and the API server's own
+    message (which names the field or the permission), or why there was no
+    answer."""
+    if isinstance(exc, ApiException):
+        detail = ""
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            detail = str(json.loads(exc.body or "").get("message") or "")
+        return f"the API server answered {exc.status} {exc.reason}" + (
+            f": {detail}" if detail else ""
         )
-        for event in stream:
-            status = event["object"].get("status") or {}
-            if _condition(status, "Complete") or _condition(status, "Failed"):
-                break
+    return f"the API server unavailable: {exc}"
 
 
 def create_refresh(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -80,8 +122,6 @@ def create_refresh(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def read_pool(namespace: str, name: str) -> dict[str, Any] | None:
     """A ProxyPool, or None if there is none of that name."""
-    from kubernetes.client.rest import ApiException
-
     load_config()
     try:
         found = client.CustomObjectsApi().get_namespaced_custom_object(
