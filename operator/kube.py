@@ -1,12 +1,8 @@
 """The Kubernetes API calls the control plane makes, off the event loop.
 
 The kubernetes client is synchronous; every call here runs in a thread so
-kopf's loop never blocks. Calls go by their REST path through one shared
-``ApiClient`` (its configuration, credentials and connection pool) rather
-than the generated ``CoreV1Api``/``BatchV1Api``: since kubernetes 37 those
-import a pydantic model of every kind they name (24 MiB and 0.7 s of CPU in
-an operator that reads a Job, a ConfigMap and a Secret) and turn each
-answer into typed objects we only turned back into JSON.
+kopf's loop never blocks. Calls go by their REST path
+(:mod:`proxyrefresh.kubeapi`, which says why).
 """
 
 from __future__ import annotations
@@ -17,80 +13,20 @@ import contextlib
 import functools
 import json
 from typing import Any
-from urllib.parse import quote
 
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
-
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
-# Seconds to connect and to wait for an answer: an API server that stalls
-# costs a step (the driver retries it), never a refresh's whole phase.
-REQUEST_TIMEOUT = (10.0, 30.0)
+from proxyrefresh.kubeapi import MERGE_PATCH, core, ours, path, send
 
 
 def not_found(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
 
-@functools.cache
-def api_client() -> client.ApiClient:
-    """One API client, so one connection pool, for every call this process
-    makes: the default ``XxxApi()`` builds a new client per call, each with
-    a pool of its own and a fresh TLS handshake. Made on first use, after
-    kopf's start-up loaded the configuration."""
-    return client.ApiClient()
-
-
-def path(prefix: str, namespace: str, plural: str, *rest: str) -> str:
-    """``{prefix}/namespaces/{namespace}/{plural}[/{name}[/{sub}]]``, each
-    segment quoted."""
-    parts = ["namespaces", namespace, plural, *rest]
-    return prefix + "".join("/" + quote(part, safe="") for part in parts)
-
-
-def ours(namespace: str, plural: str, *rest: str) -> str:
-    return path(f"/apis/{c.GROUP}/{c.VERSION}", namespace, plural, *rest)
-
-
-def core(namespace: str, plural: str, *rest: str) -> str:
-    return path("/api/v1", namespace, plural, *rest)
-
-
 def jobs(namespace: str, *rest: str) -> str:
     return path("/apis/batch/v1", namespace, "jobs", *rest)
-
-
-def send(
-    method: str,
-    resource: str,
-    body: Any = None,
-    query: dict[str, str] | None = None,
-    content_type: str = JSON,
-) -> dict[str, Any]:
-    """One API call; the answer as plain JSON. ApiException, as the generated
-    APIs raise it, for any status outside 2xx."""
-    api = api_client()
-    headers = {"Accept": JSON}
-    if body is not None:
-        headers["Content-Type"] = content_type
-    request = api.param_serialize(
-        method=method,
-        resource_path=resource,
-        query_params=list((query or {}).items()),
-        header_params=headers,
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-    data = response.read() or b""
-    text = data.decode("utf-8", errors="replace")
-    if not 200 <= response.status <= 299:
-        raise ApiException.from_response(http_resp=response, body=text, data=None)
-    return dict(json.loads(text or "{}"))
 
 
 async def call(method: str, resource: str, body: Any = None, **options: Any) -> dict[str, Any]:

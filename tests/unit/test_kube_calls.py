@@ -1,4 +1,5 @@
-"""The operator's API calls: what one costs when the API server stalls."""
+"""The calls by path (the operator, the rotator feed): what one costs when
+the API server stalls."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import urllib3
 from kubernetes import client
 
-from proxyrefresh.operator import kube
+from proxyrefresh import kubeapi
 
 
 @pytest.mark.timeout(30)  # without its timeouts the call would wait forever
@@ -24,9 +25,9 @@ def test_an_api_server_that_never_answers_costs_a_timeout_not_a_hang(
         listener.listen(8)
         config = client.Configuration()
         config.host = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        monkeypatch.setattr(kube, "api_client", lambda: client.ApiClient(config))
-        monkeypatch.setattr(kube, "REQUEST_TIMEOUT", (1.0, 0.3))
+        monkeypatch.setattr(kubeapi, "api_client", lambda: client.ApiClient(config))
+        monkeypatch.setattr(kubeapi, "REQUEST_TIMEOUT", (1.0, 0.3))
         started = time.monotonic()
         with pytest.raises(urllib3.exceptions.HTTPError, match="timed out"):
-            kube.send("GET", kube.core("default", "configmaps", "pool"))
+            kubeapi.send("GET", kubeapi.core("default", "configmaps", "pool"))
         assert time.monotonic() - started < 5
