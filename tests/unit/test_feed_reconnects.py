@@ -11,7 +11,7 @@ import pytest
 from kubernetes.config import kube_config
 
 from proxyrefresh.worker import rotator_feed
-from tests.harness.fakeapi import Answer, fake_api
+from tests.harness.fakeapi import Answer, fake_api, status_body
 
 CONFIG_MAP = {
     "apiVersion": "v1",
@@ -32,6 +32,8 @@ def test_the_feed_watches_again_after_the_api_server_drops_it(
         seen.append(path)
         if len(seen) <= DROPS:
             return None  # an API server restarting
+        if len(seen) == DROPS + 1:
+            return 403, status_body(403, "Forbidden", "configmaps is forbidden")  # RBAC lagging
         return 200, {"type": "ADDED", "object": CONFIG_MAP}
 
     target = tmp_path / "proxies.txt"
@@ -49,8 +51,9 @@ def test_the_feed_watches_again_after_the_api_server_drops_it(
         feeder.join(timeout=30)
         assert not feeder.is_alive(), "the feed never wrote the ConfigMap's list"
     assert target.read_text() == "http://127.0.0.11:1\n"
-    assert len(seen) > DROPS
+    assert len(seen) == DROPS + 2
     assert "watch=true" in seen[-1]
     assert "fieldSelector=metadata.name%3Dpool" in seen[-1]
     warnings = [r.getMessage() for r in caplog.records]
     assert any("proxies/pool: API server unreachable" in w for w in warnings), warnings
+    assert any("proxies/pool: Forbidden; again in" in w for w in warnings), warnings
