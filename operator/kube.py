@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import functools
-import json
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
-from proxyrefresh.kubeapi import MERGE_PATCH, core, ours, path, send
+from proxyrefresh.kubeapi import MERGE_PATCH, core, ours, path, send, status_message
 
 
 def not_found(exc: ApiException) -> bool:
@@ -161,9 +159,7 @@ def permanent(exc: ApiException) -> bool:
 def describe(exc: ApiException) -> str:
     """``422 Unprocessable Entity: <the API server's message>``: the status
     line and message of the API's answer, never its headers."""
-    message = ""
-    with contextlib.suppress(ValueError, AttributeError):
-        message = str(json.loads(exc.body or "{}").get("message") or "")
+    message = status_message(exc)
     return redact.one_line(f"{exc.status} {exc.reason or ''}: {message}".strip(": "), 400)
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from typing import Any
 
@@ -13,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from proxyrefresh import constants as c
+from proxyrefresh.kubeapi import status_message
 from proxyrefresh.kubeconfig import load as load_config
 
 RETRY_SECONDS = 2.0  # after the API server dropped or refused a call
@@ -100,9 +99,7 @@ def explain(exc: Exception) -> str:
     message (which names the field or the permission), or why there was no
     answer."""
     if isinstance(exc, ApiException):
-        detail = ""
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            detail = str(json.loads(exc.body or "").get("message") or "")
+        detail = status_message(exc)
         return f"the API server answered {exc.status} {exc.reason}" + (
             f": {detail}" if detail else ""
         )

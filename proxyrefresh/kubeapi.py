@@ -11,6 +11,7 @@ Synchronous: the operator runs these in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from typing import Any
@@ -52,15 +53,24 @@ def core(namespace: str, plural: str, *rest: str) -> str:
     return path("/api/v1", namespace, plural, *rest)
 
 
-def send(
+def status_message(exc: ApiException) -> str:
+    """The message of the Status the API server answered with (it names the
+    field, the permission or the object), or "" when the body is none."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return str(json.loads(exc.body or "{}").get("message") or "")
+    return ""
+
+
+def _call(
     method: str,
     resource: str,
-    body: Any = None,
-    query: dict[str, str] | None = None,
-    content_type: str = JSON,
-) -> dict[str, Any]:
-    """One API call; the answer as plain JSON. ApiException, as the generated
-    APIs raise it, for any status outside 2xx."""
+    body: Any,
+    query: dict[str, str] | None,
+    content_type: str,
+    timeout: tuple[float, float],
+) -> Any:
+    """The request through the shared client; its answer unread, or
+    ApiException, as the generated APIs raise it, for a status outside 2xx."""
     api = api_client()
     headers = {"Accept": JSON}
     if body is not None:
@@ -73,30 +83,28 @@ def send(
         body=body,
         auth_settings=["BearerToken"],
     )
-    response = api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-    data = response.read() or b""
-    text = data.decode("utf-8", errors="replace")
+    response = api.call_api(*request, _request_timeout=timeout)
     if not 200 <= response.status <= 299:
+        text = (response.read() or b"").decode("utf-8", errors="replace")
         raise ApiException.from_response(http_resp=response, body=text, data=None)
-    return dict(json.loads(text or "{}"))
+    return response
+
+
+def send(
+    method: str,
+    resource: str,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+    content_type: str = JSON,
+) -> dict[str, Any]:
+    """One API call; the answer as plain JSON."""
+    response = _call(method, resource, body, query, content_type, REQUEST_TIMEOUT)
+    return dict(json.loads((response.read() or b"").decode("utf-8", errors="replace") or "{}"))
 
 
 def open_stream(
     resource: str, query: dict[str, str], timeout: tuple[float, float] = REQUEST_TIMEOUT
 ) -> Any:
     """A GET whose answer is read as it comes (a watch): the urllib3
-    response, unread, as ``kubernetes.watch.Watch`` wants it. ApiException
-    for a status outside 2xx."""
-    api = api_client()
-    request = api.param_serialize(
-        method="GET",
-        resource_path=resource,
-        query_params=list(query.items()),
-        header_params={"Accept": JSON},
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(*request, _request_timeout=timeout)
-    if not 200 <= response.status <= 299:
-        text = (response.read() or b"").decode("utf-8", errors="replace")
-        raise ApiException.from_response(http_resp=response, body=text, data=None)
-    return response.response
+    response, unread, as ``kubernetes.watch.Watch`` wants it."""
+    return _call("GET", resource, None, query, JSON, timeout).response
