@@ -227,7 +227,7 @@ def create(
     from pydantic import ValidationError as SpecError
 
     from proxyrefresh.api import ProxyRefreshSpec
-    from proxyrefresh.client import RefreshFailed, api_errors, create_refresh, wait_for_refresh
+    from proxyrefresh.client import API_ERRORS, RefreshFailed, create_refresh, wait_for_refresh
 
     if sum(x is not None for x in (spec_file, spec_env, pool)) != 1:
         raise fail("give one of: a spec file, --spec-env, --pool", EXIT_BAD_INPUT)
@@ -248,7 +248,7 @@ def create(
     metadata["labels"] = {LABEL_POOL: parsed.pool}
     try:
         created = create_refresh(namespace, {"metadata": metadata, "spec": spec})
-    except api_errors() as exc:
+    except API_ERRORS as exc:
         raise api_failure(exc, f"creating a ProxyRefresh in {namespace}") from None
     created_name = created["metadata"]["name"]
     typer.echo(f"proxyrefresh.proxyrefresh.dev/{created_name} created")
@@ -257,7 +257,7 @@ def create(
             status = wait_for_refresh(created_name, namespace, timeout)
         except (RefreshFailed, TimeoutError) as exc:
             raise fail(str(exc), 1) from None
-        except api_errors() as exc:
+        except API_ERRORS as exc:
             raise api_failure(exc, f"waiting for {namespace}/{created_name}") from None
         typer.echo(f"{created_name}: {status.get('message')}")
 
@@ -267,11 +267,11 @@ def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
     from pydantic import ValidationError as SpecError
 
     from proxyrefresh.api import ProxyPoolSpec, dump
-    from proxyrefresh.client import api_errors, read_pool
+    from proxyrefresh.client import API_ERRORS, read_pool
 
     try:
         found = read_pool(namespace, pool)
-    except api_errors() as exc:
+    except API_ERRORS as exc:
         raise api_failure(exc, f"reading ProxyPool {namespace}/{pool}") from None
     if found is None:
         raise fail(f"ProxyPool {namespace}/{pool} not found", EXIT_NOT_FOUND)
@@ -382,7 +382,7 @@ def watch(
 
     from proxyrefresh import constants as c
     from proxyrefresh import watch as w
-    from proxyrefresh.client import api_errors
+    from proxyrefresh.client import API_ERRORS
     from proxyrefresh.fanout.store import RunKeys
     from proxyrefresh.kubeconfig import load
 
@@ -395,11 +395,9 @@ def watch(
         """The refresh (exits as documented when it cannot be read)."""
         try:
             obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
+        except API_ERRORS as exc:
+            if isinstance(exc, ApiException) and exc.status == 404:
                 raise fail(f"ProxyRefresh {namespace}/{name} not found", EXIT_NOT_FOUND) from None
-            raise api_failure(exc, f"reading {namespace}/{name}") from None
-        except api_errors() as exc:
             raise api_failure(exc, f"reading {namespace}/{name}") from None
         if deadline is not None and time.monotonic() > deadline:
             raise fail(f"refresh {name} not done after {timeout:g}s", 1)

@@ -15,6 +15,8 @@ from proxyrefresh.kubeapi import status_message
 from proxyrefresh.kubeconfig import load as load_config
 
 RETRY_SECONDS = 2.0  # after the API server dropped or refused a call
+# What a failed API call raises: an answer outside 2xx, or none.
+API_ERRORS: tuple[type[Exception], ...] = (ApiException, HTTPError, OSError)
 
 
 def transient(exc: BaseException) -> bool:
@@ -87,11 +89,6 @@ def wait_for_refresh(
             if not transient(exc) or deadline - time.monotonic() < RETRY_SECONDS:
                 raise
             time.sleep(RETRY_SECONDS)
-
-
-def api_errors() -> tuple[type[Exception], ...]:
-    """What a failed API call raises: an answer outside 2xx, or none."""
-    return (ApiException, HTTPError, OSError)
 
 
 def explain(exc: Exception) -> str:
