@@ -109,19 +109,19 @@ class FakeApi:
     async def list_refreshes(self, namespace: str) -> list[dict[str, Any]]:
         return list(self.refreshes.values())
 
-    async def create_refresh(self, manifest: dict[str, Any]) -> bool:
+    def create(self, kept: dict[str, dict[str, Any]], manifest: dict[str, Any], step: str) -> bool:
+        """kube.create_if_missing: False (a 409) when the name is taken."""
         name = manifest["metadata"]["name"]
-        created = name not in self.refreshes
-        self.refreshes.setdefault(name, manifest)
-        self.cut("create")
+        created = name not in kept
+        kept.setdefault(name, manifest)
+        self.cut(step)
         return created
 
+    async def create_refresh(self, manifest: dict[str, Any]) -> bool:
+        return self.create(self.refreshes, manifest, "create")
+
     async def create_event(self, manifest: dict[str, Any]) -> bool:
-        name = manifest["metadata"]["name"]
-        created = name not in self.events
-        self.events.setdefault(name, manifest)
-        self.cut("event")
-        return created
+        return self.create(self.events, manifest, "event")
 
     async def patch_pool_status(self, namespace: str, name: str, fields: dict[str, Any]) -> None:
         self.status.update(fields)
