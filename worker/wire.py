@@ -12,9 +12,11 @@ hundreds of connects the loop reaches a finished connect tens of ms late.
 
 - ``http``: the absolute-URI request goes to the proxy itself; no CONNECT,
   no TLS unless the judge is https (then a CONNECT tunnel, like any client).
-- ``https`` (CONNECT), ``socks4``, ``socks5``: python-socks' connector
-  speaks the tunnel's handshake on the same connection (:class:`Handshake`);
-  the request goes through it (TLS, started on it, only for an https judge).
+- ``https`` (CONNECT), ``socks4``, ``socks5``: python-socks' messages
+  speak the tunnel's handshake on the same connection, driven from the
+  protocol's callbacks (worker/tunnel.py); the request goes through it from
+  the callback that sees the tunnel open (TLS, started on it, only for an
+  https judge, and then from the check's coroutine).
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from python_socks import ProxyError, ProxyType
-from python_socks._abc import AsyncSocketStream
 
 from proxyrefresh.models import Protocol, Proxy
+from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
 
 if TYPE_CHECKING:
     from python_socks.async_.asyncio import Proxy as TunnelProxy
@@ -163,25 +165,44 @@ def request_bytes(target: Target, proxy: Proxy | None, absolute: bool) -> bytes:
 
 @dataclass
 class _Reader(asyncio.Protocol):
-    """Collects one answer, up to ``limit`` bytes of body."""
+    """Collects one answer, up to ``limit`` bytes of body; first, where the
+    proxy is a tunnel, it speaks the tunnel's handshake (worker/tunnel.py)."""
 
     limit: int
     done: asyncio.Future[Answer]
     first_byte_at: float | None = None
     connected_at: float | None = None
+    sent_at: float = 0.0  # perf_counter just before the request went to the kernel
     buf: bytearray = field(default_factory=bytearray)
     transport: Any = None  # an asyncio.Transport, or uvloop's own (not a subclass)
-    # While a tunnel is opened, what the proxy says is the handshake's.
-    handshake: Handshake | None = None
+    # While a tunnel is opened, what the proxy says is the handshake's. Once
+    # it is open, ``then`` (the request) is sent from this very callback, or
+    # ``opened`` wakes the check where TLS must start first.
+    tunnel: TunnelHandshake | None = None
+    then: bytes = b""
+    opened: asyncio.Future[None] | None = None
+    deadline: asyncio.TimerHandle | None = None  # the connect timeout's, for the handshake
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connected_at = time.perf_counter()
         self.transport = transport
 
+    def round_trip(self, started: float) -> float:
+        """The connect's round trip (see connect_round_trip)."""
+        return connect_round_trip(self.transport, (self.connected_at or started) - started)
+
+    def send(self, request: bytes) -> None:
+        # Stamped before the write, not after: the write wakes the proxy, which
+        # on a busy machine may take our CPU and answer before we run again, and
+        # a stamp taken then would leave almost nothing of its latency.
+        self.sent_at = time.perf_counter()
+        self.transport.write(request)
+
     def data_received(self, data: bytes) -> None:
-        if self.handshake is not None:
-            self.handshake.feed(data)
-            return
+        if self.tunnel is not None:
+            data = self._handshake(self.tunnel, data)
+            if not data:
+                return
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
         self.buf += data
@@ -193,16 +214,49 @@ class _Reader(asyncio.Protocol):
         if answer is not None:
             self._finish(answer)
 
+    def _handshake(self, tunnel: TunnelHandshake, data: bytes) -> bytes:
+        """Feed the handshake; return what came after it (the answer's)."""
+        try:
+            reply = tunnel.feed(data)
+        except ProxyError as exc:
+            self._fail(exc)
+            return b""
+        if reply:
+            self.transport.write(reply)
+        if not tunnel.done:
+            return b""
+        self.tunnel = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+        if self.opened is not None:
+            self.opened.set_result(None)
+            return b""  # nothing may come before TLS has started
+        self.send(self.then)
+        return tunnel.rest
+
+    def handshake_timed_out(self) -> None:
+        if self.tunnel is not None:
+            self._fail(TimeoutError())
+
+    def _fail(self, exc: BaseException) -> None:
+        """The handshake failed: tell whoever waits (the TLS start, or the answer)."""
+        self.tunnel = None
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(exc)
+            self.transport.close()
+            return
+        self._finish(exc)
+
     def eof_received(self) -> bool:
-        if self.handshake is not None:
-            self.handshake.lost(None)
+        if self.tunnel is not None:
+            self._fail(ClosedEarly("closed the connection during the handshake"))
             return False
         self._end()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.handshake is not None:
-            self.handshake.lost(exc)
+        if self.tunnel is not None:
+            self._fail(exc or ClosedEarly("closed the connection during the handshake"))
             return
         if exc is not None and not self.done.done():
             self.done.set_exception(exc)
@@ -218,9 +272,11 @@ class _Reader(asyncio.Protocol):
             return
         self._finish(answer or ClosedEarly("closed the connection without an answer"))
 
-    def _finish(self, outcome: Answer | Exception) -> None:
+    def _finish(self, outcome: Answer | BaseException) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
         if not self.done.done():
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, BaseException):
                 self.done.set_exception(outcome)
             else:
                 self.done.set_result(outcome)
@@ -267,91 +323,6 @@ class _Reader(asyncio.Protocol):
         )
 
 
-class Handshake(AsyncSocketStream):
-    """The stream python-socks' connectors talk through (``write_all``,
-    ``read``, ``read_exact``): a tunnel's handshake on the check's own
-    transport, fed by its protocol's callbacks. python-socks' own stream is
-    a socket of its own, driven by ``sock_sendall`` and a ``sock_recv`` per
-    read (four for a SOCKS5 tunnel) and then wrapped in a second transport:
-    that made a SOCKS5 check cost 2.4 times an HTTP one. Here a read the
-    bytes at hand satisfy does not wait, and one that must wait wakes on
-    the callback that brings them."""
-
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[None] | None = None
-        self.error: BaseException | None = None
-
-    def feed(self, data: bytes) -> None:
-        self.buf += data
-        self._wake()
-
-    def lost(self, exc: BaseException | None) -> None:
-        self.error = exc or ClosedEarly("closed the connection during the handshake")
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def _want(self, count: int) -> None:
-        while len(self.buf) < count:
-            if self.error is not None:
-                raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-
-    def _take(self, count: int) -> bytes:
-        data = bytes(self.buf[:count])
-        del self.buf[:count]
-        return data
-
-    async def write_all(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    async def read(self, max_bytes: int | None = None) -> bytes:
-        await self._want(1)
-        return self._take(max_bytes or len(self.buf))
-
-    async def read_exact(self, count: int) -> bytes:
-        await self._want(count)
-        return self._take(count)
-
-    async def close(self) -> None:
-        self.transport.close()
-
-
-async def open_tunnel(reader: _Reader, proxy: Proxy, target: Target) -> None:
-    """Connect ``reader`` to ``proxy`` and have it open a tunnel to
-    ``target``: python-socks' connector for the proxy's protocol speaks the
-    handshake (SOCKS4, SOCKS5 with its user name and password, or CONNECT)
-    through a :class:`Handshake`. A refusal is python-socks' ProxyError, as
-    from its own client. python-socks has no public sans-I/O interface: its
-    connectors are its ``_connectors`` package, hence the pin on its minor
-    versions (pyproject.toml)."""
-    from python_socks._connectors.factory_async import create_connector
-    from python_socks._protocols.errors import ReplyError
-    from python_socks.async_.asyncio._resolver import Resolver
-
-    loop = asyncio.get_running_loop()
-    await loop.create_connection(lambda: reader, proxy.host, proxy.port)
-    stream = reader.handshake = Handshake(reader.transport)
-    connector = create_connector(
-        proxy_type=TUNNEL_TYPES[proxy.protocol],
-        username=proxy.username,
-        password=proxy.password,
-        rdns=proxy.protocol is Protocol.SOCKS5,
-        resolver=Resolver(loop=loop),
-    )
-    try:
-        await connector.connect(stream=stream, host=target.host, port=target.port)
-    except ReplyError as exc:
-        raise ProxyError(exc, error_code=exc.error_code) from None  # type: ignore[no-untyped-call]
-    finally:
-        reader.handshake = None
-
-
 def _dechunk(data: bytes) -> bytes | None:
     """A whole chunked body, or None while it is incomplete."""
     out = bytearray()
@@ -386,12 +357,14 @@ async def get(
     """GET ``url`` through ``proxy`` (None: directly, to ``address`` if
     given, else to the URL's host); the answer's ``latency`` is the
     proxy's. The caller bounds the whole with its own timeout, ``total``
-    seconds: a connect timeout as long needs no timer of its own."""
+    seconds: a connect timeout as long needs no timer of its own. Through a
+    tunnel, the connect timeout bounds the handshake too."""
     loop = asyncio.get_running_loop()
     target = url if isinstance(url, Target) else Target.of(url)
     done: asyncio.Future[Answer] = loop.create_future()
     reader = _Reader(limit, done)
     started = time.perf_counter()
+    deadline = loop.time() + connect_timeout if connect_timeout < total else None
     secure = target.scheme == "https"
     if proxy is None:
         context = (tls or ssl.create_default_context()) if secure else None
@@ -403,43 +376,56 @@ async def get(
                 ssl=context,
                 server_hostname=target.host if secure else None,
             )
-        absolute = False
+        rtt = reader.round_trip(started)
+        reader.send(request_bytes(target, proxy, absolute=False))
     elif proxy.protocol is Protocol.HTTP and not secure:
-        connecting = loop.create_connection(lambda: reader, proxy.host, proxy.port)
-        if connect_timeout >= total:
-            await connecting  # the caller's timeout bounds it already
-        else:
-            async with asyncio.timeout(connect_timeout):  # no wait_for: it costs a task
-                await connecting
-        absolute = True
+        await _connect(reader, proxy, deadline)
+        rtt = reader.round_trip(started)
+        reader.send(request_bytes(target, proxy, absolute=True))
     else:
-        try:
-            async with asyncio.timeout(connect_timeout):
-                await open_tunnel(reader, proxy, target)
-            if secure:
+        host = await tunnel_address(proxy, target.host)
+        await _connect(reader, proxy, deadline)
+        rtt = reader.round_trip(started)  # the connect's, not the handshake's
+        handshake = reader.tunnel = TunnelHandshake(proxy, host, target.port)
+        if secure:
+            try:
+                reader.opened = loop.create_future()
+                reader.transport.write(handshake.start())
+                async with asyncio.timeout_at(deadline):
+                    await reader.opened
                 reader.transport = await loop.start_tls(
                     reader.transport,
                     reader,
                     tls or ssl.create_default_context(),
                     server_hostname=target.host,
                 )
-        except BaseException:
-            done.cancel()  # nobody waits for an answer now: closing must not leave one
-            if reader.transport is not None:
+            except BaseException:
+                done.cancel()  # nobody waits for an answer now: closing must not leave one
                 reader.transport.close()
-            raise
-        absolute = False
-    assert reader.transport is not None
-    rtt = connect_round_trip(reader.transport, (reader.connected_at or started) - started)
-    request = request_bytes(target, proxy, absolute)
-    # Stamped before the write, not after: the write wakes the proxy, which
-    # on a busy machine may take our CPU and answer before we run again, and
-    # a stamp taken then would leave almost nothing of its latency.
-    sent_at = time.perf_counter()
-    reader.transport.write(request)
+                raise
+            reader.send(request_bytes(target, proxy, absolute=False))
+        else:
+            # The request goes from the callback that sees the tunnel open.
+            reader.then = request_bytes(target, proxy, absolute=False)
+            if deadline is not None:
+                reader.deadline = loop.call_at(deadline, reader.handshake_timed_out)
+            reader.transport.write(handshake.start())
     try:
         answer = await done
     finally:
         reader.transport.close()
-    answer.sent_at, answer.connect_seconds = sent_at, rtt
+    answer.sent_at, answer.connect_seconds = reader.sent_at, rtt
     return answer
+
+
+async def _connect(reader: _Reader, proxy: Proxy, deadline: float | None) -> None:
+    """Connect ``reader`` to the proxy, by ``deadline`` (loop time) if one is
+    set: without one the caller's timeout bounds it already."""
+    connecting = asyncio.get_running_loop().create_connection(
+        lambda: reader, proxy.host, proxy.port
+    )
+    if deadline is None:
+        await connecting
+    else:
+        async with asyncio.timeout_at(deadline):  # no wait_for: it costs a task
+            await connecting

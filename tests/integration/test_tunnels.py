@@ -1,4 +1,4 @@
-"""Tunnels opened on the check's own connection (wire.open_tunnel): SOCKS4,
+"""Tunnels opened on the check's own connection (worker/tunnel.py): SOCKS4,
 SOCKS5 and CONNECT to an https target, TLS started on the tunnel, on real
 proxies; and a proxy that hangs up mid-handshake is named as the proxy's
 fault."""
@@ -96,3 +96,64 @@ async def test_a_proxy_that_hangs_up_in_the_handshake_is_refusing() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+    """Pass bytes both ways between the client and ``host`` (a judge's HOST:PORT)."""
+    name, _, port = host.rpartition(":")
+    up_reader, up_writer = await asyncio.open_connection(name, int(port))
+
+    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+    await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+@pytest.mark.parametrize("scheme", ["https", "socks5"])
+async def test_a_tunnel_reply_that_comes_in_pieces_still_opens_the_tunnel(
+    bed: Bed, scheme: str
+) -> None:
+    """A proxy may write its reply in several segments (a CONNECT status
+    line, then its blank line; a SOCKS5 reply byte by byte): the tunnel is
+    open once the whole reply is in, and no byte of it is taken for the
+    judge's answer."""
+    judge = wire.Target.of(bed.judge)
+    served = asyncio.Event()
+
+    async def connect_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in (b"HTTP/1.1 200 Connection established\r\n", b"\r\n"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        await _relay(reader, writer, f"{judge.host}:{judge.port}")
+        served.set()
+
+    async def socks5_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _version, count = await reader.readexactly(2)
+        await reader.readexactly(count)
+        writer.write(b"\x05\x00")
+        head = await reader.readexactly(4)
+        assert head[3] == 1  # an IPv4 target, as the judge's is
+        await reader.readexactly(4 + 2)
+        for byte in b"\x05\x00\x00\x01\x7f\x00\x00\x01\x00\x00":
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        await _relay(reader, writer, f"{judge.host}:{judge.port}")
+        served.set()
+
+    port = free_port(HOST)
+    handler = connect_proxy if scheme == "https" else socks5_proxy
+    server = await asyncio.start_server(handler, HOST, port)
+    try:
+        answer = await wire.get(Proxy.from_url(f"{scheme}://{HOST}:{port}"), bed.judge, 3.0)
+        async with asyncio.timeout(3):
+            await served.wait()  # the relay has ended: nothing is left running
+    finally:
+        server.close()
+    assert answer.status == 200
+    assert b'"remote_addr"' in answer.body
