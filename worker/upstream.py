@@ -1,8 +1,11 @@
 """Connections through one upstream proxy from the pool, for the rotator.
 
 An ``http`` upstream takes absolute-URI requests on a plain connection to
-itself; every protocol can open a tunnel (CONNECT for http and https,
-SOCKS4 and SOCKS5 through python-socks) to the target. What went wrong is
+itself; every protocol can open a tunnel to the target: CONNECT for http
+and https (worker/tunnel.py: python-socks' own client reads the reply as
+whatever arrives first, so a proxy that writes its blank line apart left
+it in the tunnel, ahead of the target's bytes), SOCKS4 and SOCKS5 through
+python-socks. What went wrong is
 sorted into the cases the rotator treats differently: the upstream is down
 (nothing was sent: report it, try another), it answered and refused the
 tunnel, or it says the target is unreachable (not the upstream's fault).
@@ -15,9 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
 
-from proxyrefresh.models import Proxy
+from proxyrefresh.models import Protocol, Proxy
 from proxyrefresh.pool import PoolEntry
 from proxyrefresh.worker.http1 import MAX_HEAD
+from proxyrefresh.worker.tunnel import TunnelHandshake
 from proxyrefresh.worker.wire import TUNNEL_TYPES, basic_authorization, tunnel
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -59,6 +63,8 @@ async def open_plain(entry: PoolEntry, timeout: float) -> Streams:
 
 async def open_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) -> Streams:
     """A byte stream to ``host:port`` through the upstream."""
+    if entry.protocol in (Protocol.HTTP, Protocol.HTTPS):
+        return await _connect_tunnel(entry, host, port, timeout)
     try:
         sock = await tunnel(as_proxy(entry)).connect(host, port, timeout=timeout)
     except (ProxyConnectionError, ProxyTimeoutError) as exc:
@@ -70,6 +76,46 @@ async def open_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) ->
     except OSError as exc:
         raise UpstreamDown(f"tunnel failed: {exc.strerror or exc}") from None
     return await asyncio.open_connection(sock=sock, limit=MAX_HEAD)
+
+
+async def _connect_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) -> Streams:
+    """A CONNECT tunnel: the reply is read to its blank line, and no
+    further, so every byte after it is the target's. ``timeout`` bounds
+    connect and handshake together, as python-socks' client does."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    streams = await open_plain(entry, timeout)
+    reader, writer = streams
+    handshake = TunnelHandshake(as_proxy(entry), host, port)
+    try:
+        writer.write(handshake.start())
+        async with asyncio.timeout_at(deadline):
+            head = await reader.readuntil(b"\r\n\r\n")
+        handshake.feed(head)
+    except BaseException as exc:
+        writer.close()
+        failure = _tunnel_failure(exc)
+        if failure is None:
+            raise
+        raise failure from None
+    return streams
+
+
+def _tunnel_failure(exc: BaseException) -> ConnectionError | None:
+    """What a failed CONNECT handshake means to the rotator (None: not the
+    upstream's doing, a cancellation)."""
+    if isinstance(exc, ProxyError):
+        if exc.error_code in _TARGET_FAILED[ProxyType.HTTP]:
+            return TargetUnreachable(str(exc))
+        return TunnelRefused(str(exc))
+    if isinstance(exc, asyncio.LimitOverrunError):
+        return TunnelRefused("CONNECT reply head too long")
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return UpstreamDown("closed the connection during the CONNECT handshake")
+    if isinstance(exc, TimeoutError):
+        return UpstreamDown("CONNECT handshake timed out")
+    if isinstance(exc, OSError):
+        return UpstreamDown(f"tunnel failed: {exc.strerror or exc}")
+    return None
 
 
 def as_proxy(entry: PoolEntry) -> Proxy:

@@ -8,19 +8,21 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from proxyrefresh.models import Proxy
-from proxyrefresh.worker import wire
+from proxyrefresh.models import Anonymity, Proxy
+from proxyrefresh.pool import PoolEntry
+from proxyrefresh.worker import upstream, wire
 from proxyrefresh.worker.native import describe
 from tests.conftest import Bed
 from tests.harness.testbed import free_port, which
 
 pytestmark = pytest.mark.integration
 HOST = "127.0.0.70"
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 @pytest.fixture
@@ -112,6 +114,22 @@ async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hos
     await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
+def _connect_in_pieces(judge: wire.Target, served: asyncio.Event) -> Handler:
+    """A CONNECT proxy that writes its status line and its blank line apart,
+    then relays to the judge (``served`` once the relay has ended)."""
+
+    async def connect_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in (b"HTTP/1.1 200 Connection established\r\n", b"\r\n"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        await _relay(reader, writer, f"{judge.host}:{judge.port}")
+        served.set()
+
+    return connect_proxy
+
+
 @pytest.mark.parametrize("scheme", ["https", "socks5"])
 async def test_a_tunnel_reply_that_comes_in_pieces_still_opens_the_tunnel(
     bed: Bed, scheme: str
@@ -122,15 +140,7 @@ async def test_a_tunnel_reply_that_comes_in_pieces_still_opens_the_tunnel(
     judge's answer."""
     judge = wire.Target.of(bed.judge)
     served = asyncio.Event()
-
-    async def connect_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        for piece in (b"HTTP/1.1 200 Connection established\r\n", b"\r\n"):
-            writer.write(piece)
-            await writer.drain()
-            await asyncio.sleep(0.05)
-        await _relay(reader, writer, f"{judge.host}:{judge.port}")
-        served.set()
+    connect_proxy = _connect_in_pieces(judge, served)
 
     async def socks5_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _version, count = await reader.readexactly(2)
@@ -157,3 +167,79 @@ async def test_a_tunnel_reply_that_comes_in_pieces_still_opens_the_tunnel(
         server.close()
     assert answer.status == 200
     assert b'"remote_addr"' in answer.body
+
+
+def _entry(url: str) -> PoolEntry:
+    proxy = Proxy.from_url(url)
+    return PoolEntry(
+        proxy=url,
+        protocol=proxy.protocol,
+        host=proxy.host,
+        port=proxy.port,
+        anonymity=Anonymity.ELITE,
+        last_checked=0.0,
+        last_ok=0.0,
+    )
+
+
+async def test_the_rotators_connect_tunnel_hands_on_the_targets_bytes_and_nothing_else(
+    bed: Bed,
+) -> None:
+    """Through the rotator's upstream, the first byte a client reads from
+    its tunnel is the target's: a blank line the proxy wrote apart from its
+    status line is the reply's, not the target's (python-socks' client left
+    it in the tunnel, ahead of the target's answer)."""
+    judge = wire.Target.of(bed.judge)
+    served = asyncio.Event()
+    port = free_port(HOST)
+    server = await asyncio.start_server(_connect_in_pieces(judge, served), HOST, port)
+    try:
+        reader, writer = await upstream.open_tunnel(
+            _entry(f"http://{HOST}:{port}"), judge.host, judge.port, 3.0
+        )
+        writer.write(wire.request_bytes(judge, None, absolute=False))
+        async with asyncio.timeout(3):
+            answer = await reader.read()
+            await served.wait()
+        writer.close()
+    finally:
+        server.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:40]
+
+
+@pytest.mark.parametrize(
+    ("reply", "failure", "reason"),
+    [
+        (b"HTTP/1.1 502 Bad Gateway\r\n\r\n", upstream.TargetUnreachable, "502 Bad Gateway"),
+        (b"HTTP/1.1 407 Auth\r\n\r\n", upstream.TunnelRefused, "407 Auth"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", upstream.TunnelRefused, "Invalid status"),
+        (b"HTTP/1.1 200 OK\r\n", upstream.UpstreamDown, "closed the connection"),
+        (b"", upstream.UpstreamDown, "timed out"),
+    ],
+)
+async def test_the_rotators_connect_failures_say_whose_they_are(
+    reply: bytes, failure: type[Exception], reason: str
+) -> None:
+    """A CONNECT upstream that refuses, says the target failed, speaks
+    something else, hangs up mid-reply or never finishes it: each is sorted
+    into the case the rotator treats differently, within the timeout."""
+    hold = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if reply:
+            writer.close()
+        else:
+            await hold.wait()  # a reply that never comes
+
+    port = free_port(HOST)
+    server = await asyncio.start_server(answer, HOST, port)
+    try:
+        async with asyncio.timeout(3):
+            with pytest.raises(failure, match=reason):
+                await upstream.open_tunnel(_entry(f"http://{HOST}:{port}"), "127.0.0.2", 80, 0.5)
+    finally:
+        hold.set()
+        server.close()
