@@ -173,7 +173,7 @@ def identity(proxy: Proxy) -> dict[str, Any]:
 
 class NativeChecker:
     """Checks proxies against judges, one plain request each (worker/wire.py;
-    python-socks for tunnels)."""
+    worker/tunnel.py for tunnels)."""
 
     def __init__(self, options: CheckOptions, judges: Sequence[Judge]) -> None:
         if not judges:

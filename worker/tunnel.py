@@ -10,7 +10,9 @@ next bytes to send; the check's coroutine wakes once, for the answer.
 
 A reply may arrive in pieces (a CONNECT status line, then its blank line):
 a step waits until its whole reply is in, and what follows the reply is
-the tunnel's, given back in :attr:`TunnelHandshake.rest`. python-socks has
+the tunnel's, given back in :attr:`TunnelHandshake.rest`. A reader of
+streams (the rotator's upstreams) asks :meth:`TunnelHandshake.wanted`
+instead, and reads no byte past the reply. python-socks has
 no public sans-I/O interface: its messages are its ``_protocols`` package,
 hence the pin on its minor versions (pyproject.toml).
 """
@@ -29,11 +31,13 @@ from python_socks._protocols.errors import ReplyError
 from proxyrefresh.models import Protocol, Proxy
 
 MAX_CONNECT_REPLY = 16 * 1024  # a CONNECT reply's head; more is no proxy's
+HEAD_END = b"\r\n\r\n"  # where a CONNECT reply ends
 # SOCKS5 reply length past its fourth byte, by address type (RFC 1928 §6).
 _SOCKS5_ADDRESS = {int(socks5.AddressType.IPV4): 4 + 2, int(socks5.AddressType.IPV6): 16 + 2}
 
-# One step: how many bytes of reply it needs (or None while it cannot say),
-# and what to do with them (next bytes to send, or None when the tunnel is open).
+# One step: how many bytes its reply takes, as far as the bytes at hand tell
+# (None: up to HEAD_END), and what to do with them (next bytes to send, or
+# None when the tunnel is open).
 Need = Callable[[bytes], int | None]
 Take = Callable[[bytes], bytes | None]
 
@@ -91,6 +95,12 @@ class TunnelHandshake:
             else:
                 out += sent
         return out or None
+
+    def wanted(self) -> int | bytes:
+        """What to read next for a reader that must not read past the reply:
+        so many bytes more, or up to and with this delimiter."""
+        size = self._need(bytes(self._buf))
+        return HEAD_END if size is None else size - len(self._buf)
 
     def _step(self, need: Need, take: Take) -> None:
         self._need, self._take = need, take
@@ -156,7 +166,7 @@ def _nothing_to_send(_reply: bytes) -> None:
 
 def _head(buf: bytes) -> int | None:
     """A CONNECT reply is a head: up to and with its blank line."""
-    end = buf.find(b"\r\n\r\n")
+    end = buf.find(HEAD_END)
     if end >= 0:
         return end + 4
     if len(buf) > MAX_CONNECT_REPLY:
@@ -164,15 +174,16 @@ def _head(buf: bytes) -> int | None:
     return None
 
 
-def _socks5_reply_size(buf: bytes) -> int | None:
+def _socks5_reply_size(buf: bytes) -> int:
     """A SOCKS5 reply's length: a refusal is read from its first three
-    bytes (python-socks names it); a grant carries the bound address."""
+    bytes (python-socks names it); a grant carries the bound address,
+    whose type and (for a name) length come next."""
     if len(buf) < 3:
-        return None
+        return 3
     if buf[0] != socks5.SOCKS_VER or buf[1] != socks5.ReplyCode.SUCCEEDED or buf[2] != socks5.RSV:
         return 3
     if len(buf) < 5:
-        return None
+        return 5
     if buf[3] == socks5.AddressType.DOMAIN:
         return 4 + 1 + buf[4] + 2
     return 4 + _SOCKS5_ADDRESS.get(buf[3], 0)

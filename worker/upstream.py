@@ -1,12 +1,13 @@
 """Connections through one upstream proxy from the pool, for the rotator.
 
 An ``http`` upstream takes absolute-URI requests on a plain connection to
-itself; every protocol can open a tunnel to the target: CONNECT for http
-and https (worker/tunnel.py: python-socks' own client reads the reply as
-whatever arrives first, so a proxy that writes its blank line apart left
-it in the tunnel, ahead of the target's bytes), SOCKS4 and SOCKS5 through
-python-socks. What went wrong is
-sorted into the cases the rotator treats differently: the upstream is down
+itself; every protocol can open a tunnel to the target (CONNECT for http
+and https, SOCKS4, SOCKS5), its handshake spoken by worker/tunnel.py, as
+the checker's is, and read to the reply's end and no further: every byte
+after it is the target's. (python-socks' own client read a CONNECT reply as
+whatever arrived first, so a proxy that wrote its blank line apart left it
+in the tunnel, ahead of the target's answer.) What went wrong is sorted
+into the cases the rotator treats differently: the upstream is down
 (nothing was sent: report it, try another), it answered and refused the
 tunnel, or it says the target is unreachable (not the upstream's fault).
 """
@@ -16,13 +17,13 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import unquote, urlsplit
 
-from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
+from python_socks import ProxyError
 
 from proxyrefresh.models import Protocol, Proxy
 from proxyrefresh.pool import PoolEntry
 from proxyrefresh.worker.http1 import MAX_HEAD
-from proxyrefresh.worker.tunnel import TunnelHandshake
-from proxyrefresh.worker.wire import TUNNEL_TYPES, basic_authorization, tunnel
+from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
+from proxyrefresh.worker.wire import basic_authorization
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -44,9 +45,10 @@ class TargetUnreachable(ConnectionError):
 # (its only failure code: a proxy that answers it is up); an HTTP proxy's
 # bad gateway, unavailable, gateway timeout.
 _TARGET_FAILED = {
-    ProxyType.SOCKS5: {3, 4, 5, 6},
-    ProxyType.SOCKS4: {0x5B},
-    ProxyType.HTTP: {502, 503, 504},
+    Protocol.SOCKS5: {3, 4, 5, 6},
+    Protocol.SOCKS4: {0x5B},
+    Protocol.HTTP: {502, 503, 504},
+    Protocol.HTTPS: {502, 503, 504},
 }
 
 
@@ -62,57 +64,52 @@ async def open_plain(entry: PoolEntry, timeout: float) -> Streams:
 
 
 async def open_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) -> Streams:
-    """A byte stream to ``host:port`` through the upstream."""
-    if entry.protocol in (Protocol.HTTP, Protocol.HTTPS):
-        return await _connect_tunnel(entry, host, port, timeout)
+    """A byte stream to ``host:port`` through the upstream. ``timeout``
+    bounds connect and handshake together."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    proxy = as_proxy(entry)
     try:
-        sock = await tunnel(as_proxy(entry)).connect(host, port, timeout=timeout)
-    except (ProxyConnectionError, ProxyTimeoutError) as exc:
-        raise UpstreamDown(str(exc) or type(exc).__name__) from None
-    except ProxyError as exc:
-        if exc.error_code in _TARGET_FAILED[TUNNEL_TYPES[entry.protocol]]:
-            raise TargetUnreachable(str(exc)) from None
-        raise TunnelRefused(str(exc)) from None
-    except OSError as exc:
-        raise UpstreamDown(f"tunnel failed: {exc.strerror or exc}") from None
-    return await asyncio.open_connection(sock=sock, limit=MAX_HEAD)
-
-
-async def _connect_tunnel(entry: PoolEntry, host: str, port: int, timeout: float) -> Streams:
-    """A CONNECT tunnel: the reply is read to its blank line, and no
-    further, so every byte after it is the target's. ``timeout`` bounds
-    connect and handshake together, as python-socks' client does."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    streams = await open_plain(entry, timeout)
-    reader, writer = streams
-    handshake = TunnelHandshake(as_proxy(entry), host, port)
-    try:
-        writer.write(handshake.start())
         async with asyncio.timeout_at(deadline):
-            head = await reader.readuntil(b"\r\n\r\n")
-        handshake.feed(head)
+            address = await tunnel_address(proxy, host)  # SOCKS4 only: the others send the name
+    except (OSError, TimeoutError) as exc:
+        raise TargetUnreachable(f"{host} does not resolve: {exc}") from None
+    streams = await open_plain(entry, max(deadline - loop.time(), 0.0))
+    reader, writer = streams
+    handshake = TunnelHandshake(proxy, address, port)
+    try:
+        async with asyncio.timeout_at(deadline):
+            writer.write(handshake.start())
+            while not handshake.done:
+                wanted = handshake.wanted()
+                if isinstance(wanted, bytes):
+                    reply = await reader.readuntil(wanted)
+                else:
+                    reply = await reader.readexactly(wanted)
+                if sent := handshake.feed(reply):
+                    writer.write(sent)
     except BaseException as exc:
         writer.close()
-        failure = _tunnel_failure(exc)
+        failure = _tunnel_failure(entry, exc)
         if failure is None:
             raise
         raise failure from None
     return streams
 
 
-def _tunnel_failure(exc: BaseException) -> ConnectionError | None:
-    """What a failed CONNECT handshake means to the rotator (None: not the
+def _tunnel_failure(entry: PoolEntry, exc: BaseException) -> ConnectionError | None:
+    """What a failed handshake means to the rotator (None: not the
     upstream's doing, a cancellation)."""
     if isinstance(exc, ProxyError):
-        if exc.error_code in _TARGET_FAILED[ProxyType.HTTP]:
+        if exc.error_code in _TARGET_FAILED[entry.protocol]:
             return TargetUnreachable(str(exc))
         return TunnelRefused(str(exc))
     if isinstance(exc, asyncio.LimitOverrunError):
         return TunnelRefused("CONNECT reply head too long")
     if isinstance(exc, asyncio.IncompleteReadError):
-        return UpstreamDown("closed the connection during the CONNECT handshake")
+        return UpstreamDown("closed the connection during the handshake")
     if isinstance(exc, TimeoutError):
-        return UpstreamDown("CONNECT handshake timed out")
+        return UpstreamDown("handshake timed out")
     if isinstance(exc, OSError):
         return UpstreamDown(f"tunnel failed: {exc.strerror or exc}")
     return None

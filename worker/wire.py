@@ -28,42 +28,16 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from python_socks import ProxyError, ProxyType
+from python_socks import ProxyError
 
 from proxyrefresh.models import Protocol, Proxy
 from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
 
-if TYPE_CHECKING:
-    from python_socks.async_.asyncio import Proxy as TunnelProxy
-
 USER_AGENT = "proxyrefresh-checker"
 TOKEN_PARAM = "token"  # the judge echoes ?token=... back (worker/judge.py)
-TUNNEL_TYPES = {
-    Protocol.HTTP: ProxyType.HTTP,  # python-socks' HTTP type is a CONNECT tunnel
-    Protocol.HTTPS: ProxyType.HTTP,
-    Protocol.SOCKS4: ProxyType.SOCKS4,
-    Protocol.SOCKS5: ProxyType.SOCKS5,
-}
-
-
-def tunnel(proxy: Proxy) -> TunnelProxy:
-    """python-socks' client for a tunnel through ``proxy`` (SOCKS5 lets the
-    proxy resolve names). Imported here, not with this module: its
-    connectors take about 10 ms to import, and a list of HTTP proxies
-    needs none of them."""
-    from python_socks.async_.asyncio import Proxy as TunnelProxy
-
-    return TunnelProxy(
-        proxy_type=TUNNEL_TYPES[proxy.protocol],
-        host=proxy.host,
-        port=proxy.port,
-        username=proxy.username,
-        password=proxy.password,
-        rdns=proxy.protocol is Protocol.SOCKS5,
-    )
 
 
 def basic_authorization(username: str, password: str | None) -> str:

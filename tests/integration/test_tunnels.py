@@ -208,38 +208,50 @@ async def test_the_rotators_connect_tunnel_hands_on_the_targets_bytes_and_nothin
 
 
 @pytest.mark.parametrize(
-    ("reply", "failure", "reason"),
+    ("scheme", "reply", "failure", "reason"),
     [
-        (b"HTTP/1.1 502 Bad Gateway\r\n\r\n", upstream.TargetUnreachable, "502 Bad Gateway"),
-        (b"HTTP/1.1 407 Auth\r\n\r\n", upstream.TunnelRefused, "407 Auth"),
-        (b"SSH-2.0-OpenSSH\r\n\r\n", upstream.TunnelRefused, "Invalid status"),
-        (b"HTTP/1.1 200 OK\r\n", upstream.UpstreamDown, "closed the connection"),
-        (b"", upstream.UpstreamDown, "timed out"),
+        ("http", b"HTTP/1.1 502 Bad Gateway\r\n\r\n", upstream.TargetUnreachable, "502 Bad"),
+        ("http", b"HTTP/1.1 407 Auth\r\n\r\n", upstream.TunnelRefused, "407 Auth"),
+        ("http", b"SSH-2.0-OpenSSH\r\n\r\n", upstream.TunnelRefused, "Invalid status"),
+        ("http", b"HTTP/1.1 200 OK\r\n", upstream.UpstreamDown, "closed the connection"),
+        ("http", b"", upstream.UpstreamDown, "timed out"),
+        ("socks5", b"\x05\x05\x00\x01" + bytes(6), upstream.TargetUnreachable, "refused"),
+        ("socks5", b"\x05\x02\x00\x01" + bytes(6), upstream.TunnelRefused, "not allowed"),
+        ("socks5", b"\x05\x00\x00", upstream.UpstreamDown, "closed the connection"),
     ],
 )
-async def test_the_rotators_connect_failures_say_whose_they_are(
-    reply: bytes, failure: type[Exception], reason: str
+async def test_the_rotators_tunnel_failures_say_whose_they_are(
+    scheme: str, reply: bytes, failure: type[Exception], reason: str
 ) -> None:
-    """A CONNECT upstream that refuses, says the target failed, speaks
-    something else, hangs up mid-reply or never finishes it: each is sorted
+    """An upstream that says the target failed, refuses, speaks something
+    else, hangs up inside its reply or never finishes it: each is sorted
     into the case the rotator treats differently, within the timeout."""
-    hold = asyncio.Event()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        if scheme == "socks5":
+            _version, count = await reader.readexactly(2)
+            await reader.readexactly(count)
+            writer.write(b"\x05\x00")
+            await reader.readexactly(4 + 4 + 2)  # a connect to an IPv4 address
+        else:
+            await reader.readuntil(b"\r\n\r\n")
         writer.write(reply)
         await writer.drain()
-        if reply:
-            writer.close()
-        else:
-            await hold.wait()  # a reply that never comes
+        if not reply:
+            await reader.read()  # a reply that never comes: until the rotator gives up
+        writer.close()
 
+    with pytest.raises(failure, match=reason):
+        await _tunnel_through(answer, scheme)
+
+
+async def _tunnel_through(answer: Handler, scheme: str) -> None:
+    """The rotator's tunnel to 127.0.0.2:80 (never reached: ``answer``
+    stands in for the upstream and the target), with a 0.5 s timeout."""
     port = free_port(HOST)
     server = await asyncio.start_server(answer, HOST, port)
     try:
         async with asyncio.timeout(3):
-            with pytest.raises(failure, match=reason):
-                await upstream.open_tunnel(_entry(f"http://{HOST}:{port}"), "127.0.0.2", 80, 0.5)
+            await upstream.open_tunnel(_entry(f"{scheme}://{HOST}:{port}"), "127.0.0.2", 80, 0.5)
     finally:
-        hold.set()
         server.close()

@@ -138,3 +138,28 @@ def test_a_connect_reply_that_never_ends_its_head_is_refused_not_buffered_foreve
         assert handshake.feed(b"X-Padding: " + b"a" * 51 + b"\r\n") is None
     with pytest.raises(ProxyError, match="too long"):
         handshake.feed(b"a" * 128)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "replies"),
+    [
+        (Protocol.SOCKS5, [b"\x05\x00", b"\x05\x00\x00\x03\x05proxy\x00\x50"]),
+        (Protocol.SOCKS4, [b"\x00\x5a\x00\x00\x00\x00\x00\x00"]),
+        (Protocol.HTTPS, [b"HTTP/1.1 200 OK\r\nVia: x\r\n\r\n"]),
+    ],
+)
+def test_a_stream_reader_is_told_exactly_what_to_read(
+    protocol: Protocol, replies: list[bytes]
+) -> None:
+    """A reader of streams reads what ``wanted`` says (so many bytes, or up
+    to a delimiter) and never a byte of what follows the reply."""
+    handshake = TunnelHandshake(proxy(protocol), "127.0.0.1", 80)
+    handshake.start()
+    wire = b"".join(replies) + b"TARGET"
+    while not is_open(handshake):
+        wanted = handshake.wanted()
+        size = wire.index(wanted) + len(wanted) if isinstance(wanted, bytes) else wanted
+        piece, wire = wire[:size], wire[size:]
+        handshake.feed(piece)
+    assert wire == b"TARGET"
+    assert handshake.rest == b""
