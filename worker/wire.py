@@ -28,13 +28,15 @@ import ssl
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from python_socks import ProxyError
 
 from proxyrefresh.models import Protocol, Proxy
-from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
+
+if TYPE_CHECKING:
+    from proxyrefresh.worker.tunnel import TunnelHandshake
 
 USER_AGENT = "proxyrefresh-checker"
 TOKEN_PARAM = "token"  # the judge echoes ?token=... back (worker/judge.py)
@@ -357,6 +359,10 @@ async def get(
         rtt = reader.round_trip(started)
         reader.send(request_bytes(target, proxy, absolute=True))
     else:
+        # Imported here, not with this module: python-socks' messages take
+        # about 6 ms to import, and a list of HTTP proxies needs none of them.
+        from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
+
         host = await tunnel_address(proxy, target.host)
         await _connect(reader, proxy, deadline)
         rtt = reader.round_trip(started)  # the connect's, not the handshake's

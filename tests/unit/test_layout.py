@@ -197,12 +197,13 @@ def test_a_pod_runs_the_worker_without_the_cli_framework() -> None:
 def test_check_and_the_worker_start_without_the_control_planes_libraries() -> None:
     """`proxyrefresh check` and a pod import what checking needs: not kopf,
     not the Kubernetes client (the operator's), not aiohttp (the judge's and
-    the scraper's), not rich unless a terminal wants a bar."""
+    the scraper's), not rich unless a terminal wants a bar, not python-socks'
+    tunnel messages until a tunnel is opened."""
     probe = (
         "import sys, runpy\n"
         "import proxyrefresh.cli, proxyrefresh.worker.check_command, proxyrefresh.worker.pod\n"
-        "heavy = ('kopf', 'kubernetes', 'aiohttp', 'rich.progress')\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
+        "heavy = ('kopf', 'kubernetes', 'aiohttp', 'rich.progress', 'python_socks._protocols')\n"
+        "print(sorted({m for m in sys.modules if m.startswith(heavy)}))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
