@@ -71,23 +71,8 @@ def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
     live_n = max(1, round(case.candidates * case.live_share))
     dead_n = case.candidates - live_n
     refused_n, holes_n = dead_n - dead_n // 2, dead_n // 2
-    # One pproxy process, many listeners: each is a distinct live proxy.
-    ip = f"127.0.0.{50 + CASES.index(case)}"
-    ports: list[int] = []
-    while len(ports) < live_n:
-        port = free_port(ip)
-        if port not in ports:
-            ports.append(port)
     schemes = [LIVE_SCHEMES[i % len(LIVE_SCHEMES)] for i in range(live_n)]
-    listeners = [
-        arg
-        for scheme, port in zip(schemes, ports, strict=True)
-        for arg in ("-l", f"{scheme}://{ip}:{port}/@in")
-    ]
-    proc, log = bed.spawn(f"pproxy-{ip}", [*PPROXY, *listeners])
-    for port in ports:
-        wait_for_port(ip, port, proc=proc, log=log)
-    live = [f"{s}://{ip}:{p}" for s, p in zip(schemes, ports, strict=True)]
+    live = live_proxies(bed, f"127.0.0.{50 + CASES.index(case)}", schemes)
     refused = [p.url for p in bed.refused(f"127.0.1.{CASES.index(case)}", refused_n)]
     holes = [p.url for p in bed.blackholes(f"127.0.2.{CASES.index(case)}", holes_n)]
     # Interleave so black holes are not all at the end of the list.
@@ -133,6 +118,25 @@ def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
     if not ok:
         print(err, file=sys.stderr)
     return ok
+
+
+def live_proxies(bed: Testbed, ip: str, schemes: list[str]) -> list[str]:
+    """One pproxy process on ``ip``, one listener per scheme given: each is a
+    distinct live proxy. Their URLs, once all listen."""
+    ports: list[int] = []
+    while len(ports) < len(schemes):
+        port = free_port(ip)
+        if port not in ports:
+            ports.append(port)
+    listeners = [
+        arg
+        for scheme, port in zip(schemes, ports, strict=True)
+        for arg in ("-l", f"{scheme}://{ip}:{port}/@in")
+    ]
+    proc, log = bed.spawn(f"pproxy-{ip}", [*PPROXY, *listeners])
+    for port in ports:
+        wait_for_port(ip, port, proc=proc, log=log)
+    return [f"{s}://{ip}:{p}" for s, p in zip(schemes, ports, strict=True)]
 
 
 def measure(command: list[str], listing: Path) -> tuple[float, float, float, int, int, str]:
