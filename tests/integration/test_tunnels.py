@@ -18,7 +18,8 @@ from proxyrefresh.pool import PoolEntry
 from proxyrefresh.worker import upstream, wire
 from proxyrefresh.worker.native import describe
 from tests.conftest import Bed
-from tests.harness.testbed import free_port, which
+from tests.harness.rotator import entry_for
+from tests.harness.testbed import LocalProxy, free_port, which
 
 pytestmark = pytest.mark.integration
 HOST = "127.0.0.70"
@@ -170,16 +171,8 @@ async def test_a_tunnel_reply_that_comes_in_pieces_still_opens_the_tunnel(
 
 
 def _entry(url: str) -> PoolEntry:
-    proxy = Proxy.from_url(url)
-    return PoolEntry(
-        proxy=url,
-        protocol=proxy.protocol,
-        host=proxy.host,
-        port=proxy.port,
-        anonymity=Anonymity.ELITE,
-        last_checked=0.0,
-        last_ok=0.0,
-    )
+    """The pool entry of a stub upstream at ``url``."""
+    return entry_for(LocalProxy("stub", url, Anonymity.ELITE))
 
 
 async def test_the_rotators_connect_tunnel_hands_on_the_targets_bytes_and_nothing_else(
