@@ -367,12 +367,13 @@ async def get(
         await _connect(reader, proxy, deadline)
         rtt = reader.round_trip(started)  # the connect's, not the handshake's
         handshake = reader.tunnel = TunnelHandshake(proxy, host, target.port)
+        if deadline is not None:  # the handshake's part of the connect timeout
+            reader.deadline = loop.call_at(deadline, reader.handshake_timed_out)
         if secure:
             try:
                 reader.opened = loop.create_future()
                 reader.transport.write(handshake.start())
-                async with asyncio.timeout_at(deadline):
-                    await reader.opened
+                await reader.opened
                 reader.transport = await loop.start_tls(
                     reader.transport,
                     reader,
@@ -387,8 +388,6 @@ async def get(
         else:
             # The request goes from the callback that sees the tunnel open.
             reader.then = request_bytes(target, proxy, absolute=False)
-            if deadline is not None:
-                reader.deadline = loop.call_at(deadline, reader.handshake_timed_out)
             reader.transport.write(handshake.start())
     try:
         answer = await done

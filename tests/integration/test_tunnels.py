@@ -248,3 +248,28 @@ async def _tunnel_through(answer: Handler, scheme: str) -> None:
             await upstream.open_tunnel(_entry(f"{scheme}://{HOST}:{port}"), "127.0.0.2", 80, 0.5)
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "https"])
+@pytest.mark.parametrize("target", ["http://127.0.0.2:8080/", "https://127.0.0.2:8443/"])
+async def test_a_handshake_that_never_ends_costs_the_connect_timeout(
+    scheme: str, target: str
+) -> None:
+    """A proxy that accepts and then says nothing: the check gives up at
+    its connect timeout, plain target or TLS, not at its total."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the checker hangs up
+        writer.close()
+
+    port = free_port(HOST)
+    server = await asyncio.start_server(silent, HOST, port)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3):
+                await wire.get(Proxy.from_url(f"{scheme}://{HOST}:{port}"), target, 0.3, total=3)
+        assert loop.time() - started < 1.5
+    finally:
+        server.close()
