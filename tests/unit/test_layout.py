@@ -12,6 +12,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from proxyrefresh.fanout.exits import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +194,43 @@ def test_a_pod_runs_the_worker_without_the_cli_framework() -> None:
     )
     assert result.stdout.split() == [str(EXIT_CONFIG), "False"], result.stderr
     assert "bad configuration" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "function", "code"),
+    [
+        (["judge", "--listen", "nowhere"], "proxyrefresh.worker.judge", "split_listen", 2),
+        (["worker"], "proxyrefresh.worker.pod", "load_settings", EXIT_CONFIG),
+    ],
+)
+def test_a_command_runs_with_the_collector_on_and_its_start_up_frozen(
+    argv: list[str], module: str, function: str, code: int
+) -> None:
+    """The entry point pauses garbage collection while the command's modules
+    load: the command itself (here a judge or a pod, stopped at their
+    configuration check) must run with it on again, or a long-running one
+    would never free a cycle."""
+    probe = (
+        "import gc, importlib, sys\n"
+        f"target = importlib.import_module({module!r})\n"
+        f"real = target.{function}\n"
+        "def spy(*args):\n"
+        "    print(gc.isenabled(), gc.get_freeze_count() > 0)\n"
+        "    return real(*args)\n"
+        f"target.{function} = spy\n"
+        f"sys.argv = ['proxyrefresh', *{argv!r}]\n"
+        "from proxyrefresh import entry\n"
+        "try:\n"
+        "    entry.main()\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYREFRESH_")}
+    env.pop("JOB_COMPLETION_INDEX", None)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert result.stdout.split() == ["True", "True", str(code)], result.stderr
 
 
 def test_check_and_the_worker_start_without_the_control_planes_libraries() -> None:
