@@ -11,7 +11,9 @@ and at most C checks run at once, so no checker can finish before
 kernel (getrusage of the children); targets are twice the best peer
 checker's CPU (0.55 s and 2.0 s) and 150 MiB. Start-up: the best of three
 runs of the ``proxyrefresh`` console script on one refused candidate
-(target 0.25 s).
+(target 0.25 s). With no dead proxy, the bed's own processes (one pproxy,
+the judge) bound the checking, so their CPU and the floor it sets are
+printed beside it.
 
     .venv/bin/python -m bench.check_throughput [-n N -c C -t T --live-share S]
         [--schemes socks5,http]
@@ -67,6 +69,24 @@ CASES = [
 ]
 
 
+def bed_floor(runs: list[Run], cores: int, wall: float) -> None:
+    """What the bed's own processes spent during each run: every proxied
+    check costs the pproxy process and the judge too, so with no dead
+    proxy to wait on they bound the checking, whatever the checker costs:
+    one process cannot go faster than its CPU time, and all of them share
+    the machine's cores."""
+    spent = {name: statistics.median(r.bed_cpu[name] for r in runs) for name in runs[0].bed_cpu}
+    busiest = max(spent.values())
+    shared = (sum(spent.values()) + statistics.median(r.cpu for r in runs)) / cores
+    busy = {name: seconds for name, seconds in spent.items() if seconds >= 0.01}  # not idle
+    figures = ", ".join(f"{name.split('-')[0]} {seconds:.2f}s" for name, seconds in busy.items())
+    print(f"  bed CPU per run   {figures}")
+    print(
+        f"  bed floor         {max(busiest, shared):.2f}s of the {wall:.2f}s wall: its busiest "
+        f"process {busiest:.2f}s; all CPU, the checker's too, over {cores} cores {shared:.2f}s"
+    )
+
+
 def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
     live_n = max(1, round(case.candidates * case.live_share))
     dead_n = case.candidates - live_n
@@ -92,13 +112,14 @@ def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
         "--format",
         "txt",
     ]
-    runs = [measure(command, listing) for _ in range(REPEAT)]
-    wall = statistics.median(r[0] for r in runs)
-    cpu = statistics.median(r[1] for r in runs)
-    rss_mib = statistics.median(r[2] for r in runs)
-    spread = f" (median of {REPEAT}: {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f}s)"
-    ok = all(r[3] == 0 for r in runs)
-    found, err = runs[-1][4], runs[-1][5]
+    runs = [measure(command, listing, bed) for _ in range(REPEAT)]
+    walls = [r.wall for r in runs]
+    wall = statistics.median(walls)
+    cpu = statistics.median(r.cpu for r in runs)
+    rss_mib = statistics.median(r.rss_mib for r in runs)
+    spread = f" (median of {REPEAT}: {min(walls):.2f}-{max(walls):.2f}s)"
+    ok = all(r.code == 0 for r in runs)
+    found, err = runs[-1].printed, runs[-1].stderr
     print(f"\n{case.title}: {live_n} live, {refused_n} refused, {holes_n} black-holed")
     print(f"  live found        {found} of {live_n}")
     if holes_n:
@@ -109,6 +130,8 @@ def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
     else:
         print(f"  checking          {wall - boot:.2f}s (wall less start-up; target < 0.5)")
     print(f"  {'':17} {spread.strip()}")
+    if not holes_n:
+        bed_floor(runs, os.cpu_count() or 1, wall)
     target = f"; target <= {case.cpu_target:g}s" if case.cpu_target else ""
     per = cpu * 1000 / case.candidates
     print(f"  CPU (user+sys)    {cpu:.2f}s, {per:.2f}s per 1,000 candidates{target}")
@@ -139,22 +162,41 @@ def live_proxies(bed: Testbed, ip: str, schemes: list[str]) -> list[str]:
     return [f"{s}://{ip}:{p}" for s, p in zip(schemes, ports, strict=True)]
 
 
-def measure(command: list[str], listing: Path) -> tuple[float, float, float, int, int, str]:
-    """One run: wall, CPU (user + sys), peak RSS (MiB), exit code, proxies
-    printed, stderr. CPU and RSS are the check process's own (wait4)."""
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    cpu: float  # user + sys of the check process (wait4)
+    rss_mib: float  # its peak RSS
+    code: int
+    printed: int  # proxies it wrote out
+    stderr: str
+    bed_cpu: dict[str, float]  # CPU each of the bed's processes spent meanwhile
+
+
+def process_cpu(pid: int) -> float:
+    """User + sys seconds a running process has spent (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command: list[str], listing: Path, bed: Testbed) -> Run:
+    """One run of the checker, and what the bed's processes spent on it."""
     out_path, err_path = listing.with_suffix(".out"), listing.with_suffix(".err")
+    procs = {name: proc.pid for name, proc in bed.procs if proc.poll() is None}
+    before = {name: process_cpu(pid) for name, pid in procs.items()}
     with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
         started = time.monotonic()
         check = subprocess.Popen(command, stdout=out_file, stderr=err_file, env=CHECK_ENV)
         _, status, usage = os.wait4(check.pid, 0)
         wall = time.monotonic() - started
-    return (
+    return Run(
         wall,
         usage.ru_utime + usage.ru_stime,
         usage.ru_maxrss / 1024,
         os.waitstatus_to_exitcode(status),
         len(out_path.read_text().split()),
         err_path.read_text(),
+        {name: process_cpu(pid) - before[name] for name, pid in procs.items()},
     )
 
 
