@@ -174,24 +174,33 @@ def test_the_fanout_core_speaks_of_items_not_proxies() -> None:
     assert PROXY_WORDS.search("counts live proxies")  # the check can fail
 
 
-def test_a_pod_runs_the_worker_without_the_cli_framework() -> None:
-    """`proxyrefresh worker`, every Job pod's command, goes to the worker
-    without importing typer (a tenth of a pod's start-up CPU); here it stops
-    at its configuration check, with the worker's own exit code and message."""
+def run_entry(
+    argv: list[str], before: str = "", report: str = "exc.code"
+) -> subprocess.CompletedProcess[str]:
+    """``proxyrefresh ARGV`` through the entry point in a fresh interpreter,
+    without the PROXYREFRESH_* environment: ``before`` runs first, and
+    ``report`` is printed once the command exits (``exc``: its SystemExit)."""
     probe = (
-        "import sys\n"
-        "sys.argv = ['proxyrefresh', 'worker']\n"
+        f"import sys\n{before}"
+        f"sys.argv = ['proxyrefresh', *{argv!r}]\n"
         "from proxyrefresh import entry\n"
         "try:\n"
         "    entry.main()\n"
         "except SystemExit as exc:\n"
-        "    print(exc.code, 'typer' in sys.modules)\n"
+        f"    print({report})\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYREFRESH_")}
     env.pop("JOB_COMPLETION_INDEX", None)
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env
     )
+
+
+def test_a_pod_runs_the_worker_without_the_cli_framework() -> None:
+    """`proxyrefresh worker`, every Job pod's command, goes to the worker
+    without importing typer (a tenth of a pod's start-up CPU); here it stops
+    at its configuration check, with the worker's own exit code and message."""
+    result = run_entry(["worker"], report="exc.code, 'typer' in sys.modules")
     assert result.stdout.split() == [str(EXIT_CONFIG), "False"], result.stderr
     assert "bad configuration" in result.stderr
 
@@ -210,26 +219,16 @@ def test_a_command_runs_with_the_collector_on_and_its_start_up_frozen(
     load: the command itself (here a judge or a pod, stopped at their
     configuration check) must run with it on again, or a long-running one
     would never free a cycle."""
-    probe = (
-        "import gc, importlib, sys\n"
+    spy = (
+        "import gc, importlib\n"
         f"target = importlib.import_module({module!r})\n"
         f"real = target.{function}\n"
         "def spy(*args):\n"
         "    print(gc.isenabled(), gc.get_freeze_count() > 0)\n"
         "    return real(*args)\n"
         f"target.{function} = spy\n"
-        f"sys.argv = ['proxyrefresh', *{argv!r}]\n"
-        "from proxyrefresh import entry\n"
-        "try:\n"
-        "    entry.main()\n"
-        "except SystemExit as exc:\n"
-        "    print(exc.code)\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROXYREFRESH_")}
-    env.pop("JOB_COMPLETION_INDEX", None)
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env
-    )
+    result = run_entry(argv, before=spy)
     assert result.stdout.split() == ["True", "True", str(code)], result.stderr
 
 
