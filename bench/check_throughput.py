@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,6 +211,14 @@ CHECK = [str(Path(sys.executable).with_name("proxyrefresh")), "check"]
 CHECK_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
+def calibration() -> float:
+    """Seconds this interpreter takes for a fixed loop (best of five): the
+    machine's speed at the moment, since a shared machine's swings by half
+    within an hour and moves every CPU figure with it."""
+    loop = "sum(i * i for i in range(10**6))"
+    return min(timeit.repeat(loop, number=1, repeat=5))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-n", "--candidates", type=int, help="one case of your own instead")
@@ -230,6 +239,9 @@ def main() -> int:
         CASES[:] = cases
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the checker inherits it
+    print(
+        f"calibration       {calibration() * 1000:.1f} ms for a fixed loop (larger: slower machine)"
+    )
     with Testbed() as bed:
         judge = bed.judge()
         boot = startup(judge, bed.workdir)
