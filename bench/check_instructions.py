@@ -116,8 +116,8 @@ def main() -> int:
         if plain and kind in schemes and kind != "http":
             line += f"  {found.per_check / plain:.2f} x the http floor"
         print(line)
-    first = next(iter(costs.values()))
-    print(f"start-up   {first.one / 1e6:7.0f} M instructions: one {next(iter(costs))} candidate")
+    first_kind, first = next(iter(costs.items()))
+    print(f"start-up   {first.one / 1e6:7.0f} M instructions: one {first_kind} candidate")
     return 0
 
 

@@ -70,7 +70,7 @@ CASES = [
 ]
 
 
-def bed_floor(runs: list[Run], cores: int, wall: float) -> None:
+def bed_floor(runs: list[Run], cores: int, wall: float, cpu: float) -> None:
     """What the bed's own processes spent during each run: every proxied
     check costs the pproxy process and the judge too, so with no dead
     proxy to wait on they bound the checking, whatever the checker costs:
@@ -78,7 +78,7 @@ def bed_floor(runs: list[Run], cores: int, wall: float) -> None:
     the machine's cores."""
     spent = {name: statistics.median(r.bed_cpu[name] for r in runs) for name in runs[0].bed_cpu}
     busiest = max(spent.values())
-    shared = (sum(spent.values()) + statistics.median(r.cpu for r in runs)) / cores
+    shared = (sum(spent.values()) + cpu) / cores  # cpu: the checker's median
     busy = {name: seconds for name, seconds in spent.items() if seconds >= 0.01}  # not idle
     figures = ", ".join(f"{name.split('-')[0]} {seconds:.2f}s" for name, seconds in busy.items())
     print(f"  bed CPU per run   {figures}")
@@ -132,7 +132,7 @@ def run_case(bed: Testbed, judge: str, case: Case, boot: float) -> bool:
         print(f"  checking          {wall - boot:.2f}s (wall less start-up; target < 0.5)")
     print(f"  {'':17} {spread.strip()}")
     if not holes_n:
-        bed_floor(runs, os.cpu_count() or 1, wall)
+        bed_floor(runs, os.cpu_count() or 1, wall, cpu)
     target = f"; target <= {case.cpu_target:g}s" if case.cpu_target else ""
     per = cpu * 1000 / case.candidates
     print(f"  CPU (user+sys)    {cpu:.2f}s, {per:.2f}s per 1,000 candidates{target}")
