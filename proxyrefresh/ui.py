@@ -212,7 +212,7 @@ class Board:
                 await asyncio.sleep(RELIST_SECONDS)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def relisting(self) -> None:
         while True:

@@ -162,7 +162,7 @@ class Events:
             client = Redis.from_url(
                 redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3
             )
-            self.pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            self.pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
             self.pubsub.subscribe(channel)
         except RedisError:
             self.pubsub = None
