@@ -9,15 +9,16 @@ ARG MUBENG_VERSION=v0.22.0
 RUN CGO_ENABLED=0 GOBIN=/out go install -trimpath -ldflags="-s -w" \
       "github.com/mubeng/mubeng@${MUBENG_VERSION}"
 
-# The wheel and its dependencies into a virtualenv.
+# The wheel and its dependencies into a virtualenv, at the versions the
+# test suite passed with (hack/constraints.txt; it resolves for 3.12 too).
 FROM python:3.12-slim-bookworm AS build
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hack/constraints.txt ./
 COPY proxyrefresh ./proxyrefresh
 COPY operator ./operator
 COPY worker ./worker
-RUN /opt/venv/bin/pip install --no-cache-dir .
+RUN PIP_CONSTRAINT=/src/constraints.txt /opt/venv/bin/pip install --no-cache-dir .
 
 FROM python:3.12-slim-bookworm
 LABEL org.opencontainers.image.title="proxyrefresh" \

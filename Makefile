@@ -11,10 +11,15 @@ VENV := .venv/bin
 PYTEST_ARGS ?=
 
 .PHONY: bootstrap test lint unit integration e2e demo bench clean cluster-up cluster-down \
-	dev-up dev-down pod-logs chart-check
+	dev-up dev-down pod-logs chart-check constraints
 
 bootstrap:
 	@bash hack/bootstrap.sh
+
+# Re-pin hack/constraints.txt to the newest releases pyproject.toml's ranges
+# allow (what bootstrap installs); then run `make test`.
+constraints:
+	@bash hack/freeze-constraints.sh
 
 lint: bootstrap
 	$(VENV)/ruff check .
