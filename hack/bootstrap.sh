@@ -51,9 +51,10 @@ else
     echo "bootstrap: installing proxyrefresh[test] into .venv" >&2
     # At the versions the suite last passed with (hack/freeze-constraints.sh
     # says why); the variable, unlike -c, reaches pip's build environment too.
+    # -qq: errors only (setuptools warns of every editable install).
     pins=$PWD/hack/constraints.txt
     if PIP_CONSTRAINT=$pins .venv/bin/python -m pip install -q --upgrade pip >/dev/null \
-      && PIP_CONSTRAINT=$pins .venv/bin/python -m pip install -q -e '.[test]'; then
+      && PIP_CONSTRAINT=$pins .venv/bin/python -m pip install -qq -e '.[test]'; then
       echo "$want" >"$stamp"
     else
       missing+=("Python packages (pip install -e '.[test]' failed; see above)")
