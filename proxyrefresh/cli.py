@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from proxyrefresh import __version__
 from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 from proxyrefresh.settings import CheckerSettings
@@ -32,6 +33,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def show_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"proxyrefresh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Keep a pool of working HTTP/SOCKS proxies fresh."""
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -13,7 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+import proxyrefresh
 from proxyrefresh.fanout.exits import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +81,7 @@ def test_wheel_maps_the_folders_into_the_package(tmp_path: Path) -> None:
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("proxyrefresh-*.whl")
+    assert wheel.name.split("-")[1] == proxyrefresh.__version__  # pyproject reads it there
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     assert "proxyrefresh/operator/reconcile.py" in names
@@ -194,6 +197,14 @@ def run_entry(
     return subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=env
     )
+
+
+def test_the_cli_prints_the_version_the_chart_installs() -> None:
+    """An image's CLI, its wheel and its chart name one version: the chart's
+    appVersion is what `proxyrefresh --version` prints (exit 0)."""
+    chart = yaml.safe_load((ROOT / "charts" / "proxyrefresh" / "Chart.yaml").read_text())
+    out = run_entry(["--version"])
+    assert out.stdout.splitlines() == [f"proxyrefresh {chart['appVersion']}", "0"], out.stderr
 
 
 def test_a_pod_runs_the_worker_without_the_cli_framework() -> None:
