@@ -551,6 +551,8 @@ class Pool(_Scripts):
         """The best entries first (highest score)."""
         k = self.calls.keys
         ranked: Any = self.redis.zrevrange(k.score, 0, -1 if limit is None else limit - 1, True)
+        if not ranked:  # HMGET of no fields is an error, not an empty answer
+            return []
         return _entries(ranked, self.redis.hmget(k.entries, [i for i, _ in ranked]))
 
 
@@ -625,6 +627,8 @@ class AsyncPool(_Scripts):
         ranked: Any = await self.redis.zrevrange(
             k.score, 0, -1 if limit is None else limit - 1, True
         )
+        if not ranked:  # as Pool.entries
+            return []
         return _entries(ranked, await self.redis.hmget(k.entries, [i for i, _ in ranked]))
 
     async def merge(

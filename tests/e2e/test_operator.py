@@ -128,6 +128,23 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     wait_for(events, 30, "the Dispatched and Complete Events")
 
 
+def test_a_first_refresh_that_finds_nothing_completes_degraded_with_an_empty_export(
+    world: World, kubectl: Kubectl
+) -> None:
+    """Every candidate dead, into a pool nothing ever passed into: the
+    refresh completes with nothing usable, condition Degraded says so, and
+    the export is written empty (not a merge retried for ever)."""
+    dead = [p.url for p in world.bed.testbed.refused("127.0.1.77", 4)]
+    kubectl.apply(refresh("nothing", [{"inline": dead}], world.judge, pool="none", minUsable=1))
+    status = wait_status(kubectl, "nothing", done, 60, "Complete")
+    assert status["phase"] == "Complete", status
+    assert (status["checked"], status["live"], status["usable"]) == (4, 0, 0)
+    degraded = next(x for x in status["conditions"] if x["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "TooFewUsable")
+    cm = kubectl.get("configmap", "none-proxies")
+    assert (cm["data"]["live_proxies.txt"], json.loads(cm["data"]["live_proxies.json"])) == ("", [])
+
+
 def small(world: World, kubectl: Kubectl, name: str, holes: int = 20, **spec: Any) -> Any:
     """A refresh slow enough to interrupt: 7 live, 3 dead each per chunk, and
     black holes that cost the whole timeout."""

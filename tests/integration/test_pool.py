@@ -128,6 +128,22 @@ async def test_low_scores_and_old_entries_leave(redis: AsyncRedis, name: str) ->
     assert (outcome.size, outcome.expired) == (0, 1)
 
 
+async def test_a_pool_that_nothing_passed_into_is_empty_not_an_error(
+    redis: AsyncRedis, sredis: Redis, name: str
+) -> None:
+    """A first refresh in which every candidate is dead makes a pool with no
+    entries: its export is empty (an operator that asked Redis for the
+    entries of no ids would take the refusal for an outage and retry the
+    merge forever), and so is what a consumer lists."""
+    pool = AsyncPool(redis, name)
+    outcome = await pool.merge("r1", merge.results(found(row(1, False), row(2, False))), TTL)
+    assert (outcome.size, outcome.usable) == (0, 0)
+    assert await pool.entries(limit=100) == []
+    assert merge.render(merge.fit(await pool.entries(), 8192))[merge.TXT_KEY] == ""
+    assert Pool(sredis, name).exists()
+    assert Pool(sredis, name).entries() == []
+
+
 async def test_credentials_are_identity_and_stay_out_of_the_export(
     redis: AsyncRedis, name: str
 ) -> None:
