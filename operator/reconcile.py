@@ -102,6 +102,22 @@ class Refused(Exception):
         self.reason = reason
 
 
+class Unavailable(Exception):
+    """Redis or the Kubernetes API did not answer: a retry may cure it. The
+    refresh says so in condition Stalled while the step is retried."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def redis_unavailable(while_: str, exc: RedisError) -> Unavailable:
+    return Unavailable("RedisUnavailable", f"Redis unavailable{while_}: {exc}")
+
+
+STALLED = "Stalled"
+
+
 @dataclass
 class Refresh:
     body: dict[str, Any]
@@ -276,9 +292,21 @@ async def run_steps(ctx: Context, refresh: Refresh) -> None:
             t.fail(exc.reason, str(exc))
         except ApiException as exc:
             if not kube.permanent(exc):
-                raise kopf_temporary(f"Kubernetes API: {kube.describe(exc)}") from None
+                why = f"Kubernetes API: {kube.describe(exc)}"
+                raise await stall(ctx, refresh, "ApiUnavailable", why) from None
             # A permanent answer: retrying would fail the same way, forever.
             t.fail("ApiError", f"the Kubernetes API refused: {kube.describe(exc)}")
+        except Unavailable as exc:
+            raise await stall(ctx, refresh, exc.reason, str(exc)) from exc.__cause__
+        except Exception as exc:
+            # Not the refresh's fault, and its text may quote what a source
+            # held: the status names the kind of failure, the log the rest.
+            step = before or "first"
+            why = f"the {step} step failed ({type(exc).__name__}): see the operator's log"
+            await stall(ctx, refresh, "StepFailed", why)
+            raise
+        if stalled(t.status):
+            t.condition(STALLED, False, "Resumed", "")
         await commit(ctx, t)
         after = refresh.status.get("phase")
         if after == before or after not in MOVES_ON:
@@ -338,7 +366,7 @@ async def start(ctx: Context, t: Transition) -> None:
     try:
         written = await store.items_written()
     except RedisError as exc:
-        raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
+        raise redis_unavailable(" while dispatching", exc) from exc
     if written is not None:
         candidates, chunks = written
         sources = list(refresh.status.get("sources") or [])
@@ -362,7 +390,7 @@ async def start(ctx: Context, t: Transition) -> None:
         try:
             chunks = await store.write_chunks(batches)
         except RedisError as exc:
-            raise kopf_temporary(f"Redis unavailable while dispatching: {exc}") from exc
+            raise redis_unavailable(" while dispatching", exc) from exc
     created = await create_job(ctx, refresh, spec, chunks)
     t.set(
         phase=Phase.DISPATCHED.value,
@@ -522,7 +550,7 @@ async def grant(ctx: Context, refresh: Refresh) -> None:
     except access.AclUnavailable as exc:
         raise Refused("RedisAclUnavailable", str(exc)) from None
     except RedisError as exc:
-        raise kopf_temporary(f"Redis unavailable: {exc}") from exc
+        raise redis_unavailable("", exc) from exc
 
 
 async def ended_meanwhile(refresh: Refresh) -> bool:
@@ -553,6 +581,29 @@ def owner_reference(refresh: Refresh) -> dict[str, Any]:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def stalled(status: dict[str, Any]) -> bool:
+    return any(
+        cond.get("type") == STALLED and cond.get("status") == "True"
+        for cond in status.get("conditions") or []
+    )
+
+
+async def stall(ctx: Context, refresh: Refresh, reason: str, message: str) -> Exception:
+    """Say in condition Stalled (and once in an Event) why the refresh does
+    not move while its step is retried; the error for the driver to retry
+    on. The same cause again writes nothing; a write that fails (the API
+    away too) is left to the next retry."""
+    t = Transition(refresh)
+    message = redact.one_line(message)
+    was = [c for c in refresh.status.get("conditions") or [] if c.get("type") == STALLED]
+    t.condition(STALLED, True, reason, message)
+    if not was or (was[0].get("status"), was[0].get("reason")) != ("True", reason):
+        t.note(reason, message, warning=True)
+    with contextlib.suppress(ApiException, OSError):
+        await commit(ctx, t)
+    return kopf_temporary(message)
 
 
 def kopf_temporary(message: str) -> Exception:
@@ -606,7 +657,7 @@ async def follow(ctx: Context, t: Transition) -> None:
         t.fail("StateLost", f"{exc}; the refresh cannot be merged")
         return
     except RedisError as exc:
-        raise kopf_temporary(f"Redis unavailable: {exc}") from exc
+        raise redis_unavailable("", exc) from exc
     if job is None:
         t.fail("JobMissing", f"Job {job_name} was deleted before it finished")
         return
@@ -657,7 +708,7 @@ async def finish(ctx: Context, t: Transition) -> None:
         merged = await pool.merge(refresh.uid, results(), ctx.settings.pool_ttl_seconds, max_age)
         best = await pool.entries(limit=spec.output.max_bytes // 100)
     except RedisError as exc:
-        raise kopf_temporary(f"Redis unavailable while merging: {exc}") from exc
+        raise redis_unavailable(" while merging", exc) from exc
     exported = merge.fit(best, spec.output.max_bytes, include)
     try:
         await merge.write_export(

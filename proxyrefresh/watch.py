@@ -38,12 +38,20 @@ class View:
         return self.phase in TERMINAL
 
 
+def stalled(status: dict[str, Any]) -> str | None:
+    """Why the refresh does not move (condition Stalled), if it does not."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Stalled" and cond.get("status") == "True":
+            return f"stalled, {cond.get('reason')}: {cond.get('message')}"
+    return None
+
+
 def from_status(status: dict[str, Any], before: View | None = None) -> View:
     """The status's view; counts never go back (Redis may be ahead of it)."""
     b = before or View()
     return View(
         phase=str(status.get("phase") or Phase.PENDING.value),
-        message=str(status.get("message") or ""),
+        message=stalled(status) or str(status.get("message") or ""),
         candidates=max(b.candidates, int(status.get("candidates") or 0)),
         total_chunks=max(b.total_chunks, int(status.get("totalChunks") or 0)),
         completed_chunks=max(b.completed_chunks, int(status.get("completedChunks") or 0)),

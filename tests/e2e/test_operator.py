@@ -205,6 +205,36 @@ def test_redis_restarted_with_its_data_completes(world: World, kubectl: Kubectl)
     assert_exact(status, cands)
 
 
+def stall_of(status: dict[str, Any]) -> dict[str, Any]:
+    return next((x for x in status.get("conditions", []) if x["type"] == "Stalled"), {})
+
+
+def test_redis_away_is_named_in_condition_stalled_and_the_refresh_resumes(
+    world: World, kubectl: Kubectl
+) -> None:
+    """Redis down when a refresh arrives: within seconds its status says why
+    it does not move, and what it is waiting for; once Redis is back it runs
+    to the end, the condition cleared, and one Warning Event told of it."""
+    world.redis.stop()
+    try:
+        cands = small(world, kubectl, "away", holes=0)
+        status = wait_status(
+            kubectl, "away", lambda s: stall_of(s).get("status") == "True", 45, "Stalled"
+        )
+        assert kubectl.get("jobs", "-l", f"{c.LABEL_REFRESH}=away")["items"] == []
+    finally:
+        world.redis.start()
+    assert stall_of(status)["reason"] == "RedisUnavailable"
+    assert "Redis unavailable while dispatching" in stall_of(status)["message"]
+    assert status["phase"] == "Scraping"  # still before any Job: nothing done to lose
+    status = wait_status(kubectl, "away", done, 120, "Complete")
+    assert_exact(status, cands)
+    assert (stall_of(status)["status"], stall_of(status)["reason"]) == ("False", "Resumed")
+    items = kubectl.get("events", "--field-selector", "involvedObject.name=away")["items"]
+    warned = [e for e in items if e["reason"] == "RedisUnavailable"]
+    assert [(e["type"], e.get("count", 1)) for e in warned] == [("Warning", 1)]  # not each retry
+
+
 def test_redis_restarted_empty_fails_naming_the_lost_state(world: World, kubectl: Kubectl) -> None:
     small(world, kubectl, "wiped", holes=30)
     wait_status(kubectl, "wiped", phase_in("Processing"), 60, "Processing")

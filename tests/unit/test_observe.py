@@ -139,3 +139,14 @@ def test_the_reason_of_a_failure() -> None:
     status = {"conditions": [{"type": "Failed", "status": "True", "reason": "NoCandidates",
                               "message": "url x: unreachable"}]}  # fmt: skip
     assert watch.failure(status) == "NoCandidates: url x: unreachable"
+
+
+def test_a_stalled_refresh_says_why_until_it_moves_on() -> None:
+    stall = {"type": "Stalled", "status": "True", "reason": "RedisUnavailable",
+             "message": "Redis unavailable while merging: Connection refused"}  # fmt: skip
+    status = {"phase": "Merging", "message": "merging", "conditions": [stall]}
+    shown = watch.line(watch.from_status(status), None, None)
+    cause = "RedisUnavailable: Redis unavailable while merging: Connection refused"
+    assert shown == f"Merging  - stalled, {cause}"
+    resumed = {**status, "conditions": [{**stall, "status": "False", "reason": "Resumed"}]}
+    assert watch.line(watch.from_status(resumed), None, None) == "Merging  - merging"
