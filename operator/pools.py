@@ -29,10 +29,17 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from proxyrefresh import constants as c
+from proxyrefresh import redact
 from proxyrefresh.api import Phase, ProxyPoolSpec, Scoring, dump
 from proxyrefresh.operator import kube, policy
 from proxyrefresh.operator.metrics import Metrics
-from proxyrefresh.operator.status import changes, now_iso, parse_time, set_condition
+from proxyrefresh.operator.status import (
+    changes,
+    now_iso,
+    parse_time,
+    redis_problem,
+    set_condition,
+)
 from proxyrefresh.pool import AsyncPool, PoolStats
 
 log = logging.getLogger("proxyrefresh.operator.pools")
@@ -71,9 +78,22 @@ def status_fields(
         f"{stats.usable} usable, minUsable {spec.min_usable}",
         generation,
     )
+    if any(x["type"] == "Stalled" and x["status"] == "True" for x in conditions):
+        conditions = set_condition(conditions, "Stalled", False, "Resumed", "", generation)
     fields["conditions"] = conditions
     fields["observedGeneration"] = generation
     return fields
+
+
+def stalled_fields(
+    old: dict[str, Any], reason: str, message: str, generation: int | None
+) -> dict[str, Any]:
+    """Condition Stalled: the counts are as old as the last look that went
+    through, and this is why (the next look that does clears it)."""
+    conditions = set_condition(
+        old.get("conditions"), "Stalled", True, reason, redact.one_line(message), generation
+    )
+    return {"conditions": conditions}
 
 
 @dataclass(frozen=True)
@@ -286,6 +306,9 @@ class PoolWatch:
             except (RedisError, OSError) as exc:
                 self.metrics.redis_errors.labels("pool").inc()
                 log.warning("%s: Redis: %s; again in 2s", where, exc)
+                await self.stall(
+                    body, "RedisUnavailable", f"Redis unavailable: {redis_problem(exc)}"
+                )
                 await asyncio.sleep(2)
             except ApiException as exc:
                 log.warning("%s: Kubernetes API: %s", where, kube.describe(exc))
@@ -293,6 +316,16 @@ class PoolWatch:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def stall(self, body: Any, reason: str, message: str) -> None:
+        """Say why the status stands still; the same cause again writes nothing
+        (and a write the API refuses is left to the next try)."""
+        meta, old = body["metadata"], dict(body.get("status") or {})
+        delta = changes(old, stalled_fields(old, reason, message, meta.get("generation")))
+        if delta:
+            with contextlib.suppress(ApiException, OSError):
+                await kube.patch_pool_status(meta["namespace"], meta["name"], delta)
+                self.metrics.patches.labels("pool").inc()
 
     async def step(self, body: dict[str, Any]) -> None:
         spec = pool_spec(dict(body))

@@ -52,6 +52,7 @@ from proxyrefresh.operator.status import (
     now_iso,
     progress_fields,
     progress_text,
+    redis_problem,
     set_condition,
 )
 from proxyrefresh.pool import AsyncPool, PoolEntry
@@ -112,7 +113,7 @@ class Unavailable(Exception):
 
 
 def redis_unavailable(while_: str, exc: RedisError) -> Unavailable:
-    return Unavailable("RedisUnavailable", f"Redis unavailable{while_}: {exc}")
+    return Unavailable("RedisUnavailable", f"Redis unavailable{while_}: {redis_problem(exc)}")
 
 
 STALLED = "Stalled"

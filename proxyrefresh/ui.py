@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys
 from proxyrefresh.pool import BANDS, AsyncPool
+from proxyrefresh.watch import stalled
 
 log = logging.getLogger("proxyrefresh.ui")
 RELIST_SECONDS = 2.0
@@ -49,6 +50,7 @@ def refresh_row(item: dict[str, Any]) -> dict[str, Any]:
         "pool": (item.get("spec") or {}).get("pool", "default"),
         "created": meta.get("creationTimestamp"),
         **{k: status.get(k) for k in keep},
+        "message": stalled(status) or status.get("message"),
     }
 
 

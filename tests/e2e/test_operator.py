@@ -225,7 +225,8 @@ def test_redis_away_is_named_in_condition_stalled_and_the_refresh_resumes(
     finally:
         world.redis.start()
     assert stall_of(status)["reason"] == "RedisUnavailable"
-    assert "Redis unavailable while dispatching" in stall_of(status)["message"]
+    said = stall_of(status)["message"]
+    assert said == "Redis unavailable while dispatching: cannot connect"  # no address of it
     assert status["phase"] == "Scraping"  # still before any Job: nothing done to lose
     status = wait_status(kubectl, "away", done, 120, "Complete")
     assert_exact(status, cands)

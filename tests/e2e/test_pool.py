@@ -144,3 +144,29 @@ def test_a_pool_of_5000_is_whole_in_redis_and_bounded_in_its_configmap(
     env = {"PROXYREFRESH_REDIS_URL": world.redis.url}
     stats = run_cli("pool", "stats", "big", "-n", kubectl.namespace, "--json", env=env)
     assert json.loads(stats.stdout)["size"] == 5000, stats.stderr
+
+
+def test_a_pool_that_redis_does_not_answer_says_so_and_recovers(
+    world: World, kubectl: Kubectl
+) -> None:
+    """Its counts stand still while Redis is away: condition Stalled says so
+    within seconds, and the first look that goes through clears it."""
+    url = world.lists.put(f"{kubectl.namespace}-idle.txt", "")
+    kubectl.apply(proxy_pool("idle", url, world.judge, minUsable=0))  # never refills
+    wait_for(lambda: "size" in pool_status(kubectl, "idle"), 30, "the pool's first status")
+
+    def stall(status: str) -> dict[str, Any] | None:
+        conditions = pool_status(kubectl, "idle").get("conditions") or []
+        found = next((x for x in conditions if x["type"] == "Stalled"), None)
+        return found if found and found["status"] == status else None
+
+    world.redis.stop()
+    try:
+        said = wait_for(lambda: stall("True"), 45, "condition Stalled on the pool")
+    finally:
+        world.redis.start()
+    assert said["reason"] == "RedisUnavailable"
+    assert said["message"] == "Redis unavailable: cannot connect"  # no address of it
+    cleared = wait_for(lambda: stall("False"), 60, "condition Stalled cleared")
+    assert cleared["reason"] == "Resumed"
+    ProxyPoolStatus.model_validate(pool_status(kubectl, "idle"))

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxyrefresh import watch
+from proxyrefresh import ui, watch
 from proxyrefresh.operator.metrics import Metrics
 
 
@@ -150,3 +150,6 @@ def test_a_stalled_refresh_says_why_until_it_moves_on() -> None:
     assert shown == f"Merging  - stalled, {cause}"
     resumed = {**status, "conditions": [{**stall, "status": "False", "reason": "Resumed"}]}
     assert watch.line(watch.from_status(resumed), None, None) == "Merging  - merging"
+    # The live page says the same.
+    row = ui.refresh_row({"metadata": {"name": "r"}, "status": status})
+    assert row["message"] == f"stalled, {cause}"

@@ -80,6 +80,23 @@ def test_status_says_size_usable_and_below_minimum() -> None:
     }
 
 
+def test_a_pool_that_redis_does_not_answer_says_so_until_a_look_goes_through() -> None:
+    fields = pools.status_fields(PoolStats(12, 12), SPEC, {}, 2)
+    stalled = pools.stalled_fields(fields, "RedisUnavailable", "Redis unavailable: refused", 2)
+    shown = {cond["type"]: cond for cond in stalled["conditions"]}
+    assert (shown["Stalled"]["status"], shown["Stalled"]["reason"]) == ("True", "RedisUnavailable")
+    assert shown["Ready"]["status"] == "True"  # the last counts stand, said to be old
+    again = pools.stalled_fields(
+        {**fields, **stalled}, "RedisUnavailable", "Redis unavailable: refused", 2
+    )
+    assert again == stalled  # the same cause: nothing new to write
+    back = pools.status_fields(PoolStats(12, 12), SPEC, {**fields, **stalled}, 2)
+    shown = {cond["type"]: cond for cond in back["conditions"]}
+    assert (shown["Stalled"]["status"], shown["Stalled"]["reason"]) == ("False", "Resumed")
+    never = pools.status_fields(PoolStats(12, 12), SPEC, fields, 2)
+    assert "Stalled" not in {cond["type"] for cond in never["conditions"]}
+
+
 def test_scoring_comes_from_the_pool_or_the_defaults() -> None:
     scoring, age = pools.scoring_of(None)
     assert (scoring.success, scoring.failure, scoring.max_failures, age) == (1.1, 0.5, 3, None)

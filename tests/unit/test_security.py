@@ -8,6 +8,9 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
@@ -21,6 +24,7 @@ from proxyrefresh.operator.credentials import (
     host_allowed,
     parse_hosts,
 )
+from proxyrefresh.operator.status import redis_problem
 from proxyrefresh.settings import NetworkSettings
 
 GUARD = NetworkGuard()
@@ -171,3 +175,15 @@ def test_status_messages_are_one_short_line() -> None:
     line = redact.one_line(text, 100)
     assert "\n" not in line
     assert len(line) == 100
+
+
+def test_a_redis_outage_in_a_status_names_no_address() -> None:
+    refused = RedisConnectionError(
+        "Error 111 connecting to redis.infra.svc:6379. Connection refused."
+    )
+    assert redis_problem(refused) == "cannot connect"
+    assert redis_problem(RedisTimeoutError("Timeout reading from 10.0.0.7:6379")) == "timed out"
+    assert redis_problem(OSError("connect to 10.0.0.7 failed")) == "cannot connect"
+    # A refusal's own words say what to fix, and name no host.
+    noperm = ResponseError("NOPERM User op has no permissions to run the 'hmget' command")
+    assert redis_problem(noperm) == str(noperm)
