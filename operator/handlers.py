@@ -38,6 +38,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=c.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events only
+    # A deleted refresh's daemon sees `stopped` within half a second: wait
+    # for that, so its cleanup runs now, not after a cancellation backoff's
+    # recheck (which made `kubectl delete` take 10 s).
+    settings.background.instant_exit_timeout = 2.0
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     kubeconfig.load()

@@ -373,7 +373,8 @@ async def test_deletion_mid_run_removes_job_pods_and_redis_keys(
     uid = kubectl.get("proxyrefresh", "doomed")["metadata"]["uid"]
     store = await world.store(uid)
     assert (await store.progress()).total_chunks == status["totalChunks"]
-    kubectl("delete", "proxyrefresh", "doomed", "--timeout=60s")
+    # Deleted within seconds: its daemon stops at once, the cleanup follows.
+    kubectl("delete", "proxyrefresh", "doomed", "--timeout=5s")
     wait_for(lambda: not kubectl.get("jobs")["items"], 60, "the Job to go")
     wait_for(lambda: not kubectl.get("pods")["items"], 60, "the worker pods to go")
     keys = [k async for k in store.redis.scan_iter(f"proxyrefresh:{{{uid}}}:*")]
