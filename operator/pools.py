@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
-from proxyrefresh.api import Phase, ProxyPoolSpec, Scoring, dump
+from proxyrefresh.api import STALLED, Phase, ProxyPoolSpec, Scoring, dump, true_condition
 from proxyrefresh.operator import kube, policy
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import (
@@ -78,8 +78,8 @@ def status_fields(
         f"{stats.usable} usable, minUsable {spec.min_usable}",
         generation,
     )
-    if any(x["type"] == "Stalled" and x["status"] == "True" for x in conditions):
-        conditions = set_condition(conditions, "Stalled", False, "Resumed", "", generation)
+    if true_condition(old, STALLED):
+        conditions = set_condition(conditions, STALLED, False, "Resumed", "", generation)
     fields["conditions"] = conditions
     fields["observedGeneration"] = generation
     return fields
@@ -91,7 +91,7 @@ def stalled_fields(
     """Condition Stalled: the counts are as old as the last look that went
     through, and this is why (the next look that does clears it)."""
     conditions = set_condition(
-        old.get("conditions"), "Stalled", True, reason, redact.one_line(message), generation
+        old.get("conditions"), STALLED, True, reason, redact.one_line(message), generation
     )
     return {"conditions": conditions}
 

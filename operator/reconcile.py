@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from proxyrefresh import redact
 from proxyrefresh.api import (
+    STALLED,
     ConcurrencyPolicy,
     CredentialsExport,
     Engine,
@@ -39,6 +40,7 @@ from proxyrefresh.api import (
     ProxyRefreshStatus,
     Scoring,
     dump,
+    true_condition,
 )
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.job import job_end
@@ -114,9 +116,6 @@ class Unavailable(Exception):
 
 def redis_unavailable(while_: str, exc: RedisError) -> Unavailable:
     return Unavailable("RedisUnavailable", f"Redis unavailable{while_}: {redis_problem(exc)}")
-
-
-STALLED = "Stalled"
 
 
 @dataclass
@@ -306,7 +305,7 @@ async def run_steps(ctx: Context, refresh: Refresh) -> None:
             why = f"the {step} step failed ({type(exc).__name__}): see the operator's log"
             await stall(ctx, refresh, "StepFailed", why)
             raise
-        if stalled(t.status):
+        if true_condition(t.status, STALLED):
             t.condition(STALLED, False, "Resumed", "")
         await commit(ctx, t)
         after = refresh.status.get("phase")
@@ -584,13 +583,6 @@ def owner_reference(refresh: Refresh) -> dict[str, Any]:
     }
 
 
-def stalled(status: dict[str, Any]) -> bool:
-    return any(
-        cond.get("type") == STALLED and cond.get("status") == "True"
-        for cond in status.get("conditions") or []
-    )
-
-
 async def stall(ctx: Context, refresh: Refresh, reason: str, message: str) -> Exception:
     """Say in condition Stalled (and once in an Event) why the refresh does
     not move while its step is retried; the error for the driver to retry
@@ -598,9 +590,9 @@ async def stall(ctx: Context, refresh: Refresh, reason: str, message: str) -> Ex
     away too) is left to the next retry."""
     t = Transition(refresh)
     message = redact.one_line(message)
-    was = [c for c in refresh.status.get("conditions") or [] if c.get("type") == STALLED]
+    was = true_condition(refresh.status, STALLED)
     t.condition(STALLED, True, reason, message)
-    if not was or (was[0].get("status"), was[0].get("reason")) != ("True", reason):
+    if was is None or was.get("reason") != reason:
         t.note(reason, message, warning=True)
     with contextlib.suppress(ApiException, OSError):
         await commit(ctx, t)

@@ -236,6 +236,17 @@ class Condition(Camel):
     observed_generation: int | None = None
 
 
+STALLED = "Stalled"  # the condition that says why a refresh or a pool does not move
+
+
+def true_condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The condition ``kind`` of a status (a plain dict), if it is True."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
 # Conditions as a map keyed by type: `kubectl wait` and server-side apply
 # treat each type as one entry.
 Conditions = Annotated[

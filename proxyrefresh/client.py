@@ -11,6 +11,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from proxyrefresh import constants as c
+from proxyrefresh.api import true_condition
 from proxyrefresh.kubeapi import status_message
 from proxyrefresh.kubeconfig import load as load_config
 
@@ -32,15 +33,8 @@ class RefreshFailed(RuntimeError):
 
     def __init__(self, name: str, status: dict[str, Any]) -> None:
         self.status = status
-        cond = _condition(status, "Failed") or {}
+        cond = true_condition(status, "Failed") or {}
         super().__init__(f"refresh {name} failed: {cond.get('reason')}: {cond.get('message')}")
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == kind and cond.get("status") == "True":
-            return dict(cond)
-    return None
 
 
 def wait_for_refresh(
@@ -59,9 +53,9 @@ def wait_for_refresh(
         try:
             obj = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, name)
             status = obj.get("status") or {}
-            if _condition(status, "Complete"):
+            if true_condition(status, "Complete"):
                 return dict(status)
-            if _condition(status, "Failed"):
+            if true_condition(status, "Failed"):
                 raise RefreshFailed(name, status)
             left = deadline - time.monotonic()
             if left <= 0:
@@ -83,7 +77,7 @@ def wait_for_refresh(
             )
             for event in stream:
                 status = event["object"].get("status") or {}
-                if _condition(status, "Complete") or _condition(status, "Failed"):
+                if true_condition(status, "Complete") or true_condition(status, "Failed"):
                     break
         except Exception as exc:
             if not transient(exc) or deadline - time.monotonic() < RETRY_SECONDS:

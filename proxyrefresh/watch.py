@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
-from proxyrefresh.api import Phase
+from proxyrefresh.api import STALLED, Phase, true_condition
 
 TERMINAL = {Phase.COMPLETE.value, Phase.FAILED.value}
 
@@ -40,10 +40,8 @@ class View:
 
 def stalled(status: dict[str, Any]) -> str | None:
     """Why the refresh does not move (condition Stalled), if it does not."""
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Stalled" and cond.get("status") == "True":
-            return f"stalled, {cond.get('reason')}: {cond.get('message')}"
-    return None
+    cond = true_condition(status, STALLED)
+    return f"stalled, {cond.get('reason')}: {cond.get('message')}" if cond else None
 
 
 def from_status(status: dict[str, Any], before: View | None = None) -> View:
@@ -226,7 +224,7 @@ def follow(
 
 
 def failure(status: dict[str, Any]) -> str:
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
-            return f"{cond.get('reason')}: {cond.get('message')}"
-    return str(status.get("message") or "failed")
+    cond = true_condition(status, "Failed")
+    if cond is None:
+        return str(status.get("message") or "failed")
+    return f"{cond.get('reason')}: {cond.get('message')}"
