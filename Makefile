@@ -2,10 +2,10 @@
 # first. Tools built from Go modules are cached under $(PROXYREFRESH_CACHE).
 SHELL := /bin/bash
 export PROXYREFRESH_CACHE ?= $(HOME)/.cache/proxyrefresh
-# Go-built tools (etcd, kube-apiserver, kube-controller-manager, kubectl, helm)
+# Go-built tools (etcd, the kube binaries, helm, containerd, crictl)
 # come first on PATH, for us and for the pods the local cluster runs.
 export PATH := $(PROXYREFRESH_CACHE)/bin:$(PATH)
-export PROXYREFRESH_GO_TOOLS ?= etcd kube helm
+export PROXYREFRESH_GO_TOOLS ?= etcd kube helm node
 CLUSTER_DIR ?= $(CURDIR)/.cluster
 VENV := .venv/bin
 PYTEST_ARGS ?=

@@ -17,6 +17,10 @@ ETCD_VERSION=v3.6.16
 # default; `hack/tools.sh mubeng` tries.
 MUBENG_VERSION=v0.22.0
 HELM_VERSION=v3.19.5
+# The node: containerd v2 (kubelet 1.34 needs its RuntimeConfig call, which
+# Debian's 1.6 lacks) and crictl. runc and the CNI plugins come from Debian.
+CONTAINERD_VERSION=v2.4.2
+CRICTL_VERSION=v1.34.0
 
 CACHE=${PROXYREFRESH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/proxyrefresh}
 BIN=$CACHE/bin
@@ -45,7 +49,7 @@ module_dir() {
 }
 
 build_kube() {
-  local names=(kube-apiserver kube-controller-manager kubectl) todo=()
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl) todo=()
   for n in "${names[@]}"; do built "$n" "$KUBE_VERSION" || todo+=("$n"); done
   ((${#todo[@]})) || return 0
   need_go "${todo[*]}"
@@ -126,11 +130,31 @@ build_simple() { # NAME VERSION PACKAGE
   echo "tools: built $1 in $((SECONDS - t0))s" >&2
 }
 
+# containerd has no replace directives, so `go install` builds it; btrfs
+# support needs cgo, so it is tagged out (the node uses overlayfs).
+build_containerd() {
+  local names=(containerd containerd-shim-runc-v2 ctr) todo=()
+  for n in "${names[@]}"; do built "$n" "$CONTAINERD_VERSION" || todo+=("$n"); done
+  ((${#todo[@]})) || return 0
+  need_go containerd
+  local dir t0=$SECONDS mod=github.com/containerd/containerd/v2
+  dir=$(module_dir containerd "$CONTAINERD_VERSION")
+  echo "tools: building containerd $CONTAINERD_VERSION" >&2
+  (cd "$dir" && GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath -tags no_btrfs \
+    -ldflags "-s -w -X $mod/version.Version=$CONTAINERD_VERSION" \
+    "$mod/cmd/containerd@$CONTAINERD_VERSION" \
+    "$mod/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "$mod/cmd/ctr@$CONTAINERD_VERSION")
+  for n in "${names[@]}"; do mark "$n" "$CONTAINERD_VERSION"; done
+  echo "tools: built containerd in $((SECONDS - t0))s" >&2
+}
+
 build_mubeng() { build_simple mubeng "$MUBENG_VERSION" github.com/mubeng/mubeng; }
 build_helm() { build_simple helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm; }
+build_crictl() { build_simple crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl; }
 
 tools=("$@")
-((${#tools[@]})) || tools=(etcd kube helm)
+((${#tools[@]})) || tools=(etcd kube helm node)
 t_start=$SECONDS
 for t in "${tools[@]}"; do
   case $t in
@@ -138,7 +162,8 @@ for t in "${tools[@]}"; do
     etcd) build_etcd ;;
     mubeng) build_mubeng ;;
     helm) build_helm ;;
-    *) echo "tools: unknown tool $t (mubeng, etcd, kube, helm)" >&2; exit 2 ;;
+    node) build_containerd; build_crictl ;;
+    *) echo "tools: unknown tool $t (mubeng, etcd, kube, helm, node)" >&2; exit 2 ;;
   esac
 done
 if ((SECONDS - t_start > 5)); then
