@@ -6,8 +6,11 @@
 #     versions in hack/constraints.txt (reinstalled only when pyproject.toml
 #     or the constraints change);
 #   - Debian packages: redis-server, tinyproxy, squid, dante-server,
-#     microsocks, chromium and chromium-driver (the live page's test), when missing;
-#   - Go-built tools, cached under $PROXYREFRESH_CACHE (hack/tools.sh).
+#     microsocks, chromium and chromium-driver (the live page's test), and for
+#     the real node runc, the CNI plugins, buildah and mmdebstrap, when missing;
+#   - Go-built tools, cached under $PROXYREFRESH_CACHE (hack/tools.sh);
+#   - the project's image, built from the Dockerfile (hack/image.sh, cached
+#     by the hash of its inputs).
 #
 # What cannot be installed is named at the end, and the exit status is
 # non-zero, so a test run stops with a message instead of a mystery.
@@ -16,7 +19,8 @@ cd "$(dirname "$0")/.."
 
 missing=()
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl dante-server microsocks chromium chromium-driver)
+DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl dante-server microsocks chromium chromium-driver
+  runc containernetworking-plugins buildah mmdebstrap iproute2 gcc libc6-dev)
 GO_TOOLS=(${PROXYREFRESH_GO_TOOLS:-})
 
 # --- Debian packages ---------------------------------------------------------
@@ -66,6 +70,9 @@ fi
 if ((${#GO_TOOLS[@]})); then
   bash hack/tools.sh "${GO_TOOLS[@]}" || missing+=("Go tools: ${GO_TOOLS[*]} (see hack/tools.sh output above)")
 fi
+
+# --- the project's image, for the real node -----------------------------------
+bash hack/image.sh >/dev/null || missing+=("the project's image (see hack/image.sh output above)")
 
 # --- checkov, in a virtualenv of its own (its pins would fight ours) ----------
 CHECKOV_VERSION=3.3.30
