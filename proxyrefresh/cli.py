@@ -208,6 +208,8 @@ def worker() -> None:
 def operator() -> None:
     """Run the kopf operator (one replica; liveness on
     $PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT)."""
+    import socket
+
     import kopf
 
     from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
@@ -215,6 +217,10 @@ def operator() -> None:
 
     settings = OperatorSettings.from_env()
     kopf.configure(verbose=False)
+    # kopf names itself after $POD_ID (the chart sets the pod's name), else
+    # user@host; the user of a container's UID may not exist (no passwd entry
+    # under an arbitrary UID: getpwuid fails and the operator dies at start).
+    os.environ.setdefault("POD_ID", socket.gethostname())
     kopf.run(
         standalone=True,  # one replica, no peering objects needed
         clusterwide=not settings.namespaces,

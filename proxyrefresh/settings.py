@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
@@ -86,6 +86,20 @@ class EnvSettings(BaseModel):
                     data[key] = _decoded(value, info.annotation)
                     break
         return cls.model_validate(data)
+
+    @classmethod
+    def explain(cls, exc: ValidationError) -> str:
+        """A validation error of :meth:`from_env` in the words of whoever set
+        the environment: each problem under the variable it came from."""
+
+        def where(loc: tuple[int | str, ...]) -> str:
+            field = cls.model_fields.get(str(loc[0])) if loc else None
+            if field is None:  # an alias already is the variable's name
+                return ".".join(map(str, loc)) or "environment"
+            rest = "".join(f"[{part}]" for part in loc[1:])
+            return _variables(cls.env_prefix, str(loc[0]), field)[0] + rest
+
+        return "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors())
 
     def overlay(self, **explicit: Any) -> Self:
         """These settings with every explicit (non-None) value laid over them
@@ -242,6 +256,10 @@ class OperatorSettings(EnvSettings):
     worker_image: str = "proxyrefresh:dev"
     worker_image_pull_policy: str = "IfNotPresent"
     worker_service_account: str | None = None  # None: the namespace's default
+    # Worker pods on their node's network (hostNetwork) instead of the pod
+    # network: for nodes whose pods cannot reach the judges, proxies or Redis
+    # (the chart's hostNetwork.enabled; the test bed, which lives on loopback).
+    worker_host_network: bool = False
     # Each run's workers get a Redis ACL user limited to the run's keys
     # (fanout.access); false hands them the operator's own URL (documented as
     # loosening the rules). The key their passwords derive from defaults to

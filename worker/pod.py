@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -30,10 +30,19 @@ from proxyrefresh.fanout.runner import Processor
 from proxyrefresh.fanout.store import ChunkResult
 from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
-from proxyrefresh.settings import CheckerSettings, NetworkSettings, RedisSettings, WorkerSettings
+from proxyrefresh.settings import (
+    CheckerSettings,
+    EnvSettings,
+    NetworkSettings,
+    RedisSettings,
+    WorkerSettings,
+)
 from proxyrefresh.worker.native import CheckOptions, NativeChecker, NoJudgeAvailable, require_judges
 
 log = logging.getLogger("proxyrefresh.worker")
+
+
+S = TypeVar("S", bound=EnvSettings)
 
 
 class ConfigError(ValueError):
@@ -41,18 +50,24 @@ class ConfigError(ValueError):
 
 
 def load_settings() -> tuple[WorkerSettings, CheckerSettings, RedisSettings, NetworkGuard]:
-    try:
-        worker, checker, redis = (
-            WorkerSettings.from_env(),
-            CheckerSettings.from_env(),
-            RedisSettings.from_env(),
-        )
-        guard = NetworkSettings.from_env().guard_rule()
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'env'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(problems) from None
+    problems: list[str] = []
+
+    def read(kind: type[S]) -> S | None:
+        try:
+            return kind.from_env()
+        except ValidationError as exc:
+            problems.append(kind.explain(exc))
+            return None
+
+    worker, checker, redis, network = (
+        read(WorkerSettings),
+        read(CheckerSettings),
+        read(RedisSettings),
+        read(NetworkSettings),
+    )
+    if worker is None or checker is None or redis is None or network is None:
+        raise ConfigError("; ".join(problems))
+    guard = network.guard_rule()
     if checker.engine != "native":
         raise ConfigError(f"engine {checker.engine!r} is not available in this worker")
     if not checker.judges:

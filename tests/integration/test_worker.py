@@ -244,7 +244,7 @@ async def test_exit_codes_for_what_a_retry_cannot_fix(
     no_id = {k: v for k, v in env.items() if k != "PROXYREFRESH_RUN_ID"}
     code, err = await finish(start_worker(no_id))
     assert code == 64
-    assert "bad configuration: run_id: Field required" in err
+    assert "bad configuration: PROXYREFRESH_RUN_ID: Field required" in err
     code, err = await finish(start_worker({**env, "PROXYREFRESH_ENGINE": "carrier-pigeon"}))
     assert code == 64
     assert "engine 'carrier-pigeon'" in err

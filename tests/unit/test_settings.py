@@ -68,3 +68,12 @@ def test_the_process_environment_is_the_default(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PROXYREFRESH_MAX_LATENCY_MS", "750")
     assert CheckerSettings.from_env().max_latency_ms == 750
     assert CheckerSettings().max_latency_ms is None  # a plain instance is defaults only
+
+
+def test_a_bad_environment_is_explained_by_the_variables_it_came_from() -> None:
+    with pytest.raises(ValidationError) as caught:
+        WorkerSettings.from_env({"PROXYREFRESH_CHUNK_SECONDS": "soon"})
+    text = WorkerSettings.explain(caught.value)
+    assert "PROXYREFRESH_RUN_ID: Field required" in text
+    assert "JOB_COMPLETION_INDEX: Field required" in text  # its alias, not a made-up name
+    assert "PROXYREFRESH_CHUNK_SECONDS: Input should be a valid number" in text
