@@ -140,4 +140,5 @@ def build_job(
         chunk_seconds=spec.deadlines.chunk_seconds,
         ttl_seconds=settings.job_ttl_seconds,
         service_account=settings.worker_service_account,
+        host_network=settings.worker_host_network,
     )

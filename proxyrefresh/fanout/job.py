@@ -46,6 +46,7 @@ def indexed_job(
     ttl_seconds: int,
     service_account: str | None = None,
     ready_pods: int = 0,
+    host_network: bool = False,
 ) -> dict[str, Any]:
     """The Job for ``chunks`` chunks; ``container`` is completed with the
     security context every fan-out pod runs with."""
@@ -68,6 +69,10 @@ def indexed_job(
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    if host_network:
+        # The node's network; names still resolve through the cluster's DNS.
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": chunks,

@@ -121,6 +121,55 @@ def deployment_env(deployment: dict[str, Any]) -> list[dict[str, Any]]:
     return list(deployment["spec"]["template"]["spec"]["containers"][0]["env"])
 
 
+def pod_specs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod template the chart renders, by its workload's name."""
+    specs = {}
+    for doc in docs:
+        template = (doc.get("spec") or {}).get("template") or (
+            ((doc.get("spec") or {}).get("jobTemplate") or {}).get("spec", {}).get("template")
+        )
+        if template:
+            specs[doc["metadata"]["name"]] = template["spec"]
+    return specs
+
+
+def test_host_network_is_an_opt_in_for_every_pod_and_names_the_api_server() -> None:
+    default = render(*EVERYTHING)
+    assert not [n for n, s in pod_specs(default).items() if s.get("hostNetwork")]
+    docs = render(
+        *EVERYTHING,
+        "--set",
+        "hostNetwork.enabled=true",
+        "--set",
+        "hostNetwork.apiServer=127.0.0.1:6443",
+        "--set",
+        "schedules[1].name=eu",
+        "--set",
+        "schedules[1].schedule=0 * * * *",
+        "--set",
+        "schedules[1].pool=eu",
+    )
+    specs = pod_specs(docs)
+    # The bundled Redis keeps the pod network: only the chart's own image moves.
+    ours = {n: s for n, s in specs.items() if "redis" not in n}
+    assert len(ours) >= 6, sorted(specs)
+    for name, spec in ours.items():
+        assert spec["hostNetwork"] is True, name
+        assert spec["dnsPolicy"] == "ClusterFirstWithHostNet", name
+    # What calls the API server is told where it is; nothing else is.
+    for name, spec in ours.items():
+        env = {e["name"]: e.get("value") for c in spec["containers"] for e in c.get("env", [])}
+        calls_api = spec.get("automountServiceAccountToken", True)
+        assert (env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")) == (
+            ("127.0.0.1", "6443") if calls_api else (None, None)
+        ), name
+    (deployment,) = [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
+    ]
+    env = {e["name"]: str(e.get("value")) for e in deployment_env(deployment)}
+    assert env["PROXYREFRESH_OPERATOR_WORKER_HOST_NETWORK"] == "true"
+
+
 def test_cluster_wide_rights_are_an_explicit_opt_in() -> None:
     docs = render("--set", "redis.url=redis://r:6379/0", "--set", "operator.clusterWide=true")
     assert len(by_kind(docs, "ClusterRole")) == len(by_kind(docs, "ClusterRoleBinding")) == 1

@@ -87,6 +87,16 @@ def test_pods_run_ahead_only_while_chunks_wait() -> None:
     assert env_of(few)["PROXYREFRESH_SLOTS"] == "3"
 
 
+def test_workers_use_the_nodes_network_only_when_the_installer_says_so() -> None:
+    pod = build()["spec"]["template"]["spec"]
+    assert "hostNetwork" not in pod
+    host = build(worker_host_network=True)["spec"]["template"]["spec"]
+    assert host["hostNetwork"] is True
+    # Cluster DNS still answers for Service names from the node's network.
+    assert host["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert host["securityContext"]["runAsNonRoot"] is True
+
+
 def test_the_driver_looks_for_the_jobs_end_often_once_every_chunk_is_done() -> None:
     def status(phase: str, done: int, failed: int = 0) -> dict[str, Any]:
         return {"phase": phase, "totalChunks": 4, "completedChunks": done, "failedChunks": failed}

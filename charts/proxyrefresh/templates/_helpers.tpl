@@ -39,6 +39,26 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{- /* Pod spec lines for hostNetwork.enabled: the node's network, names
+still through the cluster's DNS. */ -}}
+{{- define "proxyrefresh.podNetwork" -}}
+{{- if .Values.hostNetwork.enabled }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- end -}}
+
+{{- /* Env entries for a container that calls the API server: where to find
+it when the `kubernetes` Service's ClusterIP is not routed on the node. */ -}}
+{{- define "proxyrefresh.apiServerEnv" -}}
+{{- with .Values.hostNetwork.apiServer }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ (splitList ":" .) | first | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ (splitList ":" .) | last | quote }}
+{{- end }}
+{{- end -}}
+
 {{- define "proxyrefresh.securityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
