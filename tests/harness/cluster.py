@@ -1,13 +1,15 @@
 """A real local Kubernetes control plane: etcd, kube-apiserver,
-kube-controller-manager, one Node, and the pod runner.
+kube-controller-manager, and one Node that runs the pods.
 
-There is no container runtime here, so the pod runner (podrunner.py) stands
-in for the kubelet; everything else is the real thing, built from Go modules
-by hack/tools.sh. State (certificates, etcd data, logs, pids) lives in one
-directory, so ``cluster down`` from another process finds what ``up``
-started.
+The Node is either a real one (``--runtime kubelet``: kube-scheduler places
+pods on a kubelet that runs them as containers of real images with
+containerd and runc; node.py) or the pod runner (``--runtime podrunner``,
+podrunner.py: it binds pods itself and runs each container's command as a
+local process). Everything is built from Go modules by hack/tools.sh. State
+(certificates, etcd data, logs, pids) lives in one directory, so ``cluster
+down`` from another process finds what ``up`` started.
 
-    python -m tests.harness.cluster up [--dir DIR]     # prints export KUBECONFIG=...
+    python -m tests.harness.cluster up [--dir DIR] [--runtime kubelet|podrunner]
     python -m tests.harness.cluster down [--dir DIR]
     python -m tests.harness.cluster logs POD [-n NAMESPACE] [--dir DIR]
 """
@@ -30,13 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness import node as node_module
 from tests.harness.kubeconfig import write_kubeconfig
+from tests.harness.node import Node, NodeUnavailable, requirements
 from tests.harness.testbed import free_port, start_logged, wait_for_port
 from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".cluster"
-NODE_NAME = "proxyrefresh-local"
+NODE_NAME = "proxyrefresh-local"  # the pod runner's Node; a kubelet's is node.NODE_NAME
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = [
@@ -51,7 +55,22 @@ CONTROLLERS = [
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
 ]
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner")
+# The real node's controller and scheduler: the taint kubelet registers with
+# (not-ready) is lifted by the node-lifecycle controller, and pods are placed
+# by kube-scheduler.
+KUBELET_CONTROLLERS = ["node-lifecycle-controller"]
+COMPONENTS = {
+    "podrunner": ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner"),
+    "kubelet": (
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "containerd",
+        "kubelet",
+    ),
+}
+RUNTIMES = tuple(COMPONENTS)
 
 
 def tools_bin() -> Path:
@@ -188,9 +207,24 @@ class Cluster:
         raw = self.state().get("pids", {})
         return {str(k): int(v) for k, v in dict(raw).items()}  # type: ignore[call-overload]
 
-    def running(self) -> bool:
+    @property
+    def runtime(self) -> str:
+        return str(self.state().get("runtime") or "podrunner")
+
+    @property
+    def node_name(self) -> str:
+        return NODE_NAME if self.runtime == "podrunner" else node_module.NODE_NAME
+
+    @property
+    def node(self) -> Node:
+        return Node(self.dir / "node", tools_bin(), SERVICE_CIDR)
+
+    def running(self, runtime: str | None = None) -> bool:
         pids = self.pids()
-        return bool(pids) and all(alive(pids.get(c, 0)) for c in COMPONENTS) and self.healthy()
+        if runtime is not None and runtime != self.runtime:
+            return False
+        wanted = COMPONENTS[self.runtime]
+        return bool(pids) and all(alive(pids.get(c, 0)) for c in wanted) and self.healthy()
 
     def healthy(self) -> bool:
         try:
@@ -206,17 +240,24 @@ class Cluster:
         with urllib.request.urlopen(request, context=context, timeout=5) as resp:
             return bytes(resp.read())
 
-    def up(self, node_pods: int = 16) -> float:
+    def up(self, node_pods: int = 16, runtime: str = "podrunner") -> float:
         """Start everything that is not running; returns the seconds it took."""
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.running():
+        if self.running(runtime):
             return 0.0
         self.down()
+        archives: list[Path] = []
+        if runtime == "kubelet":
+            missing = requirements(tools_bin())
+            if missing:
+                raise NodeUnavailable("a real node needs: " + "; ".join(missing))
+            archives = build_images()
         self._certificates()
         state = self.state()
         token = str(state.get("admin_token") or secrets.token_hex(24))
         state.update(
+            runtime=runtime,
             admin_token=token,
             etcd_port=free_port("127.0.0.1"),
             etcd_peer_port=free_port("127.0.0.1"),
@@ -292,6 +333,9 @@ class Cluster:
                 "--profiling=false",
                 "--cert-dir",
                 str(c),
+                # The node's own address, never a name for the machine's resolver.
+                "--kubelet-preferred-address-types",
+                "InternalIP",
             ],
         )
         self.save_state({**state, "pids": pids})
@@ -310,7 +354,7 @@ class Cluster:
                 "--kubeconfig",
                 str(self.kubeconfig),
                 "--controllers",
-                ",".join(CONTROLLERS),
+                ",".join(CONTROLLERS + (KUBELET_CONTROLLERS if runtime == "kubelet" else [])),
                 "--leader-elect=false",
                 "--bind-address",
                 "127.0.0.1",
@@ -328,6 +372,21 @@ class Cluster:
             ],
         )
         self.save_state({**state, "pids": pids})
+        if runtime == "kubelet":
+            self._start_node(pids, state, archives)
+        else:
+            self._start_podrunner(pids, state, node_pods)
+        kcm_log = self.logs / "kube-controller-manager.log"
+        wait(
+            self._default_sa,
+            30,
+            "the default ServiceAccount",
+            kcm_log,
+            pids["kube-controller-manager"],
+        )
+        return time.monotonic() - started
+
+    def _start_podrunner(self, pids: dict[str, int], state: dict[str, object], pods: int) -> None:
         pids["podrunner"] = self._spawn(
             "podrunner",
             [
@@ -341,7 +400,7 @@ class Cluster:
                 "--node",
                 NODE_NAME,
                 "--pods",
-                str(node_pods),
+                str(pods),
             ],
         )
         self.save_state({**state, "pids": pids})
@@ -352,21 +411,79 @@ class Cluster:
             self.logs / "podrunner.log",
             pids["podrunner"],
         )
-        kcm_log = self.logs / "kube-controller-manager.log"
-        wait(
-            self._default_sa,
-            30,
-            "the default ServiceAccount",
-            kcm_log,
-            pids["kube-controller-manager"],
+
+    def _start_node(
+        self, pids: dict[str, int], state: dict[str, object], archives: list[Path]
+    ) -> None:
+        """kube-scheduler, then containerd with the images imported, then kubelet."""
+        pids["kube-scheduler"] = self._spawn(
+            "kube-scheduler",
+            [
+                binary("kube-scheduler"),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port("127.0.0.1")),
+            ],
         )
+        node = self.node
+        node.guard_routes()
+        state["node"] = node.configure(self.kubeconfig)
+        self.save_state({**state, "pids": pids})
+        args, env = node.containerd_args()
+        pids["containerd"] = start_logged(args, self.logs / "containerd.log", env=env).pid
+        self.save_state({**state, "pids": pids})
+        node.wait_socket(lambda: alive(pids["containerd"]))
+        node.import_images(archives)
+        pids["kubelet"] = self._spawn("kubelet", node.kubelet_args())
+        self.save_state({**state, "pids": pids})
+        wait(
+            self._node_schedulable,
+            60,
+            f"node {self.node_name} Ready without its not-ready taint",
+            self.logs / "kubelet.log",
+            pids["kubelet"],
+        )
+
+    def restart_kubelet(self) -> float:
+        """Stop kubelet (SIGTERM, as a node upgrade does) and start it again;
+        its containers run on under containerd meanwhile. Returns the seconds
+        until the Node is Ready again."""
+        started = time.monotonic()
+        pids = self.pids()
+        stop_group(pids["kubelet"], grace=10)
+        pids["kubelet"] = self._spawn("kubelet", self.node.kubelet_args())
+        self.save_state({**self.state(), "pids": pids})
+        wait(self._kubelet_healthy, 60, "kubelet back", self.logs / "kubelet.log", pids["kubelet"])
         return time.monotonic() - started
+
+    def _kubelet_healthy(self) -> bool:
+        port = dict(self.state().get("node") or {}).get("kubelet_healthz_port")  # type: ignore[call-overload]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                return bool(resp.read().strip() == b"ok")
+        except OSError:
+            return False
 
     def _node_ready(self) -> bool:
         try:
-            return b'"Ready"' in self.get(f"/api/v1/nodes/{NODE_NAME}")
+            return b'"Ready"' in self.get(f"/api/v1/nodes/{self.node_name}")
         except OSError:
             return False
+
+    def _node_schedulable(self) -> bool:
+        try:
+            found = json.loads(self.get(f"/api/v1/nodes/{self.node_name}"))
+        except (OSError, ValueError):
+            return False
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in found.get("status", {}).get("conditions", [])
+        )
+        return ready and not found.get("spec", {}).get("taints")
 
     def _default_sa(self) -> bool:
         try:
@@ -375,13 +492,18 @@ class Cluster:
             return False
 
     def down(self) -> None:
-        """Stop every process this directory recorded, last started first."""
+        """Stop every process this directory recorded, last started first; a
+        real node's pods, mounts, bridge, cgroups and sysctls are undone."""
         pids = self.pids()
-        for name in reversed(COMPONENTS):
+        state = self.state()
+        for name in reversed(COMPONENTS[self.runtime]):
             pid = pids.get(name)
+            if name == "containerd":
+                self.node.remove_pods()
             if pid and alive(pid):
                 stop_group(pid, grace=10)
-        state = self.state()
+        if "node" in state:
+            self.node.clean(dict(state.pop("node")))  # type: ignore[call-overload]
         state.pop("pids", None)
         if state:
             self.save_state(state)
@@ -389,12 +511,27 @@ class Cluster:
         subprocess.run(["rm", "-rf", str(self.dir / "etcd")], check=False)
 
     def pod_logs(self, name: str, namespace: str = "default") -> str:
-        """What a pod's containers printed (``kubectl logs`` needs a kubelet)."""
+        """What a pod runner's pod printed (with a kubelet: ``kubectl logs``)."""
         pod_dir = self.dir / "pods"
         matches = sorted(pod_dir.glob(f"{namespace}_{name}_*/*.log"), key=os.path.getmtime)
         if not matches:
             raise FileNotFoundError(f"no logs for pod {namespace}/{name} under {pod_dir}")
         return "".join(f"==> {m.parent.name}/{m.name} <==\n{m.read_text()}" for m in matches)
+
+
+def build_images() -> list[Path]:
+    """The project's image built from its Dockerfile and the pause image, as
+    archives to import (hack/image.sh: cached by the hash of their inputs)."""
+    result = subprocess.run(
+        ["bash", str(ROOT / "hack" / "image.sh")],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise NodeUnavailable(f"hack/image.sh failed:\n{result.stderr[-3000:]}")
+    return [Path(line) for line in result.stdout.split()]
 
 
 def alive(pid: int) -> bool:
@@ -450,13 +587,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dir", type=Path, default=Path(os.environ.get("PROXYREFRESH_CLUSTER_DIR", DEFAULT_DIR))
     )
-    parser.add_argument("--pods", type=int, default=16, help="the Node's pod capacity")
+    parser.add_argument("--pods", type=int, default=16, help="the pod runner's pod capacity")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("PROXYREFRESH_RUNTIME", "kubelet"),
+        help="kubelet: a real node (containerd, runc); podrunner: pods as local processes",
+    )
     args = parser.parse_args(argv)
     cluster = Cluster(args.dir.resolve())
     if args.command == "up":
         try:
-            took = cluster.up(args.pods)
-        except (FileNotFoundError, TimeoutError, subprocess.CalledProcessError) as exc:
+            took = cluster.up(args.pods, args.runtime)
+        except (
+            FileNotFoundError,
+            TimeoutError,
+            NodeUnavailable,
+            subprocess.CalledProcessError,
+        ) as exc:
             print(f"cluster: {exc}", file=sys.stderr)
             cluster.down()
             return 1

@@ -1,0 +1,362 @@
+"""The product as a user deploys it, on a real node: the image built from the
+repository's Dockerfile (hack/image.sh), run by kubelet, containerd and runc
+as real containers under the chart's securityContext.
+
+The node's pods use its network (the chart's ``hostNetwork``): the test
+bed's judge, proxies and Redis live on this machine's loopback, which the pod
+network cannot reach, and the ``kubernetes`` Service's ClusterIP has no
+kube-proxy behind it, so the chart's ``hostNetwork.apiServer`` names the API
+server. One pod stays on the CNI bridge to show that a pod's own namespace
+has no way out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from proxyrefresh import __version__
+from tests.conftest import Bed, wait_for
+from tests.harness import node as real_node
+from tests.harness.cluster import Cluster, binary
+from tests.harness.kubectl import Kubectl
+from tests.harness.testbed import RedisServer, free_port
+from tests.harness.waiting import WaitTimeout
+from tests.integration.test_chart import CHART
+
+pytestmark = pytest.mark.e2e
+NAMESPACE = "prf-node"
+IMAGE = "proxyrefresh:dev"  # what hack/image.sh imports the Dockerfile's image as
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+@pytest.fixture(scope="module")
+def node_cluster() -> Iterator[Cluster]:
+    before = real_node.forwarding()
+    root = Path(tempfile.mkdtemp(prefix="prf-node-"))
+    root.chmod(0o755)
+    local = Cluster(root)
+    try:
+        local.up(runtime="kubelet")
+    except (FileNotFoundError, real_node.NodeUnavailable) as exc:
+        local.down()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield local
+    finally:
+        local.down()
+        shutil.rmtree(root, ignore_errors=True)
+    # Nothing the node did turned forwarding on, nor left a route behind.
+    assert (
+        real_node.forwarding()
+        == before
+        == {
+            "net/ipv4/ip_forward": "0",
+            "net/ipv6/conf/all/forwarding": "0",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def k(node_cluster: Cluster) -> Kubectl:
+    kubectl = Kubectl(node_cluster.kubeconfig, NAMESPACE)
+    kubectl.install_crds()
+    kubectl("create", "namespace", NAMESPACE, namespaced=False, check=False)
+    wait_for(
+        lambda: kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+        30,
+        "the namespace's default ServiceAccount",
+    )
+    return kubectl
+
+
+def pod(name: str, args: list[str], **spec: Any) -> dict[str, Any]:
+    """A pod of the project's image, as the chart runs its pods."""
+    container = {
+        "name": "main",
+        "image": IMAGE,
+        "imagePullPolicy": "Never",
+        "args": args,
+        "securityContext": CONTAINER_SECURITY,
+        **spec.pop("container", {}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": POD_SECURITY,
+            "containers": [container],
+            **spec,
+        },
+    }
+
+
+def terminated(k: Kubectl, name: str, within: float = 60) -> dict[str, Any]:
+    """The container's terminated state once the pod has ended."""
+
+    def ended() -> dict[str, Any] | None:
+        found = k.get("pod", name)
+        if found["status"].get("phase") not in ("Succeeded", "Failed"):
+            return None
+        (status,) = found["status"]["containerStatuses"]
+        return dict(status["state"]["terminated"])
+
+    return wait_for(ended, within, f"pod {name} to end")
+
+
+def running_pod(k: Kubectl, *selector: str, within: float = 60) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        for item in k.get("pods", *selector)["items"]:
+            statuses = item["status"].get("containerStatuses") or []
+            if statuses and all("running" in s["state"] for s in statuses):
+                return dict(item)
+        return None
+
+    return wait_for(found, within, f"a running pod {' '.join(selector)}")
+
+
+def test_the_node_is_a_kubelet_on_containerd(node_cluster: Cluster, k: Kubectl) -> None:
+    wide = k("get", "node", "-o", "wide", namespaced=False).stdout
+    (row,) = wide.splitlines()[1:]
+    assert row.split()[0] == real_node.NODE_NAME
+    assert " Ready " in f" {row} "
+    assert "containerd://" in row
+    info = k.get("node", real_node.NODE_NAME)["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == "v1.34.4"
+    assert info["containerRuntimeVersion"].startswith("containerd://")
+
+
+def test_the_image_built_from_the_dockerfile_runs_the_cli(k: Kubectl) -> None:
+    k.apply(pod("version", ["--version"]))
+    state = terminated(k, "version")
+    assert state["exitCode"] == 0
+    # kubectl logs: the API server streams it from kubelet.
+    assert k("logs", "version").stdout.split()[-1] == __version__
+
+
+def test_a_worker_with_bad_configuration_exits_64_and_says_why(k: Kubectl) -> None:
+    k.apply(pod("bad-worker", ["worker"]))
+    state = terminated(k, "bad-worker")
+    assert state["exitCode"] == 64
+    # kubectl logs shows why, naming the variable the pod lacks.
+    assert (
+        "bad configuration: PROXYREFRESH_RUN_ID: Field required" in k("logs", "bad-worker").stdout
+    )
+
+
+def test_the_ui_serves_from_the_image_with_a_kubelet_mounted_token(
+    node_cluster: Cluster, k: Kubectl, bed: Bed
+) -> None:
+    redis = RedisServer(bed.testbed)
+    try:
+        k("create", "serviceaccount", "ui")
+        k(
+            "create",
+            "role",
+            "ui",
+            "--verb=get,list,watch",
+            "--resource=proxyrefreshes.proxyrefresh.dev,proxypools.proxyrefresh.dev",
+        )
+        k("create", "rolebinding", "ui", "--role=ui", f"--serviceaccount={NAMESPACE}:ui")
+        port = free_port("127.0.0.1")
+        api = node_cluster.server.removeprefix("https://")
+        host, _, api_port = api.partition(":")
+        manifest = pod(
+            "ui",
+            ["ui", "--listen", f"127.0.0.1:{port}", "-n", NAMESPACE],
+            hostNetwork=True,
+            serviceAccountName="ui",
+            automountServiceAccountToken=True,
+            container={
+                "env": [
+                    {"name": "PROXYREFRESH_REDIS_URL", "value": redis.url},
+                    {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                    {"name": "KUBERNETES_SERVICE_PORT", "value": api_port},
+                ]
+            },
+        )
+        k.apply(manifest)
+        running_pod(k, "--field-selector", "metadata.name=ui")
+
+        def page() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                    return str(resp.read().decode())
+            except OSError:
+                return None
+
+        html = wait_for(page, 30, "the ui's page")
+        assert "proxyrefresh" in html.lower()
+    finally:
+        k("delete", "pod", "ui", "--grace-period=1", "--wait=false", check=False)
+        redis.stop()
+
+
+def test_no_packet_can_leave_a_pod_or_the_node(node_cluster: Cluster, k: Kubectl) -> None:
+    """Route look-ups, nothing sent: a pod on the bridge reaches only its
+    subnet; on the host the pod and service ranges are unreachable."""
+    k.apply(
+        pod(
+            "bridged",
+            ["-c", "import time; time.sleep(300)"],
+            container={"command": ["python"]},
+            terminationGracePeriodSeconds=1,
+        )
+    )
+    found = running_pod(k, "--field-selector", "metadata.name=bridged")
+    ip = found["status"]["podIP"]
+    node = node_cluster.node
+    assert ip.startswith(node.subnet.rsplit(".", 2)[0] + ".")
+    pods = json.loads(node.crictl("pods", "--name", "bridged", "-o", "json").stdout)["items"]
+    inspect = json.loads(node.crictl("inspectp", "-o", "json", pods[0]["id"]).stdout)
+    pid = int(inspect["info"]["pid"])
+    service = "10.0.0.1"  # the kubernetes Service's ClusterIP
+    elsewhere = ["192.0.2.1", "169.254.169.254", "10.1.2.3", service, "2001:db8::1"]
+    for address in elsewhere:
+        assert real_node.route_get(address, pid).startswith("unreachable"), address
+    # Its own subnet is there, on its own interface.
+    assert "dev eth0" in real_node.route_get(ip.rsplit(".", 1)[0] + ".250", pid)
+    for address in (service, "10.244.200.9"):
+        assert real_node.route_get(address).startswith("unreachable"), address
+    k("delete", "pod", "bridged", "--grace-period=1", "--wait=false")
+
+
+def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [binary("helm"), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0 or not check, result.stderr
+    return result
+
+
+@pytest.mark.timeout(420)
+def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
+    node_cluster: Cluster, k: Kubectl, bed: Bed
+) -> None:
+    """The chart's operator Deployment and the worker Job's pods, as real
+    containers: UID 65532 and a read-only root inside both, `kubectl logs`
+    of a worker, and kubelet restarted while the workers check."""
+    redis = RedisServer(bed.testbed)
+    live = [p.url for p in bed.proxies if p.expect is not None]
+    # The dead ones too: a listener that never answers holds its chunk's pod
+    # for the whole timeout, long enough to restart kubelet under it.
+    candidates = [p.url for p in bed.proxies]
+    api = node_cluster.server.removeprefix("https://")
+    values = {
+        "image": {"repository": "proxyrefresh", "tag": "dev", "pullPolicy": "Never"},
+        "hostNetwork": {"enabled": True, "apiServer": api},
+        "redis": {"url": redis.url},
+        "operator": {"livenessPort": free_port("127.0.0.1")},
+        "metrics": {"port": free_port("127.0.0.1")},
+        "network": {"allowedNetworks": ["127.0.0.0/8"]},
+    }
+    values_file = bed.testbed.workdir / "node-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    try:
+        helm(node_cluster, "install", "prf", str(CHART), "-n", NAMESPACE, "-f", str(values_file))
+        operator = running_pod(k, "-l", "app.kubernetes.io/component=operator", within=90)
+        assert_confined(k, operator["metadata"]["name"])
+        refresh = {
+            "apiVersion": "proxyrefresh.dev/v1alpha1",
+            "kind": "ProxyRefresh",
+            "metadata": {"name": "real"},
+            "spec": {
+                "pool": "real",
+                "sources": [{"inline": candidates}],
+                "chunkSize": 1,
+                "parallelism": 4,
+                "checker": {"judges": [bed.judge], "timeoutSeconds": 15},
+            },
+        }
+        applied = time.monotonic()
+        k.apply(refresh)
+        worker = running_pod(k, "-l", "app.kubernetes.io/component=worker", within=90)
+        first_running = time.monotonic() - applied
+        assert_confined(k, worker["metadata"]["name"])
+        # kubelet goes away and comes back while the workers run.
+        node_cluster.restart_kubelet()
+
+        def complete() -> dict[str, Any] | None:
+            status = k.get("proxyrefresh", "real").get("status") or {}
+            return status if status.get("phase") in ("Complete", "Failed") else None
+
+        status = wait_for(complete, 180, "the refresh to end")
+        assert status["phase"] == "Complete", status
+        n = len(candidates)
+        assert (status["candidates"], status["totalChunks"]) == (n, n)
+        assert (status["completedChunks"], status["checked"]) == (n, n)
+        assert status["live"] == len(live)
+        wanted = [p for p in bed.proxies if p.expect and p.expect.value != "transparent"]
+        assert status["usable"] == len(wanted)
+        # What a worker printed, through kubelet.
+        pods = k.get("pods", "-l", "app.kubernetes.io/component=worker")["items"]
+        logs = k("logs", pods[0]["metadata"]["name"]).stdout
+        assert logs.strip(), "a worker's log is empty"
+        print(f"kubectl apply to the first worker Running: {first_running:.2f}s")
+    except (WaitTimeout, AssertionError) as exc:
+        raise AssertionError(f"{exc}\n{what_ran(node_cluster, k)}") from None
+    finally:
+        helm(node_cluster, "uninstall", "prf", "-n", NAMESPACE, "--wait", check=False)
+        redis.stop()
+
+
+def assert_confined(k: Kubectl, pod_name: str) -> None:
+    """Inside the running container: UID 65532, a read-only root, no capabilities."""
+    probe = k(
+        "exec",
+        pod_name,
+        "--",
+        "python",
+        "-c",
+        "import os\n"
+        "print(os.getuid(), os.getgid())\n"
+        "try:\n    open('/probe', 'w')\nexcept OSError as e:\n    print(e.strerror)\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0])",
+    ).stdout.splitlines()
+    assert probe == ["65532 65532", "Read-only file system", "0000000000000000"], probe
+
+
+def what_ran(cluster: Cluster, k: Kubectl) -> str:
+    parts = [k("get", "jobs,pods,proxyrefreshes", "-o", "wide", check=False).stdout]
+    parts += [json.dumps(r.get("status")) for r in k.get("proxyrefreshes")["items"]]
+    for item in k.get("pods")["items"]:
+        name = item["metadata"]["name"]
+        parts.append(f"--- {name}\n{k('logs', name, '--tail=40', check=False).stdout}")
+    parts.append(cluster.logs.joinpath("kubelet.log").read_text(errors="replace")[-3000:])
+    return "\n".join(parts)
+
+
+def test_nothing_was_pulled(node_cluster: Cluster) -> None:
+    """Last in the module: containerd never asked a registry for an image."""
+    text = node_cluster.node.containerd_log.read_text(errors="replace")
+    assert not re.search(r"PullImage|pulling image|fetch failed", text), [
+        line for line in text.splitlines() if "ull" in line
+    ][:5]
