@@ -35,23 +35,20 @@ integration: bootstrap
 e2e: bootstrap
 	$(VENV)/pytest tests/e2e $(PYTEST_ARGS)
 
+# The local cluster with its real node (containerd, runc, kubelet; needs root).
 cluster-up: bootstrap
 	@$(VENV)/python -m tests.harness.cluster up --dir $(CLUSTER_DIR)
 
 cluster-down:
 	@$(VENV)/python -m tests.harness.cluster down --dir $(CLUSTER_DIR)
 
-# The control plane, Redis ($$PROXYREFRESH_REDIS_URL, default 127.0.0.1:6379)
-# and the operator in the background.
+# The cluster, Redis ($$PROXYREFRESH_REDIS_URL, default 127.0.0.1:6379) and
+# the operator in the background; its workers are containers on the node.
 dev-up: bootstrap
 	@$(VENV)/python -m tests.harness.devenv up --dir $(CLUSTER_DIR)
 
 dev-down:
 	@$(VENV)/python -m tests.harness.devenv down --dir $(CLUSTER_DIR)
-
-# make pod-logs POD=name [NS=namespace]: what a pod printed (no kubelet, so no kubectl logs)
-pod-logs:
-	@$(VENV)/python -m tests.harness.cluster logs $(POD) -n $(or $(NS),default) --dir $(CLUSTER_DIR)
 
 # What needs no cluster: helm lint, the rendered chart against manifests/,
 # hadolint and checkov. (The server-side dry run is in tests/e2e/test_chart.py.)

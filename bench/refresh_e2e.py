@@ -52,7 +52,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="proxyrefresh-bench-"))
     root.chmod(0o755)
     cluster = Cluster(root)
-    cluster.up(node_pods=max(16, args.parallelism))
+    cluster.up()  # one real node: 32 pods at most
     kubectl = Kubectl(cluster.kubeconfig)
     try:
         with Testbed() as bed:

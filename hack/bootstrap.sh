@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 missing=()
 PYTHON=${PYTHON:-python3}
 DEBIAN_PACKAGES=(redis-server tinyproxy squid openssl dante-server microsocks chromium chromium-driver
-  runc containernetworking-plugins buildah mmdebstrap iproute2 gcc libc6-dev)
+  runc containernetworking-plugins buildah mmdebstrap iproute2 gcc libc6-dev busybox-static)
 GO_TOOLS=(${PROXYREFRESH_GO_TOOLS:-})
 
 # --- Debian packages ---------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the project's image from the repository's Dockerfile without a Docker
-# engine, and the pause image a node's pods need, as docker-archive files a
-# container runtime imports (`ctr images import`).
+# engine, the pause image a node's pods need, and the test suite's toolbox
+# (busybox and kubectl, for the harness's own tests; it never ships), as
+# docker-archive files a container runtime imports (`ctr images import`).
 #
 # No image registry is reachable on this project's machines, so nothing is
 # pulled: the Dockerfile's base (build argument PYTHON_IMAGE, by default the
@@ -12,7 +13,7 @@
 #
 # Every archive is cached under $PROXYREFRESH_CACHE/images by the hash of its
 # inputs, so a build happens only when they change; the paths are printed,
-# one per line: the project's image, then the pause image.
+# one per line: the project's image, the pause image, the toolbox.
 #
 # Usage: hack/image.sh            build what is missing, print the archives
 #        hack/image.sh --check    exit 1 (naming what is missing) if a tool is absent
@@ -30,18 +31,23 @@ BASE_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
 # default name (proxyrefresh:dev) resolve to.
 IMAGE_NAME=docker.io/library/proxyrefresh:dev
 PAUSE_NAME=localhost/proxyrefresh-pause:1
+TOOLBOX_NAME=localhost/proxyrefresh-toolbox:1
+BIN=$CACHE/bin
 
 missing=()
-for tool in buildah mmdebstrap gcc; do
+for tool in buildah mmdebstrap gcc busybox; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
+[[ -x $BIN/kubectl ]] || missing+=("$BIN/kubectl (hack/tools.sh kube)")
 if ((${#missing[@]})); then
-  echo "image: missing ${missing[*]} (Debian packages: apt-get install buildah mmdebstrap gcc libc6-dev)" >&2
+  echo "image: missing ${missing[*]} (Debian packages: apt-get install buildah mmdebstrap gcc libc6-dev busybox-static)" >&2
   exit 1
 fi
 [[ ${1:-} == --check ]] && exit 0
 
 mkdir -p "$IMAGES"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 B=(buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver overlay)
 log() { echo "image: $*" >&2; }
 
@@ -108,8 +114,6 @@ fi
 # --- the pause image: a sandbox that sleeps until it is told to stop ----------
 PAUSE_TAR=$IMAGES/pause-1.tar
 if [[ ! -s $PAUSE_TAR ]]; then
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
   cat >"$work/pause.c" <<'C'
 #include <signal.h>
 #include <sys/wait.h>
@@ -133,5 +137,29 @@ C
   mv "$PAUSE_TAR.part" "$PAUSE_TAR"
 fi
 
+# --- the toolbox: busybox and kubectl, for pods of the harness's own tests -----
+toolbox_key=$( { busybox | head -1; cat "$BIN/.kubectl.version"; echo toolbox v1; } | sha256sum | cut -c1-16)
+TOOLBOX_TAR=$IMAGES/toolbox-$toolbox_key.tar
+if [[ ! -s $TOOLBOX_TAR ]]; then
+  mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
+  cp "$(command -v busybox)" "$work/rootfs/bin/busybox"
+  for applet in $(busybox --list); do
+    [[ -e $work/rootfs/bin/$applet ]] || ln -s busybox "$work/rootfs/bin/$applet"
+  done
+  cp "$BIN/kubectl" "$work/rootfs/bin/kubectl"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65532:65532:nobody:/nonexistent:/bin/false\n' >"$work/rootfs/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65532:\n' >"$work/rootfs/etc/group"
+  chmod 1777 "$work/rootfs/tmp"
+  c=$("${B[@]}" from scratch)
+  "${B[@]}" add "$c" "$work/rootfs/" / >/dev/null
+  "${B[@]}" config --env PATH=/bin --cmd /bin/sh "$c"
+  "${B[@]}" commit -q "$c" "$TOOLBOX_NAME" >/dev/null
+  "${B[@]}" rm "$c" >/dev/null
+  "${B[@]}" push -q "$TOOLBOX_NAME" "docker-archive:$TOOLBOX_TAR.part:$TOOLBOX_NAME"
+  mv "$TOOLBOX_TAR.part" "$TOOLBOX_TAR"
+  find "$IMAGES" -name 'toolbox-*.tar' -not -name "toolbox-$toolbox_key.tar" -delete
+fi
+
 echo "$IMAGE_TAR"
 echo "$PAUSE_TAR"
+echo "$TOOLBOX_TAR"

@@ -1,12 +1,13 @@
-"""The real local control plane, once per session; a namespace per test.
+"""The real local control plane with a real node, once per session; a
+namespace per test.
 
-When a test fails, the control plane's and the pods' logs of its namespace
-are attached to the report.
+When a test fails, the logs of its namespace's pods (``kubectl logs``) and
+the end of kubelet's and the controller manager's are attached to the report.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import shutil
 import tempfile
 import uuid
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 from proxyrefresh.fanout.store import RunStore
 from tests.conftest import Bed, wait_for
+from tests.harness import node
 from tests.harness.cluster import Cluster
 from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import ListServer, OperatorProcess
@@ -32,19 +34,27 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    forwarding = node.forwarding()
     root = Path(tempfile.mkdtemp(prefix="proxyrefresh-cluster-"))
     root.chmod(0o755)
     local = Cluster(root)
     try:
-        local.up(node_pods=int(os.environ.get("PROXYREFRESH_NODE_PODS", "16")))
-    except FileNotFoundError as exc:
+        local.up()
+    except (FileNotFoundError, node.NodeUnavailable) as exc:
+        local.down()
         pytest.fail(str(exc), pytrace=False)
     try:
         yield local
+        pulls = node.pull_attempts(local.node.containerd_log)
     finally:
         local.down()
         # Failing tests already carry the logs they need in their reports.
         shutil.rmtree(root, ignore_errors=True)
+    assert not pulls, f"containerd tried to pull images: {pulls[:5]}"
+    # Nothing the node did turned IP forwarding on (the bridge plugin would,
+    # for a gateway), nor left its guard routes behind.
+    assert node.forwarding() == forwarding == node.FORWARDING_OFF
+    assert not node.guard_routes_left(), "the node's unreachable routes outlived it"
 
 
 @pytest.fixture
@@ -55,13 +65,26 @@ def kubectl(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Kubect
     yield k
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        for pod_dir in sorted((cluster.dir / "pods").glob(f"{namespace}_*")):
-            for log in pod_dir.glob("*.log"):
-                report.sections.append((f"pod {pod_dir.name}/{log.name}", log.read_text()))
-        for name in ("podrunner", "kube-controller-manager"):
+        for name, text in pod_logs(k):
+            report.sections.append((f"pod {name}", text))
+        for name in ("kubelet", "kube-controller-manager"):
             text = (cluster.logs / f"{name}.log").read_text(errors="replace")
             report.sections.append((name, text[-6000:]))
     k("delete", "namespace", namespace, "--wait=false", namespaced=False, check=False)
+
+
+def pod_logs(k: Kubectl, tail: int = 200) -> list[tuple[str, str]]:
+    """What each pod of the namespace printed, as ``kubectl logs`` shows it
+    (the previous container's too, for a pod that restarted)."""
+    listing = k("get", "pods", "-o", "json", check=False)
+    found = []
+    for item in json.loads(listing.stdout or '{"items": []}')["items"]:
+        name = item["metadata"]["name"]
+        for container in item["spec"]["containers"]:
+            args = [name, "-c", container["name"], f"--tail={tail}"]
+            text = k("logs", *args, check=False).stdout
+            found.append((f"{name}/{container['name']}", text))
+    return found
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import Bed, wait_for
+from tests.e2e.conftest import pod_logs
 from tests.harness.cluster import Cluster, binary
 from tests.harness.kubectl import Kubectl
 from tests.harness.testbed import RedisServer, free_port
@@ -62,10 +63,8 @@ def what_ran(cluster: Cluster, k: Kubectl) -> str:
     if refreshes:
         for item in json.loads(refreshes).get("items", []):
             parts.append(f"{item['metadata']['name']}: {json.dumps(item.get('status'))}")
-    for pod_dir in sorted((cluster.dir / "pods").glob(f"{NAMESPACE}_*")):
-        for log in pod_dir.glob("*.log"):
-            tail = log.read_text(errors="replace")[-3000:]
-            parts.append(f"--- {pod_dir.name}/{log.name}\n{tail}")
+    for name, text in pod_logs(k, tail=60):
+        parts.append(f"--- {name}\n{text}")
     return "\n".join(parts)
 
 
@@ -109,13 +108,15 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         "minUsable": 1,
         "checker": {"judges": [bed.judge], "timeoutSeconds": 3},
     }
-    # The chart's pods listen on every address (0.0.0.0), and here they are
-    # local processes: a port must be free on all of them, not on 127.0.0.1
-    # alone (the testbed's servers hold ports on other loopback addresses; a
-    # CI run once saw the operator's metrics port taken so).
+    # The chart's pods listen on every address (0.0.0.0), and here they use
+    # the node's network (the test bed lives on its loopback): a port must be
+    # free on all of them, not on 127.0.0.1 alone (the testbed's servers hold
+    # ports on other loopback addresses; a CI run once saw the operator's
+    # metrics port taken so).
     rotator_port = free_port("0.0.0.0")
     values = {
-        "image": {"repository": "proxyrefresh", "tag": "dev"},
+        "image": {"repository": "proxyrefresh", "tag": "dev", "pullPolicy": "Never"},
+        "hostNetwork": {"enabled": True, "apiServer": cluster.server.removeprefix("https://")},
         "redis": {"url": redis.url},
         "operator": {
             "watchNamespaces": [NAMESPACE],
@@ -126,7 +127,7 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         "schedules": [{"name": "every-minute", "schedule": "* * * * *", "spec": spec}],
         # The judge and proxies of the testbed are on loopback.
         "network": {"allowedNetworks": ["127.0.0.0/8"]},
-        # Pods run as local processes here: the rotator's ports must be free.
+        # On the node's network: the rotator's ports must be free there.
         "rotator": {
             "enabled": True,
             "pool": "helm",

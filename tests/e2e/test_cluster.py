@@ -1,9 +1,10 @@
-"""The local control plane behaves like a cluster: real controllers, and a
-pod runner that runs, fails, retries, deletes and authorises like a kubelet."""
+"""The local control plane behaves like a cluster: real controllers, a real
+scheduler and a real kubelet that runs, fails, retries, deletes and
+authorises pods as containers (busybox and kubectl in the harness's toolbox
+image, hack/image.sh)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -15,6 +16,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.harness.cluster import Cluster
+from tests.harness.image import TOOLBOX
 from tests.harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +42,7 @@ def cronjob(cluster: Cluster) -> Iterator[tuple[Kubectl, float]]:
                             "spec": {
                                 "restartPolicy": "Never",
                                 "containers": [
-                                    {"name": "main", "image": "busybox", "command": ["true"]}
+                                    {"name": "main", "image": TOOLBOX, "command": ["true"]}
                                 ],
                             }
                         }
@@ -53,36 +55,41 @@ def cronjob(cluster: Cluster) -> Iterator[tuple[Kubectl, float]]:
     k("delete", "namespace", k.namespace, "--wait=false", namespaced=False, check=False)
 
 
-def job(name: str, script: str, **spec: Any) -> dict[str, Any]:
+def shared(path: Path) -> dict[str, Any]:
+    """Pod spec fields that mount the host's ``path`` at the same place."""
+    return {
+        "volumes": [{"name": "shared", "hostPath": {"path": str(path), "type": "Directory"}}],
+        "containers": [{"volumeMounts": [{"name": "shared", "mountPath": str(path)}]}],
+    }
+
+
+def job(name: str, script: str, mount: Path | None = None, **spec: Any) -> dict[str, Any]:
+    """An Indexed Job of toolbox pods running ``script`` (with ``mount``
+    shared with the host)."""
+    container: dict[str, Any] = {"name": "main", "image": TOOLBOX, "command": ["sh", "-c", script]}
+    pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+    if mount is not None:
+        extra = shared(mount)
+        pod_spec["volumes"] = extra["volumes"]
+        container["volumeMounts"] = extra["containers"][0]["volumeMounts"]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": name},
-        "spec": {
-            "completionMode": "Indexed",
-            **spec,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
-                    ],
-                }
-            },
-        },
+        "spec": {"completionMode": "Indexed", **spec, "template": {"spec": pod_spec}},
     }
 
 
 def pod(
     name: str, script: str, labels: dict[str, str] | None = None, **container: Any
 ) -> dict[str, Any]:
-    """A one-container busybox pod running ``script`` (more container fields
+    """A one-container toolbox pod running ``script`` (more container fields
     in ``container``; ``grace`` sets terminationGracePeriodSeconds)."""
     spec: dict[str, Any] = {"restartPolicy": "Never"}
     if "grace" in container:
         spec["terminationGracePeriodSeconds"] = container.pop("grace")
     spec["containers"] = [
-        {"name": "main", "image": "busybox", "command": ["sh", "-c", script], **container}
+        {"name": "main", "image": TOOLBOX, "command": ["sh", "-c", script], **container}
     ]
     return {
         "apiVersion": "v1",
@@ -102,7 +109,7 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
 def test_indexed_job_completes_every_index(kubectl: Kubectl, tmp_path: Path) -> None:
     tmp_path.chmod(0o777)
     script = f"echo $JOB_COMPLETION_INDEX > {tmp_path}/index-$JOB_COMPLETION_INDEX"
-    kubectl.apply(job("six", script, completions=6, parallelism=2))
+    kubectl.apply(job("six", script, tmp_path, completions=6, parallelism=2))
     kubectl("wait", "--for=condition=Complete", "job/six", "--timeout=90s")
     status = kubectl.get("job", "six")["status"]
     assert status["completedIndexes"] == "0-5"
@@ -122,7 +129,9 @@ def test_failed_index_is_retried_and_a_hopeless_one_fails_the_job(
         f"m={tmp_path}/tried-$JOB_COMPLETION_INDEX; "
         'if [ -e "$m" ]; then exit 0; fi; touch "$m"; exit 1'
     )
-    kubectl.apply(job("flaky", script, completions=2, parallelism=2, backoffLimitPerIndex=1))
+    kubectl.apply(
+        job("flaky", script, tmp_path, completions=2, parallelism=2, backoffLimitPerIndex=1)
+    )
     kubectl("wait", "--for=condition=Failed", "job/flaky", "--timeout=120s")
     status = kubectl.get("job", "flaky")["status"]
     assert status["completedIndexes"] == "0"
@@ -135,30 +144,16 @@ def test_failed_index_is_retried_and_a_hopeless_one_fails_the_job(
     assert exit_codes == [0, 1, 3, 3]  # index 0: fail, retry ok; index 1: fail twice
 
 
-def test_pod_deleted_mid_run_is_killed_within_its_grace_period(
-    kubectl: Kubectl, tmp_path: Path
-) -> None:
-    tmp_path.chmod(0o777)
-    pidfile = tmp_path / "pid"
-    # Ignores SIGTERM, so only the SIGKILL after the grace period ends it
-    # ($$$$ is the shell's $$ after Kubernetes' own $$ escape).
-    script = f"trap '' TERM; echo $$$$ > {pidfile}; while true; do sleep 0.2; done"
+def test_pod_deleted_mid_run_is_killed_within_its_grace_period(kubectl: Kubectl) -> None:
+    # Ignores SIGTERM, so only the SIGKILL after the grace period ends it.
+    script = "trap '' TERM; echo started; while true; do sleep 0.2; done"
     kubectl.apply(pod("sleeper", script, grace=3))
-    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the pod to start")
-    pid = int(pidfile.read_text())
+    kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=60s")
     started = time.monotonic()
-    kubectl("delete", "pod", "sleeper", "--wait=false")
-
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
-
-    wait_for(gone, 15, "the pod's process to be killed")
+    kubectl("delete", "pod", "sleeper", "--wait=true", "--timeout=30s")
+    # kubelet confirms the deletion once the container is gone: after the
+    # grace period (SIGKILL), not before it and not much after.
     assert 2.5 < time.monotonic() - started < 8
-    kubectl("wait", "--for=delete", "pod/sleeper", "--timeout=30s")
 
 
 def test_active_deadline_fails_the_pod(kubectl: Kubectl) -> None:
@@ -171,7 +166,7 @@ def test_active_deadline_fails_the_pod(kubectl: Kubectl) -> None:
     assert pod["status"]["reason"] == "DeadlineExceeded"
 
 
-def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
+def test_deployment_gets_its_pod_running(kubectl: Kubectl, cluster: Cluster) -> None:
     kubectl.apply(
         {
             "apiVersion": "apps/v1",
@@ -186,7 +181,7 @@ def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
                         "containers": [
                             {
                                 "name": "main",
-                                "image": "busybox",
+                                "image": TOOLBOX,
                                 "command": ["sh", "-c", "sleep 3600"],
                             }
                         ]
@@ -198,10 +193,10 @@ def test_deployment_gets_its_pod_running(kubectl: Kubectl) -> None:
     kubectl("rollout", "status", "deployment/web", "--timeout=60s")
     (pod,) = kubectl.get("pods", "-l", "app=web")["items"]
     assert pod["status"]["phase"] == "Running"
-    assert pod["spec"]["nodeName"] == "proxyrefresh-local"
+    assert pod["spec"]["nodeName"] == cluster.node_name  # placed by kube-scheduler
 
 
-def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl, cluster: Cluster) -> None:
+def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl) -> None:
     kubectl("create", "configmap", "cfg", "--from-literal=colour=blue")
     kubectl("create", "secret", "generic", "sec", "--from-literal=password=hunter2")
     env = [
@@ -221,25 +216,7 @@ def test_env_is_resolved_like_a_kubelet(kubectl: Kubectl, cluster: Cluster) -> N
         )
     )
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/envy", "--timeout=60s")
-    logs = cluster.pod_logs("envy", kubectl.namespace)
-    assert "hello blue hunter2 envy proxies blue" in logs
-    printed = subprocess.run(
-        [
-            "python",
-            "-m",
-            "tests.harness.cluster",
-            "logs",
-            "envy",
-            "-n",
-            kubectl.namespace,
-            "--dir",
-            str(cluster.dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "hello blue hunter2" in printed
+    assert "hello blue hunter2 envy proxies blue" in kubectl("logs", "envy").stdout
 
 
 def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> None:
@@ -257,10 +234,14 @@ def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> Non
             "spec": {
                 "serviceAccountName": "reader",
                 "restartPolicy": "Never",
+                # The API server is on the host's loopback: the node's network,
+                # and its address instead of the Service's (no kube-proxy here).
+                "hostNetwork": True,
                 "containers": [
                     {
                         "name": "main",
-                        "image": "bitnami/kubectl",
+                        "image": TOOLBOX,
+                        "env": api_server_env(cluster),
                         "command": [
                             "sh",
                             "-c",
@@ -273,11 +254,19 @@ def test_service_account_rbac_is_real(kubectl: Kubectl, cluster: Cluster) -> Non
         }
     )
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/probe", "--timeout=60s")
-    logs = cluster.pod_logs("probe", ns)
+    logs = kubectl("logs", "probe").stdout
     assert "configmap/kube-root-ca.crt" in logs
     assert "cm=0" in logs
     assert f'User "system:serviceaccount:{ns}:reader" cannot list resource "secrets"' in logs
     assert "secrets=1" in logs
+
+
+def api_server_env(cluster: Cluster) -> list[dict[str, str]]:
+    host, _, port = cluster.server.removeprefix("https://").partition(":")
+    return [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+    ]
 
 
 def test_kubectl_get_watch_streams_changes(kubectl: Kubectl) -> None:

@@ -32,6 +32,7 @@ def test_squares_run_on_the_same_core(world: World, kubectl: Kubectl, tmp_path: 
         namespaced=False,
     )
     crashed = tmp_path / "crashed-once"
+    tmp_path.chmod(0o777)  # the pods write the marker as UID 65532
     controller = start_logged(
         [
             sys.executable,

@@ -1,17 +1,13 @@
-"""A real local Kubernetes control plane: etcd, kube-apiserver,
-kube-controller-manager, and one Node that runs the pods.
+"""A real local Kubernetes cluster: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, and one real node (containerd, runc
+and kubelet; node.py) that runs pods as containers of images made here
+(hack/image.sh). Everything is built from Go modules by hack/tools.sh. State
+(certificates, etcd data, the node's files, logs, pids) lives in one
+directory, so ``cluster down`` from another process finds what ``up``
+started.
 
-The Node is either a real one (``--runtime kubelet``: kube-scheduler places
-pods on a kubelet that runs them as containers of real images with
-containerd and runc; node.py) or the pod runner (``--runtime podrunner``,
-podrunner.py: it binds pods itself and runs each container's command as a
-local process). Everything is built from Go modules by hack/tools.sh. State
-(certificates, etcd data, logs, pids) lives in one directory, so ``cluster
-down`` from another process finds what ``up`` started.
-
-    python -m tests.harness.cluster up [--dir DIR] [--runtime kubelet|podrunner]
+    python -m tests.harness.cluster up [--dir DIR]     # prints export KUBECONFIG=...
     python -m tests.harness.cluster down [--dir DIR]
-    python -m tests.harness.cluster logs POD [-n NAMESPACE] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -32,15 +28,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import node as node_module
+from tests.harness.image import build_images
 from tests.harness.kubeconfig import write_kubeconfig
-from tests.harness.node import Node, NodeUnavailable, requirements
+from tests.harness.node import (
+    NODE_NAME,
+    Node,
+    NodeUnavailable,
+    claim,
+    hold_claim,
+    release,
+    requirements,
+)
 from tests.harness.testbed import free_port, start_logged, wait_for_port
 from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".cluster"
-NODE_NAME = "proxyrefresh-local"  # the pod runner's Node; a kubelet's is node.NODE_NAME
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = [
@@ -54,23 +57,17 @@ CONTROLLERS = [
     "serviceaccount-controller",
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
+    # Lifts the not-ready taint kubelet registers its Node with.
+    "node-lifecycle-controller",
 ]
-# The real node's controller and scheduler: the taint kubelet registers with
-# (not-ready) is lifted by the node-lifecycle controller, and pods are placed
-# by kube-scheduler.
-KUBELET_CONTROLLERS = ["node-lifecycle-controller"]
-COMPONENTS = {
-    "podrunner": ("etcd", "kube-apiserver", "kube-controller-manager", "podrunner"),
-    "kubelet": (
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-        "containerd",
-        "kubelet",
-    ),
-}
-RUNTIMES = tuple(COMPONENTS)
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+)
 
 
 def tools_bin() -> Path:
@@ -208,23 +205,16 @@ class Cluster:
         return {str(k): int(v) for k, v in dict(raw).items()}  # type: ignore[call-overload]
 
     @property
-    def runtime(self) -> str:
-        return str(self.state().get("runtime") or "podrunner")
-
-    @property
     def node_name(self) -> str:
-        return NODE_NAME if self.runtime == "podrunner" else node_module.NODE_NAME
+        return NODE_NAME
 
     @property
     def node(self) -> Node:
         return Node(self.dir / "node", tools_bin(), SERVICE_CIDR)
 
-    def running(self, runtime: str | None = None) -> bool:
+    def running(self) -> bool:
         pids = self.pids()
-        if runtime is not None and runtime != self.runtime:
-            return False
-        wanted = COMPONENTS[self.runtime]
-        return bool(pids) and all(alive(pids.get(c, 0)) for c in wanted) and self.healthy()
+        return bool(pids) and all(alive(pids.get(c, 0)) for c in COMPONENTS) and self.healthy()
 
     def healthy(self) -> bool:
         try:
@@ -240,24 +230,31 @@ class Cluster:
         with urllib.request.urlopen(request, context=context, timeout=5) as resp:
             return bytes(resp.read())
 
-    def up(self, node_pods: int = 16, runtime: str = "podrunner") -> float:
-        """Start everything that is not running; returns the seconds it took."""
+    def up(self) -> float:
+        """Start everything that is not running; returns the seconds it took.
+        What fails half-way is taken down again, the node's leftovers too."""
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
-        if self.running(runtime):
+        if self.running():
             return 0.0
         self.down()
-        archives: list[Path] = []
-        if runtime == "kubelet":
-            missing = requirements(tools_bin())
-            if missing:
-                raise NodeUnavailable("a real node needs: " + "; ".join(missing))
-            archives = build_images()
+        missing = requirements(tools_bin())
+        if missing:
+            raise NodeUnavailable("a real node needs: " + "; ".join(missing))
+        claim(self.dir, alive)
+        try:
+            self._start()
+        except BaseException:
+            self.down()
+            raise
+        return time.monotonic() - started
+
+    def _start(self) -> None:
+        archives = build_images()
         self._certificates()
         state = self.state()
         token = str(state.get("admin_token") or secrets.token_hex(24))
         state.update(
-            runtime=runtime,
             admin_token=token,
             etcd_port=free_port("127.0.0.1"),
             etcd_peer_port=free_port("127.0.0.1"),
@@ -354,7 +351,7 @@ class Cluster:
                 "--kubeconfig",
                 str(self.kubeconfig),
                 "--controllers",
-                ",".join(CONTROLLERS + (KUBELET_CONTROLLERS if runtime == "kubelet" else [])),
+                ",".join(CONTROLLERS),
                 "--leader-elect=false",
                 "--bind-address",
                 "127.0.0.1",
@@ -372,10 +369,7 @@ class Cluster:
             ],
         )
         self.save_state({**state, "pids": pids})
-        if runtime == "kubelet":
-            self._start_node(pids, state, archives)
-        else:
-            self._start_podrunner(pids, state, node_pods)
+        self._start_node(pids, state, archives)
         kcm_log = self.logs / "kube-controller-manager.log"
         wait(
             self._default_sa,
@@ -383,33 +377,6 @@ class Cluster:
             "the default ServiceAccount",
             kcm_log,
             pids["kube-controller-manager"],
-        )
-        return time.monotonic() - started
-
-    def _start_podrunner(self, pids: dict[str, int], state: dict[str, object], pods: int) -> None:
-        pids["podrunner"] = self._spawn(
-            "podrunner",
-            [
-                sys.executable,
-                "-m",
-                "tests.harness.podrunner",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--dir",
-                str(self.dir),
-                "--node",
-                NODE_NAME,
-                "--pods",
-                str(pods),
-            ],
-        )
-        self.save_state({**state, "pids": pids})
-        wait(
-            self._node_ready,
-            30,
-            f"node {NODE_NAME}",
-            self.logs / "podrunner.log",
-            pids["podrunner"],
         )
 
     def _start_node(
@@ -433,8 +400,10 @@ class Cluster:
         node.guard_routes()
         state["node"] = node.configure(self.kubeconfig)
         self.save_state({**state, "pids": pids})
+        node.make_run_dir()
         args, env = node.containerd_args()
         pids["containerd"] = start_logged(args, self.logs / "containerd.log", env=env).pid
+        hold_claim(self.dir, pids["containerd"])
         self.save_state({**state, "pids": pids})
         node.wait_socket(lambda: alive(pids["containerd"]))
         node.import_images(archives)
@@ -468,12 +437,6 @@ class Cluster:
         except OSError:
             return False
 
-    def _node_ready(self) -> bool:
-        try:
-            return b'"Ready"' in self.get(f"/api/v1/nodes/{self.node_name}")
-        except OSError:
-            return False
-
     def _node_schedulable(self) -> bool:
         try:
             found = json.loads(self.get(f"/api/v1/nodes/{self.node_name}"))
@@ -496,7 +459,7 @@ class Cluster:
         real node's pods, mounts, bridge, cgroups and sysctls are undone."""
         pids = self.pids()
         state = self.state()
-        for name in reversed(COMPONENTS[self.runtime]):
+        for name in reversed(COMPONENTS):
             pid = pids.get(name)
             if name == "containerd":
                 self.node.remove_pods()
@@ -504,34 +467,12 @@ class Cluster:
                 stop_group(pid, grace=10)
         if "node" in state:
             self.node.clean(dict(state.pop("node")))  # type: ignore[call-overload]
+        release(self.dir)
         state.pop("pids", None)
         if state:
             self.save_state(state)
         # etcd data is per run: a fresh cluster each time up() starts one.
         subprocess.run(["rm", "-rf", str(self.dir / "etcd")], check=False)
-
-    def pod_logs(self, name: str, namespace: str = "default") -> str:
-        """What a pod runner's pod printed (with a kubelet: ``kubectl logs``)."""
-        pod_dir = self.dir / "pods"
-        matches = sorted(pod_dir.glob(f"{namespace}_{name}_*/*.log"), key=os.path.getmtime)
-        if not matches:
-            raise FileNotFoundError(f"no logs for pod {namespace}/{name} under {pod_dir}")
-        return "".join(f"==> {m.parent.name}/{m.name} <==\n{m.read_text()}" for m in matches)
-
-
-def build_images() -> list[Path]:
-    """The project's image built from its Dockerfile and the pause image, as
-    archives to import (hack/image.sh: cached by the hash of their inputs)."""
-    result = subprocess.run(
-        ["bash", str(ROOT / "hack" / "image.sh")],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise NodeUnavailable(f"hack/image.sh failed:\n{result.stderr[-3000:]}")
-    return [Path(line) for line in result.stdout.split()]
 
 
 def alive(pid: int) -> bool:
@@ -581,24 +522,15 @@ def wait(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["up", "down", "logs", "kubeconfig"])
-    parser.add_argument("pod", nargs="?")
-    parser.add_argument("-n", "--namespace", default="default")
+    parser.add_argument("command", choices=["up", "down", "kubeconfig"])
     parser.add_argument(
         "--dir", type=Path, default=Path(os.environ.get("PROXYREFRESH_CLUSTER_DIR", DEFAULT_DIR))
-    )
-    parser.add_argument("--pods", type=int, default=16, help="the pod runner's pod capacity")
-    parser.add_argument(
-        "--runtime",
-        choices=RUNTIMES,
-        default=os.environ.get("PROXYREFRESH_RUNTIME", "kubelet"),
-        help="kubelet: a real node (containerd, runc); podrunner: pods as local processes",
     )
     args = parser.parse_args(argv)
     cluster = Cluster(args.dir.resolve())
     if args.command == "up":
         try:
-            took = cluster.up(args.pods, args.runtime)
+            took = cluster.up()
         except (
             FileNotFoundError,
             TimeoutError,
@@ -613,12 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "down":
         cluster.down()
         print("cluster: down", file=sys.stderr)
-    elif args.command == "kubeconfig":
-        print(cluster.kubeconfig)
     else:
-        if not args.pod:
-            parser.error("logs needs a pod name")
-        print(cluster.pod_logs(args.pod, args.namespace), end="")
+        print(cluster.kubeconfig)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The one kubeconfig writer of the dev tools: the admin's (cluster.py) and
-each pod's ServiceAccount (podrunner.py) are written the same way."""
+"""The local cluster's kubeconfig writer (cluster.py): the admin's, which
+kubelet, kube-scheduler and the controller manager use too."""
 
 from __future__ import annotations
 

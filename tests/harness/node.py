@@ -26,8 +26,10 @@ cgroups, the sysctls kubelet sets, and its hard-coded directories.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -49,12 +51,46 @@ HARD_CODED_LEFTOVERS = (
     "/var/lib/cni/results",
 )
 CNI_BIN = "/usr/lib/cni"
+# How containerd's CRI says it pulls (or tries to): "PullImage", "fetch failed".
+PULL = re.compile(r"PullImage|[Pp]ulling image|fetch failed|failed to resolve reference")
 RUNC = "/usr/sbin/runc"
 DEBIAN_PACKAGES = ("runc", "containernetworking-plugins", "buildah", "mmdebstrap", "iproute2")
 
 
+# One real node per machine: two kubelets would share the kubepods cgroups
+# (each removes the pods it does not know) and the bridge. Whose node runs is
+# written here.
+CLAIM = Path("/run/proxyrefresh-node.json")
+
+
 class NodeUnavailable(RuntimeError):
     """Something the node needs is not on this machine; the message says what."""
+
+
+def claim(cluster_dir: Path, alive: Callable[[int], bool]) -> None:
+    """Take this machine's node for ``cluster_dir``, or say whose it is."""
+    try:
+        held = json.loads(CLAIM.read_text())
+    except (OSError, ValueError):
+        held = {}
+    other = held.get("dir")
+    if other and other != str(cluster_dir) and alive(int(held.get("pid") or 0)):
+        raise NodeUnavailable(
+            f"another local cluster's node runs on this machine (its directory: {other}); "
+            f"stop it first: python -m tests.harness.cluster down --dir {other}"
+        )
+    CLAIM.write_text(json.dumps({"dir": str(cluster_dir), "pid": os.getpid()}))
+
+
+def hold_claim(cluster_dir: Path, pid: int) -> None:
+    """The claim lasts as long as ``pid`` (containerd) runs."""
+    CLAIM.write_text(json.dumps({"dir": str(cluster_dir), "pid": pid}))
+
+
+def release(cluster_dir: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(CLAIM.read_text()).get("dir") == str(cluster_dir):
+            CLAIM.unlink()
 
 
 def requirements(bin_dir: Path) -> list[str]:
@@ -88,6 +124,21 @@ def route_get(address: str, pid: int | None = None) -> str:
     return result.stdout.strip()
 
 
+FORWARDING_OFF = {"net/ipv4/ip_forward": "0", "net/ipv6/conf/all/forwarding": "0"}
+
+
+def guard_routes_left() -> list[str]:
+    """The unreachable routes a node installs, if any are still there."""
+    routes = ip("route", "show", "type", "unreachable", check=False).stdout.splitlines()
+    return [r for r in routes if POD_RANGE in r]
+
+
+def pull_attempts(containerd_log: Path) -> list[str]:
+    """The lines of containerd's log where it asked a registry for an image."""
+    text = containerd_log.read_text(errors="replace") if containerd_log.exists() else ""
+    return [line for line in text.splitlines() if PULL.search(line)]
+
+
 def sysctl_path(name: str) -> Path:
     return Path("/proc/sys") / name
 
@@ -109,8 +160,16 @@ class Node:
     subnet: str = "10.244.77.0/24"
 
     @property
+    def run_dir(self) -> Path:
+        """containerd's sockets: a short path of its own (its shims' socket
+        directory may be 42 characters at most, a unix socket's path 107),
+        named after the node's directory."""
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:8]
+        return Path("/run") / f"proxyrefresh-{digest}"
+
+    @property
     def socket(self) -> Path:
-        return self.dir / "run" / "containerd.sock"
+        return self.run_dir / "containerd.sock"
 
     @property
     def kubelet_root(self) -> Path:
@@ -126,7 +185,7 @@ class Node:
         """Write containerd's, CNI's and kubelet's configuration; returns
         what stop() needs to undo (sysctls, ports)."""
         d = self.dir
-        for sub in ("run", "containerd", "certs.d/_default", "cni/net.d", "kubelet/root"):
+        for sub in ("containerd", "certs.d/_default", "cni/net.d", "kubelet/root"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         # Every registry host goes to a closed loopback port: a pull fails here.
         (d / "certs.d" / "_default" / "hosts.toml").write_text(
@@ -186,7 +245,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/containerd/opt"
 [plugins."io.containerd.shim.v1.manager"]
-  socket_dir = "{d}/containerd/s"
+  socket_dir = "{self.run_dir}/s"
 [plugins."io.containerd.transfer.v1.local"]
   config_path = "{d}/certs.d"
 [plugins."io.containerd.cri.v1.images"]
@@ -254,6 +313,9 @@ shutdownGracePeriod: 0s
         exists: only the bridge's own subnet is reachable, from its pods."""
         for cidr in (POD_RANGE, self.service_range):
             ip("route", "replace", "unreachable", cidr)
+
+    def make_run_dir(self) -> None:
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def containerd_args(self) -> tuple[list[str], dict[str, str]]:
         env = {
@@ -332,6 +394,7 @@ shutdownGracePeriod: 0s
     def clean(self, saved: dict[str, object]) -> None:
         """After containerd and kubelet have stopped: what they leave behind."""
         self._unmount_below(self.dir)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
         if ip("link", "show", self.bridge, check=False).returncode == 0:
             ip("link", "del", self.bridge, check=False)
         for cidr in (POD_RANGE, self.service_range):

@@ -146,8 +146,19 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
 LOOPBACK_ALLOWED = {"PROXYREFRESH_NETWORK_ALLOWED": '["127.0.0.0/8"]'}
 
 
+# The local node's pods: the project's image as hack/image.sh imported it
+# (never pulled), on the node's network, where the test bed's judge, proxies
+# and Redis listen (loopback).
+NODE_WORKERS = {
+    "PROXYREFRESH_OPERATOR_WORKER_IMAGE": "proxyrefresh:dev",
+    "PROXYREFRESH_OPERATOR_WORKER_IMAGE_PULL_POLICY": "Never",
+    "PROXYREFRESH_OPERATOR_WORKER_HOST_NETWORK": "true",
+}
+
+
 class OperatorProcess:
-    """``proxyrefresh operator`` as a local process, killable and restartable."""
+    """``proxyrefresh operator`` as a local process, killable and restartable;
+    its workers are real containers on the local node."""
 
     def __init__(self, kubeconfig: Path, redis_url: str, log: Path, **env: str) -> None:
         self.log = log
@@ -156,6 +167,7 @@ class OperatorProcess:
         self.env = {
             **os.environ,
             **LOOPBACK_ALLOWED,
+            **NODE_WORKERS,
             "KUBECONFIG": str(kubeconfig),
             "PROXYREFRESH_REDIS_URL": redis_url,
             "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",

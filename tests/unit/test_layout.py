@@ -89,7 +89,7 @@ def test_wheel_maps_the_folders_into_the_package(tmp_path: Path) -> None:
     assert "proxyrefresh/cli.py" in names
     tops = {name.split("/")[0] for name in names}
     assert tops == {"proxyrefresh", f"{wheel.name.split('-py3')[0]}.dist-info"}
-    # Only what a user runs: no local control plane, pod runner, testbed or demo.
+    # Only what a user runs: no local control plane, node, testbed or demo.
     tooling = [n for n in names if "testing" in n or "harness" in n or "podrunner" in n]
     assert tooling == []
     assert not [n for n in names if n.endswith(("testbed.py", "demo.py", "devenv.py"))]

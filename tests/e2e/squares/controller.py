@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +66,28 @@ def start(body: Any, redis_url: str) -> int:
             "valueFrom": {"secretKeyRef": {"name": secret, "key": "url"}},
         },
     ]
+    # The project's image runs this kind's worker from the checkout, mounted
+    # read-only where it is on the host (and the crash marker's directory,
+    # writable); on the node's network, where the test's Redis listens.
+    mounts = {"src": (ROOT, True)}
+    marker = os.environ.get("SQUARES_CRASH_ONCE")
+    if marker:
+        mounts["marker"] = (Path(marker).parent, False)
     manifest = fanout_job.indexed_job(
         name=f"{name}-{uid[:8]}",
         namespace=namespace,
         labels={"app": "squares", f"{GROUP}/name": name},
         container={
             "name": CONTAINER,
-            "image": "squares:test",  # not ours: the pod runner runs the command as it is
-            "command": [sys.executable, "-m", "tests.e2e.squares.worker"],
+            "image": "proxyrefresh:dev",
+            "imagePullPolicy": "Never",
+            "command": ["python", "-m", "tests.e2e.squares.worker"],
+            "workingDir": str(ROOT),
             "env": env,
+            "volumeMounts": [
+                {"name": n, "mountPath": str(path), "readOnly": ro}
+                for n, (path, ro) in mounts.items()
+            ],
         },
         chunks=chunks,
         parallelism=2,
@@ -83,7 +95,12 @@ def start(body: Any, redis_url: str) -> int:
         max_failed_indexes=None,
         chunk_seconds=60,
         ttl_seconds=600,
+        host_network=True,
     )
+    manifest["spec"]["template"]["spec"]["volumes"] = [
+        {"name": n, "hostPath": {"path": str(path), "type": "Directory"}}
+        for n, (path, _) in mounts.items()
+    ]
     manifest["metadata"]["ownerReferences"] = [owner]
     create(client.BatchV1Api().create_namespaced_job, namespace, manifest)
     return int(chunks)
