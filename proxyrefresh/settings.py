@@ -196,12 +196,11 @@ class RedisSettings(EnvSettings):
         """The asyncio client; a caller someone waits on (the rotator) asks
         for fewer ``retries`` and a shorter ``timeout`` than a pod rides out."""
         from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
         from redis.backoff import ExponentialWithJitterBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        retry = Retry(
+        retry = _login_final_retry()(
             ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds),
             self.retries if retries is None else retries,
         )
@@ -224,6 +223,43 @@ class RedisSettings(EnvSettings):
         return BlockingRedis.from_url(
             self.url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+
+
+def _login_final_retry() -> Any:
+    """redis-py's asyncio Retry, except that a refused login is final.
+
+    redis-py counts AuthenticationError as a ConnectionError, so it retries
+    it with the rest; but a password refused stays refused. A worker whose
+    run was deleted (its Redis user revoked with it) would ride out every
+    retry, up to half a minute of backoff, before it could obey SIGTERM."""
+    from redis.asyncio.retry import Retry
+    from redis.exceptions import AuthenticationError
+
+    class Refused(Exception):
+        """Carries the refusal past the retry loop, which does not know it."""
+
+        def __init__(self, error: AuthenticationError) -> None:
+            self.error = error
+
+    class LoginFinalRetry(Retry):
+        async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+            async def once() -> Any:
+                try:
+                    return await do()
+                except AuthenticationError as exc:
+                    raise Refused(exc) from exc
+
+            try:
+                return await super().call_with_retry(once, fail, *args, **kwargs)
+            except Refused as refused:
+                # The failure handler cleans the connection up, as for any error.
+                if kwargs.get("with_failure_count"):
+                    await fail(refused.error, 1)
+                else:
+                    await fail(refused.error)
+                raise refused.error from None
+
+    return LoginFinalRetry
 
 
 class WorkerSettings(EnvSettings):

@@ -159,6 +159,8 @@ def test_pod_deleted_mid_run_is_killed_within_its_grace_period(kubectl: Kubectl)
 def test_active_deadline_fails_the_pod(kubectl: Kubectl) -> None:
     spec = job("late", "sleep 30", completions=1, backoffLimitPerIndex=0)
     spec["spec"]["template"]["spec"]["activeDeadlineSeconds"] = 2
+    # sh as PID 1 ignores SIGTERM: only the kill after the grace period ends it.
+    spec["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
     kubectl.apply(spec)
     kubectl("wait", "--for=condition=Failed", "job/late", "--timeout=60s")
     (pod,) = kubectl.get("pods", "-l", "job-name=late")["items"]

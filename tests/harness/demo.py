@@ -1,8 +1,9 @@
 """``make demo``: one refresh, from ``kubectl apply`` to the merged pool.
 
-Brings up the local control plane, Redis and the operator (as ``make
-dev-up`` does), starts real proxies of every anonymity level plus dead ones
-and serves them as a candidate list, applies manifests/examples/refresh.yaml,
+Brings up the local cluster with its real node, Redis and the operator (as
+``make dev-up`` does; the refresh's workers are containers on the node),
+starts real proxies of every anonymity level plus dead ones and serves them
+as a candidate list, applies manifests/examples/refresh.yaml,
 shows ``kubectl get proxyrefresh -w`` until the refresh is done, prints the
 pool, and takes everything down again (KEEP=1 leaves it up).
 """
@@ -20,6 +21,7 @@ from redis.asyncio import Redis as AsyncRedis
 from rich.console import Console
 from rich.table import Table
 
+from proxyrefresh.constants import LABEL_COMPONENT, LABEL_REFRESH
 from proxyrefresh.pool import AsyncPool, Pool
 from tests.harness import devenv
 from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster
@@ -60,6 +62,7 @@ def main() -> int:
     console.rule("[bold]proxyrefresh demo")
     devenv.up(cluster)
     console.print(f"export KUBECONFIG={cluster.kubeconfig}")
+    show(console, kubectl, "get", "node", "-o", "wide")
     try:
         with Testbed() as bed:
             console.print("starting the judge and local proxies (tinyproxy, squid, pproxy)")
@@ -95,6 +98,8 @@ def main() -> int:
             )
             status = kubectl.get("proxyrefresh", "demo")["status"]
             console.print(f"[bold]{status['phase']}[/bold]: {status.get('message')}")
+            workers = f"{LABEL_COMPONENT}=worker,{LABEL_REFRESH}=demo"
+            show(console, kubectl, "get", "pods", "-l", workers, "-o", "wide")
             cm = kubectl.get("configmap", "default-proxies")
             table = Table(title="ConfigMap default-proxies: live_proxies.json")
             for column in ("proxy", "anonymity", "exit ip", "latency ms", "score"):
@@ -123,6 +128,12 @@ def main() -> int:
         if not os.environ.get("KEEP"):
             devenv.down(cluster)
             console.print("demo: everything stopped (KEEP=1 leaves it running)")
+
+
+def show(console: Console, kubectl: Kubectl, *args: str) -> None:
+    """A kubectl command and what it printed, as a user would see it."""
+    console.print(f"[bold]$ kubectl {' '.join(args)}")
+    console.print(kubectl(*args, check=False).stdout.rstrip(), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,10 @@ def listening(host: str, port: int) -> bool:
 
 def up(cluster: Cluster) -> None:
     took = cluster.up()
-    print(f"dev: control plane up in {took:.1f}s", file=sys.stderr)
+    print(
+        f"dev: cluster up in {took:.1f}s (node {cluster.node_name}: kubelet, containerd)",
+        file=sys.stderr,
+    )
     state = cluster.state()
     pids = dict(state.get("dev_pids") or {})  # type: ignore[call-overload]
     chosen = redis_url(cluster)

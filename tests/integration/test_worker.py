@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -235,6 +236,20 @@ def black_holes(bed: Bed, count: int) -> list[Proxy]:
         )
         for p in bed.testbed.blackholes("127.0.0.25", count)
     ]
+
+
+async def test_a_worker_whose_redis_user_is_gone_exits_at_once(
+    bed: Bed, redis_server: RedisServer, run_id: str
+) -> None:
+    """Its run was deleted and its user revoked: a refused login is final,
+    so the pod exits 69 within seconds instead of riding out every retry."""
+    url = redis_server.url.replace("redis://", f"redis://proxyrefresh-run-{run_id}:revoked@")
+    started = time.monotonic()
+    code, err = await finish(start_worker(worker_env(url, run_id, 0, bed.judge)), within=30)
+    assert code == 69
+    assert "invalid username-password pair" in err
+    assert "revoked" not in err  # the password stays hidden
+    assert time.monotonic() - started < 5
 
 
 async def test_exit_codes_for_what_a_retry_cannot_fix(
