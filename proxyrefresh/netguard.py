@@ -31,6 +31,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
 UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+# IPv6 forms that carry an IPv4 address to an IPv4 host: a translator (NAT64,
+# RFC 6052's well-known prefix) or a 6to4 relay delivers to that address, so
+# they are judged as it. RFC 8215's local-use NAT64 prefix leads into the
+# operator's own network whatever it embeds, and the deprecated
+# IPv4-compatible form (::a.b.c.d) is routed nowhere public.
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class AddressRefused(OSError):
@@ -38,10 +46,27 @@ class AddressRefused(OSError):
     aiohttp reports it as the connection failure it is."""
 
 
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped, NAT64 or 6to4 address delivers to."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def kind_of(ip: IPAddress) -> str | None:
     """The kind of non-public address ``ip`` is, or None for a public one."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return kind_of(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            return kind_of(inner)
+        if ip in NAT64_LOCAL:
+            return "private"
+        if ip in IPV4_COMPATIBLE and not (ip.is_unspecified or ip.is_loopback):
+            return "reserved"
     if ip in METADATA:
         return "metadata"
     if ip.is_unspecified:

@@ -51,6 +51,17 @@ GUARD = NetworkGuard()
         ("100.64.0.1", "reserved"),  # carrier-grade NAT
         ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped: judged as the IPv4 address
         ("::ffff:10.1.2.3", "private"),
+        # NAT64 (RFC 6052) and 6to4 reach the IPv4 address they embed.
+        ("64:ff9b::a9fe:a9fe", "metadata"),
+        ("64:ff9b::7f00:1", "loopback"),
+        ("64:ff9b::a00:1", "private"),
+        ("64:ff9b::808:808", None),  # a public address behind a translator
+        ("2002:a9fe:a9fe::1", "metadata"),
+        ("2002:c0a8:101::", "private"),
+        ("2002:7f00:1::1", "loopback"),
+        ("2002:808:808::1", None),
+        ("64:ff9b:1::808:808", "private"),  # RFC 8215: local use, whatever it embeds
+        ("::a00:1", "reserved"),  # IPv4-compatible: deprecated, routed nowhere
         ("8.8.8.8", None),
         ("2606:4700::1111", None),
     ],
