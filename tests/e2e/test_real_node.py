@@ -13,7 +13,6 @@ has no way out.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,9 +22,11 @@ import pytest
 import yaml
 
 from proxyrefresh import __version__
+from proxyrefresh.fanout.job import CONTAINER_SECURITY, POD_SECURITY
 from tests.conftest import Bed, wait_for
+from tests.e2e.test_chart import helm
 from tests.harness import node as real_node
-from tests.harness.cluster import Cluster, binary
+from tests.harness.cluster import Cluster
 from tests.harness.image import IMAGE
 from tests.harness.kubectl import Kubectl
 from tests.harness.testbed import RedisServer, free_port
@@ -34,18 +35,6 @@ from tests.integration.test_chart import CHART
 
 pytestmark = pytest.mark.e2e
 NAMESPACE = "prf-node"
-POD_SECURITY = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "runAsGroup": 65532,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-CONTAINER_SECURITY = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "privileged": False,
-    "capabilities": {"drop": ["ALL"]},
-}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +58,7 @@ def k(node_cluster: Cluster) -> Iterator[Kubectl]:
 
 
 def pod(name: str, args: list[str], **spec: Any) -> dict[str, Any]:
-    """A pod of the project's image, as the chart runs its pods."""
+    """A pod of the project's image, as the operator runs its workers."""
     container = {
         "name": "main",
         "image": IMAGE,
@@ -220,17 +209,6 @@ def test_no_packet_can_leave_a_pod_or_the_node(node_cluster: Cluster, k: Kubectl
     for address in (service, "10.244.200.9"):
         assert real_node.route_get(address).startswith("unreachable"), address
     k("delete", "pod", "bridged", "--grace-period=1", "--wait=false")
-
-
-def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [binary("helm"), "--kubeconfig", str(cluster.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0 or not check, result.stderr
-    return result
 
 
 @pytest.mark.timeout(420)
