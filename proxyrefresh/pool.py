@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -368,6 +368,35 @@ class PickFilter:
     min_anonymity: Anonymity | None = None
     max_latency_ms: float | None = None
 
+    @classmethod
+    def of(
+        cls,
+        protocol: Protocol | str | None = None,
+        min_anonymity: Anonymity | str | None = None,
+        max_latency_ms: float | None = None,
+    ) -> PickFilter:
+        """The filters as a caller writes them: an enum member or its value
+        ("socks5", "elite"); a value that is neither is a ValueError naming
+        the filter and what it may be."""
+        return cls(
+            _member(Protocol, "protocol", protocol),
+            _member(Anonymity, "min_anonymity", min_anonymity),
+            max_latency_ms,
+        )
+
+
+E = TypeVar("E", Protocol, Anonymity)
+
+
+def _member(kind: type[E], name: str, value: E | str | None) -> E | None:
+    if value is None or isinstance(value, kind):
+        return value
+    try:
+        return kind(str(value).lower())
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ValueError(f"{name} must be one of {allowed}, not {value!r}") from None
+
 
 class _Calls:
     """Keys and arguments of every script call, and the parsing of the
@@ -513,10 +542,15 @@ class Pool(_Scripts):
         super().__init__(redis, name, namespace, scoring)
         self.redis = redis
 
-    def get(self, **filters: Any) -> PoolEntry:
-        """The next proxy that passes the filters (protocol, min_anonymity,
-        max_latency_ms); NoMatch if none does."""
-        flt = PickFilter(**filters)
+    def get(
+        self,
+        *,
+        protocol: Protocol | str | None = None,
+        min_anonymity: Anonymity | str | None = None,
+        max_latency_ms: float | None = None,
+    ) -> PoolEntry:
+        """The next proxy that passes the filters; NoMatch if none does."""
+        flt = PickFilter.of(protocol, min_anonymity, max_latency_ms)
         keys, args = self.calls.pick_call(flt)
         return self.calls.parse_pick(self._pick(keys=keys, args=args), flt)
 
@@ -527,10 +561,18 @@ class Pool(_Scripts):
         return self.calls.parse_report(proxy, raw)
 
     @contextmanager
-    def lease(self, **filters: Any) -> Iterator[PoolEntry]:
+    def lease(
+        self,
+        *,
+        protocol: Protocol | str | None = None,
+        min_anonymity: Anonymity | str | None = None,
+        max_latency_ms: float | None = None,
+    ) -> Iterator[PoolEntry]:
         """A proxy that reports by itself: success (with the time the block
         took) when the block ends, failure when it raises."""
-        entry = self.get(**filters)
+        entry = self.get(
+            protocol=protocol, min_anonymity=min_anonymity, max_latency_ms=max_latency_ms
+        )
         started = time.monotonic()
         try:
             yield entry
@@ -569,9 +611,16 @@ class AsyncPool(_Scripts):
         super().__init__(redis, name, namespace, scoring)
         self.redis = redis
 
-    async def get(self, occupied: frozenset[str] | None = None, **filters: Any) -> PoolEntry:
+    async def get(
+        self,
+        occupied: frozenset[str] | None = None,
+        *,
+        protocol: Protocol | str | None = None,
+        min_anonymity: Anonymity | str | None = None,
+        max_latency_ms: float | None = None,
+    ) -> PoolEntry:
         """As :meth:`Pool.get`; ``occupied``: see :meth:`occupied`."""
-        flt = PickFilter(**filters)
+        flt = PickFilter.of(protocol, min_anonymity, max_latency_ms)
         keys, args = self.calls.pick_call(flt, occupied)
         return self.calls.parse_pick(await self._pick(keys=keys, args=args), flt)
 
@@ -609,8 +658,16 @@ class AsyncPool(_Scripts):
         return results
 
     @asynccontextmanager
-    async def lease(self, **filters: Any) -> AsyncIterator[PoolEntry]:
-        entry = await self.get(**filters)
+    async def lease(
+        self,
+        *,
+        protocol: Protocol | str | None = None,
+        min_anonymity: Anonymity | str | None = None,
+        max_latency_ms: float | None = None,
+    ) -> AsyncIterator[PoolEntry]:
+        entry = await self.get(
+            protocol=protocol, min_anonymity=min_anonymity, max_latency_ms=max_latency_ms
+        )
         started = time.monotonic()
         try:
             yield entry

@@ -232,6 +232,12 @@ def test_filters_pick_only_what_matches(
         pool.get(protocol=Protocol.SOCKS4)
     with pytest.raises(NotInPool):
         pool.report("http://127.0.0.1:99", True)
+    # As the README writes them: the values, not the enums.
+    with pool.lease(min_anonymity="elite", max_latency_ms=2000) as leased:
+        assert leased.port in (2, 4)
+    assert {pool.get(protocol="socks5").port for _ in range(10)} == {2, 3}
+    with pytest.raises(ValueError, match="min_anonymity must be one of transparent, anonymous, "):
+        pool.get(min_anonymity="elit")
 
 
 REPORTER = """
