@@ -180,7 +180,9 @@ def check(
 
 @app.command()
 def judge(
-    listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = "0.0.0.0:8080",
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to listen on (0.0.0.0:PORT: every interface).")
+    ] = "127.0.0.1:8080",
 ) -> None:
     """Serve a judge: echoes the caller's address, headers and token as JSON."""
     from proxyrefresh.worker.judge import serve, split_listen
@@ -327,7 +329,10 @@ def rotator_feed(
 def rotate(
     pool: Annotated[str, typer.Option(help="The pool to rotate through.")],
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
-    listen: Annotated[str, typer.Option(help="HOST:PORT of the proxy.")] = "0.0.0.0:8089",
+    listen: Annotated[
+        str,
+        typer.Option(help="HOST:PORT of the proxy (0.0.0.0:PORT: every interface, an open proxy)."),
+    ] = "127.0.0.1:8089",
     api_listen: Annotated[
         str | None, typer.Option(help="HOST:PORT of the JSON API (none: no API).")
     ] = None,
@@ -442,7 +447,9 @@ def watch(
 
 @app.command()
 def ui(
-    listen: Annotated[str, typer.Option(help="HOST:PORT of the page.")] = "0.0.0.0:8088",
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT of the page (0.0.0.0:PORT: every interface).")
+    ] = "127.0.0.1:8088",
     namespace: Annotated[
         list[str] | None, typer.Option("--namespace", "-n", help="Namespaces shown (repeat).")
     ] = None,

@@ -5,6 +5,7 @@ addresses below are classified, never connected to."""
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 
 import pytest
@@ -198,3 +199,13 @@ def test_a_redis_outage_in_a_status_names_no_address() -> None:
     # A refusal's own words say what to fix, and name no host.
     noperm = ResponseError("NOPERM User op has no permissions to run the 'hmget' command")
     assert redis_problem(noperm) == str(noperm)
+
+
+@pytest.mark.parametrize(("command", "port"), [("judge", 8080), ("rotate", 8089), ("ui", 8088)])
+def test_servers_started_by_hand_listen_on_loopback_unless_told(command: str, port: int) -> None:
+    """An unauthenticated rotator on every interface of a workstation is an
+    open proxy: each server's default is loopback (the chart says 0.0.0.0)."""
+    from proxyrefresh import cli
+
+    default = inspect.signature(getattr(cli, command)).parameters["listen"].default
+    assert default == f"127.0.0.1:{port}"
