@@ -47,6 +47,11 @@ PROXY_HEADERS = frozenset(
     }
 )
 
+# Headers the checker itself writes: their values are ours, not the proxy's.
+# A judge reached by an address equal to our own (a judge on the worker's
+# node, addressed by the node's IP) is in Host, and reveals nothing.
+OUR_HEADERS = frozenset({"host"})
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 _IPV6 = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:%\w+)?")
@@ -125,7 +130,11 @@ def classify(
         return Verdict(Anonymity.TRANSPARENT, [], f"exit IP {exit_ip} is our real IP")
     if tunnel:
         return Verdict(Anonymity.ELITE, [], "tunnel with a foreign exit IP")
-    leaking = sorted(name for name, value in headers.items() if addresses_in(value) & real)
+    leaking = sorted(
+        name
+        for name, value in headers.items()
+        if name.lower() not in OUR_HEADERS and addresses_in(value) & real
+    )
     if leaking:
         return Verdict(Anonymity.TRANSPARENT, leaking, f"real IP in header(s) {', '.join(leaking)}")
     announcing = sorted(name for name in headers if name.lower() in PROXY_HEADERS)

@@ -31,6 +31,10 @@ EXIT = "203.0.113.5"
         ({"Proxy-Connection": "keep-alive"}, Anonymity.ANONYMOUS, ["Proxy-Connection"]),
         ({"X-Proxy-ID": "123"}, Anonymity.ANONYMOUS, ["X-Proxy-ID"]),
         ({"Host": "judge", "User-Agent": "x", "Accept": "*/*"}, Anonymity.ELITE, []),
+        # Host is what we wrote: a judge addressed by our own IP (one on the
+        # worker's node) reveals nothing through it.
+        ({"Host": "198.51.100.7:8080"}, Anonymity.ELITE, []),
+        ({"Host": "198.51.100.7:8080", "Via": "1.1 p"}, Anonymity.ANONYMOUS, ["Via"]),
         # a longer address that merely starts with ours is not ours
         ({"X-Forwarded-For": "198.51.100.77"}, Anonymity.ANONYMOUS, ["X-Forwarded-For"]),
     ],
