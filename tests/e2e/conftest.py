@@ -24,7 +24,8 @@ from tests.conftest import Bed, wait_for
 from tests.harness import node
 from tests.harness.cluster import Cluster
 from tests.harness.kubectl import Kubectl
-from tests.harness.scenario import ListServer, OperatorProcess
+from tests.harness.operator_pod import OperatorPod
+from tests.harness.scenario import ListServer
 from tests.harness.testbed import LocalProxy, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +103,7 @@ class World:
     bed: Bed
     redis: RedisServer
     lists: ListServer
-    operator: OperatorProcess
+    operator: OperatorPod
 
     @property
     def judge(self) -> str:
@@ -122,17 +123,14 @@ def world(cluster: Cluster, bed: Bed) -> Iterator[World]:
     redis = RedisServer(bed.testbed, appendonly=True)
     lists = ListServer(bed.testbed.workdir / "lists")
     # Test namespaces only (t-*): the chart's own operator owns its namespace.
-    operator = OperatorProcess(
-        cluster.kubeconfig,
-        redis.url,
-        cluster.logs / "operator.log",
-        PROXYREFRESH_OPERATOR_NAMESPACES='["t-*"]',
+    operator = OperatorPod(
+        cluster, redis.url, "operator", PROXYREFRESH_OPERATOR_NAMESPACES='["t-*"]'
     )
     operator.start()
     try:
         yield World(cluster, bed, redis, lists, operator)
     finally:
-        operator.stop()
+        operator.delete()
         lists.close()
         redis.stop()
 

@@ -59,7 +59,7 @@ def test_credentialed_proxies_are_pooled_without_leaking_passwords(
         "configmap": json.dumps(cm),
         "refresh": json.dumps(kubectl.get("proxyrefresh", "paid")),
         "events": json.dumps(kubectl.get("events")),
-        "operator log": world.operator.log.read_text(errors="replace"),
+        "operator log": world.operator.logs(),
     }
     for where, text in places.items():
         assert PASSWORD not in text, where

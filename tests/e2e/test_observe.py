@@ -62,19 +62,23 @@ def test_metrics_match_the_status_during_and_after_a_refresh(
     ns = kubectl.namespace
     cands = small(world, kubectl, "measured", holes=30, chunkSize=10)
     processing = wait_status(kubectl, "measured", phase_in("Processing"), 60, "Processing")
-    during = scrape(url)
-    assert (
-        value(during, "proxyrefresh_refreshes", namespace=ns, pool="default", phase="Processing")
-        == 1
-    )
+    pool = {"namespace": ns, "pool": "default"}
+
+    def in_phase(phase: str) -> dict[Any, float] | None:
+        # The metrics follow each status write as soon as the API server has
+        # answered it, a moment after a reader may already see the status.
+        samples = scrape(url)
+        return samples if value(samples, "proxyrefresh_refreshes", **pool, phase=phase) else None
+
+    during = wait_for(lambda: in_phase("Processing"), 10, "the metrics to say Processing")
+    assert value(during, "proxyrefresh_refreshes", **pool, phase="Processing") == 1
     assert (
         value(during, "proxyrefresh_refresh_candidates", namespace=ns, pool="default")
         == (processing["candidates"])
     )
     status = wait_status(kubectl, "measured", phase_in("Complete", "Failed"), 120, "the end")
     assert_exact(status, cands)
-    after = scrape(url)
-    pool = {"namespace": ns, "pool": "default"}
+    after = wait_for(lambda: in_phase("Complete"), 10, "the metrics to say Complete")
     assert value(after, "proxyrefresh_refreshes", **pool, phase="Processing") == 0
     assert value(after, "proxyrefresh_refreshes", **pool, phase="Complete") == 1
     fields = {

@@ -215,11 +215,13 @@ def test_no_packet_can_leave_a_pod_or_the_node(node_cluster: Cluster, k: Kubectl
 def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
     node_cluster: Cluster, k: Kubectl, bed: Bed
 ) -> None:
-    """The chart's operator Deployment and the worker Job's pods, as real
-    containers: UID 65532 and a read-only root inside both, `kubectl logs`
-    of a worker, and kubelet restarted while the workers check."""
+    """The chart's operator and judge Deployments and the worker Job's pods,
+    as real containers: UID 65532, a read-only root and no capabilities
+    inside each, `kubectl logs` of a worker, and kubelet restarted while the
+    workers check against the chart's judge."""
     redis = RedisServer(bed.testbed)
     live = [p.url for p in bed.proxies if p.expect is not None]
+    judge_port = free_port("0.0.0.0")
     # The dead ones too: a listener that never answers holds its chunk's pod
     # for the whole timeout, long enough to restart kubelet under it.
     candidates = [p.url for p in bed.proxies]
@@ -233,6 +235,8 @@ def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
         "operator": {"livenessPort": free_port("0.0.0.0")},
         "metrics": {"port": free_port("0.0.0.0")},
         "network": {"allowedNetworks": ["127.0.0.0/8"]},
+        # The chart's judge, on the node's network: the proxies reach it there.
+        "judge": {"enabled": True, "port": judge_port},
     }
     values_file = bed.testbed.workdir / "node-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -240,6 +244,8 @@ def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
         helm(node_cluster, "install", "prf", str(CHART), "-n", NAMESPACE, "-f", str(values_file))
         operator = running_pod(k, "-l", "app.kubernetes.io/component=operator", within=90)
         assert_confined(k, operator["metadata"]["name"])
+        judge = running_pod(k, "-l", "app.kubernetes.io/component=judge", within=60)
+        assert_confined(k, judge["metadata"]["name"])
         refresh = {
             "apiVersion": "proxyrefresh.dev/v1alpha1",
             "kind": "ProxyRefresh",
@@ -249,7 +255,7 @@ def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
                 "sources": [{"inline": candidates}],
                 "chunkSize": 1,
                 "parallelism": 4,
-                "checker": {"judges": [bed.judge], "timeoutSeconds": 15},
+                "checker": {"judges": [f"http://127.0.0.1:{judge_port}/"], "timeoutSeconds": 15},
             },
         }
         applied = time.monotonic()

@@ -26,7 +26,7 @@ from proxyrefresh import constants as c
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, refresh, wait_status
 from tests.harness.kubectl import Kubectl
-from tests.harness.scenario import OperatorProcess
+from tests.harness.operator_pod import OperatorPod
 
 pytestmark = pytest.mark.e2e
 TENANT = "tenant@example.com"
@@ -253,10 +253,10 @@ def guarded(world: World, kubectl: Kubectl) -> Iterator[tuple[Kubectl, list[Reco
     namespace = f"g-{uuid.uuid4().hex[:8]}"
     admin = Kubectl(kubectl.kubeconfig, namespace)
     admin("create", "namespace", namespace, namespaced=False)
-    operator = OperatorProcess(
-        world.cluster.kubeconfig,
+    operator = OperatorPod(
+        world.cluster,
         world.redis.url,
-        world.cluster.logs / f"operator-{namespace}.log",
+        f"operator-{namespace}",
         PROXYREFRESH_OPERATOR_NAMESPACES=json.dumps([namespace]),
         PROXYREFRESH_NETWORK_ALLOWED=allowed,
     )
@@ -265,7 +265,7 @@ def guarded(world: World, kubectl: Kubectl) -> Iterator[tuple[Kubectl, list[Reco
     try:
         yield grant_tenant(admin), made
     finally:
-        operator.stop()
+        operator.delete()
         for recorder in made:
             recorder.close()
         admin("delete", "namespace", namespace, "--wait=false", namespaced=False, check=False)

@@ -26,6 +26,7 @@ from proxyrefresh.pool import AsyncPool, Pool
 from tests.harness import devenv
 from tests.harness.cluster import DEFAULT_DIR, ROOT, Cluster
 from tests.harness.kubectl import Kubectl
+from tests.harness.operator_pod import NAMESPACE as OPERATOR_NAMESPACE
 from tests.harness.scenario import ListServer, build_candidates
 from tests.harness.testbed import Testbed, standard_set
 
@@ -63,6 +64,7 @@ def main() -> int:
     devenv.up(cluster)
     console.print(f"export KUBECONFIG={cluster.kubeconfig}")
     show(console, kubectl, "get", "node", "-o", "wide")
+    show(console, kubectl, "get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "wide")
     try:
         with Testbed() as bed:
             console.print("starting the judge and local proxies (tinyproxy, squid, pproxy)")

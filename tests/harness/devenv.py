@@ -1,5 +1,6 @@
-"""``make dev-up`` / ``make dev-down``: the local control plane, Redis and the
-operator in the background, so a person can ``kubectl apply`` refreshes.
+"""``make dev-up`` / ``make dev-down``: the local cluster, Redis and the
+operator (a pod on the node, operator_pod.py) in the background, so a person
+can ``kubectl apply`` refreshes.
 
 Redis is ``$PROXYREFRESH_REDIS_URL`` when set (a redis-server is started
 there if nothing answers); otherwise a redis-server on a free port. The
@@ -22,7 +23,8 @@ from urllib.parse import urlparse
 
 from tests.harness.cluster import DEFAULT_DIR, Cluster, alive, stop_group
 from tests.harness.kubectl import Kubectl
-from tests.harness.scenario import OperatorProcess
+from tests.harness.operator_pod import NAMESPACE, OperatorPod
+from tests.harness.scenario import healthy
 from tests.harness.testbed import free_port, start_logged, wait_for_port
 
 
@@ -76,23 +78,30 @@ def up(cluster: Cluster) -> None:
         pids["redis"] = proc.pid
         print(f"dev: redis-server on {host}:{port}", file=sys.stderr)
     Kubectl(cluster.kubeconfig).install_crds()
-    if not alive(int(pids.get("operator", 0))):
-        operator = OperatorProcess(cluster.kubeconfig, chosen, cluster.logs / "operator.log")
+    ports = dict(state.get("dev_operator") or {})  # type: ignore[call-overload]
+    if not healthy(int(ports.get("port", 0))):
+        operator = OperatorPod(cluster, chosen, "operator")
         operator.start()
-        assert operator.proc is not None
-        pids["operator"] = operator.proc.pid
-        print(f"dev: operator alive (log: {cluster.logs / 'operator.log'})", file=sys.stderr)
-    cluster.save_state({**cluster.state(), "dev_pids": pids, "redis_url": chosen})
+        ports = {"port": operator.port, "metrics": operator.metrics_port}
+        print(
+            f"dev: operator pod running (kubectl logs -n {NAMESPACE} deploy/operator; "
+            f"metrics {operator.metrics_url})",
+            file=sys.stderr,
+        )
+    cluster.save_state(
+        {**cluster.state(), "dev_pids": pids, "dev_operator": ports, "redis_url": chosen}
+    )
 
 
 def down(cluster: Cluster) -> None:
     pids = dict(cluster.state().get("dev_pids") or {})  # type: ignore[call-overload]
-    for name in ("operator", "redis"):
-        pid = int(pids.get(name, 0))
-        if alive(pid):
-            stop_group(pid, grace=10)
+    # The operator is a pod: it goes with the cluster.
+    pid = int(pids.get("redis", 0))
+    if alive(pid):
+        stop_group(pid, grace=10)
     state = cluster.state()
     state.pop("dev_pids", None)
+    state.pop("dev_operator", None)
     state.pop("redis_url", None)
     cluster.save_state(state)
     cluster.down()

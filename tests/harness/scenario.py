@@ -156,9 +156,34 @@ NODE_WORKERS = {
 }
 
 
+def operator_env(redis_url: str, port: int, metrics_port: int, **env: str) -> dict[str, str]:
+    """The operator's settings for a test: the bed's loopback allowed, its
+    workers on the node, liveness and metrics on loopback ports."""
+    return {
+        **LOOPBACK_ALLOWED,
+        **NODE_WORKERS,
+        "PROXYREFRESH_REDIS_URL": redis_url,
+        "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
+        "PROXYREFRESH_OPERATOR_METRICS_ADDRESS": "127.0.0.1",
+        "PROXYREFRESH_OPERATOR_METRICS_PORT": str(metrics_port),
+        **env,
+    }
+
+
+def healthy(port: int) -> bool:
+    """The operator's liveness endpoint answers 200 (a port that merely
+    accepts could be somebody else's)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
 class OperatorProcess:
     """``proxyrefresh operator`` as a local process, killable and restartable;
-    its workers are real containers on the local node."""
+    its workers are real containers on the local node. (The e2e tests run
+    the operator as a pod: operator_pod.OperatorPod.)"""
 
     def __init__(self, kubeconfig: Path, redis_url: str, log: Path, **env: str) -> None:
         self.log = log
@@ -166,14 +191,8 @@ class OperatorProcess:
         self.metrics_port = free_port("127.0.0.1")
         self.env = {
             **os.environ,
-            **LOOPBACK_ALLOWED,
-            **NODE_WORKERS,
             "KUBECONFIG": str(kubeconfig),
-            "PROXYREFRESH_REDIS_URL": redis_url,
-            "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.port}/healthz",
-            "PROXYREFRESH_OPERATOR_METRICS_ADDRESS": "127.0.0.1",
-            "PROXYREFRESH_OPERATOR_METRICS_PORT": str(self.metrics_port),
-            **env,
+            **operator_env(redis_url, self.port, self.metrics_port, **env),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -182,26 +201,21 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 60) -> None:
-        """Start it and return once its liveness endpoint answers 200: a port
-        that merely accepts could be somebody else's."""
+        """Start it and return once its liveness endpoint answers 200."""
         self.proc = start_logged(
             [sys.executable, "-m", "proxyrefresh.cli", "operator"], self.log, env=self.env
         )
         proc = self.proc
         wait_for_port("127.0.0.1", self.port, timeout=timeout, proc=proc, log=self.log)
-        url = f"http://127.0.0.1:{self.port}/healthz"
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                return False
 
         def gone() -> str | None:
             return None if proc.poll() is None else f"the operator exited with {proc.returncode}"
 
-        wait_until(healthy, timeout, f"the operator alive at {url}", gone=gone, log=self.log)
+        what = f"the operator alive on 127.0.0.1:{self.port}"
+        wait_until(lambda: healthy(self.port), timeout, what, gone=gone, log=self.log)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
