@@ -37,10 +37,10 @@ from proxyrefresh.operator.status import (
     changes,
     now_iso,
     parse_time,
-    redis_problem,
     set_condition,
 )
 from proxyrefresh.pool import AsyncPool, PoolStats
+from proxyrefresh.redact import redis_problem
 
 log = logging.getLogger("proxyrefresh.operator.pools")
 STATUS_INTERVAL = 1.0  # at most one status patch a second per pool

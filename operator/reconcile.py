@@ -54,10 +54,10 @@ from proxyrefresh.operator.status import (
     now_iso,
     progress_fields,
     progress_text,
-    redis_problem,
     set_condition,
 )
 from proxyrefresh.pool import AsyncPool, PoolEntry
+from proxyrefresh.redact import redis_problem
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 log = logging.getLogger("proxyrefresh.operator")

@@ -10,9 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from proxyrefresh.api import Phase
 from proxyrefresh.fanout.job import active_pods, failed_indexes
 from proxyrefresh.fanout.store import Progress
@@ -32,17 +29,6 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC).timestamp()
-
-
-def redis_problem(exc: BaseException) -> str:
-    """What a Redis error may say in a status a tenant reads: a refusal's own
-    words (NOPERM, OOM, READONLY name no address), but for a connection
-    that failed or timed out only that, not the host and port it names."""
-    if isinstance(exc, RedisTimeoutError | TimeoutError):
-        return "timed out"
-    if isinstance(exc, RedisConnectionError | OSError):
-        return "cannot connect"
-    return str(exc) or type(exc).__name__
 
 
 def progress_text(done: int, total: int) -> str:

@@ -37,3 +37,18 @@ def one_line(text: str, limit: int = 300) -> str:
     """One readable line, passwords hidden, at most ``limit`` characters."""
     flat = " ".join(secrets_in(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def redis_problem(exc: BaseException) -> str:
+    """What a Redis error may say to whoever reads it (a tenant's status, a
+    rotator's client, an unauthenticated probe): a refusal's own words
+    (NOPERM, OOM, READONLY name no address), but for a connection that
+    failed or timed out only that, not the host and port it names."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "cannot connect"
+    return str(exc) or type(exc).__name__

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.pool import AsyncPool, NoMatch, PickFilter, PoolEntry, describe
+from proxyrefresh.redact import redis_problem
 from proxyrefresh.settings import RotatorSettings
 from proxyrefresh.worker.http1 import (
     IDEMPOTENT,
@@ -109,7 +110,7 @@ def refused(status: int, reason: str, body: str) -> Refused:
 
 
 def unreachable(exc: RedisError) -> Refused:
-    return refused(503, "Service Unavailable", f"the pool is unreachable: {exc}")
+    return refused(503, "Service Unavailable", f"the pool is unreachable: {redis_problem(exc)}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from proxyrefresh.pool import NoMatch, NotInPool, PoolError
+from proxyrefresh.redact import redis_problem
 from proxyrefresh.worker.rotate import Rotator, accepts, basic, listener_filter, narrow
 
 ROTATOR: web.AppKey[Rotator] = web.AppKey("rotator", Rotator)
@@ -47,7 +48,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     except (PoolError, ValueError) as exc:
         return _error(400, str(exc))
     except RedisError as exc:
-        return _error(503, f"the pool is unreachable: {exc}")
+        return _error(503, f"the pool is unreachable: {redis_problem(exc)}")
 
 
 async def proxy(request: web.Request) -> web.Response:
@@ -97,7 +98,7 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[ROTATOR].pool.redis.ping()
     except RedisError as exc:
-        return _error(503, f"the pool is unreachable: {exc}")
+        return _error(503, f"the pool is unreachable: {redis_problem(exc)}")
     return web.json_response({"status": "ready"})
 
 

@@ -25,7 +25,7 @@ from proxyrefresh.operator.credentials import (
     host_allowed,
     parse_hosts,
 )
-from proxyrefresh.operator.status import redis_problem
+from proxyrefresh.redact import redis_problem
 from proxyrefresh.settings import NetworkSettings
 
 GUARD = NetworkGuard()
