@@ -132,6 +132,12 @@ def progress_bar(err: Any, total: int) -> Iterator[Callable[[int], None]]:
 async def run_check(request: CheckRequest) -> int:
     err = stderr_console()
     settings = request.settings
+    if not settings.judges:
+        err.print(
+            "proxyrefresh: no judge configured: give --judge URL (or PROXYREFRESH_JUDGES)",
+            markup=False,
+        )
+        return EXIT_BAD_INPUT
     try:
         text = read_source(request.source, settings.max_input_bytes)
     except (OSError, InputTooLarge) as exc:

@@ -176,9 +176,13 @@ def test_dead_judge_exits_3_naming_it(write_list: Callable[..., str]) -> None:
     result = run_cli("check", write_list("1.2.3.4:80"), "-j", judge, "--timeout", "2")
     assert result.returncode == 3
     assert f"no judge answered a direct request ({judge}: connection failed" in result.stderr
+    # No judge at all is a usage error (2), like any missing option; 3 says
+    # judges were given and none answered.
     none = run_cli("check", write_list("1.2.3.4:80"))
-    assert none.returncode == 3
-    assert "no judge configured" in none.stderr
+    assert none.returncode == 2
+    assert none.stderr == (
+        "proxyrefresh: no judge configured: give --judge URL (or PROXYREFRESH_JUDGES)\n"
+    )
 
 
 def test_progress_bar_only_on_a_terminal(bed: Bed, write_list: Callable[..., str]) -> None:
