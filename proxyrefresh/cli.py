@@ -246,7 +246,9 @@ def create(
     name: Annotated[
         str | None, typer.Option(help="Name; default: generateName from the pool.")
     ] = None,
-    wait: Annotated[bool, typer.Option(help="Block until Complete (exit 1 if Failed).")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Block until Complete (exit 1 if Failed, 75 at --timeout).")
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait may take.")] = 1800,
 ) -> None:
     """Create a ProxyRefresh (what the scheduling CronJobs run)."""
@@ -282,8 +284,10 @@ def create(
     if wait:
         try:
             status = wait_for_refresh(created_name, namespace, timeout)
-        except (RefreshFailed, TimeoutError) as exc:
+        except RefreshFailed as exc:
             raise fail(str(exc), 1) from None
+        except TimeoutError as exc:
+            raise fail(str(exc), EXIT_TIMED_OUT) from None
         except API_ERRORS as exc:
             raise api_failure(exc, f"waiting for {namespace}/{created_name}") from None
         typer.echo(f"{created_name}: {status.get('message')}")
@@ -404,7 +408,7 @@ def watch(
     """Follow one refresh until it ends: a bar on a terminal, lines when piped.
     Progress from its Redis events when $PROXYREFRESH_REDIS_URL is set, else
     from its status. Exit 0 Complete, 1 Failed (the reason on stderr), 4 not
-    found, 69 the API server unavailable."""
+    found, 69 the API server unavailable, 75 still running at --timeout."""
     import time
 
     from kubernetes import client
@@ -430,7 +434,7 @@ def watch(
                 raise fail(f"ProxyRefresh {namespace}/{name} not found", EXIT_NOT_FOUND) from None
             raise api_failure(exc, f"reading {namespace}/{name}") from None
         if deadline is not None and time.monotonic() > deadline:
-            raise fail(f"refresh {name} not done after {timeout:g}s", 1)
+            raise fail(f"refresh {name} not done after {timeout:g}s", EXIT_TIMED_OUT)
         return dict(obj)
 
     def status() -> dict[str, Any]:
@@ -497,6 +501,9 @@ pool_app = typer.Typer(
 app.add_typer(pool_app, name="pool")
 EXIT_NOT_FOUND = 4
 EXIT_UNAVAILABLE = 69
+# sysexits' EX_TEMPFAIL: the refresh is still going when --timeout ran out.
+# Not 1, so a wrapper (a CronJob, a pipeline) can tell "not yet" from Failed.
+EXIT_TIMED_OUT = 75
 Namespace = Annotated[str, typer.Option("--namespace", "-n")]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
 

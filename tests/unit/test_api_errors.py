@@ -111,3 +111,36 @@ def test_a_failure_to_call_reads_as_one_line() -> None:
     assert client.transient(bare)
     assert not client.transient(refusal)
     assert client.transient(ConnectionRefusedError(111, "Connection refused"))
+
+
+def test_still_running_at_the_timeout_is_exit_75_not_failed(tmp_path: Path) -> None:
+    """A wrapper must tell "not done yet" from Failed (1): sysexits' TEMPFAIL."""
+    running = {
+        "apiVersion": "proxyrefresh.dev/v1alpha1",
+        "kind": "ProxyRefresh",
+        "metadata": {
+            "name": "nightly",
+            "namespace": "default",
+            "uid": "0123",
+            "resourceVersion": "1",
+        },
+        "status": {"phase": "Processing", "progress": "1/9 (11%)"},
+    }
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+
+    def answer(method: str, path: str) -> Answer:
+        if "watch=" in path:  # a watch that ends with nothing new
+            return (200, {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "1"}}})
+        if method == "POST":
+            return (201, running)
+        return (200, running)
+
+    with fake_api(answer) as api:
+        env = cli_env(api.kubeconfig(tmp_path / "kubeconfig"))
+        watched = run_cli("watch", "nightly", "--timeout", "1", env=env, timeout=60)
+        waited = run_cli("create", str(spec), "--wait", "--timeout", "1", env=env, timeout=60)
+    assert watched.returncode == 75, watched.stderr
+    assert "refresh nightly not done after 1s" in watched.stderr
+    assert waited.returncode == 75, waited.stderr
+    assert "Traceback" not in watched.stderr + waited.stderr
