@@ -50,6 +50,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 B=(buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver overlay)
 log() { echo "image: $*" >&2; }
+# Working containers of a build that was interrupted (their overlay mounts
+# too): this storage is ours alone, so none is in use now.
+"${B[@]}" rm --all >/dev/null 2>&1 || true
 
 # The host's APT sources, for the base: the same mirrors apt-get uses here.
 apt_sources() {
