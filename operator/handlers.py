@@ -51,7 +51,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         operator_settings, redis_settings, redis_settings.client(), NetworkSettings.from_env()
     )
     if operator_settings.metrics_port:
-        memo.ctx.metrics.serve(operator_settings.metrics_address, operator_settings.metrics_port)
+        address, port = operator_settings.metrics_address, operator_settings.metrics_port
+        try:
+            memo.ctx.metrics.serve(address, port)
+        except OSError as exc:
+            # Retrying cannot free the port: the operator exits saying so (a
+            # pod restarts with that in its log) instead of starting nothing.
+            raise kopf.PermanentError(
+                f"metrics cannot listen on {address}:{port}: {exc.strerror or exc}"
+            ) from exc
     settings.execution.max_workers = 20
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,8 @@ from proxyrefresh.fanout.store import RunKeys
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.harness.kubectl import Kubectl
-from tests.harness.scenario import build_candidates
+from tests.harness.scenario import OperatorProcess, build_candidates
+from tests.harness.testbed import start_logged
 
 pytestmark = pytest.mark.e2e
 
@@ -483,3 +485,30 @@ def test_status_follows_redis_within_a_second(world: World, kubectl: Kubectl) ->
     ]
     gaps = [b - a for a, b in itertools.pairwise(writes)]
     assert not gaps or min(gaps) >= 0.8, gaps
+
+
+def test_an_operator_whose_metrics_port_is_taken_exits_saying_so(world: World) -> None:
+    """Retrying cannot free a port: the operator stops at once, naming it,
+    instead of retrying its start every minute with nothing reconciled."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        log = world.cluster.logs / "operator-port-taken.log"
+        operator = OperatorProcess(
+            world.cluster.kubeconfig,
+            world.redis.url,
+            log,
+            PROXYREFRESH_OPERATOR_METRICS_PORT=str(port),
+            PROXYREFRESH_OPERATOR_NAMESPACES='["port-taken"]',
+        )
+        proc = start_logged(
+            [sys.executable, "-m", "proxyrefresh.cli", "operator"], log, env=operator.env
+        )
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code != 0
+    assert f"metrics cannot listen on 127.0.0.1:{port}: Address already in use" in log.read_text()
