@@ -56,14 +56,20 @@ RULES: Rules = {
 }
 
 
-# The refresh's name becomes a label value and part of its Job's and pods'
-# names: refused at admission when it could not be one.
-NAME_RULE = {
-    "rule": f"self.metadata.name.size() <= {REFRESH_NAME_MAX} && "
-    f"self.metadata.name.matches('{REFRESH_NAME}')",
-    "message": f"metadata.name must be at most {REFRESH_NAME_MAX} characters of a-z, 0-9 and "
-    "'-', starting and ending with a letter or digit (it becomes a label value)",
-}
+def name_rule(becomes: str) -> dict[str, str]:
+    """metadata.name refused at admission when it could not be what it
+    becomes (a label value, part of a Job's and its pods' names)."""
+    return {
+        "rule": f"self.metadata.name.size() <= {REFRESH_NAME_MAX} && "
+        f"self.metadata.name.matches('{REFRESH_NAME}')",
+        "message": f"metadata.name must be at most {REFRESH_NAME_MAX} characters of a-z, 0-9 "
+        f"and '-', starting and ending with a letter or digit ({becomes})",
+    }
+
+
+NAME_RULE = name_rule("it becomes a label value")
+# A ProxyPool's name is its pool's: every refresh of it says so in spec.pool.
+POOL_NAME_RULE = name_rule("it names the pool, which refreshes name in spec.pool")
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -268,7 +274,7 @@ def pool_crd() -> dict[str, Any]:
             column("Last Refresh", ".status.lastRefreshAt", "date"),
             AGE,
         ],
-        [],
+        [POOL_NAME_RULE],
     )
 
 

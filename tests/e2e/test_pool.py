@@ -170,3 +170,13 @@ def test_a_pool_that_redis_does_not_answer_says_so_and_recovers(
     cleared = wait_for(lambda: stall("False"), 60, "condition Stalled cleared")
     assert cleared["reason"] == "Resumed"
     ProxyPoolStatus.model_validate(pool_status(kubectl, "idle"))
+
+
+def test_a_pool_named_what_a_refresh_cannot_name_is_refused(world: World, kubectl: Kubectl) -> None:
+    """Its refreshes say its name in spec.pool, which is a DNS label: a dot
+    would have been accepted here and failed every refill after."""
+    pool = proxy_pool("eu.west", "http://127.0.0.1:1/list.txt", world.judge)
+    result = kubectl("apply", "-f", "-", stdin=json.dumps(pool), check=False)
+    assert result.returncode != 0
+    assert "metadata.name must be at most 63 characters of a-z, 0-9 and '-'" in result.stderr
+    assert "it names the pool" in result.stderr
