@@ -55,8 +55,9 @@ dev-down:
 chart-check: bootstrap
 	$(VENV)/pytest tests/integration/test_chart.py $(PYTEST_ARGS)
 
+# The slowest tests are listed at the end: the suite's time budget is watched.
 test: lint
-	$(VENV)/pytest tests $(PYTEST_ARGS)
+	$(VENV)/pytest tests --durations=15 $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/python -m tests.harness.demo
