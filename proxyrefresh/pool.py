@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from pydantic import BaseModel
 
@@ -385,6 +385,15 @@ class PickFilter:
         )
 
 
+class Filters(TypedDict, total=False):
+    """What get and lease take: the fields of a PickFilter, each an enum
+    member or its value (typed, so mypy catches a misspelt filter)."""
+
+    protocol: Protocol | str | None
+    min_anonymity: Anonymity | str | None
+    max_latency_ms: float | None
+
+
 E = TypeVar("E", Protocol, Anonymity)
 
 
@@ -542,15 +551,9 @@ class Pool(_Scripts):
         super().__init__(redis, name, namespace, scoring)
         self.redis = redis
 
-    def get(
-        self,
-        *,
-        protocol: Protocol | str | None = None,
-        min_anonymity: Anonymity | str | None = None,
-        max_latency_ms: float | None = None,
-    ) -> PoolEntry:
+    def get(self, **filters: Unpack[Filters]) -> PoolEntry:
         """The next proxy that passes the filters; NoMatch if none does."""
-        flt = PickFilter.of(protocol, min_anonymity, max_latency_ms)
+        flt = PickFilter.of(**filters)
         keys, args = self.calls.pick_call(flt)
         return self.calls.parse_pick(self._pick(keys=keys, args=args), flt)
 
@@ -561,18 +564,10 @@ class Pool(_Scripts):
         return self.calls.parse_report(proxy, raw)
 
     @contextmanager
-    def lease(
-        self,
-        *,
-        protocol: Protocol | str | None = None,
-        min_anonymity: Anonymity | str | None = None,
-        max_latency_ms: float | None = None,
-    ) -> Iterator[PoolEntry]:
+    def lease(self, **filters: Unpack[Filters]) -> Iterator[PoolEntry]:
         """A proxy that reports by itself: success (with the time the block
         took) when the block ends, failure when it raises."""
-        entry = self.get(
-            protocol=protocol, min_anonymity=min_anonymity, max_latency_ms=max_latency_ms
-        )
+        entry = self.get(**filters)
         started = time.monotonic()
         try:
             yield entry
@@ -612,15 +607,10 @@ class AsyncPool(_Scripts):
         self.redis = redis
 
     async def get(
-        self,
-        occupied: frozenset[str] | None = None,
-        *,
-        protocol: Protocol | str | None = None,
-        min_anonymity: Anonymity | str | None = None,
-        max_latency_ms: float | None = None,
+        self, occupied: frozenset[str] | None = None, **filters: Unpack[Filters]
     ) -> PoolEntry:
         """As :meth:`Pool.get`; ``occupied``: see :meth:`occupied`."""
-        flt = PickFilter.of(protocol, min_anonymity, max_latency_ms)
+        flt = PickFilter.of(**filters)
         keys, args = self.calls.pick_call(flt, occupied)
         return self.calls.parse_pick(await self._pick(keys=keys, args=args), flt)
 
@@ -658,16 +648,8 @@ class AsyncPool(_Scripts):
         return results
 
     @asynccontextmanager
-    async def lease(
-        self,
-        *,
-        protocol: Protocol | str | None = None,
-        min_anonymity: Anonymity | str | None = None,
-        max_latency_ms: float | None = None,
-    ) -> AsyncIterator[PoolEntry]:
-        entry = await self.get(
-            protocol=protocol, min_anonymity=min_anonymity, max_latency_ms=max_latency_ms
-        )
+    async def lease(self, **filters: Unpack[Filters]) -> AsyncIterator[PoolEntry]:
+        entry = await self.get(**filters)
         started = time.monotonic()
         try:
             yield entry
