@@ -75,8 +75,8 @@ def kubectl(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Kubect
 
 
 def pod_logs(k: Kubectl, tail: int = 200) -> list[tuple[str, str]]:
-    """What each pod of the namespace printed, as ``kubectl logs`` shows it
-    (the previous container's too, for a pod that restarted)."""
+    """What each container of the namespace's pods printed (its last
+    ``tail`` lines), as ``kubectl logs`` shows it."""
     listing = k("get", "pods", "-o", "json", check=False)
     found = []
     for item in json.loads(listing.stdout or '{"items": []}')["items"]:

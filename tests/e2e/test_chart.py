@@ -55,8 +55,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(cluster: Cluster) -> None:
 
 
 def what_ran(cluster: Cluster, k: Kubectl) -> str:
-    """The namespace's workloads and the end of each pod's log: what a
-    timeout here needs to be understood."""
+    """The namespace's workloads, the end of each pod's log and of kubelet's:
+    what a timeout here needs to be understood."""
     listing = k("get", "cronjobs,jobs,pods,proxyrefreshes", "-o", "wide", check=False)
     parts = [listing.stdout + listing.stderr]
     refreshes = k("get", "proxyrefreshes", "-o", "json", check=False).stdout
@@ -65,6 +65,7 @@ def what_ran(cluster: Cluster, k: Kubectl) -> str:
             parts.append(f"{item['metadata']['name']}: {json.dumps(item.get('status'))}")
     for name, text in pod_logs(k, tail=60):
         parts.append(f"--- {name}\n{text}")
+    parts.append(cluster.logs.joinpath("kubelet.log").read_text(errors="replace")[-3000:])
     return "\n".join(parts)
 
 

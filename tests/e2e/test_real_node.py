@@ -24,7 +24,7 @@ import yaml
 from proxyrefresh import __version__
 from proxyrefresh.fanout.job import CONTAINER_SECURITY, POD_SECURITY
 from tests.conftest import Bed, wait_for
-from tests.e2e.test_chart import helm
+from tests.e2e.test_chart import helm, what_ran
 from tests.harness import node as real_node
 from tests.harness.cluster import Cluster
 from tests.harness.image import IMAGE
@@ -304,16 +304,6 @@ def assert_confined(k: Kubectl, pod_name: str) -> None:
         "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')][0])",
     ).stdout.splitlines()
     assert probe == ["65532 65532", "Read-only file system", "0000000000000000"], probe
-
-
-def what_ran(cluster: Cluster, k: Kubectl) -> str:
-    parts = [k("get", "jobs,pods,proxyrefreshes", "-o", "wide", check=False).stdout]
-    parts += [json.dumps(r.get("status")) for r in k.get("proxyrefreshes")["items"]]
-    for item in k.get("pods")["items"]:
-        name = item["metadata"]["name"]
-        parts.append(f"--- {name}\n{k('logs', name, '--tail=40', check=False).stdout}")
-    parts.append(cluster.logs.joinpath("kubelet.log").read_text(errors="replace")[-3000:])
-    return "\n".join(parts)
 
 
 def test_nothing_was_pulled(node_cluster: Cluster) -> None:

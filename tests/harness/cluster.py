@@ -39,7 +39,7 @@ from tests.harness.node import (
     release,
     requirements,
 )
-from tests.harness.testbed import free_port, start_logged, wait_for_port
+from tests.harness.testbed import free_port, healthy, start_logged, wait_for_port
 from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -430,12 +430,8 @@ class Cluster:
         return time.monotonic() - started
 
     def _kubelet_healthy(self) -> bool:
-        port = dict(self.state().get("node") or {}).get("kubelet_healthz_port")  # type: ignore[call-overload]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-                return bool(resp.read().strip() == b"ok")
-        except OSError:
-            return False
+        node = dict(self.state().get("node") or {})  # type: ignore[call-overload]
+        return healthy(int(node.get("kubelet_healthz_port") or 0))
 
     def _node_schedulable(self) -> bool:
         try:

@@ -24,8 +24,7 @@ from urllib.parse import urlparse
 from tests.harness.cluster import DEFAULT_DIR, Cluster, alive, stop_group
 from tests.harness.kubectl import Kubectl
 from tests.harness.operator_pod import NAMESPACE, OperatorPod
-from tests.harness.scenario import healthy
-from tests.harness.testbed import free_port, start_logged, wait_for_port
+from tests.harness.testbed import free_port, healthy, start_logged, wait_for_port
 
 
 def redis_url(cluster: Cluster) -> str:

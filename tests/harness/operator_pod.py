@@ -20,8 +20,8 @@ from proxyrefresh.fanout.job import CONTAINER_SECURITY, POD_SECURITY
 from tests.harness.cluster import Cluster
 from tests.harness.image import IMAGE
 from tests.harness.kubectl import Kubectl
-from tests.harness.scenario import healthy, operator_env
-from tests.harness.testbed import free_port
+from tests.harness.scenario import operator_env
+from tests.harness.testbed import free_port, healthy
 from tests.harness.waiting import wait_until
 
 NAMESPACE = "proxyrefresh-system"

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.harness.testbed import (
     LocalProxy,
     Testbed,
     free_port,
+    healthy,
     start_logged,
     wait_for_port,
 )
@@ -168,16 +168,6 @@ def operator_env(redis_url: str, port: int, metrics_port: int, **env: str) -> di
         "PROXYREFRESH_OPERATOR_METRICS_PORT": str(metrics_port),
         **env,
     }
-
-
-def healthy(port: int) -> bool:
-    """The operator's liveness endpoint answers 200 (a port that merely
-    accepts could be somebody else's)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 class OperatorProcess:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,16 @@ def start_logged(
             env=env,
             start_new_session=True,
         )
+
+
+def healthy(port: int) -> bool:
+    """A server's /healthz on 127.0.0.1:``port`` answers 200 (the operator's
+    liveness, kubelet's): a port that merely accepts could be somebody else's."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def wait_for_port(
