@@ -626,7 +626,7 @@ def pool_grant(
 
     from redis.exceptions import ResponseError
 
-    from proxyrefresh.fanout.access import rules, worker_url
+    from proxyrefresh.fanout.access import pool_rules, worker_url
     from proxyrefresh.fanout.store import PoolKeys
     from proxyrefresh.settings import RedisSettings
 
@@ -637,7 +637,7 @@ def pool_grant(
     with _pool_errors():
         try:
             settings.sync_client().execute_command(  # type: ignore[no-untyped-call]
-                "ACL", "SETUSER", user, *rules(PoolKeys(namespace, name), secret)
+                "ACL", "SETUSER", user, *pool_rules(PoolKeys(namespace, name), secret)
             )
         except ResponseError as exc:
             raise fail(f"Redis refused ACL SETUSER: {exc}", EXIT_BAD_INPUT) from None

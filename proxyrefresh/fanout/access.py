@@ -3,11 +3,15 @@
 Worker pods run in tenants' namespaces, where anyone with ``view`` reads
 their environment and anyone with ``edit`` reads the Secret it comes from.
 Handing them the operator's Redis URL would hand out every run, every pool
-and whatever else lives in that Redis. So each run gets an ACL user whose
-keys and channels are limited to the run's own pattern
-(``proxyrefresh:{<uid>}:*``), whose dangerous and admin commands are off,
-and which is deleted when the run ends: a leaked worker credential opens
-nothing else, and nothing at all afterwards.
+and whatever else lives in that Redis. So each run gets an ACL user that may
+touch the run's own keys by their exact names (never a key of its own
+making, so cleanup, which deletes them by name, leaves nothing behind),
+publish on the run's channel only, and run the few commands a worker
+sends, nothing server-wide (no DBSIZE, no PUBSUB CHANNELS, no SCRIPT
+FLUSH). Lua is limited to the run's own scripts, which the operator loads
+(EVALSHA only: a script of the worker's making could busy-loop Redis for
+everyone). The user is deleted when the run ends: a leaked worker
+credential opens nothing else, and nothing at all afterwards.
 
 The password is an HMAC of the run's id under a key only the operator
 holds, so it is never stored and an operator restarted at any point (or a
@@ -25,11 +29,48 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from proxyrefresh.fanout import slots, store
 from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
 
 USER_PREFIX = "proxyrefresh-run-"
-# Commands a worker never needs; key and channel patterns bound the rest.
-DENIED = ("-@dangerous", "-@admin", "-scan", "-randomkey", "-select", "-swapdb")
+# Every script a worker runs; the operator loads them (grant), a worker may
+# only call them by their SHA.
+WORKER_SCRIPTS = (
+    store.PROGRESS_SCRIPT,
+    store.COMPLETE_SCRIPT,
+    store.SAVE_PARTIAL_SCRIPT,
+    slots.TAKE_SCRIPT,
+    slots.RENEW_SCRIPT,
+)
+# What a worker sends (a chunk's HGET, a slot's ZREM, the client's own PING
+# and SELECT; its CLIENT SETINFO may fail, redis-py ignores that) and what
+# its scripts call: Redis checks each command a script runs against the
+# caller's rights too. Any write lets a worker grow its own keys: maxmemory
+# bounds that, and cleanup deletes them all by name.
+WORKER_COMMANDS = (
+    "evalsha",
+    "hget",
+    "zrem",
+    "ping",
+    "select",  # a URL's /db: the key patterns bind it in every database
+    # inside the scripts
+    "exists",
+    "get",
+    "set",
+    "incr",
+    "incrby",
+    "expire",
+    "pexpire",
+    "hset",
+    "sadd",
+    "sismember",
+    "zadd",
+    "zcard",
+    "zscore",
+    "zremrangebyscore",
+    "time",
+    "publish",
+)
 
 
 class AclUnavailable(RuntimeError):
@@ -45,19 +86,32 @@ def password(key: str, uid: str) -> str:
     return hmac.new(key.encode(), f"worker:{uid}".encode(), hashlib.sha256).hexdigest()
 
 
-def rules(keys: RunKeys | PoolKeys, secret: str) -> list[str]:
-    """ACL SETUSER arguments: only this run's (or pool's) keys and channels."""
-    pattern = keys.key("*")
+def rules(keys: RunKeys, secret: str) -> list[str]:
+    """ACL SETUSER arguments: this run's keys by name, its channel, and the
+    worker's commands; nothing else (``reset`` starts from no rights)."""
     return [
         "reset",
         "on",
         f">{secret}",
-        f"~{pattern}",
+        *(f"~{key}" for key in keys.all()),
         "resetchannels",
-        f"&{pattern}",
-        "+@all",
-        *DENIED,
+        f"&{keys.events}",
+        "-@all",
+        *(f"+{command}" for command in WORKER_COMMANDS),
     ]
+
+
+# A pool's user (``proxyrefresh pool grant``) runs the pool's own scripts,
+# which name its group keys as it goes: its keys go by pattern.
+POOL_DENIED = ("-@dangerous", "-@admin", "-scan", "-randomkey", "-select", "-swapdb")
+
+
+def pool_rules(keys: PoolKeys, secret: str) -> list[str]:
+    """ACL SETUSER arguments for a pool's consumer: that pool's keys and
+    channel, no dangerous or admin command."""
+    pattern = keys.key("*")
+    return ["reset", "on", f">{secret}", f"~{pattern}", "resetchannels", f"&{pattern}",
+            "+@all", *POOL_DENIED]  # fmt: skip
 
 
 def worker_url(url: str, user: str, secret: str) -> str:
@@ -73,15 +127,21 @@ def run_url(url: str, uid: str, key: str) -> str:
 
 
 async def grant(redis: Redis, uid: str, key: str, prefix: str = KEY_PREFIX) -> None:
-    """Create (or re-create) the run's user."""
+    """Create (or re-create) the run's user, and load the scripts it may
+    call (a Redis restarted forgets them; a worker may not load its own)."""
     keys = RunKeys(uid, prefix)
     try:
         setuser = ["ACL", "SETUSER", user_name(uid), *rules(keys, password(key, uid))]
-        await redis.execute_command(*setuser)  # type: ignore[no-untyped-call]
+        pipe = redis.pipeline(transaction=False)
+        for script in WORKER_SCRIPTS:
+            pipe.script_load(script)
+        pipe.execute_command(*setuser)
+        await pipe.execute()
     except ResponseError as exc:
+        why = str(exc).rsplit("caused error: ", 1)[-1].split(":")[0]  # not the pipeline's words
         raise AclUnavailable(
-            f"Redis refused ACL SETUSER ({str(exc).split(':')[0]}): the operator's Redis user "
-            "needs +acl|setuser and +acl|deluser, or turn per-run users off "
+            f"Redis refused ACL SETUSER ({why}): the operator's Redis user "
+            "needs +acl|setuser, +acl|deluser and +script|load, or turn per-run users off "
             "(PROXYREFRESH_OPERATOR_WORKER_REDIS_ACL=false)"
         ) from None
 

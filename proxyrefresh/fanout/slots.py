@@ -33,7 +33,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.fanout.store import RunKeys, run_script
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,10 @@ class Slots:
     async def take(self, token: str) -> bool:
         """A slot for ``token`` if one is free (or it holds one already)."""
         keys, args = [self.keys.slots], [self.lease_ms, self.count, token]
-        return bool(await self._take(keys=keys, args=args))
+        return bool(await run_script(self._take, keys, args))
 
     async def renew(self, token: str) -> bool:
-        return bool(await self._renew(keys=[self.keys.slots], args=[self.lease_ms, token]))
+        return bool(await run_script(self._renew, [self.keys.slots], [self.lease_ms, token]))
 
     async def free(self, token: str) -> None:
         await self.redis.zrem(self.keys.slots, token)

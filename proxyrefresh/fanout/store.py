@@ -15,6 +15,7 @@ changes are folded into the totals, all inside one script.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 from redis.typing import EncodableT, FieldT
 
 KEY_PREFIX = "proxyrefresh"  # the default; each kind of run may have its own
@@ -35,8 +37,33 @@ CHUNK_WRITE_BATCH = 500
 CHUNK_WRITE_BYTES = 1 << 20
 
 
+# A worker may only call the run's scripts, never load them (fanout.access):
+# after a Redis restart it waits this long for the operator, which loads
+# them again while it follows the run, before it gives up.
+SCRIPT_WAIT_SECONDS = 30.0
+
+
 class StateLost(RuntimeError):
     """The run's keys are gone (expired, deleted, or Redis restarted empty)."""
+
+
+async def run_script(script: Any, keys: list[Any], args: list[Any]) -> Any:
+    """Call a registered script; if Redis forgot it and this user may not
+    load it, wait for the operator to load it again."""
+    deadline = time.monotonic() + SCRIPT_WAIT_SECONDS
+    while True:
+        try:
+            return await script(keys=keys, args=args)
+        except NoPermissionError as exc:
+            if "script|load" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise NoPermissionError(
+                    f"the run's scripts are not loaded in Redis after {SCRIPT_WAIT_SECONDS:.0f}s "
+                    "and this worker's user may not load them (the operator does, while it "
+                    "follows the run)"
+                ) from exc
+            await asyncio.sleep(1.0)
 
 
 @pydantic_dataclass(slots=True)
@@ -161,6 +188,10 @@ class RunKeys:
             self.completed_at,
             self.snapshot,
             self.slots,
+            # A channel, never written as a key by the run's own code; but
+            # the scripts declare it among their keys, so a worker's user
+            # may name it, and cleanup deletes whatever it may have put there.
+            self.events,
         ]
 
     def script_keys(self) -> list[str]:
@@ -486,8 +517,8 @@ class RunStore:
 
     async def _run(self, script: Any, index: int, *args: Any) -> Any:
         try:
-            return await script(
-                keys=self.keys.script_keys(), args=[index, self.ttl, time.time(), *args]
+            return await run_script(
+                script, self.keys.script_keys(), [index, self.ttl, time.time(), *args]
             )
         except Exception as exc:
             if _is_state_lost(exc):

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoPermissionError
 
+from proxyrefresh.fanout import access
 from proxyrefresh.fanout.runner import DONE, run_chunk
 from proxyrefresh.fanout.slots import Slots
-from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunStore, StateLost
+from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunKeys, RunStore, StateLost
 from proxyrefresh.models import Protocol, Proxy, ProxyResult
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import Bed, async_wait_for
@@ -250,6 +252,75 @@ async def test_a_worker_whose_redis_user_is_gone_exits_at_once(
     assert "invalid username-password pair" in err
     assert "revoked" not in err  # the password stays hidden
     assert time.monotonic() - started < 5
+
+
+# Server-wide commands a leaked worker credential was once able to send.
+REFUSED = [
+    ("PUBSUB", "CHANNELS", "*"),
+    ("DBSIZE",),
+    ("MEMORY", "STATS"),
+    ("SCRIPT", "FLUSH"),
+    ("FUNCTION", "FLUSH"),
+    ("KEYS", "*"),
+    ("SCAN", "0"),
+    ("CONFIG", "GET", "maxmemory"),
+    ("FLUSHALL",),
+    ("CLIENT", "LIST"),
+    ("EVAL", "while true do end", "0"),
+    ("SCRIPT", "LOAD", "return 1"),
+]
+
+
+async def test_a_run_user_works_its_run_and_nothing_else(
+    bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
+) -> None:
+    """The per-run user (fanout.access) is all a worker gets: its chunk is
+    checked and counted under it, with slots; every server-wide command
+    and every key not the run's is refused; and after Redis forgot the
+    scripts the worker waits for the operator to load them again."""
+    store = RunStore(redis, run_id)
+    await store.write_chunks([items(bed, *LIVE)])
+    await redis.set("proxyrefresh:{other}:chunks", "theirs")
+    await access.grant(redis, run_id, "k")
+    await redis.script_flush()  # as a restarted Redis would have it
+    url = access.run_url(redis_server.url, run_id, "k")
+    worker = start_worker(worker_env(url, run_id, 0, bed.judge, PROXYREFRESH_SLOTS="1"))
+
+    async def refused_load() -> bool:
+        log: list[dict[str, str]] = await redis.acl_log()  # type: ignore[assignment]
+        return any(e["object"] == "script|load" and run_id in e["username"] for e in log)
+
+    await async_wait_for(refused_load, 30, "the worker to be refused loading a script")
+    await access.grant(redis, run_id, "k")  # the operator's next step loads them
+    code, err = await finish(worker)
+    assert code == 0, err
+    progress = await store.progress()
+    assert (progress.completed_chunks, progress.succeeded) == (1, 3)
+
+    leaked = Redis.from_url(url, decode_responses=True)
+    try:
+        for command in REFUSED:
+            with pytest.raises(NoPermissionError):
+                await leaked.execute_command(  # type: ignore[no-untyped-call]
+                    *command
+                )
+        key = RunKeys(run_id).results
+        with pytest.raises(NoPermissionError):  # 100 MB at an offset of its own key
+            await leaked.execute_command(  # type: ignore[no-untyped-call]
+                "SETRANGE", key, str(100 << 20), "x"
+            )
+        for other in ("proxyrefresh:{other}:chunks", RunKeys(run_id).key("mine")):
+            with pytest.raises(NoPermissionError):
+                await leaked.execute_command(  # type: ignore[no-untyped-call]
+                    "EVALSHA", "0" * 40, "1", other
+                )
+            with pytest.raises(NoPermissionError):
+                await leaked.hget(other, "0")
+        assert await leaked.hget(RunKeys(run_id).chunks, "0")  # its own chunk still reads
+    finally:
+        await leaked.aclose()
+    assert await redis.get("proxyrefresh:{other}:chunks") == "theirs"
+    await access.revoke(redis, run_id)
 
 
 async def test_exit_codes_for_what_a_retry_cannot_fix(

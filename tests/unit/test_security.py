@@ -155,11 +155,15 @@ def test_only_our_own_output_configmap_is_written() -> None:
 
 def test_a_worker_redis_user_opens_its_run_only() -> None:
     rules = access.rules(RunKeys("abc"), "pw")
-    assert "~proxyrefresh:{abc}:*" in rules
-    assert "&proxyrefresh:{abc}:*" in rules
     assert rules[:2] == ["reset", "on"]
-    assert "resetchannels" in rules
-    assert {"-@dangerous", "-@admin"} <= set(rules)
+    # Its keys by name (cleanup deletes every one), never a pattern.
+    keys = [r[1:] for r in rules if r.startswith("~")]
+    assert keys == RunKeys("abc").all()
+    assert all("*" not in key for key in keys)
+    assert [r for r in rules if r.startswith("&")] == ["&proxyrefresh:{abc}:events"]
+    # Nothing but the worker's own commands; no Lua of its own making.
+    assert rules.index("-@all") < rules.index("+evalsha")
+    assert not {"+@all", "+eval", "+script|load", "+keys", "+scan"} & set(rules)
     assert access.password("k", "abc") == access.password("k", "abc") != access.password("k", "abd")
     assert access.password("k", "abc") != access.password("other", "abc")
     url = access.run_url("rediss://op:opsecret@redis.svc:6380/2", "abc", "k")
