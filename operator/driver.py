@@ -2,7 +2,8 @@
 
 The pods publish every change of a run on its Redis events channel (the
 fan-out store's scripts do, with the counters). One kopf daemon per active
-refresh subscribes to that channel and runs a reconcile step when an event
+refresh follows that channel (over the operator's one pub/sub connection,
+operator/subscriptions.py) and runs a reconcile step when an event
 arrives, at most one step a second, so the status follows Redis within
 about a second; without events (scraping, waiting for the pool, the Job's
 end, which Redis does not see) it steps every HEARTBEAT seconds. One loop
@@ -16,7 +17,6 @@ its last write.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from proxyrefresh.api import Phase
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.operator import reconcile
+from proxyrefresh.operator.subscriptions import Feed
 
 log = logging.getLogger("proxyrefresh.operator")
 HEARTBEAT = 2.0  # seconds between steps when nothing is published
@@ -64,7 +65,7 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
     """Step the refresh until it ends or the daemon is stopped."""
     uid = str(body["metadata"]["uid"])
     ours: dict[str, Any] = {}
-    pubsub = None
+    feed: Feed | None = None
     last_step = written = 0.0
     try:
         while not stopped:
@@ -91,30 +92,15 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
                 return
             if delay == HEARTBEAT and awaiting_job_end(ours):
                 delay = JOB_END_POLL
-            if pubsub is None and status.get("phase") != Phase.PENDING.value:
-                pubsub = await subscribe(ctx, RunKeys(uid).events)
-            await wait_for_news(pubsub, stopped, last_step, delay)
+            if feed is None and status.get("phase") != Phase.PENDING.value:
+                feed = ctx.subscriptions.open(RunKeys(uid).events)
+            await wait_for_news(feed, stopped, last_step, delay)
     finally:
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        if feed is not None:
+            ctx.subscriptions.close(feed)
 
 
-async def subscribe(ctx: reconcile.Context, channel: str) -> Any:
-    """The run's events, or None if Redis will not say (the heartbeat then
-    does all the work, as a poll would)."""
-    pubsub: Any = ctx.redis.pubsub()
-    try:
-        await pubsub.subscribe(channel)
-    except (RedisError, OSError) as exc:
-        log.info("no events from %s (%s); following by heartbeat", channel, exc)
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
-        return None
-    return pubsub
-
-
-async def wait_for_news(pubsub: Any, stopped: Any, last_step: float, delay: float) -> None:
+async def wait_for_news(feed: Feed | None, stopped: Any, last_step: float, delay: float) -> None:
     """Until an event (no sooner than MIN_GAP after the last step), the
     ``delay`` runs out, or the daemon is stopped."""
     deadline = last_step + delay
@@ -124,14 +110,8 @@ async def wait_for_news(pubsub: Any, stopped: Any, last_step: float, delay: floa
         if now >= deadline or (news and now >= last_step + MIN_GAP):
             return
         wait = min(deadline, last_step + MIN_GAP if news else deadline) - now
-        if pubsub is None:
-            await asyncio.sleep(max(0.0, min(wait, 0.5)))
+        wait = max(0.0, min(wait, 0.5))  # `stopped` is looked at twice a second
+        if feed is None:
+            await asyncio.sleep(wait)
             continue
-        try:
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=max(0.01, min(wait, 0.5))
-            )
-        except (RedisError, OSError):
-            await asyncio.sleep(max(0.0, min(wait, 0.5)))
-            continue
-        news = news or message is not None
+        news = await feed.wait(wait) or news

@@ -7,6 +7,7 @@ from) the status our schema describes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -15,7 +16,8 @@ import kopf
 from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import driver, pools, reconcile
+from proxyrefresh.operator import driver, policy, pools, reconcile
+from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
@@ -47,8 +49,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     kubeconfig.load()
     operator_settings = OperatorSettings.from_env()
     redis_settings = RedisSettings.from_env()
+    redis = redis_settings.client(max_connections=redis_settings.max_connections)
     memo.ctx = reconcile.Context(
-        operator_settings, redis_settings, redis_settings.client(), NetworkSettings.from_env()
+        operator_settings,
+        redis_settings,
+        redis,
+        NetworkSettings.from_env(),
+        subscriptions=Subscriptions(redis),
     )
     if operator_settings.metrics_port:
         address, port = operator_settings.metrics_address, operator_settings.metrics_port
@@ -70,19 +77,31 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.ctx.subscriptions.aclose()
     await memo.ctx.redis.aclose()
 
 
-def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL)
+def refreshes_by_pool(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every refresh, by namespace and pool, as much of it as concurrencyPolicy
+    reads: waiting refreshes look here instead of listing their namespace
+    every step (500 of them kept the operator busy doing only that)."""
+    return policy.index_entry(dict(body))
+
+
+def _ctx(
+    memo: kopf.Memo, body: kopf.Body, index: kopf.Index[Any, Any] | None = None
+) -> reconcile.Context:
     ctx: reconcile.Context = memo.ctx
 
     def event(reason: str, message: str, warning: bool = False) -> None:
         # kopf.event, not kopf.info: posting.level mutes kopf's own chatter only.
         kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
-    return reconcile.Context(
-        ctx.settings, ctx.redis_settings, ctx.redis, ctx.network, event, ctx.patches, ctx.metrics
-    )
+    def peers(namespace: str, pool: str) -> list[dict[str, Any]]:
+        return list(index.get((namespace, pool), [])) if index is not None else []
+
+    return dataclasses.replace(ctx, events=event, peers=peers if index is not None else None)
 
 
 # Stopped once the refresh is finished (kopf sees the Complete we wrote): it
@@ -91,10 +110,13 @@ def _ctx(memo: kopf.Memo, body: kopf.Body) -> reconcile.Context:
 @kopf.daemon(
     c.GROUP, c.VERSION, c.PLURAL, when=active, cancellation_backoff=10, cancellation_timeout=10
 )
-async def follow(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def follow(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **kwargs: Any
+) -> None:
     """While the refresh is not finished: steps, woken by its run's Redis
     events (at most one a second) or every two seconds (operator/driver.py)."""
-    await driver.drive(_ctx(memo, body), body, stopped)
+    index = kwargs["refreshes_by_pool"]  # kopf hands each handler its indexes by name
+    await driver.drive(_ctx(memo, body, index), body, stopped)
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)
@@ -107,7 +129,9 @@ async def pool_daemon(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """One per ProxyPool: its status and refills, from the pool's Redis events."""
-    await pools.PoolWatch(memo.ctx.redis, memo.ctx.metrics).run(body, stopped)
+    await pools.PoolWatch(memo.ctx.redis, memo.ctx.metrics, memo.ctx.subscriptions).run(
+        body, stopped
+    )
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.POOL_PLURAL)

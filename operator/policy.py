@@ -22,6 +22,20 @@ def pool_of(item: dict[str, Any]) -> str:
     return str((item.get("spec") or {}).get("pool") or "default")
 
 
+def index_entry(item: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The refresh as the operator's index keeps it: by (namespace, pool),
+    only what :func:`unfinished_before` and :func:`history_to_delete` read."""
+    meta = item["metadata"]
+    kept = {
+        "metadata": {
+            k: meta.get(k) for k in ("name", "uid", "creationTimestamp", "deletionTimestamp")
+        },
+        "spec": {"pool": pool_of(item)},
+        "status": {k: (item.get("status") or {}).get(k) for k in ("phase", "completedAt")},
+    }
+    return {(str(meta["namespace"]), pool_of(item)): kept}
+
+
 def unfinished_before(items: list[dict[str, Any]], me: dict[str, Any]) -> list[dict[str, Any]]:
     """Refreshes of my pool, created before me, not finished: first in, first served."""
     mine, my_uid = pool_of(me), me["metadata"]["uid"]

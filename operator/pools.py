@@ -39,6 +39,7 @@ from proxyrefresh.operator.status import (
     parse_time,
     set_condition,
 )
+from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.pool import AsyncPool, PoolStats
 from proxyrefresh.redact import redis_problem
 
@@ -212,6 +213,7 @@ class PoolWatch:
 
     redis: Any
     metrics: Metrics = field(default_factory=Metrics)
+    subscriptions: Subscriptions | None = None  # the operator's; None: one of its own
 
     def pool(self, body: dict[str, Any]) -> AsyncPool:
         meta = body["metadata"]
@@ -232,6 +234,8 @@ class PoolWatch:
 
     async def maybe_refill(self, body: dict[str, Any], spec: ProxyPoolSpec, usable: int) -> None:
         meta, status = body["metadata"], dict(body.get("status") or {})
+        if spec.min_usable == 0 or usable >= spec.min_usable:
+            return  # nothing to refill: no need to list the namespace's refreshes
         items = [
             it
             for it in await kube.list_refreshes(meta["namespace"])
@@ -286,36 +290,29 @@ class PoolWatch:
         status patch a second) and every CHECK_INTERVAL, sync and refill."""
         meta = body["metadata"]
         where = f"pool {meta['namespace']}/{meta['name']}"
-        channel = self.pool(body).calls.keys.events
-        while not stopped:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(channel)
-                await self.step(body)
-                last = time.monotonic()
-                dirty = False
-                while not stopped:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=STATUS_INTERVAL
+        subscriptions = self.subscriptions or Subscriptions(self.redis)
+        async with subscriptions.follow(self.pool(body).calls.keys.events) as feed:
+            while not stopped:
+                try:
+                    await self.step(body)
+                    last = time.monotonic()
+                    dirty = False
+                    while not stopped:
+                        dirty = await feed.wait(STATUS_INTERVAL) or dirty
+                        since = time.monotonic() - last
+                        if (dirty and since >= STATUS_INTERVAL) or since >= CHECK_INTERVAL:
+                            await self.step(body)
+                            last, dirty = time.monotonic(), False
+                except (RedisError, OSError) as exc:
+                    self.metrics.redis_errors.labels("pool").inc()
+                    log.warning("%s: Redis: %s; again in 2s", where, exc)
+                    await self.stall(
+                        body, "RedisUnavailable", f"Redis unavailable: {redis_problem(exc)}"
                     )
-                    dirty = dirty or message is not None
-                    since = time.monotonic() - last
-                    if (dirty and since >= STATUS_INTERVAL) or since >= CHECK_INTERVAL:
-                        await self.step(body)
-                        last, dirty = time.monotonic(), False
-            except (RedisError, OSError) as exc:
-                self.metrics.redis_errors.labels("pool").inc()
-                log.warning("%s: Redis: %s; again in 2s", where, exc)
-                await self.stall(
-                    body, "RedisUnavailable", f"Redis unavailable: {redis_problem(exc)}"
-                )
-                await asyncio.sleep(2)
-            except ApiException as exc:
-                log.warning("%s: Kubernetes API: %s", where, kube.describe(exc))
-                await asyncio.sleep(2)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await asyncio.sleep(2)
+                except ApiException as exc:
+                    log.warning("%s: Kubernetes API: %s", where, kube.describe(exc))
+                    await asyncio.sleep(2)
 
     async def stall(self, body: Any, reason: str, message: str) -> None:
         """Say why the status stands still; the same cause again writes nothing

@@ -56,6 +56,7 @@ from proxyrefresh.operator.status import (
     progress_text,
     set_condition,
 )
+from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.pool import AsyncPool, PoolEntry
 from proxyrefresh.redact import redis_problem
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
@@ -75,6 +76,11 @@ class Context:
     # Status patches sent by this operator (bench/refresh_e2e.py reads the log line).
     patches: Counter[str] = field(default_factory=Counter)
     metrics: Metrics = field(default_factory=Metrics)
+    # Every refresh of a pool, as kopf's index has them (handlers.py); None
+    # (no kopf, as in the unit tests): listed from the API.
+    peers: Callable[[str, str], list[dict[str, Any]]] | None = None
+    # The one pub/sub connection every refresh and pool follows its channel on.
+    subscriptions: Subscriptions = field(kw_only=True)
 
     def store(self, uid: str) -> RunStore:
         return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
@@ -337,6 +343,10 @@ async def admit(ctx: Context, t: Transition) -> None:
     refresh whose Job exists (an operator restarted) resumes from Redis."""
     refresh = t.refresh
     job_name = refresh.job_name
+    # The pool first: a waiting refresh steps every few seconds, and asking
+    # the index costs nothing where reading its Job costs an API call.
+    if not await may_start(ctx, t):
+        return
     if await kube.read_job(refresh.namespace, job_name) is not None:
         try:
             progress = await ctx.store(refresh.uid).progress()
@@ -344,8 +354,6 @@ async def admit(ctx: Context, t: Transition) -> None:
             t.fail("StateLost", str(exc))
             return
         t.set(phase=Phase.DISPATCHED.value, jobName=job_name, totalChunks=progress.total_chunks)
-        return
-    if not await may_start(ctx, t):
         return
     t.condition("Waiting", False, "Started", "the pool was free")
     t.set(phase=Phase.SCRAPING.value, startedAt=now_iso(), progress="scraping")
@@ -610,7 +618,10 @@ async def may_start(ctx: Context, t: Transition) -> bool:
     refresh, spec = t.refresh, t.refresh.spec
     if spec.concurrency_policy is ConcurrencyPolicy.ALLOW:
         return True
-    items = await kube.list_refreshes(refresh.namespace)
+    if ctx.peers is not None:  # kopf's index: a waiting refresh costs no API call
+        items = ctx.peers(refresh.namespace, spec.pool)
+    else:
+        items = await kube.list_refreshes(refresh.namespace)
     ahead = policy.unfinished_before(items, refresh.body)
     if not ahead:
         return True

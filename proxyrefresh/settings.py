@@ -191,11 +191,22 @@ class RedisSettings(EnvSettings):
     retries: int = Field(default=8, ge=0)
     backoff_cap_seconds: float = Field(default=4.0, gt=0)
     socket_timeout_seconds: float = Field(default=10.0, gt=0)
+    # The operator's connections for commands (its pub/sub has one of its
+    # own): past this many a command waits for a free one, up to the socket
+    # timeout, instead of failing as redis-py's default pool does at 100.
+    max_connections: int = Field(default=32, ge=2)
 
-    def client(self, retries: int | None = None, timeout: float | None = None) -> Redis:
+    def client(
+        self,
+        retries: int | None = None,
+        timeout: float | None = None,
+        max_connections: int | None = None,
+    ) -> Redis:
         """The asyncio client; a caller someone waits on (the rotator) asks
-        for fewer ``retries`` and a shorter ``timeout`` than a pod rides out."""
-        from redis.asyncio import Redis
+        for fewer ``retries`` and a shorter ``timeout`` than a pod rides out.
+        With ``max_connections``, commands share that many connections and
+        wait their turn."""
+        from redis.asyncio import BlockingConnectionPool, Redis
         from redis.backoff import ExponentialWithJitterBackoff
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -205,15 +216,20 @@ class RedisSettings(EnvSettings):
             self.retries if retries is None else retries,
         )
         seconds = self.socket_timeout_seconds if timeout is None else timeout
-        return Redis.from_url(
-            self.url,
-            decode_responses=True,
-            retry=retry,
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_timeout=seconds,
-            socket_connect_timeout=seconds,
-            health_check_interval=30,
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "retry": retry,
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "socket_timeout": seconds,
+            "socket_connect_timeout": seconds,
+            "health_check_interval": 30,
+        }
+        if max_connections is None:
+            return Redis.from_url(self.url, **options)
+        pool = BlockingConnectionPool.from_url(
+            self.url, max_connections=max_connections, timeout=seconds, **options
         )
+        return Redis.from_pool(pool)
 
     def sync_client(self, timeout: float = 3.0) -> SyncRedis:
         """A blocking client for one-shot commands (``proxyrefresh pool``):

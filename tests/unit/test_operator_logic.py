@@ -266,6 +266,31 @@ def test_forbid_waits_for_older_unfinished_refreshes_of_the_same_pool() -> None:
     assert policy.unfinished_before(items, items[0]) == []
 
 
+def test_the_index_keeps_what_forbid_needs_by_namespace_and_pool() -> None:
+    """Waiting refreshes decide from kopf's index (handlers.refreshes_by_pool),
+    not a list: what it keeps must decide as the full objects do."""
+    items = [
+        {**item("a", "1", "Processing"), "extra": "x" * 1000},
+        item("b", "2", None),
+        {**item("c", "3", None), "metadata": {**item("c", "3", None)["metadata"],
+                                              "deletionTimestamp": "4"}},
+        item("d", "4", None),
+        item("e", "0", "Processing", pool="other"),
+    ]  # fmt: skip
+    for it in items:
+        it["metadata"]["namespace"] = "t-1"
+    index: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for it in items:
+        ((key, kept),) = policy.index_entry(it).items()
+        index.setdefault(key, []).append(kept)
+        assert "extra" not in kept
+    assert set(index) == {("t-1", "p"), ("t-1", "other")}
+    me = items[3]
+    from_index = policy.unfinished_before(index[("t-1", "p")], me)
+    assert [i["metadata"]["name"] for i in from_index] == ["a", "b"]
+    assert from_index == [policy.index_entry(i)[("t-1", "p")] for i in items[:2]]
+
+
 def test_history_keeps_the_newest() -> None:
     items = [item(f"ok{i}", str(i), "Complete", completed=f"2026-01-0{i}") for i in range(1, 8)]
     items += [item(f"bad{i}", str(i), "Failed", completed=f"2026-01-0{i}") for i in range(1, 6)]
