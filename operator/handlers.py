@@ -16,7 +16,7 @@ import kopf
 from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import driver, policy, pools, reconcile
+from proxyrefresh.operator import driver, memory, policy, pools, reconcile
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
@@ -56,6 +56,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         redis,
         NetworkSettings.from_env(),
         subscriptions=Subscriptions(redis),
+        memory=memory.RedisMemory(redis, operator_settings.redis_high_water),
     )
     if operator_settings.metrics_port:
         address, port = operator_settings.metrics_address, operator_settings.metrics_port

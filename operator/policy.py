@@ -28,7 +28,8 @@ def index_entry(item: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     meta = item["metadata"]
     kept = {
         "metadata": {
-            k: meta.get(k) for k in ("name", "uid", "creationTimestamp", "deletionTimestamp")
+            k: meta.get(k)
+            for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp")
         },
         "spec": {"pool": pool_of(item)},
         "status": {k: (item.get("status") or {}).get(k) for k in ("phase", "completedAt")},

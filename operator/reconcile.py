@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,7 +47,7 @@ from proxyrefresh.fanout import access
 from proxyrefresh.fanout.job import job_end
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.netguard import AddressRefused
-from proxyrefresh.operator import credentials, dispatch, kube, merge, policy, pools, scrape
+from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, pools, scrape
 from proxyrefresh.operator.chunking import auto_chunk_size
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import (
@@ -81,6 +82,11 @@ class Context:
     peers: Callable[[str, str], list[dict[str, Any]]] | None = None
     # The one pub/sub connection every refresh and pool follows its channel on.
     subscriptions: Subscriptions = field(kw_only=True)
+    # How full Redis is (looked at once every few seconds, for every refresh).
+    memory: memory.RedisMemory = field(kw_only=True)
+    # This operator process, in a refresh's status while it scrapes it
+    # (guard_scrape): a different one there means that one died scraping.
+    process: str = field(default_factory=lambda: f"{socket.gethostname()}/{time.time_ns()}")
 
     def store(self, uid: str) -> RunStore:
         return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
@@ -100,6 +106,9 @@ class Context:
             timeout=s.source_timeout_seconds,
             retries=s.source_retries,
             max_bytes=s.source_max_bytes,
+            total_bytes=s.scrape_max_bytes,
+            max_candidates=s.max_candidates,
+            concurrency=s.scrape_concurrency,
         )
 
 
@@ -355,6 +364,11 @@ async def admit(ctx: Context, t: Transition) -> None:
             return
         t.set(phase=Phase.DISPATCHED.value, jobName=job_name, totalChunks=progress.total_chunks)
         return
+    full = await ctx.memory.above_high_water()
+    if full:
+        t.condition("Waiting", True, "RedisFull", full)
+        t.set(phase=Phase.PENDING.value, progress="waiting", message=full)
+        return
     t.condition("Waiting", False, "Started", "the pool was free")
     t.set(phase=Phase.SCRAPING.value, startedAt=now_iso(), progress="scraping")
 
@@ -379,7 +393,11 @@ async def start(ctx: Context, t: Transition) -> None:
         candidates, chunks = written
         sources = list(refresh.status.get("sources") or [])
     else:
-        found = await scrape_reporting(ctx, refresh, spec, creds)
+        await guard_scrape(ctx, refresh)
+        try:
+            found = await scrape_reporting(ctx, refresh, spec, creds)
+        except scrape.LimitExceeded as exc:
+            raise Refused(exc.reason, str(exc)) from None
         sources = [dump(x) for x in found.sources]
         if found.failed:
             t.set(sources=sources)
@@ -398,6 +416,11 @@ async def start(ctx: Context, t: Transition) -> None:
         try:
             chunks = await store.write_chunks(batches)
         except RedisError as exc:
+            if memory.out_of_memory(exc):
+                # What was written goes: the others' runs need the room.
+                with contextlib.suppress(RedisError):
+                    await store.delete()
+                raise Refused("RedisFull", memory.full_message(candidates)) from None
             raise redis_unavailable(" while dispatching", exc) from exc
     created = await create_job(ctx, refresh, spec, chunks)
     t.set(
@@ -428,6 +451,28 @@ def chunk_size(spec: ProxyRefreshSpec, candidates: int) -> int:
         checker.timeout_seconds,
         spec.deadlines.chunk_seconds,
     )
+
+
+async def guard_scrape(ctx: Context, refresh: Refresh) -> None:
+    """Before a scrape: count the scrapes of this refresh that a process
+    started and did not live to finish (an operator killed, say for memory,
+    while scraping it), and fail the refresh once there were too many,
+    instead of dying on it again at every start. Written once, before the
+    scrape, with this process's identity."""
+    status = refresh.status
+    crashes = int(status.get("scrapeCrashes") or 0)
+    by = status.get("scrapeBy")
+    if by and by != ctx.process:
+        crashes += 1  # the process that began the last scrape is gone
+    limit = ctx.settings.scrape_crash_limit
+    if crashes >= limit:
+        raise Refused(
+            "ScrapeCrashed",
+            f"the operator stopped {crashes} times while scraping this refresh's sources "
+            "(out of memory?); not tried again (PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT "
+            f"is {limit}); lower operator.limits.scrapeMaxBytes or split the sources",
+        )
+    await patch(ctx, refresh, {"scrapeBy": ctx.process, "scrapeCrashes": crashes})
 
 
 async def preflight(
@@ -626,8 +671,10 @@ async def may_start(ctx: Context, t: Transition) -> bool:
     if not ahead:
         return True
     if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
-        for other in ahead:
-            await stop(ctx, Refresh(other), f"replaced by {refresh.name}")
+        for other in ahead:  # the whole object, not the index's summary of it
+            body = await kube.get_refresh(refresh.namespace, other["metadata"]["name"])
+            if body is not None and body["metadata"]["uid"] == other["metadata"]["uid"]:
+                await stop(ctx, Refresh(body), f"replaced by {refresh.name}")
         return True
     names = ", ".join(it["metadata"]["name"] for it in ahead)
     message = f"pool {spec.pool} is busy with {names} (concurrencyPolicy Forbid)"
@@ -745,6 +792,9 @@ async def finish(ctx: Context, t: Transition) -> None:
         },
         completedAt=now_iso(),
     )
+    # Once the status says how it ended (a repeated merge step would find
+    # nothing to count): the chunks and results go, the rest soon after.
+    t.after.append(lambda: store.retire(ctx.settings.finished_key_ttl_seconds))
     t.after.append(lambda: prune_history(ctx, refresh))
     if not end.succeeded:
         t.fail(

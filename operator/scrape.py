@@ -11,6 +11,12 @@ body; a Secret's headers go only where its owner allowed
 Nothing read from a source reaches the status: a bad line is reported by
 its number, an HTTP error by its code. Each source gets its own outcome in
 the status; one bad source does not sink the others.
+
+What one refresh may make the operator hold is bounded whatever its
+sources: a few sources are read at a time, each under its own cap, all of
+them under a total in bytes, and their candidates under a count. Past a
+total the whole refresh fails (LimitExceeded, naming the setting): the
+operator and every other tenant's refresh carry on.
 """
 
 from __future__ import annotations
@@ -67,6 +73,35 @@ class SourceRefused(SourceError):
     """The guard refused an address: no retry will change that."""
 
 
+class LimitExceeded(Exception):
+    """The refresh as a whole is past a limit of the operator's: it fails."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Budget:
+    """The bytes all of one refresh's sources may hold together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise LimitExceeded(
+                "SourcesTooLarge",
+                f"the sources hold more than {self.limit} bytes in all, the operator's limit "
+                "per refresh (PROXYREFRESH_OPERATOR_SCRAPE_MAX_BYTES, chart value "
+                "operator.limits.scrapeMaxBytes)",
+            )
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
 @dataclass
 class ScrapeResult:
     candidates: Candidates = field(default_factory=Candidates)
@@ -89,8 +124,19 @@ class FetchRules:
     guard: NetworkGuard
     timeout: float = 30.0
     retries: int = 3
-    max_bytes: int = 32 * 1024 * 1024
+    max_bytes: int = 32 * 1024 * 1024  # one source
     backoff: float = 0.5
+    total_bytes: int = 64 * 1024 * 1024  # all of a refresh's sources together
+    max_candidates: int = 1_000_000
+    concurrency: int = 4  # sources read at once
+
+    def too_many(self, count: int) -> LimitExceeded:
+        return LimitExceeded(
+            "TooManyCandidates",
+            f"the sources hold more than {self.max_candidates} candidates, the operator's "
+            "limit per refresh (PROXYREFRESH_OPERATOR_MAX_CANDIDATES, chart value "
+            f"operator.limits.maxCandidates); {count} found so far",
+        )
 
 
 def retry_after(value: str | None, fallback: float) -> float:
@@ -109,21 +155,32 @@ def retry_after(value: str | None, fallback: float) -> float:
 
 
 async def _get_once(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], rules: FetchRules
-) -> tuple[int, str | None, bytes]:
-    """One request, no redirects followed: (status, Location or Retry-After, body)."""
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    rules: FetchRules,
+    budget: Budget,
+) -> tuple[int, str | None, bytearray]:
+    """One request, no redirects followed: (status, Location or Retry-After,
+    body). The body's bytes count against the refresh's budget; an attempt
+    that fails gives them back (its retry counts them again)."""
     rules.guard.check_url(url)
-    async with session.get(url, headers=headers, allow_redirects=False) as resp:
-        if resp.status in REDIRECTS:
-            return resp.status, resp.headers.get("Location"), b""
-        if resp.status != 200:
-            return resp.status, resp.headers.get("Retry-After"), b""
-        body = bytearray()
-        async for piece in resp.content.iter_chunked(64 * 1024):
-            body += piece
-            if len(body) > rules.max_bytes:
-                raise SourceError(f"larger than the cap of {rules.max_bytes} bytes")
-        return 200, None, bytes(body)
+    body = bytearray()
+    try:
+        async with session.get(url, headers=headers, allow_redirects=False) as resp:
+            if resp.status in REDIRECTS:
+                return resp.status, resp.headers.get("Location"), body
+            if resp.status != 200:
+                return resp.status, resp.headers.get("Retry-After"), body
+            async for piece in resp.content.iter_chunked(64 * 1024):
+                body += piece
+                budget.take(len(piece))
+                if len(body) > rules.max_bytes:
+                    raise SourceError(f"larger than the cap of {rules.max_bytes} bytes")
+            return 200, None, body
+    except BaseException:
+        budget.give_back(len(body))
+        raise
 
 
 def _unreachable(exc: BaseException, timeout: float) -> SourceError:
@@ -145,8 +202,10 @@ async def fetch(
     rules: FetchRules,
     credentials: SourceCredentials | None = None,
     attempts_seen: Attempts | None = None,
+    budget: Budget | None = None,
 ) -> str:
     """GET a list through at most five redirects, every hop under the guard."""
+    budget = budget or Budget(rules.total_bytes)
     attempts = rules.retries + 1
     label = f"url {redact.url(url)}"  # as Source.label names it
     timeout = aiohttp.ClientTimeout(total=rules.timeout, sock_connect=min(10, rules.timeout))
@@ -162,7 +221,7 @@ async def fetch(
                     attempts_seen.started(label, attempt, attempts)
                 wait = rules.backoff * 2 ** (attempt - 1)
                 try:
-                    status, extra, body = await _get_once(session, hop, headers, rules)
+                    status, extra, body = await _get_once(session, hop, headers, rules, budget)
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = _unreachable(exc, rules.timeout)
                     if isinstance(error, SourceRefused) or attempt == attempts:
@@ -170,7 +229,7 @@ async def fetch(
                     await asyncio.sleep(wait)
                     continue
                 if status == 200:
-                    return body.decode("utf-8", errors="replace")
+                    return body.decode("utf-8", errors="replace")  # the one copy kept
                 if status in REDIRECTS:
                     if not extra:
                         raise SourceError(f"{http_status.text(status)} without a Location")
@@ -191,9 +250,11 @@ async def read_source(
     rules: FetchRules,
     credentials: SourceCredentials | None,
     attempts_seen: Attempts | None = None,
+    budget: Budget | None = None,
 ) -> str:
+    budget = budget or Budget(rules.total_bytes)
     if source.url:
-        return await fetch(source.url, rules, credentials, attempts_seen)
+        return await fetch(source.url, rules, credentials, attempts_seen, budget)
     if source.config_map_ref:
         ref = source.config_map_ref
         cm = await kube.read_config_map(namespace, ref.name)
@@ -202,14 +263,17 @@ async def read_source(
         data = cm.get("data") or {}
         if ref.key not in data:
             raise SourceError(f"ConfigMap {ref.name} has no key {ref.key}")
-        return str(data[ref.key])
-    return "\n".join(source.inline or [])
+        text = str(data[ref.key])
+    else:
+        text = "\n".join(source.inline or [])
+    budget.take(len(text))
+    return text
 
 
 def bad_lines(report: ParseReport) -> str:
     """How many lines looked like proxies but were not, and where: never their text."""
     first = report.errors[0]
-    return f"{len(report.errors)} {first.kind}s are not valid proxies (first: {first.where})"
+    return f"{report.error_count} {first.kind}s are not valid proxies (first: {first.where})"
 
 
 async def scrape_one(
@@ -218,13 +282,17 @@ async def scrape_one(
     rules: FetchRules,
     credentials: SourceCredentials | None,
     attempts_seen: Attempts | None = None,
+    budget: Budget | None = None,
 ) -> tuple[SourceStatus, ParseReport | None]:
     try:
-        text = await read_source(source, namespace, rules, credentials, attempts_seen)
+        text = await read_source(source, namespace, rules, credentials, attempts_seen, budget)
         report = ParseReport()
         for piece in parse_pieces(text, source.protocol, rules.max_bytes):
             report.merge(piece)
+            if len(report.candidates) > rules.max_candidates:
+                raise rules.too_many(len(report.candidates))
             await asyncio.sleep(0)  # the loop is every refresh's and kopf's
+        del text
     except (SourceError, InputTooLarge) as exc:
         return SourceStatus(source=source.label, ok=False, message=str(exc)), None
     finally:
@@ -238,7 +306,7 @@ async def scrape_one(
         source=source.label,
         ok=ok,
         candidates=len(report.candidates),
-        errors=len(report.errors),
+        errors=report.error_count,
         message=message,
     )
     return status, report
@@ -251,19 +319,30 @@ async def scrape(
     credentials: dict[int, SourceCredentials] | None = None,
     attempts_seen: Attempts | None = None,
 ) -> ScrapeResult:
-    """Every source at once; ``credentials`` by the source's position."""
+    """Every source, ``rules.concurrency`` at a time; ``credentials`` by the
+    source's position. Raises LimitExceeded (the other reads cancelled)
+    when the sources together pass a limit."""
     creds = credentials or {}
-    outcomes = await asyncio.gather(
-        *(
-            scrape_one(s, namespace, rules, creds.get(i), attempts_seen)
-            for i, s in enumerate(sources)
-        )
-    )
+    budget = Budget(rules.total_bytes)
+    gate = asyncio.Semaphore(rules.concurrency)
+
+    async def one(i: int, source: Source) -> tuple[SourceStatus, ParseReport | None]:
+        async with gate:
+            return await scrape_one(source, namespace, rules, creds.get(i), attempts_seen, budget)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(i, s)) for i, s in enumerate(sources)]
+    except* LimitExceeded as exceeded:
+        raise exceeded.exceptions[0] from None
     merged = ParseReport()
     result = ScrapeResult()
-    for status, report in outcomes:
+    for task in tasks:
+        status, report = task.result()
         result.sources.append(status)
         if report is not None:
             merged.merge(report)
+            if len(merged.candidates) > rules.max_candidates:
+                raise rules.too_many(len(merged.candidates))
     result.candidates = merged.candidates
     return result

@@ -289,6 +289,10 @@ class ProxyRefreshStatus(Camel):
     completed_at: DateTime | None = None
     observed_generation: int | None = None
     sources: list[SourceStatus] | None = None
+    # The operator process scraping it, and how many scrapes of it died with
+    # their process: past the limit it fails instead of killing the next.
+    scrape_by: str | None = None
+    scrape_crashes: int | None = None
     conditions: Conditions = None
 
 

@@ -27,6 +27,9 @@ from proxyrefresh import redact
 from proxyrefresh.models import Protocol, Proxy
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+# Errors kept with their line (the rest only counted): a list of a million
+# bad lines held a million errors, 400 MB, to report one and a count.
+KEPT_ERRORS = 1000
 
 SCHEMES: dict[str, Protocol] = {
     "http": Protocol.HTTP,
@@ -148,7 +151,8 @@ class ParseReport:
 
     candidates: Candidates = field(default_factory=Candidates)
     duplicates: int = 0
-    errors: list[LineError] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)  # the first KEPT_ERRORS
+    error_count: int = 0  # all of them
     ignored_lines: int = 0
     comment_lines: int = 0
     blank_lines: int = 0
@@ -164,6 +168,11 @@ class ParseReport:
         if not self.candidates.add(proxy):
             self.duplicates += 1
 
+    def error(self, error: LineError) -> None:
+        self.error_count += 1
+        if len(self.errors) < KEPT_ERRORS:
+            self.errors.append(error)
+
     def merge(self, other: ParseReport) -> None:
         """Fold another source's report in (``other`` is consumed),
         de-duplicating across sources. Into an empty report its candidates
@@ -173,7 +182,8 @@ class ParseReport:
         else:
             self.duplicates += self.candidates.extend(other.candidates)
         self.duplicates += other.duplicates
-        self.errors.extend(other.errors)
+        self.errors.extend(other.errors[: max(0, KEPT_ERRORS - len(self.errors))])
+        self.error_count += other.error_count
         self.ignored_lines += other.ignored_lines
         self.comment_lines += other.comment_lines
         self.blank_lines += other.blank_lines
@@ -184,7 +194,7 @@ class ParseReport:
             "lines": self.lines,
             "proxies": len(self.candidates),
             "duplicates": self.duplicates,
-            "errors": len(self.errors),
+            "errors": self.error_count,
             "ignored_lines": self.ignored_lines,
             "comment_lines": self.comment_lines,
             "blank_lines": self.blank_lines,
@@ -256,12 +266,12 @@ def parse_lines(
             try:
                 proxy = _proxy(match, default_protocol)
             except ValueError as exc:
-                report.errors.append(LineError(number, line.strip(), str(exc)))
+                report.error(LineError(number, line.strip(), str(exc)))
                 continue
             report.keep(proxy)
         if not found:
             if LOOKS_LIKE_PROXY.search(line):
-                report.errors.append(LineError(number, line.strip(), "no host:port found"))
+                report.error(LineError(number, line.strip(), "no host:port found"))
             else:
                 report.ignored_lines += 1
     return report
@@ -362,7 +372,7 @@ def parse_json(document: object, default_protocol: Protocol = Protocol.HTTP) -> 
         entries += 1
         found = parse_lines([text], protocol)
         for error in found.errors:
-            report.errors.append(LineError(entries, text, error.reason, "entry"))
+            report.error(LineError(entries, text, error.reason, "entry"))
         report.duplicates += report.candidates.extend(found.candidates)
         report.ignored_lines += found.ignored_lines
 

@@ -323,7 +323,20 @@ class OperatorSettings(EnvSettings):
     keep_failed: int = Field(default=3, ge=0)
     source_timeout_seconds: float = Field(default=30.0, gt=0)
     source_retries: int = Field(default=3, ge=0)
+    # What one refresh may make the operator hold (operator/scrape.py): each
+    # source, all its sources together, its candidates; how many sources
+    # are read at once; how often a scrape may die with the operator (out
+    # of memory, say) before the refresh fails instead of trying again.
     source_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    scrape_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_candidates: int = Field(default=1_000_000, gt=0)
+    scrape_concurrency: int = Field(default=4, ge=1)
+    scrape_crash_limit: int = Field(default=3, ge=1)
+    # No run starts while Redis holds more than this share of its maxmemory
+    # (the refresh waits, saying so); a finished run's keys go this soon
+    # after its merge.
+    redis_high_water: float = Field(default=0.8, gt=0, le=1)
+    finished_key_ttl_seconds: int = Field(default=600, ge=1)
     scrape_report_seconds: float = Field(default=2.0, gt=0)  # "fetching X: attempt 2 of 4"
     pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"

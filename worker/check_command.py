@@ -79,7 +79,7 @@ def summary_lines(report: ParseReport, tally: Tally, seconds: float) -> list[str
         f"checked {tally.checked}, live {tally.live}, passed {tally.passed} in {seconds:.1f}s",
         f"anonymity: {levels}",
         f"input: {report.lines} lines, {len(report.candidates)} candidates, "
-        f"{report.duplicates} duplicates, {len(report.errors)} errors, "
+        f"{report.duplicates} duplicates, {report.error_count} errors, "
         f"{report.ignored_lines} lines without a proxy",
     ]
     if tally.failures:
@@ -146,12 +146,12 @@ async def run_check(request: CheckRequest) -> int:
     report = parse_text(text, settings.default_protocol, settings.max_input_bytes)
     for error in report.errors[:SHOWN_ERRORS]:
         err.print(f"proxyrefresh: {request.source}: {error}", markup=False)
-    if len(report.errors) > SHOWN_ERRORS:
-        err.print(f"proxyrefresh: ... and {len(report.errors) - SHOWN_ERRORS} more bad lines")
+    if report.error_count > SHOWN_ERRORS:
+        err.print(f"proxyrefresh: ... and {report.error_count - SHOWN_ERRORS} more bad lines")
     if not report.candidates:
         err.print(
             f"proxyrefresh: no candidate proxies in {request.source} "
-            f"({report.lines} lines, {len(report.errors)} errors)"
+            f"({report.lines} lines, {report.error_count} errors)"
         )
         return EXIT_BAD_INPUT
     try:

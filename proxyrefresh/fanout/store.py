@@ -479,6 +479,16 @@ class RunStore:
     async def delete(self) -> int:
         return int(await self.redis.delete(*self.keys.all()))
 
+    async def retire(self, ttl: int) -> None:
+        """A run merged: its items and results (nearly all of its bytes) go
+        now, its counters after ``ttl`` seconds (a late reader still finds
+        how it ended)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(self.keys.chunks, self.keys.results, self.keys.index_progress)
+        for key in self.keys.all():
+            pipe.expire(key, ttl)
+        await pipe.execute()
+
     # --- pod side ---------------------------------------------------------
 
     async def read_chunk(self, index: int) -> tuple[list[Any], ChunkResult | None]:

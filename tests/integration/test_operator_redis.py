@@ -4,9 +4,13 @@ number of connections however many refreshes and pools it follows."""
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
+from proxyrefresh.fanout.store import RunStore
+from proxyrefresh.operator import memory
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import async_wait_for
@@ -37,7 +41,8 @@ async def test_a_thousand_followers_share_one_connection(
         assert [int(c["sub"]) for c in pubsub_conns] == [1200]  # one connection holds them all
 
         await redis.publish(channels[7], "{}")
-        assert await feeds[7].wait(5) and await twin.wait(5)
+        assert await feeds[7].wait(5)
+        assert await twin.wait(5)
         assert not any([await f.wait(0) for i, f in enumerate(feeds) if i != 7])
 
         for feed in feeds[:600]:
@@ -65,10 +70,34 @@ async def test_commands_beyond_the_pool_wait_their_turn(
     operator = RedisSettings(url=redis_server.url).client(max_connections=4)
     try:
         answers = await asyncio.gather(
-            *(operator.execute_command("BLPOP", f"none-{i}", "0.05") for i in range(40))
+            *(operator.blpop([f"none-{i}"], timeout=0.05) for i in range(40))
         )
         assert answers == [None] * 40
         opened = [c for c in await redis.client_list() if c["id"] not in before]
         assert len(opened) == 4  # the pool's, kept open; not one per command
     finally:
         await operator.aclose()
+
+
+async def test_past_the_high_water_mark_no_run_starts_and_a_refused_write_says_why(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    """With a maxmemory nearly reached, the operator's look at Redis says
+    why a run may not start; a write Redis refuses (noeviction) is known
+    for what it is, not taken for Redis being away."""
+    info = await redis.info("memory")
+    used = int(info["used_memory"])
+    try:
+        await redis.config_set("maxmemory", str(used * 3 // 2))
+        await redis.config_set("maxmemory-policy", "noeviction")
+        full = await memory.RedisMemory(redis, high_water=0.5).above_high_water()
+        assert "above the high-water mark of 50%" in full
+        assert "PROXYREFRESH_OPERATOR_REDIS_HIGH_WATER" in full
+        assert await memory.RedisMemory(redis, high_water=1.0).above_high_water() == ""
+        store = RunStore(redis, "oom-run", ttl=60)
+        with pytest.raises(OutOfMemoryError, match="maxmemory") as refused:
+            await store.write_chunks([["x" * 1000] * 100] * 100)  # 10 MB
+        assert memory.out_of_memory(refused.value)
+        assert await store.delete() >= 0
+    finally:
+        await redis.config_set("maxmemory", "0")

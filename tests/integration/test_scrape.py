@@ -18,7 +18,14 @@ from proxyrefresh import constants as c
 from proxyrefresh.api import Source
 from proxyrefresh.netguard import NetworkGuard
 from proxyrefresh.operator.credentials import from_secret
-from proxyrefresh.operator.scrape import FetchRules, SourceError, fetch, scrape_one
+from proxyrefresh.operator.scrape import (
+    FetchRules,
+    LimitExceeded,
+    SourceError,
+    fetch,
+    scrape,
+    scrape_one,
+)
 
 OPEN = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0, max_bytes=1000)
 
@@ -33,6 +40,7 @@ class Hit:
 class Lists(http.server.BaseHTTPRequestHandler):
     hits: list[Hit] = []
     elsewhere = ""  # base URL of the other server, for redirects
+    open_now = most_open = 0  # requests being answered at once
 
     def do_GET(self) -> None:
         Lists.hits.append(Hit(time.monotonic(), self.path, dict(self.headers.items())))
@@ -58,6 +66,14 @@ class Lists(http.server.BaseHTTPRequestHandler):
             return
         if self.path == "/huge":
             body = b"1.2.3.4:80\n" * 10_000
+        elif self.path.startswith("/list/"):  # /list/<n>: n distinct proxies, slowly
+            n = int(self.path.split("/")[2].split("?")[0])
+            Lists.open_now += 1
+            Lists.most_open = max(Lists.most_open, Lists.open_now)
+            time.sleep(0.1)
+            Lists.open_now -= 1
+            body = b"".join(b"10.%d.%d.%d:80\n" % (i >> 16, i >> 8 & 255, i & 255)
+                            for i in range(n))  # fmt: skip
         elif self.path in ("/busy", "/private"):
             body = b"1.2.3.4:8080\n"
         else:
@@ -170,6 +186,37 @@ async def test_size_cap_and_errors_name_the_cause(servers: tuple[str, str]) -> N
     rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=2, retries=1)
     with pytest.raises(SourceError, match="unreachable: Connection refused"):
         await fetch("http://127.0.0.3:1/list", rules)
+
+
+async def test_a_refresh_reads_a_few_sources_at_a_time_within_its_totals(
+    servers: tuple[str, str],
+) -> None:
+    """Twelve sources, each under its own cap: read at most three at a time;
+    together past the total in bytes, or in candidates, the refresh fails
+    naming the limit and its setting."""
+    server, _ = servers
+    Lists.open_now = Lists.most_open = 0
+    sources = [Source(url=f"{server}/list/1000?{i}") for i in range(12)]  # 14 kB each
+    rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0,
+                       max_bytes=20_000, total_bytes=200_000, concurrency=3)  # fmt: skip
+    found = await scrape(sources, "default", rules)
+    assert len(found.candidates) == 1000  # the same thousand in each
+    assert Lists.most_open == 3
+
+    tight = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0,
+                       max_bytes=20_000, total_bytes=100_000, concurrency=3)  # fmt: skip
+    with pytest.raises(LimitExceeded, match="more than 100000 bytes in all") as exceeded:
+        await scrape(sources, "default", tight)
+    assert exceeded.value.reason == "SourcesTooLarge"
+    assert "PROXYREFRESH_OPERATOR_SCRAPE_MAX_BYTES" in str(exceeded.value)
+
+    few = FetchRules(guard=NetworkGuard(enabled=False), max_bytes=30_000, max_candidates=1500)
+    distinct = [Source(url=f"{server}/list/1000"), Source(inline=["192.0.2.1:80"] * 1),
+                Source(url=f"{server}/list/1600")]  # fmt: skip
+    with pytest.raises(LimitExceeded, match="more than 1500 candidates") as exceeded:
+        await scrape(distinct, "default", few)
+    assert exceeded.value.reason == "TooManyCandidates"
+    assert "operator.limits.maxCandidates" in str(exceeded.value)
 
 
 async def test_a_big_list_gives_the_event_loop_back_while_it_parses() -> None:

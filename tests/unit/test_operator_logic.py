@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from proxyrefresh.api import Filter, ProxyRefreshSpec
 from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
@@ -310,3 +312,42 @@ def test_the_export_orders_by_latency_and_a_zero_latency_comes_first() -> None:
 
     got = merge.ordered([entry(1, None), entry(2, 5.0), entry(3, 0.0), entry(4, 0.4)])
     assert [e.latency_ms for e in got] == [0.0, 0.4, 5.0, None]
+
+
+async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each scrape is written as begun by this process; a different process
+    there means that one died scraping. At the limit the refresh fails
+    (ScrapeCrashed) instead of killing the next operator too."""
+    from proxyrefresh.operator import kube, memory, reconcile
+    from proxyrefresh.operator.subscriptions import Subscriptions
+
+    written: list[dict[str, Any]] = []
+
+    async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
+        written.append(fields)
+
+    monkeypatch.setattr(kube, "patch_status", patch_status)
+    redis: Any = None
+    ctx = reconcile.Context(
+        OperatorSettings(scrape_crash_limit=3), RedisSettings(), redis, NetworkSettings(),
+        subscriptions=Subscriptions(redis), memory=memory.RedisMemory(redis, 0.8),
+    )  # fmt: skip
+
+    def refresh(status: dict[str, Any]) -> reconcile.Refresh:
+        meta = {"name": "r", "namespace": "t", "uid": "u", "generation": 1}
+        return reconcile.Refresh({"metadata": meta, "spec": {}, "status": status})
+
+    await reconcile.guard_scrape(ctx, refresh({"phase": "Scraping"}))  # the first scrape
+    assert written[-1] == {"scrapeBy": ctx.process, "scrapeCrashes": 0, "observedGeneration": 1}
+    # This process tried before (a retried error): not a crash, nothing to write.
+    await reconcile.guard_scrape(ctx, refresh({"scrapeBy": ctx.process, "scrapeCrashes": 1}))
+    assert len(written) == 1
+    # Another, gone, process began the last one: one more crash.
+    await reconcile.guard_scrape(ctx, refresh({"scrapeBy": "gone/1", "scrapeCrashes": 1}))
+    assert written[-1]["scrapeCrashes"] == 2
+    with pytest.raises(reconcile.Refused, match="stopped 3 times while scraping") as refused:
+        await reconcile.guard_scrape(ctx, refresh({"scrapeBy": "gone/2", "scrapeCrashes": 2}))
+    assert refused.value.reason == "ScrapeCrashed"
+    assert "PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT" in str(refused.value)

@@ -1,0 +1,72 @@
+"""How full the shared Redis is, for the operator's admission of new runs.
+
+Every run's chunks and results sit in one Redis (a 1M-line refresh about
+100 MB until it is merged). Past its ``maxmemory`` with the policy
+``noeviction`` (the chart's bundled Redis; any other policy may silently
+drop a run's or a pool's keys) Redis refuses writes; without a maxmemory
+it grows until something kills it. So no run starts while Redis holds more
+than a high-water share of its maxmemory: the refresh waits in Pending
+with the reason, and starts when merged runs free the room. A write that
+is refused anyway (OOM) fails only the refresh that made it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+
+LOOK_EVERY = 2.0  # seconds one look at INFO serves every waiting refresh
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write for its maxmemory."""
+    return isinstance(exc, OutOfMemoryError)  # redis-py's for an OOM reply, in a pipeline too
+
+
+def full_message(candidates: int) -> str:
+    return (
+        f"Redis is out of memory (its maxmemory) and refused this refresh's {candidates} "
+        "candidates; what was written is deleted. Give Redis more memory "
+        "(redis.bundled.maxmemory) or refresh fewer candidates at a time"
+    )
+
+
+def high_water_message(used: int, maxmemory: int, share: float) -> str:
+    return (
+        f"Redis holds {used >> 20} MiB of its maxmemory of {maxmemory >> 20} MiB, above the "
+        f"high-water mark of {share:.0%} (PROXYREFRESH_OPERATOR_REDIS_HIGH_WATER): "
+        "the refresh starts when other runs' keys are freed"
+    )
+
+
+@dataclass
+class RedisMemory:
+    """INFO memory, looked at no more than once every LOOK_EVERY seconds."""
+
+    redis: Redis
+    high_water: float
+    _seen_at: float = field(default=-1e9, init=False)
+    _full: str = field(default="", init=False)
+
+    async def above_high_water(self) -> str:
+        """Why no run may start now, or "" (also when Redis will not say:
+        no maxmemory, or a user without INFO; writes then find out)."""
+        now = time.monotonic()
+        if now - self._seen_at < LOOK_EVERY:
+            return self._full
+        self._seen_at = now
+        try:
+            info = await self.redis.info("memory")
+        except ResponseError:
+            self._full = ""  # NOPERM: this user may not ask
+            return ""
+        except RedisError:
+            self._seen_at = -1e9  # away: the step that writes will say so
+            return ""
+        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        full = maxmemory > 0 and used > self.high_water * maxmemory
+        self._full = high_water_message(used, maxmemory, self.high_water) if full else ""
+        return self._full
