@@ -366,6 +366,9 @@ class RotatorSettings(EnvSettings):
     # whoever reaches the port (the chart's NetworkPolicy decides who can).
     username: str | None = None
     password: str | None = None
+    # Failure reports one client may make a minute over the JSON API (each
+    # also needs its proxy's lease, and counts once per proxy).
+    report_failures_per_minute: int = Field(default=30, ge=1)
 
     @property
     def auth_required(self) -> bool:

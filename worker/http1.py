@@ -92,6 +92,9 @@ def parse_head(raw: bytes) -> Head:
     for line in lines[1:]:
         if not line:
             continue
+        if "\r" in line or "\n" in line or "\x00" in line:
+            # A next hop may end the line there: a field smuggled in (RFC 9112 2.2).
+            raise BadMessage(f"a bare CR, LF or NUL in header line {line[:80]!r}")
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
             raise BadMessage(f"malformed header line {line[:80]!r}")

@@ -92,16 +92,37 @@ class NoAnswer(ConnectionError):
     """The request went out and no usable answer came back."""
 
 
+class Garbled(NoAnswer):
+    """What came back is no HTTP answer (or the upstream's own 407): the
+    upstream's fault, whatever the target did."""
+
+
+class Silent(NoAnswer):
+    """Nothing came back: the connection closed, was reset, or the answer
+    did not come in time. The upstream or the target may be to blame; only
+    another upstream's answer to the same request tells (``_through``)."""
+
+
 class ClientGone(ConnectionError):
     """The client closed its connection while its upstream was being found."""
 
 
 class Refused(Exception):
-    """The rotator answers the client itself (an error, or 407)."""
+    """The rotator answers the client itself (an error, or 407). Only a 407
+    to a request without a body keeps the connection (for the answer to
+    the challenge); after any other the connection closes."""
 
-    def __init__(self, status: int, reason: str, body: str, fields: list[tuple[str, str]]):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        body: str,
+        fields: list[tuple[str, str]],
+        keep_open: bool = False,
+    ):
         super().__init__(body)
         self.status = status
+        self.keep_open = keep_open
         self.message = answer(status, reason, body + "\n", fields)
 
 
@@ -414,11 +435,16 @@ class Rotator:
                     return
                 head = parse_head(raw)
                 if not accepts(self.settings, credentials(head)):
+                    # A body left unread would be read as the next request:
+                    # with one, the connection closes instead.
+                    keep = request_framing(head) == NO_BODY
                     raise Refused(
                         407,
                         "Proxy Authentication Required",
                         "proxyrefresh rotate: proxy credentials wanted",
-                        [("Proxy-Authenticate", 'Basic realm="proxyrefresh"')],
+                        [("Proxy-Authenticate", 'Basic realm="proxyrefresh"')]
+                        + ([] if keep else [("Connection", "close")]),
+                        keep_open=keep,
                     )
                 ask = client_ask(head, self.settings)
                 if head.start[0] == "CONNECT":
@@ -436,7 +462,7 @@ class Rotator:
                 self.counters.refused += 1
                 writer.write(exc.message)
                 await writer.drain()
-                if exc.status == 407:
+                if exc.keep_open:
                     continue  # the client may answer the challenge on this connection
                 return
 
@@ -462,16 +488,35 @@ class Rotator:
         return self.settings.connect_timeout
 
     async def _through(
-        self, ask: Ask, attempt: Callable[[PoolEntry], Awaitable[T]], resend_ok: bool = True
+        self,
+        ask: Ask,
+        attempt: Callable[[PoolEntry], Awaitable[T]],
+        resend_ok: bool = True,
+        proves: Callable[[T], bool] = lambda _: True,
     ) -> T:
         """``attempt`` through the first upstream it succeeds with, trying up
-        to ``retries`` others; every upstream's outcome is reported. A
-        failure after the request went out (NoAnswer) is retried only when
-        ``resend_ok``."""
+        to ``retries`` others. A failure after the request went out
+        (NoAnswer) is retried only when ``resend_ok``.
+
+        What is held against an upstream: it could not be reached or
+        finish its handshake, or it answered with something that is no
+        answer. An upstream that answered at all (a 5xx of its own
+        included) worked. One that went silent after the request (closed,
+        reset, no answer in time) is blamed only if another upstream then
+        got an answer to the same request that ``proves`` the target
+        answers (not a gateway error about it); else the target did it,
+        and no upstream is reported (a site that hangs up on everyone must
+        not empty the pool)."""
         tried: set[str] = set()
         errors: list[str] = []
+        silent: list[PoolEntry] = []  # blamed only if another upstream gets an answer
         for n in range(self.settings.retries + 1):
-            entry = await self.pick(ask, tried)
+            try:
+                entry = await self.pick(ask, tried)
+            except Refused:
+                if not errors:
+                    raise
+                break  # no other upstream to try: say what the tried ones met
             tried.add(entry.id)
             started = time.perf_counter()
             try:
@@ -490,16 +535,35 @@ class Rotator:
             except UpstreamDown as exc:
                 self._failed(entry, ask, errors, str(exc), n)
                 continue
+            except Silent as exc:
+                silent.append(entry)
+                errors.append(str(exc))
+                if resend_ok and n < self.settings.retries:
+                    self.counters.retried += 1
+                    continue
+                break
             except NoAnswer as exc:
                 self._failed(entry, ask, errors, str(exc), n)
                 if resend_ok:
                     continue
                 break
+            if proves(result):  # the target answered this one: the silent were at fault
+                for quiet in silent:
+                    self._failed(quiet, ask, [], "silent", self.settings.retries)
             self.report(entry, True, (time.perf_counter() - started) * 1000)
             if ask.session:
                 self.sessions.pin(ask.session, entry)
             return result
+        if silent and len(silent) == len(errors):
+            raise self._target_silent(errors)
         raise self._exhausted(errors)
+
+    def _target_silent(self, errors: list[str]) -> Refused:
+        tried = len(errors)
+        through = f"through {tried} upstreams" if tried > 1 else "through its upstream"
+        return refused(
+            502, "Bad Gateway", f"the target did not answer {through}: " + "; ".join(errors)
+        )
 
     def _failed(
         self, entry: PoolEntry, ask: Ask, errors: list[str], why: str, attempt: int
@@ -558,7 +622,12 @@ class Rotator:
                 raise
 
         resend_ok = method in IDEMPOTENT and framing == NO_BODY
-        exchanged = self._through(ask, exchange, resend_ok)
+
+        def target_answered(result: tuple[Streams, Head]) -> bool:
+            status = result[1].start[1]
+            return status.isdigit() and int(status) < 500
+
+        exchanged = self._through(ask, exchange, resend_ok, target_answered)
         (up_reader, up_writer), response = await self._or_gone(exchanged, reader, writer)
         try:
             return await self._relay(head, method, response, up_reader, writer)
@@ -584,12 +653,16 @@ class Rotator:
             async with asyncio.timeout(self.settings.answer_timeout):
                 response = await self._response_head(up_reader)
         except TimeoutError:
-            raise NoAnswer("no answer in time") from None
-        except (BadMessage, OSError) as exc:
-            raise NoAnswer(str(exc) or type(exc).__name__) from None
+            raise Silent("no answer in time") from None
+        except Silent:
+            raise
+        except BadMessage as exc:
+            raise Garbled(str(exc)) from None
+        except OSError as exc:
+            raise Silent(exc.strerror or str(exc) or type(exc).__name__) from None
         if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
             # Meant for us, not the client: the pool's credentials are wrong.
-            raise NoAnswer("the upstream refused its credentials (407)")
+            raise Garbled("the upstream refused its credentials (407)")
         return response
 
     async def _or_gone(
@@ -613,7 +686,7 @@ class Rotator:
         while True:
             raw = await read_head(up_reader)
             if not raw:
-                raise BadMessage("closed the connection without an answer")
+                raise Silent("closed the connection without an answer")
             response = parse_head(raw)
             if not response.start[1].startswith("1"):
                 return response

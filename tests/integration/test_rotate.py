@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
+import struct
 import subprocess
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -268,6 +271,19 @@ def test_client_credentials_from_the_environment(rotating: Rotating) -> None:
         got = curl("-x", f"http://{user}:s3cret@{address}", bed.judge, "-w", "\n")
         (seen,) = judged(got.stdout)
         assert "Proxy-Authorization" not in seen["headers"]  # consumed, never forwarded
+    # A refused request's body is never read as a request of its own.
+    host, port = address.rsplit(":", 1)
+    smuggled = f"GET {bed.judge} HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {bed.judge} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+            f"{smuggled}".encode()
+        )
+        answers = b""
+        while chunk := sock.recv(65536):
+            answers += chunk
+    assert answers.count(b"HTTP/1.1 ") == 1, answers  # one 407, and the connection closed
+    assert answers.startswith(b"HTTP/1.1 407")
     assert requests.get(r.api + "/v1/stats", timeout=5).status_code == 401
     stats = requests.get(r.api + "/v1/stats", auth=("alice", "s3cret"), timeout=5)
     assert stats.json()["size"] == 1
@@ -286,17 +302,31 @@ def test_the_json_api(rotating: Rotating, live: list[LocalProxy]) -> None:
     bad = requests.get(r.api + "/v1/proxy", params={"protocol": "ftp"}, timeout=5)
     assert bad.status_code == 400
     assert "ftp" in bad.json()["error"]
-    report = requests.post(
-        r.api + "/v1/report", json={"proxy": entry["proxy"], "ok": False}, timeout=5
-    )
+
+    def post(**body: Any) -> requests.Response:
+        return requests.post(r.api + "/v1/report", json=body, timeout=5)
+
+    # A report needs the lease its proxy came with: anyone else's is refused.
+    anonymous = post(proxy=entry["proxy"], ok=False)
+    assert anonymous.status_code == 400
+    assert "lease" in anonymous.json()["error"]
+    other = requests.get(r.api + "/v1/proxy", params={"protocol": "socks4"}, timeout=5).json()
+    assert post(proxy=entry["proxy"], lease=other["lease"], ok=False).status_code == 403
+    report = post(proxy=entry["proxy"], lease=entry["lease"], ok=False)
     assert report.status_code == 200
     assert report.json()["failures"] == 1
     assert report.json()["score"] == pytest.approx(0.5)
-    missing = requests.post(
-        r.api + "/v1/report", json={"proxy": "http://127.0.0.9:1", "ok": True}, timeout=5
-    )
-    assert missing.status_code == 404
-    assert "not in pool" in missing.json()["error"]
+    assert post(proxy=entry["proxy"], lease=entry["lease"], ok=False).status_code == 409
+    # However often it is handed out, one client's failures count once a proxy.
+    for _ in range(3):
+        again = requests.get(r.api + "/v1/proxy", params={"protocol": "socks5"}, timeout=5)
+        repeat = post(proxy=entry["proxy"], lease=again.json()["lease"], ok=False)
+        assert repeat.status_code == 429
+        assert "once counts" in repeat.json()["error"]
+    assert [e.failures for e in rot.entries(rotating.redis.url, NS, rotating.pool)
+            if e.proxy == entry["proxy"]] == [1]  # fmt: skip
+    missing = post(proxy="http://127.0.0.9:1", lease=entry["lease"], ok=True)
+    assert missing.status_code == 403
     assert requests.post(r.api + "/v1/report", data="{", timeout=5).status_code == 400
     stats = requests.get(r.api + "/v1/stats", timeout=5).json()
     assert stats["size"] == len(live)
@@ -330,7 +360,9 @@ def test_the_rotator_needs_a_redis_user_for_its_pool_only(
     assert judged(got.stdout)[0]["remote_addr"] in {p.exit_ip for p in live}
     first = requests.get(r.api + "/v1/proxy", timeout=5).json()
     report = requests.post(
-        r.api + "/v1/report", json={"proxy": first["proxy"], "ok": True}, timeout=5
+        r.api + "/v1/report",
+        json={"proxy": first["proxy"], "lease": first["lease"], "ok": True},
+        timeout=5,
     )
     assert report.status_code == 200, report.text
     assert requests.get(r.api + "/v1/stats", timeout=5).json()["size"] == len(live)
@@ -374,3 +406,64 @@ def test_upstreams_that_want_credentials_get_them(rotating: Rotating) -> None:
     finally:
         tls.close()
     assert r.health()["upstream_failures"] == 0
+
+
+class BadTarget(socketserver.BaseRequestHandler):
+    """A site that takes the request and then closes, resets, or hangs."""
+
+    mode = "close"
+    held: list[socket.socket] = []
+
+    def handle(self) -> None:
+        self.request.settimeout(5)
+        with __import__("contextlib").suppress(OSError):
+            self.request.recv(65536)
+        if self.mode == "reset":  # SO_LINGER 0: the close sends RST
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif self.mode == "hang":
+            BadTarget.held.append(self.request)
+            threading.Event().wait(10)
+
+
+def bad_target(mode: str) -> tuple[socketserver.ThreadingTCPServer, str]:
+    handler = type(f"BadTarget{mode}", (BadTarget,), {"mode": mode})
+    server = socketserver.ThreadingTCPServer(("127.0.0.5", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.5:{server.server_address[1]}/"
+
+
+def test_a_target_that_fails_everyone_costs_no_upstream_its_place(
+    rotating: Rotating, live: list[LocalProxy]
+) -> None:
+    """Sites that refuse, reset, close without answering or hang, asked
+    through every kind of upstream: the rotator answers 502 (or the
+    upstream's own error), saying the target did it, and every upstream
+    stays as usable as it was: a bad site must not empty the pool."""
+    rotating.fill(live)
+    r = rotating.start("--answer-timeout", "2", "--connect-timeout", "2")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.5", 0))
+        refused_url = f"http://127.0.0.5:{probe.getsockname()[1]}/"
+    servers = [bad_target(mode) for mode in ("close", "reset", "hang")]
+    try:
+        for url in [refused_url, *(u for _, u in servers)]:
+            for protocol in ("http", "socks4", "socks5"):
+                asked = f"X-Proxyrefresh-Protocol: {protocol}"
+                got = curl("-x", r.proxy, "--proxy-header", asked, "-w", "%{http_code}", url)
+                assert got.stdout[-3:] in ("500", "502", "503", "504"), (url, protocol, got)
+        stats = requests.get(r.api + "/v1/stats", timeout=5).json()
+        blamed = [e.proxy for e in rot.entries(rotating.redis.url, NS, rotating.pool) if e.failures]
+        assert blamed == []
+        assert stats["usable"] == len(live), stats
+        assert r.health()["upstream_failures"] == 0
+        # The rotator itself, asked where every upstream went silent, names the target.
+        silent = curl("-x", r.proxy, "--proxy-header", "X-Proxyrefresh-Protocol: socks5",
+                      servers[0][1])  # fmt: skip
+        assert "the target did not answer" in silent.stdout, silent
+    finally:
+        for server, _ in servers:
+            server.shutdown()
+            server.server_close()
+        for held in BadTarget.held:
+            held.close()

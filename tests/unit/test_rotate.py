@@ -50,6 +50,9 @@ def test_a_request_head_keeps_its_fields_in_order() -> None:
         head("GET / SPDY/3"),
         head("GET / HTTP/1.1", "no colon here"),
         head("GET / HTTP/1.1", " Host: folded"),
+        head("GET / HTTP/1.1", "X-A: 1\nX-Injected: yes"),
+        head("GET / HTTP/1.1", "X-A: 1\rX-Injected: yes"),
+        head("GET / HTTP/1.1", "X-A: 1\x00"),
     ],
 )
 def test_malformed_heads_are_refused(raw: bytes) -> None:
