@@ -30,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from proxyrefresh import constants as c
 from proxyrefresh import http_status, redact
 from proxyrefresh.api import Source, SourceStatus
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
@@ -258,8 +259,13 @@ async def read_source(
     if source.config_map_ref:
         ref = source.config_map_ref
         cm = await kube.read_config_map(namespace, ref.name)
-        if cm is None:
-            raise SourceError(f"ConfigMap {ref.name} not found")
+        labels = ((cm or {}).get("metadata") or {}).get("labels") or {}
+        if cm is None or labels.get(c.LABEL_SOURCE_LIST) != "true":
+            # One answer for both: a tenant learns nothing of a ConfigMap
+            # that did not opt in, not even that it exists.
+            raise SourceError(
+                f"ConfigMap {ref.name} not found, or not labelled {c.LABEL_SOURCE_LIST}=true"
+            )
         data = cm.get("data") or {}
         if ref.key not in data:
             raise SourceError(f"ConfigMap {ref.name} has no key {ref.key}")

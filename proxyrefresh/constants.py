@@ -28,6 +28,10 @@ ANNOTATION_REFILL_REASON = f"{GROUP}/refill-reason"  # why a ProxyPool started i
 ANNOTATION_MERGED = f"{GROUP}/merged-refreshes"
 # A Secret usable as a source's headers opts in and names the hosts they may reach.
 LABEL_SOURCE_CREDENTIALS = f"{GROUP}/source-credentials"
+# A ConfigMap a refresh may read candidates from opts in with this label set
+# to "true": the operator reads ConfigMaps its tenants may not, so without it
+# a refresh would tell them which exist, their keys, and what they hold.
+LABEL_SOURCE_LIST = f"{GROUP}/source-list"
 ANNOTATION_ALLOWED_HOSTS = f"{GROUP}/allowed-hosts"
 MANAGED_BY = "proxyrefresh-operator"
 

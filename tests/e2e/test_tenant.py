@@ -157,7 +157,7 @@ def test_the_tenant_cannot_read_the_secret_nor_make_the_operator_send_it(
     tenant.apply(refresh("elsewhere", [source], world.judge))
     condition = failed(kubectl, "elsewhere")
     assert condition["reason"] == "CredentialsNotAllowed"
-    assert f"not allow its headers to be sent to {lists.host}" in condition["message"]
+    assert f"not allow its headers to be sent to {lists.base}" in condition["message"]
     assert lists.credentials_seen() == []
     events = json.dumps(kubectl.get("events"))
     assert "s3cret" not in events
@@ -171,7 +171,7 @@ def test_a_redirect_to_another_host_carries_no_credential(
     first.routes["/list"] = (302, {"Location": f"{second.base}/list"}, b"")
     # The second host answers with what a hostile server would like reflected.
     second.routes["/list"] = (200, {}, b"DATABASE_URL=postgres://admin:hunter2@db:5432/x\n")
-    kubectl.apply(secret("list-auth", OPTED_IN, f"{first.host}, {second.host}"))
+    kubectl.apply(secret("list-auth", OPTED_IN, f"{first.base}, {second.base}"))
     source = {"url": f"{first.base}/list", "headersSecretRef": {"name": "list-auth"}}
     tenant.apply(refresh("hop", [source], world.judge))
     condition = failed(kubectl, "hop")

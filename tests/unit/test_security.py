@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import ipaddress
+from typing import Any
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -117,7 +118,9 @@ def test_a_secret_must_opt_in_and_name_the_host() -> None:
     with pytest.raises(CredentialsRefused, match="has not opted in") as refused:
         from_secret(secret(hosts="lists.example"), "https://lists.example/a")
     assert "s3cret" not in str(refused.value)
-    with pytest.raises(CredentialsRefused, match=r"not allow .* sent to evil\.example") as refused:
+    with pytest.raises(
+        CredentialsRefused, match=r"not allow .* sent to https://evil\.example:443"
+    ) as refused:
         from_secret(secret(OPTED_IN, "lists.example"), "https://evil.example/a")
     assert "s3cret" not in str(refused.value)
     creds = from_secret(secret(OPTED_IN, "lists.example, *.cdn.example"), "https://lists.example/")
@@ -133,6 +136,21 @@ def test_headers_never_follow_a_redirect_to_another_host_or_to_plain_http() -> N
     assert creds.headers_for("https://mirror.example/list", first) == {}
     assert creds.headers_for("http://lists.example/list", first) == {}
     assert creds.headers_for("https://LISTS.example/other", first) != {}
+
+
+def test_an_allowed_host_binds_its_scheme_and_port_too() -> None:
+    """A bare name is https on 443; any other origin is named in full. The
+    headers never reach the same host on another port or over plain http."""
+    bare = secret(OPTED_IN, "lists.example, http://mirror.example:8080")
+    for refused_url in ("http://lists.example/a", "https://lists.example:8443/a",
+                        "https://mirror.example:8080/a", "http://mirror.example/a"):  # fmt: skip
+        with pytest.raises(CredentialsRefused, match="a bare host name means https on port 443"):
+            from_secret(bare, refused_url)
+    creds = from_secret(bare, "http://mirror.example:8080/list")
+    first = "http://mirror.example:8080/list"
+    assert creds.headers_for("http://mirror.example:8080/b", first) != {}
+    assert creds.headers_for("http://mirror.example:9090/b", first) == {}
+    assert from_secret(bare, "https://LISTS.example:443/a").hosts
 
 
 def test_host_patterns() -> None:
@@ -213,3 +231,43 @@ def test_servers_started_by_hand_listen_on_loopback_unless_told(command: str, po
 
     default = inspect.signature(getattr(cli, command)).parameters["listen"].default
     assert default == f"127.0.0.1:{port}"
+
+
+async def test_a_configmap_source_tells_nothing_of_a_configmap_that_did_not_opt_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator reads ConfigMaps its tenants may not: one that did not
+    opt in gets the same answer as one that does not exist (no keys, no
+    count of what it holds)."""
+    from proxyrefresh.api import KeyRef, Source
+    from proxyrefresh.netguard import NetworkGuard
+    from proxyrefresh.operator import kube, scrape
+
+    maps: dict[str, dict[str, Any]] = {
+        "private": {"metadata": {"name": "private"}, "data": {"list": "1.2.3.4:80\n"}},
+        "shared": {
+            "metadata": {"name": "shared", "labels": {c.LABEL_SOURCE_LIST: "true"}},
+            "data": {"list": "1.2.3.4:80\n5.6.7.8:80\n"},
+        },
+    }
+
+    async def read_config_map(namespace: str, name: str) -> dict[str, Any] | None:
+        return maps.get(name)
+
+    monkeypatch.setattr(kube, "read_config_map", read_config_map)
+    rules = scrape.FetchRules(guard=NetworkGuard())
+    answers = []
+    for name, key in (("private", "list"), ("private", "nope"), ("absent", "list")):
+        source = Source(config_map_ref=KeyRef(name=name, key=key))
+        status, report = await scrape.scrape_one(source, "t", rules, None)
+        assert report is None
+        answers.append(status.message.replace(name, "X"))
+    assert answers == [f"ConfigMap X not found, or not labelled {c.LABEL_SOURCE_LIST}=true"] * 3
+    status, _ = await scrape.scrape_one(
+        Source(config_map_ref=KeyRef(name="shared", key="nope")), "t", rules, None
+    )
+    assert status.message == "ConfigMap shared has no key nope"
+    status, _ = await scrape.scrape_one(
+        Source(config_map_ref=KeyRef(name="shared", key="list")), "t", rules, None
+    )
+    assert (status.ok, status.candidates) == (True, 2)
