@@ -17,6 +17,7 @@ from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
 from proxyrefresh.operator import driver, memory, policy, pools, reconcile
+from proxyrefresh.operator.scrape_slots import ScrapeSlots
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
@@ -57,6 +58,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         NetworkSettings.from_env(),
         subscriptions=Subscriptions(redis),
         memory=memory.RedisMemory(redis, operator_settings.redis_high_water),
+        scrape_slots=ScrapeSlots(
+            operator_settings.concurrent_scrapes, operator_settings.namespace_scrapes
+        ),
     )
     if operator_settings.metrics_port:
         address, port = operator_settings.metrics_address, operator_settings.metrics_port

@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 LOOK_EVERY = 2.0  # seconds one look at INFO serves every waiting refresh
+# What a run costs Redis a candidate, its chunks and results together (a
+# 1M-candidate run's chunks alone took 100 MB).
+BYTES_PER_CANDIDATE = 250
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -51,6 +54,32 @@ class RedisMemory:
     _seen_at: float = field(default=-1e9, init=False)
     _full: str = field(default="", init=False)
 
+    async def _read(self) -> tuple[int, int] | None:
+        """(used, maxmemory), or None if Redis will not say."""
+        try:
+            info = await self.redis.info("memory")
+        except RedisError:
+            return None
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+    async def no_room_for(self, candidates: int) -> str:
+        """Why a run of ``candidates`` may not be written now, or "": it would
+        take Redis past its high-water mark (looked at afresh: the scrape
+        before it may have taken a while)."""
+        seen = await self._read()
+        if seen is None or not seen[1]:
+            return ""
+        used, maxmemory = seen
+        need, mark = candidates * BYTES_PER_CANDIDATE, int(self.high_water * maxmemory)
+        if used + need <= mark:
+            return ""
+        return (
+            f"its {candidates} candidates need about {need >> 20} MiB of Redis, which holds "
+            f"{used >> 20} MiB of the {mark >> 20} MiB under its high-water mark "
+            f"({self.high_water:.0%} of maxmemory {maxmemory >> 20} MiB); try again when other "
+            "runs have ended, or give Redis more memory"
+        )
+
     async def above_high_water(self) -> str:
         """Why no run may start now, or "" (also when Redis will not say:
         no maxmemory, or a user without INFO; writes then find out)."""
@@ -58,15 +87,11 @@ class RedisMemory:
         if now - self._seen_at < LOOK_EVERY:
             return self._full
         self._seen_at = now
-        try:
-            info = await self.redis.info("memory")
-        except ResponseError:
-            self._full = ""  # NOPERM: this user may not ask
+        seen = await self._read()
+        if seen is None:  # away, or a user without INFO: the step that writes will say so
+            self._full = ""
             return ""
-        except RedisError:
-            self._seen_at = -1e9  # away: the step that writes will say so
-            return ""
-        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        used, maxmemory = seen
         full = maxmemory > 0 and used > self.high_water * maxmemory
         self._full = high_water_message(used, maxmemory, self.high_water) if full else ""
         return self._full

@@ -50,6 +50,7 @@ from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, pools, scrape
 from proxyrefresh.operator.chunking import auto_chunk_size
 from proxyrefresh.operator.metrics import Metrics
+from proxyrefresh.operator.scrape_slots import ScrapeSlots
 from proxyrefresh.operator.status import (
     changes,
     now_iso,
@@ -84,6 +85,8 @@ class Context:
     subscriptions: Subscriptions = field(kw_only=True)
     # How full Redis is (looked at once every few seconds, for every refresh).
     memory: memory.RedisMemory = field(kw_only=True)
+    # How many refreshes scrape at once (each holds its sources in memory).
+    scrape_slots: ScrapeSlots = field(kw_only=True)
     # This operator process, in a refresh's status while it scrapes it
     # (guard_scrape): a different one there means that one died scraping.
     process: str = field(default_factory=lambda: f"{socket.gethostname()}/{time.time_ns()}")
@@ -393,11 +396,15 @@ async def start(ctx: Context, t: Transition) -> None:
         candidates, chunks = written
         sources = list(refresh.status.get("sources") or [])
     else:
-        await guard_scrape(ctx, refresh)
-        try:
-            found = await scrape_reporting(ctx, refresh, spec, creds)
-        except scrape.LimitExceeded as exc:
-            raise Refused(exc.reason, str(exc)) from None
+        busy = ctx.scrape_slots.busy(refresh.namespace)
+        if busy:
+            await patch(ctx, refresh, {"message": f"waiting to scrape: {busy}"})
+        async with ctx.scrape_slots.hold(refresh.namespace):
+            await guard_scrape(ctx, refresh)
+            try:
+                found = await scrape_reporting(ctx, refresh, spec, creds)
+            except scrape.LimitExceeded as exc:
+                raise Refused(exc.reason, str(exc)) from None
         sources = [dump(x) for x in found.sources]
         if found.failed:
             t.set(sources=sources)
@@ -406,6 +413,9 @@ async def start(ctx: Context, t: Transition) -> None:
         if await ended_meanwhile(refresh):
             return
         candidates = len(found.candidates)
+        no_room = await ctx.memory.no_room_for(candidates)
+        if no_room:
+            raise Refused("RedisFull", no_room)
         size = chunk_size(spec, candidates)
         # Items made a chunk at a time as they are written: a big run is
         # never held twice (proxies and their JSON) in the operator.

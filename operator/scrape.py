@@ -127,7 +127,7 @@ class FetchRules:
     retries: int = 3
     max_bytes: int = 32 * 1024 * 1024  # one source
     backoff: float = 0.5
-    total_bytes: int = 64 * 1024 * 1024  # all of a refresh's sources together
+    total_bytes: int = 32 * 1024 * 1024  # all of a refresh's sources together
     max_candidates: int = 1_000_000
     concurrency: int = 4  # sources read at once
 

@@ -328,10 +328,13 @@ class OperatorSettings(EnvSettings):
     # are read at once; how often a scrape may die with the operator (out
     # of memory, say) before the refresh fails instead of trying again.
     source_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
-    scrape_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    scrape_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_candidates: int = Field(default=1_000_000, gt=0)
     scrape_concurrency: int = Field(default=4, ge=1)
     scrape_crash_limit: int = Field(default=3, ge=1)
+    # Refreshes scraping at once, in all and per namespace (operator/scrape_slots.py).
+    concurrent_scrapes: int = Field(default=3, ge=1)
+    namespace_scrapes: int = Field(default=1, ge=1)
     # No run starts while Redis holds more than this share of its maxmemory
     # (the refresh waits, saying so); a finished run's keys go this soon
     # after its merge.

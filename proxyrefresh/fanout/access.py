@@ -42,6 +42,7 @@ WORKER_SCRIPTS = (
     slots.TAKE_SCRIPT,
     slots.RENEW_SCRIPT,
 )
+WORKER_SHAS = tuple(hashlib.sha1(script.encode()).hexdigest() for script in WORKER_SCRIPTS)
 # What a worker sends (a chunk's HGET, a slot's ZREM, the client's own PING
 # and SELECT; its CLIENT SETINFO may fail, redis-py ignores that) and what
 # its scripts call: Redis checks each command a script runs against the
@@ -133,10 +134,14 @@ async def grant(redis: Redis, uid: str, key: str, prefix: str = KEY_PREFIX) -> N
     try:
         setuser = ["ACL", "SETUSER", user_name(uid), *rules(keys, password(key, uid))]
         pipe = redis.pipeline(transaction=False)
-        for script in WORKER_SCRIPTS:
-            pipe.script_load(script)
         pipe.execute_command(*setuser)
-        await pipe.execute()
+        pipe.script_exists(*WORKER_SHAS)
+        _, loaded = await pipe.execute()
+        if not all(loaded):  # a Redis restarted (or flushed) since: load them again
+            pipe = redis.pipeline(transaction=False)
+            for script in WORKER_SCRIPTS:
+                pipe.script_load(script)
+            await pipe.execute()
     except ResponseError as exc:
         why = str(exc).rsplit("caused error: ", 1)[-1].split(":")[0]  # not the pipeline's words
         raise AclUnavailable(

@@ -94,6 +94,10 @@ async def test_past_the_high_water_mark_no_run_starts_and_a_refused_write_says_w
         assert "above the high-water mark of 50%" in full
         assert "PROXYREFRESH_OPERATOR_REDIS_HIGH_WATER" in full
         assert await memory.RedisMemory(redis, high_water=1.0).above_high_water() == ""
+        roomy = memory.RedisMemory(redis, high_water=1.0)
+        assert await roomy.no_room_for(10) == ""
+        too_big = await roomy.no_room_for(1_000_000)
+        assert "its 1000000 candidates need about 238 MiB of Redis" in too_big
         store = RunStore(redis, "oom-run", ttl=60)
         with pytest.raises(OutOfMemoryError, match="maxmemory") as refused:
             await store.write_chunks([["x" * 1000] * 100] * 100)  # 10 MB

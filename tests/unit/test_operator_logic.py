@@ -321,6 +321,7 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
     there means that one died scraping. At the limit the refresh fails
     (ScrapeCrashed) instead of killing the next operator too."""
     from proxyrefresh.operator import kube, memory, reconcile
+    from proxyrefresh.operator.scrape_slots import ScrapeSlots
     from proxyrefresh.operator.subscriptions import Subscriptions
 
     written: list[dict[str, Any]] = []
@@ -333,6 +334,7 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
     ctx = reconcile.Context(
         OperatorSettings(scrape_crash_limit=3), RedisSettings(), redis, NetworkSettings(),
         subscriptions=Subscriptions(redis), memory=memory.RedisMemory(redis, 0.8),
+        scrape_slots=ScrapeSlots(1, 1),
     )  # fmt: skip
 
     def refresh(status: dict[str, Any]) -> reconcile.Refresh:
@@ -351,3 +353,31 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
         await reconcile.guard_scrape(ctx, refresh({"scrapeBy": "gone/2", "scrapeCrashes": 2}))
     assert refused.value.reason == "ScrapeCrashed"
     assert "PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT" in str(refused.value)
+
+
+async def test_scrape_slots_leave_room_for_other_namespaces() -> None:
+    """One namespace's refreshes take one slot at a time; the operator runs
+    at most ``total``; a waiting scrape starts as soon as one ends."""
+    import asyncio
+
+    from proxyrefresh.operator.scrape_slots import ScrapeSlots
+
+    slots = ScrapeSlots(total=2, per_namespace=1)
+    release = asyncio.Event()
+    running: list[str] = []
+
+    async def scrape(namespace: str, name: str) -> None:
+        async with slots.hold(namespace):
+            running.append(name)
+            await release.wait()
+
+    tasks = [asyncio.create_task(scrape(ns, n)) for ns, n in
+             [("a", "a1"), ("a", "a2"), ("b", "b1"), ("c", "c1")]]  # fmt: skip
+    await asyncio.sleep(0.01)
+    assert running == ["a1", "b1"]  # a2 waits for its namespace, c1 for the total
+    assert "at most 1 at once" in slots.busy("a")
+    assert "the operator's most at once" in slots.busy("c")
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert sorted(running) == ["a1", "a2", "b1", "c1"]
+    assert slots.busy("a") == ""
