@@ -103,8 +103,12 @@ def _ctx(
         # kopf.event, not kopf.info: posting.level mutes kopf's own chatter only.
         kopf.event(body, type="Warning" if warning else "Normal", reason=reason, message=message)
 
-    def peers(namespace: str, pool: str) -> list[dict[str, Any]]:
-        return list(index.get((namespace, pool), [])) if index is not None else []
+    def peers(namespace: str, pool: str | None) -> list[dict[str, Any]]:
+        if index is None:
+            return []
+        if pool is not None:
+            return list(index.get((namespace, pool), []))
+        return [it for key in list(index) if key[0] == namespace for it in index[key]]
 
     return dataclasses.replace(ctx, events=event, peers=peers if index is not None else None)
 

@@ -32,9 +32,21 @@ def index_entry(item: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
             for k in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp")
         },
         "spec": {"pool": pool_of(item)},
-        "status": {k: (item.get("status") or {}).get(k) for k in ("phase", "completedAt")},
+        "status": {
+            k: (item.get("status") or {}).get(k) for k in ("phase", "completedAt", "candidates")
+        },
     }
     return {(str(meta["namespace"]), pool_of(item)): kept}
+
+
+def candidates_held(items: list[dict[str, Any]], me: dict[str, Any]) -> int:
+    """Candidates the unfinished refreshes of ``items`` (me aside) hold in Redis."""
+    my_uid = me["metadata"]["uid"]
+    return sum(
+        int((it.get("status") or {}).get("candidates") or 0)
+        for it in items
+        if it["metadata"]["uid"] != my_uid and not (_phase(it) or Phase.PENDING).terminal
+    )
 
 
 def unfinished_before(items: list[dict[str, Any]], me: dict[str, Any]) -> list[dict[str, Any]]:

@@ -78,9 +78,10 @@ class Context:
     # Status patches sent by this operator (bench/refresh_e2e.py reads the log line).
     patches: Counter[str] = field(default_factory=Counter)
     metrics: Metrics = field(default_factory=Metrics)
-    # Every refresh of a pool, as kopf's index has them (handlers.py); None
-    # (no kopf, as in the unit tests): listed from the API.
-    peers: Callable[[str, str], list[dict[str, Any]]] | None = None
+    # Every refresh of a pool (or, for pool None, of the namespace), as
+    # kopf's index has them (handlers.py); None (no kopf, as in the unit
+    # tests): listed from the API.
+    peers: Callable[[str, str | None], list[dict[str, Any]]] | None = None
     # The one pub/sub connection every refresh and pool follows its channel on.
     subscriptions: Subscriptions = field(kw_only=True)
     # How full Redis is (looked at once every few seconds, for every refresh).
@@ -413,6 +414,7 @@ async def start(ctx: Context, t: Transition) -> None:
         if await ended_meanwhile(refresh):
             return
         candidates = len(found.candidates)
+        await within_namespace_limit(ctx, refresh, candidates)
         no_room = await ctx.memory.no_room_for(candidates)
         if no_room:
             raise Refused("RedisFull", no_room)
@@ -461,6 +463,25 @@ def chunk_size(spec: ProxyRefreshSpec, candidates: int) -> int:
         checker.timeout_seconds,
         spec.deadlines.chunk_seconds,
     )
+
+
+async def within_namespace_limit(ctx: Context, refresh: Refresh, candidates: int) -> None:
+    """Refused if the namespace's unfinished runs and this one would hold
+    more candidates than one namespace may (its share of the shared Redis)."""
+    limit = ctx.settings.namespace_max_candidates
+    if ctx.peers is not None:
+        items = ctx.peers(refresh.namespace, None)
+    else:
+        items = await kube.list_refreshes(refresh.namespace)
+    held = policy.candidates_held(items, refresh.body)
+    if held + candidates > limit:
+        raise Refused(
+            "NamespaceLimit",
+            f"this namespace's unfinished refreshes hold {held} candidates; with these "
+            f"{candidates} it would pass {limit}, the operator's limit per namespace "
+            "(PROXYREFRESH_OPERATOR_NAMESPACE_MAX_CANDIDATES, chart value "
+            "operator.limits.namespaceMaxCandidates)",
+        )
 
 
 async def guard_scrape(ctx: Context, refresh: Refresh) -> None:
@@ -673,11 +694,14 @@ async def may_start(ctx: Context, t: Transition) -> bool:
     refresh, spec = t.refresh, t.refresh.spec
     if spec.concurrency_policy is ConcurrencyPolicy.ALLOW:
         return True
+    ahead = []
     if ctx.peers is not None:  # kopf's index: a waiting refresh costs no API call
-        items = ctx.peers(refresh.namespace, spec.pool)
-    else:
+        ahead = policy.unfinished_before(ctx.peers(refresh.namespace, spec.pool), refresh.body)
+    if not ahead:
+        # About to start: the API has the last word, as the index may lag
+        # behind refreshes created a moment before (once per start, not per step).
         items = await kube.list_refreshes(refresh.namespace)
-    ahead = policy.unfinished_before(items, refresh.body)
+        ahead = policy.unfinished_before(items, refresh.body)
     if not ahead:
         return True
     if spec.concurrency_policy is ConcurrencyPolicy.REPLACE:

@@ -339,8 +339,13 @@ async def scrape(
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(i, s)) for i, s in enumerate(sources)]
-    except* LimitExceeded as exceeded:
-        raise exceeded.exceptions[0] from None
+    except BaseExceptionGroup as errors:
+        # Not `except*`: Python before 3.11.4 (Debian bookworm's 3.11.2, the
+        # image's) wraps an exception raised in its handler in a new group.
+        exceeded = [e for e in errors.exceptions if isinstance(e, LimitExceeded)]
+        if not exceeded:
+            raise
+        raise exceeded[0] from None
     merged = ParseReport()
     result = ScrapeResult()
     for task in tasks:

@@ -330,6 +330,7 @@ class OperatorSettings(EnvSettings):
     source_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     scrape_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     max_candidates: int = Field(default=1_000_000, gt=0)
+    namespace_max_candidates: int = Field(default=2_000_000, gt=0)  # unfinished runs together
     scrape_concurrency: int = Field(default=4, ge=1)
     scrape_crash_limit: int = Field(default=3, ge=1)
     # Refreshes scraping at once, in all and per namespace (operator/scrape_slots.py).

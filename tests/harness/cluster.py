@@ -57,6 +57,8 @@ CONTROLLERS = [
     "serviceaccount-controller",
     "clusterrole-aggregation-controller",
     "root-ca-certificate-publisher-controller",
+    # A ResourceQuota holds only once this has counted what it covers.
+    "resourcequota-controller",
     # Lifts the not-ready taint kubelet registers its Node with.
     "node-lifecycle-controller",
 ]

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from proxyrefresh.fanout.job import CONTAINER_SECURITY, POD_SECURITY
 from tests.harness.cluster import Cluster
@@ -25,6 +28,13 @@ from tests.harness.testbed import free_port, healthy
 from tests.harness.waiting import wait_until
 
 NAMESPACE = "proxyrefresh-system"
+CHART_VALUES = Path(__file__).resolve().parents[2] / "charts" / "proxyrefresh" / "values.yaml"
+
+
+def chart_resources() -> dict[str, Any]:
+    """The operator's requests and limits as the chart sets them: a test's
+    operator lives under the same memory limit a user's does."""
+    return dict(yaml.safe_load(CHART_VALUES.read_text())["operator"]["resources"])
 
 
 class OperatorPod:
@@ -93,6 +103,7 @@ class OperatorPod:
                                     "imagePullPolicy": "Never",
                                     "args": ["operator"],
                                     "env": env,
+                                    "resources": chart_resources(),
                                     "securityContext": CONTAINER_SECURITY,
                                 }
                             ],
@@ -139,6 +150,14 @@ class OperatorPod:
             kind, name = item["kind"].lower(), item["metadata"]["name"]
             namespaced = kind != "clusterrolebinding"
             self.kubectl("delete", kind, name, namespaced=namespaced, check=False)
+
+    def restarts(self) -> int:
+        """How often its containers restarted (an OOM kill among them)."""
+        return sum(
+            int(status.get("restartCount") or 0)
+            for pod in self.pods()
+            for status in pod["status"].get("containerStatuses") or []
+        )
 
     def pods(self) -> list[dict[str, Any]]:
         listing = self.kubectl("get", "pods", "-l", f"operator={self.name}", "-o", "json")

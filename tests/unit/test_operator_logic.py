@@ -381,3 +381,17 @@ async def test_scrape_slots_leave_room_for_other_namespaces() -> None:
     await asyncio.wait_for(asyncio.gather(*tasks), 5)
     assert sorted(running) == ["a1", "a2", "b1", "c1"]
     assert slots.busy("a") == ""
+
+
+def test_a_namespace_holds_the_candidates_of_its_unfinished_refreshes() -> None:
+    items = [
+        {**item("a", "1", "Processing"), "status": {"phase": "Processing", "candidates": 700}},
+        {**item("b", "2", "Complete"), "status": {"phase": "Complete", "candidates": 900}},
+        {**item("c", "3", "Dispatched", pool="q"), "status": {"phase": "Dispatched",
+                                                              "candidates": 50}},
+        item("me", "4", "Scraping"),
+    ]  # fmt: skip
+    for it in items:
+        it["metadata"]["namespace"] = "t"
+    kept = [next(iter(policy.index_entry(it).values())) for it in items]
+    assert policy.candidates_held(kept, items[3]) == 750  # finished ones hold nothing

@@ -1,0 +1,200 @@
+"""One tenant cannot stop the shared service for the others (issue 31).
+
+Tenants act through RBAC impersonation with nothing more than `create` on
+refreshes and pools. The operator runs under the chart's memory limit and
+the world's Redis under a maxmemory with noeviction, as the chart's
+bundled Redis does (scaled: 100 MB over what it holds, and refreshes of
+200,000 lines, where the chart's 160 MB would take 1,000,000-line ones).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from proxyrefresh import constants as c
+from tests.conftest import wait_for
+from tests.e2e.conftest import World, refresh, wait_status
+from tests.e2e.test_tenant import TENANT, Tenant
+from tests.harness.kubectl import Kubectl
+
+pytestmark = pytest.mark.e2e
+BIG_LINES = 200_000  # a big refresh: about 20 MB of chunks in Redis
+HEADROOM = 100 << 20  # Redis's maxmemory: what it holds, and this much more
+
+
+def grant(admin: Kubectl) -> Tenant:
+    """A user who may create and read refreshes and pools here, nothing else."""
+    admin.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "refresher"},
+            "rules": [
+                {
+                    "apiGroups": [c.GROUP],
+                    "resources": [c.PLURAL, c.POOL_PLURAL],
+                    "verbs": ["create", "get", "list", "watch"],
+                }
+            ],
+        }
+    )
+    admin("create", "rolebinding", "refresher", "--role=refresher", f"--user={TENANT}")
+    return Tenant(admin.kubeconfig, admin.namespace)
+
+
+@pytest.fixture
+def other(kubectl: Kubectl) -> Iterator[Kubectl]:
+    """A second tenant's namespace."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    k = Kubectl(kubectl.kubeconfig, namespace)
+    k("create", "namespace", namespace, namespaced=False)
+    yield k
+    k("delete", "namespace", namespace, "--wait=false", namespaced=False, check=False)
+
+
+@pytest.fixture
+def tight_redis(world: World) -> Iterator[Redis]:
+    """The world's Redis with a maxmemory and noeviction, for this test."""
+    redis = Redis.from_url(world.redis.url, decode_responses=True)
+    used = int(redis.info("memory")["used_memory"])
+    redis.config_set("maxmemory", str(used + HEADROOM))
+    redis.config_set("maxmemory-policy", "noeviction")
+    try:
+        yield redis
+    finally:
+        redis.config_set("maxmemory", "0")
+        redis.close()
+
+
+def pool(name: str, judge: str) -> dict[str, Any]:
+    template = {"sources": [{"inline": ["192.0.2.1:80"]}], "checker": {"judges": [judge]}}
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.POOL_KIND,
+        "metadata": {"name": name},
+        "spec": {"minUsable": 0, "template": template},
+    }
+
+
+def listing(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def test_one_tenants_many_and_big_refreshes_cost_the_others_nothing(
+    world: World, kubectl: Kubectl, other: Kubectl, tight_redis: Redis
+) -> None:
+    """Tenant A makes 110 refreshes (100 of them waiting for their pools),
+    100 ProxyPools, four big refreshes Redis cannot all hold, and one whose
+    sources pass the operator's total; its Jobs can start no pod (a quota).
+    Meanwhile tenant B's one-proxy refresh completes within 60 s, every pool
+    gets its status, the big ones that do not fit fail naming Redis's
+    high-water mark, the one too large fails naming its limit, the operator
+    is never killed and follows every channel over one connection, and
+    Redis never stops."""
+    admin, redis = kubectl, tight_redis
+    admin.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-pods"},
+            "spec": {"hard": {"pods": "0"}},
+        }
+    )
+
+    def counted() -> bool:
+        used = (admin.get("resourcequota", "no-pods").get("status") or {}).get("used") or {}
+        return used.get("pods") == "0"
+
+    wait_for(counted, 30, "the quota to be counted (it holds only then)")
+    a, b = grant(admin), grant(other)
+    redis_started = redis.info("server")["run_id"]
+    restarts = world.operator.restarts()
+    judge, proxy = world.judge, world.live_fixed()[0].url
+
+    big_list = world.lists.put(
+        "big.txt",
+        "".join(f"10.9.{i >> 8 & 255}.{i & 255}:{1024 + i // 65536}\n" for i in range(BIG_LINES)),
+    )
+    huge_list = world.lists.put("huge.txt", "198.51.100.1:8080 # padding\n" * 480_000)  # 13 MB
+    items = [
+        refresh(
+            f"many-{p}-{i}", [{"inline": [proxy]}], judge, pool=f"p{p}", concurrencyPolicy="Forbid"
+        )
+        for p in range(10)
+        for i in range(11)
+    ]
+    items += [pool(f"pool-{i}", judge) for i in range(100)]
+    items += [
+        refresh(
+            f"big-{i}", [{"url": f"{big_list}?{i}"}], judge, pool="big", concurrencyPolicy="Allow"
+        )
+        for i in range(4)
+    ]
+    items += [refresh("huge", [{"url": f"{huge_list}?{i}"} for i in range(3)], judge, pool="huge")]
+    started = time.monotonic()
+    a.apply(listing(items))
+
+    b.apply(refresh("mine", [{"inline": [proxy]}], judge))
+    mine = wait_status(other, "mine", lambda s: s.get("phase") == "Complete", 60, "Complete")
+    took = time.monotonic() - started
+    assert mine["live"] == 1, (mine, took)
+
+    def pools_with_status() -> bool:
+        found = json.loads(admin("get", c.POOL_PLURAL, "-o", "json").stdout)["items"]
+        return sum(bool((it.get("status") or {}).get("conditions")) for it in found) == 100
+
+    wait_for(pools_with_status, 60, "every ProxyPool to get its status")
+
+    def decided(name: str) -> dict[str, Any]:
+        return wait_status(
+            admin,
+            name,
+            lambda s: s.get("phase") in ("Dispatched", "Processing", "Failed"),
+            90,
+            "admitted or refused",
+        )
+
+    big = [decided(f"big-{i}") for i in range(4)]
+    refused = [s for s in big if s["phase"] == "Failed"]
+    assert 0 < len(refused) < 4, big
+    for status in refused:
+        failed = next(x for x in status["conditions"] if x["type"] == "Failed")
+        assert failed["reason"] == "RedisFull", failed
+        assert f"its {BIG_LINES} candidates need about" in failed["message"]
+        assert "high-water mark" in failed["message"]
+    try:
+        huge = wait_status(admin, "huge", lambda s: s.get("phase") == "Failed", 60, "Failed")
+    except AssertionError as exc:
+        seen = admin.get("proxyrefresh", "huge").get("status")
+        raise AssertionError(
+            f"{exc}\nstatus: {seen}\nrestarts: {world.operator.restarts()}\n"
+            f"{world.operator.logs()[-5000:]}"
+        ) from None
+    failed = next(x for x in huge["conditions"] if x["type"] == "Failed")
+    assert failed["reason"] == "SourcesTooLarge"
+    assert "more than 33554432 bytes in all" in failed["message"]
+    assert "operator.limits.scrapeMaxBytes" in failed["message"]
+
+    listed = json.loads(admin("get", c.PLURAL, "-o", "json").stdout)["items"]
+    p0 = {
+        it["metadata"]["name"]: it.get("status") or {}
+        for it in listed
+        if it["spec"].get("pool") == "p0"
+    }
+    waiting = {name: st for name, st in p0.items() if st.get("phase") == "Pending"}
+    assert len(waiting) == 10, p0  # one runs, ten wait their turn
+    assert all("concurrencyPolicy Forbid" in st["message"] for st in waiting.values()), waiting
+    following = [c for c in redis.client_list() if int(c["sub"]) > 0]
+    assert len(following) == 1, following  # every refresh's and pool's channel on one
+    assert int(following[0]["sub"]) >= 100 + 10
+    assert redis.info("server")["run_id"] == redis_started  # Redis never stopped
+    memory = redis.info("memory")
+    assert int(memory["used_memory"]) <= int(memory["maxmemory"])
+    assert world.operator.restarts() == restarts  # never killed, for memory or anything
