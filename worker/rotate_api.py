@@ -97,7 +97,7 @@ class Reports:
         if lease in self._used:
             raise Rejected(409, "this lease was reported on already")
         if not ok:
-            if (client, proxy) in self._blamed:
+            if self._blamed.get((client, proxy), 0.0) > now:
                 raise Rejected(429, "you reported this proxy failing already: once counts")
             tokens, last = self._bucket.get(client, (float(self.per_minute), now))
             tokens = min(float(self.per_minute), tokens + (now - last) * self.per_minute / 60)

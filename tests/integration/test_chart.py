@@ -4,14 +4,17 @@ with the chart, hadolint and checkov (skips justified in .checkov.yaml)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from redis import Redis as SyncRedis
 
 from tests.harness.cluster import binary, tools_bin
+from tests.harness.testbed import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "proxyrefresh"
@@ -179,7 +182,7 @@ def test_cluster_wide_rights_are_an_explicit_opt_in() -> None:
     assert json.loads(env["PROXYREFRESH_OPERATOR_NAMESPACES"]) == []
 
 
-def test_bundled_redis_requires_a_password_from_a_secret() -> None:
+def test_bundled_redis_requires_a_password_from_a_secret(tmp_path: Path) -> None:
     docs = render("--set", "redis.bundled.enabled=true")
     (secret,) = by_kind(docs, "Secret")
     password = secret["stringData"]["password"]
@@ -192,6 +195,21 @@ def test_bundled_redis_requires_a_password_from_a_secret() -> None:
     assert password not in json.dumps(redis)  # by reference only
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert env["REDIS_PASSWORD"] == {"name": secret["metadata"]["name"], "key": "password"}
+    # Its own start script, run here: Redis takes the password and a
+    # maxmemory that never evicts a run's or a pool's keys.
+    port = free_port("127.0.0.1")
+    local = script.replace("--dir /data", f"--dir {tmp_path} --port {port} --bind 127.0.0.1")
+    env = {**os.environ, "REDIS_PASSWORD": "pw"}
+    server = subprocess.Popen(["sh", "-c", local], env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, proc=server)
+        client = SyncRedis(port=port, password="pw", decode_responses=True)
+        assert client.config_get("maxmemory") == {"maxmemory": str(160 << 20)}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
     (policy,) = [
         p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("redis")
     ]

@@ -208,3 +208,39 @@ def test_sessions_expire_drop_on_failure_and_stay_bounded() -> None:
     assert sessions.get("b") == entry(2)
     now[0] = 10.1
     assert sessions.get("b") is None
+
+
+def test_a_client_s_failure_reports_are_leased_once_counted_and_rate_limited() -> None:
+    """What one consumer can do to a shared pool over the JSON API: report
+    only on what it was handed, once a lease, once a proxy, 3 a minute here."""
+    from proxyrefresh.worker.rotate_api import Rejected, Reports
+
+    now = [1000.0]
+    reports = Reports(per_minute=3, clock=lambda: now[0])
+    proxies = [f"http://127.0.0.{i}:8080" for i in range(1, 6)]
+    leases = {p: reports.lease(p) for p in proxies}
+
+    def status(client: str, proxy: str, lease: object, ok: bool = False) -> int:
+        try:
+            reports.admit(client, proxy, lease, ok)
+        except Rejected as exc:
+            return exc.status
+        return 200
+
+    assert status("a", proxies[0], None) == 400  # no lease
+    assert status("a", proxies[0], leases[proxies[1]]) == 403  # another proxy's
+    assert status("a", proxies[0], leases[proxies[0]]) == 200
+    assert status("a", proxies[0], leases[proxies[0]]) == 409  # once a lease
+    assert status("a", proxies[0], reports.lease(proxies[0])) == 429  # once a proxy
+    assert status("a", proxies[1], leases[proxies[1]]) == 200
+    assert status("a", proxies[2], leases[proxies[2]]) == 200
+    with pytest.raises(Rejected, match="more than 3 failures a minute") as limited:
+        reports.admit("a", proxies[3], leases[proxies[3]], False)
+    assert (limited.value.status, limited.value.retry_after) == (429, 21)
+    assert status("b", proxies[3], reports.lease(proxies[3])) == 200  # another client's own
+    assert status("a", proxies[4], leases[proxies[4]], ok=True) == 200  # successes: not limited
+    now[0] += 21
+    assert status("a", proxies[3], leases[proxies[3]]) == 200  # the bucket refilled
+    now[0] += 601
+    assert status("a", proxies[3], reports.lease(proxies[3])) == 200  # a new lease, later
+    assert status("a", proxies[2], leases[proxies[2]]) == 403  # that old lease expired
