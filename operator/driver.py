@@ -17,13 +17,14 @@ its last write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from proxyrefresh.api import Phase
+from proxyrefresh.api import Phase, true_condition
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.operator import reconcile
 from proxyrefresh.operator.subscriptions import Feed
@@ -35,6 +36,10 @@ HEARTBEAT = 2.0  # seconds between steps when nothing is published
 # at most about a second for its step.
 MIN_GAP = 1.0
 RETRY = 5.0  # after a step that failed for a reason a retry may cure
+# Between steps of a refresh waiting for its pool (concurrencyPolicy Forbid):
+# a refresh of the pool that ends wakes the waiting ones at once (PoolTurns),
+# so this is only the fallback (a pool freed by another operator process).
+WAITING_HEARTBEAT = 15.0
 # Between steps once every chunk is done: the Job's end is not a Redis
 # event, and at the heartbeat's pace it was seen up to 2 s late.
 JOB_END_POLL = 0.25
@@ -61,9 +66,18 @@ def merged_status(seen: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     return {**seen, **ours}
 
 
+def waiting_for_pool(status: dict[str, Any]) -> bool:
+    """Pending behind another refresh of its pool (concurrencyPolicy)."""
+    waiting = true_condition(status, "Waiting")
+    return status.get("phase") == Phase.PENDING.value and bool(
+        waiting and waiting.get("reason") == "PoolBusy"
+    )
+
+
 async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
     """Step the refresh until it ends or the daemon is stopped."""
     uid = str(body["metadata"]["uid"])
+    namespace = str(body["metadata"]["namespace"])
     ours: dict[str, Any] = {}
     feed: Feed | None = None
     last_step = written = 0.0
@@ -71,11 +85,13 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
         while not stopped:
             current = dict(body)
             status = merged_status(dict(current.get("status") or {}), ours)
-            if finished(status):
+            if finished(status):  # ended by another step (Replace) or seen ended
+                ctx.pool_turns.wake(namespace, reconcile.Refresh(current).pool)
                 return
             # Steps start at least MIN_GAP apart, but how long a step reads
             # varies, so progress writes are paced too.
             refresh = reconcile.Refresh({**current, "status": status}, not_before=written + MIN_GAP)
+            turn = ctx.pool_turns.event(namespace, refresh.pool)
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow
             try:  # step must not add its own length to the next one's wait
@@ -89,15 +105,29 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
                 delay = RETRY
             ours, written = refresh.status, refresh.written_at or written
             if finished(ours):
+                ctx.pool_turns.wake(namespace, refresh.pool)
                 return
             if delay == HEARTBEAT and awaiting_job_end(ours):
                 delay = JOB_END_POLL
-            if feed is None and status.get("phase") != Phase.PENDING.value:
+            if delay == HEARTBEAT and waiting_for_pool(ours):
+                await wait_for_turn(turn, stopped, last_step + WAITING_HEARTBEAT)
+                continue
+            if feed is None and ours.get("phase") != Phase.PENDING.value:
                 feed = ctx.subscriptions.open(RunKeys(uid).events)
             await wait_for_news(feed, stopped, last_step, delay)
     finally:
         if feed is not None:
             ctx.subscriptions.close(feed)
+
+
+async def wait_for_turn(turn: asyncio.Event, stopped: Any, deadline: float) -> None:
+    """Until a refresh of the pool ends, ``deadline``, or the daemon is stopped."""
+    while not stopped and not turn.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(turn.wait(), min(left, 0.5))
 
 
 async def wait_for_news(feed: Feed | None, stopped: Any, last_step: float, delay: float) -> None:

@@ -19,6 +19,7 @@ from proxyrefresh.api import Phase
 from proxyrefresh.operator import driver, memory, policy, pools, reconcile
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
 from proxyrefresh.operator.subscriptions import Subscriptions
+from proxyrefresh.operator.turns import PoolTurns
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
@@ -61,6 +62,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         scrape_slots=ScrapeSlots(
             operator_settings.concurrent_scrapes, operator_settings.namespace_scrapes
         ),
+        pool_turns=PoolTurns(),
     )
     if operator_settings.metrics_port:
         address, port = operator_settings.metrics_address, operator_settings.metrics_port
@@ -131,6 +133,7 @@ async def follow(
 @kopf.on.delete(c.GROUP, c.VERSION, c.PLURAL)
 async def delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile.cleanup(_ctx(memo, body), dict(body))
+    memo.ctx.pool_turns.wake(body["metadata"]["namespace"], policy.pool_of(dict(body)))
 
 
 @kopf.daemon(c.GROUP, c.VERSION, c.POOL_PLURAL, cancellation_backoff=5, cancellation_timeout=10)

@@ -59,6 +59,7 @@ from proxyrefresh.operator.status import (
     set_condition,
 )
 from proxyrefresh.operator.subscriptions import Subscriptions
+from proxyrefresh.operator.turns import PoolTurns
 from proxyrefresh.pool import AsyncPool, PoolEntry
 from proxyrefresh.redact import redis_problem
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
@@ -88,6 +89,8 @@ class Context:
     memory: memory.RedisMemory = field(kw_only=True)
     # How many refreshes scrape at once (each holds its sources in memory).
     scrape_slots: ScrapeSlots = field(kw_only=True)
+    # Wakes the refreshes waiting for a pool when one of its refreshes ends.
+    pool_turns: PoolTurns = field(kw_only=True)
     # This operator process, in a refresh's status while it scrapes it
     # (guard_scrape): a different one there means that one died scraping.
     process: str = field(default_factory=lambda: f"{socket.gethostname()}/{time.time_ns()}")

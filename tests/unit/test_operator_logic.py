@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -323,6 +324,7 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
     from proxyrefresh.operator import kube, memory, reconcile
     from proxyrefresh.operator.scrape_slots import ScrapeSlots
     from proxyrefresh.operator.subscriptions import Subscriptions
+    from proxyrefresh.operator.turns import PoolTurns
 
     written: list[dict[str, Any]] = []
 
@@ -334,7 +336,7 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
     ctx = reconcile.Context(
         OperatorSettings(scrape_crash_limit=3), RedisSettings(), redis, NetworkSettings(),
         subscriptions=Subscriptions(redis), memory=memory.RedisMemory(redis, 0.8),
-        scrape_slots=ScrapeSlots(1, 1),
+        scrape_slots=ScrapeSlots(1, 1), pool_turns=PoolTurns(),
     )  # fmt: skip
 
     def refresh(status: dict[str, Any]) -> reconcile.Refresh:
@@ -395,3 +397,26 @@ def test_a_namespace_holds_the_candidates_of_its_unfinished_refreshes() -> None:
         it["metadata"]["namespace"] = "t"
     kept = [next(iter(policy.index_entry(it).values())) for it in items]
     assert policy.candidates_held(kept, items[3]) == 750  # finished ones hold nothing
+
+
+async def test_a_refresh_waiting_for_its_pool_steps_when_a_refresh_of_it_ends() -> None:
+    import asyncio
+
+    from proxyrefresh.operator import driver
+    from proxyrefresh.operator.turns import PoolTurns
+
+    turns = PoolTurns()
+    turn = turns.event("t", "p")  # taken before the waiting refresh's step
+    waiting = asyncio.create_task(driver.wait_for_turn(turn, False, time.monotonic() + 30))
+    turns.wake("t", "other")  # another pool's end changes nothing
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    started = time.monotonic()
+    turns.wake("t", "p")
+    await asyncio.wait_for(waiting, 2)
+    assert time.monotonic() - started < 0.5
+    assert not turns.event("t", "p").is_set()  # the next waiters get a fresh one
+    assert driver.waiting_for_pool(
+        {"phase": "Pending", "conditions": [{"type": "Waiting", "status": "True",
+                                             "reason": "PoolBusy"}]}
+    )  # fmt: skip
