@@ -21,32 +21,12 @@ from redis import Redis
 from proxyrefresh import constants as c
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, refresh, wait_status
-from tests.e2e.test_tenant import TENANT, Tenant
+from tests.e2e.test_tenant import grant_tenant
 from tests.harness.kubectl import Kubectl
 
 pytestmark = pytest.mark.e2e
 BIG_LINES = 200_000  # a big refresh: about 20 MB of chunks in Redis
 HEADROOM = 100 << 20  # Redis's maxmemory: what it holds, and this much more
-
-
-def grant(admin: Kubectl) -> Tenant:
-    """A user who may create and read refreshes and pools here, nothing else."""
-    admin.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "refresher"},
-            "rules": [
-                {
-                    "apiGroups": [c.GROUP],
-                    "resources": [c.PLURAL, c.POOL_PLURAL],
-                    "verbs": ["create", "get", "list", "watch"],
-                }
-            ],
-        }
-    )
-    admin("create", "rolebinding", "refresher", "--role=refresher", f"--user={TENANT}")
-    return Tenant(admin.kubeconfig, admin.namespace)
 
 
 @pytest.fixture
@@ -113,7 +93,7 @@ def test_one_tenants_many_and_big_refreshes_cost_the_others_nothing(
         return used.get("pods") == "0"
 
     wait_for(counted, 30, "the quota to be counted (it holds only then)")
-    a, b = grant(admin), grant(other)
+    a, b = (grant_tenant(k, (c.PLURAL, c.POOL_PLURAL)) for k in (admin, other))
     redis_started = redis.info("server")["run_id"]
     restarts = world.operator.restarts()
     judge, proxy = world.judge, world.live_fixed()[0].url

@@ -85,8 +85,9 @@ def recorders() -> Iterator[list[Recorder]]:
         recorder.close()
 
 
-def grant_tenant(admin: Kubectl) -> Kubectl:
-    """A user who may create and read ProxyRefreshes in this namespace, nothing else."""
+def grant_tenant(admin: Kubectl, resources: tuple[str, ...] = (c.PLURAL,)) -> Kubectl:
+    """A user who may create and read ProxyRefreshes (or ``resources`` of
+    our group) in this namespace, nothing else."""
     admin.apply(
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -95,7 +96,7 @@ def grant_tenant(admin: Kubectl) -> Kubectl:
             "rules": [
                 {
                     "apiGroups": [c.GROUP],
-                    "resources": [c.PLURAL],
+                    "resources": list(resources),
                     "verbs": ["create", "get", "list", "watch", "delete"],
                 }
             ],
