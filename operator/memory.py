@@ -62,6 +62,22 @@ class RedisMemory:
             return None
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 
+    async def room(self) -> tuple[int | None, str]:
+        """How many candidates fit under the high-water mark now (None: no
+        limit known), and what to say of a scrape that finds more."""
+        seen = await self._read()
+        if seen is None or not seen[1]:
+            return None, ""
+        used, maxmemory = seen
+        mark = int(self.high_water * maxmemory)
+        room = max(0, mark - used) // BYTES_PER_CANDIDATE
+        return room, (
+            f"the sources hold more candidates than the {room} Redis has room for "
+            f"(about {BYTES_PER_CANDIDATE} bytes each; it holds {used >> 20} MiB of the "
+            f"{mark >> 20} MiB under its high-water mark, {self.high_water:.0%} of maxmemory "
+            f"{maxmemory >> 20} MiB): give Redis more memory or refresh fewer at a time"
+        )
+
     async def no_room_for(self, candidates: int) -> str:
         """Why a run of ``candidates`` may not be written now, or "": it would
         take Redis past its high-water mark (looked at afresh: the scrape

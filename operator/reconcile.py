@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import socket
 import time
@@ -569,12 +570,13 @@ async def scrape_reporting(
     creds: dict[int, credentials.SourceCredentials],
 ) -> scrape.ScrapeResult:
     """Scrape, and while it takes long say in the status which source is
-    being fetched and on which attempt."""
+    being fetched and on which attempt. A scrape stops as soon as it has
+    more candidates than Redis has room for."""
     attempts = scrape.Attempts()
+    room, full = await ctx.memory.room()
+    rules = dataclasses.replace(ctx.fetch_rules(), redis_room=room, redis_full=full)
     async with reporting(ctx, refresh, attempts):
-        return await scrape.scrape(
-            spec.sources, refresh.namespace, ctx.fetch_rules(), creds, attempts
-        )
+        return await scrape.scrape(spec.sources, refresh.namespace, rules, creds, attempts)
 
 
 @contextlib.asynccontextmanager

@@ -130,6 +130,17 @@ class FetchRules:
     total_bytes: int = 32 * 1024 * 1024  # all of a refresh's sources together
     max_candidates: int = 1_000_000
     concurrency: int = 4  # sources read at once
+    # Candidates Redis has room for (operator/memory.py), and why not more:
+    # a scrape past it stops there instead of parsing what cannot be written.
+    redis_room: int | None = None
+    redis_full: str = ""
+
+    def check(self, count: int) -> None:
+        """Raise LimitExceeded once ``count`` candidates are past a limit."""
+        if count > self.max_candidates:
+            raise self.too_many(count)
+        if self.redis_room is not None and count > self.redis_room:
+            raise LimitExceeded("RedisFull", f"{self.redis_full}; {count} found so far")
 
     def too_many(self, count: int) -> LimitExceeded:
         return LimitExceeded(
@@ -295,8 +306,7 @@ async def scrape_one(
         report = ParseReport()
         for piece in parse_pieces(text, source.protocol, rules.max_bytes):
             report.merge(piece)
-            if len(report.candidates) > rules.max_candidates:
-                raise rules.too_many(len(report.candidates))
+            rules.check(len(report.candidates))
             await asyncio.sleep(0)  # the loop is every refresh's and kopf's
         del text
     except (SourceError, InputTooLarge) as exc:
@@ -353,7 +363,6 @@ async def scrape(
         result.sources.append(status)
         if report is not None:
             merged.merge(report)
-            if len(merged.candidates) > rules.max_candidates:
-                raise rules.too_many(len(merged.candidates))
+            rules.check(len(merged.candidates))
     result.candidates = merged.candidates
     return result

@@ -98,6 +98,10 @@ async def test_past_the_high_water_mark_no_run_starts_and_a_refused_write_says_w
         assert await roomy.no_room_for(10) == ""
         too_big = await roomy.no_room_for(1_000_000)
         assert "its 1000000 candidates need about 238 MiB of Redis" in too_big
+        room, full = await roomy.room()
+        assert room is not None
+        assert 0 < room < 1_000_000
+        assert f"more candidates than the {room} Redis has room for" in full
         store = RunStore(redis, "oom-run", ttl=60)
         with pytest.raises(OutOfMemoryError, match="maxmemory") as refused:
             await store.write_chunks([["x" * 1000] * 100] * 100)  # 10 MB

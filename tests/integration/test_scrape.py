@@ -217,6 +217,12 @@ async def test_a_refresh_reads_a_few_sources_at_a_time_within_its_totals(
         await scrape(distinct, "default", few)
     assert exceeded.value.reason == "TooManyCandidates"
     assert "operator.limits.maxCandidates" in str(exceeded.value)
+    # Past what Redis has room for, the scrape stops there too.
+    roomless = FetchRules(guard=NetworkGuard(enabled=False), max_bytes=30_000, redis_room=500,
+                          redis_full="no room")  # fmt: skip
+    with pytest.raises(LimitExceeded, match=r"^no room; \d+ found so far$") as exceeded:
+        await scrape(distinct, "default", roomless)
+    assert exceeded.value.reason == "RedisFull"
 
 
 async def test_a_big_list_gives_the_event_loop_back_while_it_parses() -> None:
