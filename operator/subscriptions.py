@@ -124,7 +124,9 @@ class Subscriptions:
             # redis-py forgets a channel only when the server's answer is read.
             for channel in subscribed - wanted:
                 self._pubsub.channels.pop(channel, None)
-        return bool(wanted)
+        # Looked at again after the awaits: a follower that came meanwhile
+        # found this reader running and started none of its own.
+        return bool(self._feeds)
 
     def _wake_all(self) -> None:
         for feeds in list(self._feeds.values()):
