@@ -6,6 +6,7 @@ back, retries counted once."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def test_squares_run_on_the_same_core(world: World, kubectl: Kubectl, tmp_path: 
     )
     crashed = tmp_path / "crashed-once"
     tmp_path.chmod(0o777)  # the pods write the marker as UID 65532
+    code = squares_code(tmp_path / "code")
     controller = start_logged(
         [
             sys.executable,
@@ -51,6 +53,7 @@ def test_squares_run_on_the_same_core(world: World, kubectl: Kubectl, tmp_path: 
             "PYTHONPATH": str(ROOT),
             "SQUARES_REDIS_URL": world.redis.url,
             "SQUARES_CRASH_ONCE": str(crashed),
+            "SQUARES_CODE": str(code),
         },
         cwd=ROOT,
     )
@@ -83,6 +86,19 @@ def test_squares_run_on_the_same_core(world: World, kubectl: Kubectl, tmp_path: 
         assert redis.get(f"{kind.PREFIX}:{{{uid}}}:completed_chunks") == "4"
         assert redis.scard(f"{kind.PREFIX}:{{{uid}}}:completed") == 4
         assert not redis.keys(f"proxyrefresh:{{{uid}}}:*")  # its own prefix, not ours
+
+
+def squares_code(into: Path) -> Path:
+    """The kind's code, copied where the pods' user (UID 65532) may read it:
+    a hostPath mount keeps its directory's own mode, and a checkout may be
+    one only root enters (a fresh clone in a mktemp directory is 0700)."""
+    squares = Path("tests", "e2e", "squares")
+    shutil.copytree(ROOT / squares, into / squares, ignore=shutil.ignore_patterns("__pycache__"))
+    for package in squares.parents[:-1]:  # tests/e2e, tests
+        shutil.copy(ROOT / package / "__init__.py", into / package / "__init__.py")
+    for path in (into, *into.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return into
 
 
 def wait_status_of(kubectl: Kubectl, name: str, log: Path) -> dict[str, object]:

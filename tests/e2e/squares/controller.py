@@ -23,6 +23,9 @@ from proxyrefresh.fanout.store import RunStore
 from tests.e2e.squares.kind import CONTAINER, GROUP, PLURAL, PREFIX, VERSION
 
 ROOT = Path(__file__).resolve().parents[3]
+# Where the pods find this kind's code: a copy the test made readable to
+# the pods' user (the checkout itself may be a directory only root enters).
+CODE = Path(os.environ.get("SQUARES_CODE") or ROOT)
 REDIS_URL = os.environ["SQUARES_REDIS_URL"]
 
 
@@ -59,17 +62,17 @@ def start(body: Any, redis_url: str) -> int:
     chunks = -(-len(spec["numbers"]) // spec["chunkSize"])
     env = [
         {"name": "SQUARES_RUN_ID", "value": uid},
-        {"name": "PYTHONPATH", "value": str(ROOT)},
+        {"name": "PYTHONPATH", "value": str(CODE)},
         {"name": "SQUARES_CRASH_ONCE", "value": os.environ.get("SQUARES_CRASH_ONCE", "")},
         {
             "name": "SQUARES_REDIS_URL",
             "valueFrom": {"secretKeyRef": {"name": secret, "key": "url"}},
         },
     ]
-    # The project's image runs this kind's worker from the checkout, mounted
+    # The project's image runs this kind's worker from its code, mounted
     # read-only where it is on the host (and the crash marker's directory,
     # writable); on the node's network, where the test's Redis listens.
-    mounts = {"src": (ROOT, True)}
+    mounts = {"src": (CODE, True)}
     marker = os.environ.get("SQUARES_CRASH_ONCE")
     if marker:
         mounts["marker"] = (Path(marker).parent, False)
@@ -82,7 +85,7 @@ def start(body: Any, redis_url: str) -> int:
             "image": "proxyrefresh:dev",
             "imagePullPolicy": "Never",
             "command": ["python", "-m", "tests.e2e.squares.worker"],
-            "workingDir": str(ROOT),
+            "workingDir": str(CODE),
             "env": env,
             "volumeMounts": [
                 {"name": n, "mountPath": str(path), "readOnly": ro}
