@@ -6,7 +6,9 @@ export PROXYREFRESH_CACHE ?= $(HOME)/.cache/proxyrefresh
 # come first on PATH, for us and for the pods the local cluster runs.
 export PATH := $(PROXYREFRESH_CACHE)/bin:$(PATH)
 export PROXYREFRESH_GO_TOOLS ?= etcd kube helm node
-CLUSTER_DIR ?= $(CURDIR)/.cluster
+# Where the local cluster keeps its state: $PROXYREFRESH_CLUSTER_DIR, else
+# the checkout's .cluster (a second user of the machine sets their own).
+CLUSTER_DIR ?= $(or $(PROXYREFRESH_CLUSTER_DIR),$(CURDIR)/.cluster)
 VENV := .venv/bin
 PYTEST_ARGS ?=
 
@@ -68,6 +70,7 @@ bench: bootstrap
 	$(VENV)/python -m bench.refresh_e2e
 	$(VENV)/python -m bench.pool
 	$(VENV)/python -m bench.rotator
+	$(VENV)/python -m bench.fairness
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -258,3 +258,17 @@ def test_check_and_the_worker_start_without_the_control_planes_libraries() -> No
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_make_targets_keep_the_cluster_where_proxyrefresh_cluster_dir_says() -> None:
+    """A second user of the machine sets PROXYREFRESH_CLUSTER_DIR and does
+    not land in the checkout's shared cluster (issue 32, item 9)."""
+    for target in ("dev-up", "dev-down", "cluster-up", "cluster-down"):
+        env = {**os.environ, "PROXYREFRESH_CLUSTER_DIR": "/tmp/alice-cluster"}
+        dry = subprocess.run(["make", "-n", target], env=env, capture_output=True, text=True,
+                             cwd=ROOT, check=True)  # fmt: skip
+        assert "--dir /tmp/alice-cluster" in dry.stdout, (target, dry.stdout)
+        env.pop("PROXYREFRESH_CLUSTER_DIR")
+        dry = subprocess.run(["make", "-n", target], env=env, capture_output=True, text=True,
+                             cwd=ROOT, check=True)  # fmt: skip
+        assert f"--dir {ROOT}/.cluster" in dry.stdout, (target, dry.stdout)
