@@ -26,12 +26,15 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_NO_JUDGE = 3
 
+# -h as well as --help, as kubectl and most CLIs take it.
+HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
     name="proxyrefresh",
     help="Keep a pool of working HTTP/SOCKS proxies fresh.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP,
 )
 
 
@@ -497,6 +500,7 @@ pool_app = typer.Typer(
     help="Read and feed a pool in Redis ($PROXYREFRESH_REDIS_URL). Exit codes: 0 done, "
     "2 bad usage, 4 not found (pool, proxy, or no proxy matches), 69 Redis unavailable.",
     no_args_is_help=True,
+    context_settings=HELP,
 )
 app.add_typer(pool_app, name="pool")
 EXIT_NOT_FOUND = 4
@@ -656,7 +660,9 @@ def command_alone(name: str) -> typer.Typer | None:
             callback is not None
             and (info.name or typer.main.get_command_name(callback.__name__)) == name
         ):
-            alone = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+            alone = typer.Typer(
+                add_completion=False, pretty_exceptions_enable=False, context_settings=HELP
+            )
             alone.registered_commands.append(info)
             return alone
     return None

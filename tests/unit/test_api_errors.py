@@ -144,3 +144,12 @@ def test_still_running_at_the_timeout_is_exit_75_not_failed(tmp_path: Path) -> N
     assert "refresh nightly not done after 1s" in watched.stderr
     assert waited.returncode == 75, waited.stderr
     assert "Traceback" not in watched.stderr + waited.stderr
+
+
+@pytest.mark.parametrize("args", [["-h"], ["check", "-h"], ["pool", "-h"], ["pool", "stats", "-h"]])
+def test_dash_h_is_help_as_everywhere(args: list[str]) -> None:
+    """-h prints the help and exits 0, as --help does (issue 32, item 7)."""
+    shown = run_cli(*args)
+    assert shown.returncode == 0, shown.stderr
+    assert "Usage:" in shown.stdout
+    assert shown.stdout == run_cli(*args[:-1], "--help").stdout
