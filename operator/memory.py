@@ -54,22 +54,23 @@ class RedisMemory:
     _seen_at: float = field(default=-1e9, init=False)
     _full: str = field(default="", init=False)
 
-    async def _read(self) -> tuple[int, int] | None:
-        """(used, maxmemory), or None if Redis will not say."""
+    async def _levels(self) -> tuple[int, int, int] | None:
+        """(used, maxmemory, the high-water mark in bytes), or None when
+        Redis will not say (away, a user without INFO) or has no maxmemory."""
         try:
             info = await self.redis.info("memory")
         except RedisError:
             return None
-        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        return (used, maxmemory, int(self.high_water * maxmemory)) if maxmemory else None
 
     async def room(self) -> tuple[int | None, str]:
         """How many candidates fit under the high-water mark now (None: no
         limit known), and what to say of a scrape that finds more."""
-        seen = await self._read()
-        if seen is None or not seen[1]:
+        levels = await self._levels()
+        if levels is None:
             return None, ""
-        used, maxmemory = seen
-        mark = int(self.high_water * maxmemory)
+        used, maxmemory, mark = levels
         room = max(0, mark - used) // BYTES_PER_CANDIDATE
         return room, (
             f"the sources hold more candidates than the {room} Redis has room for "
@@ -82,13 +83,11 @@ class RedisMemory:
         """Why a run of ``candidates`` may not be written now, or "": it would
         take Redis past its high-water mark (looked at afresh: the scrape
         before it may have taken a while)."""
-        seen = await self._read()
-        if seen is None or not seen[1]:
+        levels = await self._levels()
+        need = candidates * BYTES_PER_CANDIDATE
+        if levels is None or levels[0] + need <= levels[2]:
             return ""
-        used, maxmemory = seen
-        need, mark = candidates * BYTES_PER_CANDIDATE, int(self.high_water * maxmemory)
-        if used + need <= mark:
-            return ""
+        used, maxmemory, mark = levels
         return (
             f"its {candidates} candidates need about {need >> 20} MiB of Redis, which holds "
             f"{used >> 20} MiB of the {mark >> 20} MiB under its high-water mark "
@@ -103,11 +102,8 @@ class RedisMemory:
         if now - self._seen_at < LOOK_EVERY:
             return self._full
         self._seen_at = now
-        seen = await self._read()
-        if seen is None:  # away, or a user without INFO: the step that writes will say so
-            self._full = ""
-            return ""
-        used, maxmemory = seen
-        full = maxmemory > 0 and used > self.high_water * maxmemory
-        self._full = high_water_message(used, maxmemory, self.high_water) if full else ""
+        levels = await self._levels()
+        self._full = ""
+        if levels is not None and levels[0] > levels[2]:
+            self._full = high_water_message(levels[0], levels[1], self.high_water)
         return self._full
