@@ -42,6 +42,7 @@ from proxyrefresh.api import (
     ProxyRefreshStatus,
     Scoring,
     dump,
+    problems,
     true_condition,
 )
 from proxyrefresh.fanout import access
@@ -302,9 +303,7 @@ async def run_steps(ctx: Context, refresh: Refresh) -> None:
     try:
         refresh.spec  # noqa: B018 - validate before anything else
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "spec." + ".".join(str(p) for p in first["loc"])
-        await fail(ctx, refresh, "InvalidSpec", f"{where}: {first['msg']}")
+        await fail(ctx, refresh, "InvalidSpec", problems(exc))
         return
     for _ in range(4):
         before = refresh.status.get("phase")

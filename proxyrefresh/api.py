@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from proxyrefresh import redact
 from proxyrefresh.models import Anonymity, Protocol
@@ -326,3 +326,39 @@ class ProxyPoolStatus(Camel):
 def dump(model: BaseModel) -> dict[str, Any]:
     """A model as the API server wants it: camelCase, no nulls."""
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _is_union_arm(part: int | str) -> bool:
+    """A step of an error's location that names a union's arm
+    (``constrained-int``, ``literal['auto']``), not a field."""
+    return isinstance(part, str) and ("-" in part or "[" in part or part in _TYPE_NAMES)
+
+
+_TYPE_NAMES = {"int", "str", "float", "bool", "dict", "list", "none"}
+_SUBJECTS = ("Input ", "String ", "Value ", "List ", "Dictionary ", "Number ")
+
+
+def problems(exc: ValidationError, root: str = "spec") -> str:
+    """A validation error as one line a user can act on, each bad field by
+    its path as written in YAML (``spec.checker.judges[0]``) and the union
+    arms of one field joined with "or": pydantic's own report (types, links
+    to its website, one entry per arm) is for developers."""
+    rules: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        path = root
+        for part in error["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif not _is_union_arm(part):
+                path += f".{part}" if path else str(part)
+        rule = str(error["msg"]).removeprefix("Value error, ")
+        for subject in _SUBJECTS:
+            rule = rule.removeprefix(subject)
+        if error["type"] == "string_pattern_mismatch" and error["ctx"]["pattern"] == URL_PATTERN:
+            rule = "should be an http:// or https:// URL"
+        elif error["type"] == "missing":
+            rule = "is required"
+        elif error["type"] == "extra_forbidden":
+            rule = "is not a field of this resource"
+        rules.setdefault(path or root, []).append(rule)
+    return "; ".join(f"{path}: {', or '.join(dict.fromkeys(r))}" for path, r in rules.items())

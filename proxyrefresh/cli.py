@@ -16,8 +16,10 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from typer.core import MarkupMode
 
 from proxyrefresh import __version__
+from proxyrefresh.cli_output import SCORE_DIGITS, Format, document, entry_view, rounded, table
 from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 from proxyrefresh.settings import CheckerSettings
@@ -28,13 +30,16 @@ EXIT_NO_JUDGE = 3
 
 # -h as well as --help, as kubectl and most CLIs take it.
 HELP = {"help_option_names": ["-h", "--help"]}
+# Boxes and colours for a terminal; plain text for a pipe, a log or a CI
+# job, where box-drawing characters only get in the way of grep.
+MARKUP: MarkupMode = "rich" if sys.stdout.isatty() and sys.stderr.isatty() else None
 app = typer.Typer(
     name="proxyrefresh",
     help="Keep a pool of working HTTP/SOCKS proxies fresh.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings=HELP,
+    rich_markup_mode=MARKUP,
 )
 
 
@@ -54,6 +59,23 @@ def root(
     ] = False,
 ) -> None:
     """Keep a pool of working HTTP/SOCKS proxies fresh."""
+
+
+Namespace = Annotated[
+    str | None,
+    typer.Option(
+        "--namespace",
+        "-n",
+        help="Default: the current kubeconfig context's namespace (as kubectl), else default.",
+    ),
+]
+
+
+def in_namespace(namespace: str | None) -> str:
+    """``-n`` if given, else the namespace kubectl would act in."""
+    from proxyrefresh.kubeconfig import default_namespace
+
+    return namespace or default_namespace()
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -139,13 +161,14 @@ def check(
         typer.Option(help="URL[=STATUS] a passing proxy must reach (repeatable)."),
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="json: JSON lines; txt: scheme://host:port lines.")
+        str,
+        typer.Option("--format", "-o", help="json: JSON lines; txt: scheme://host:port lines."),
     ] = "json",
     include_dead: Annotated[
         bool, typer.Option("--all", help="With --format json, also print proxies that fail.")
     ] = False,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write results here, not stdout.")
+        Path | None, typer.Option("--output-file", help="Write results here, not stdout.")
     ] = None,
     max_bytes: Annotated[int | None, typer.Option(help="Refuse lists larger than this.")] = None,
 ) -> None:
@@ -154,7 +177,7 @@ def check(
     from proxyrefresh.worker.check_command import CheckRequest, run_check
 
     if output_format not in ("json", "txt"):
-        raise fail(f"--format must be json or txt, not {output_format!r}", EXIT_BAD_INPUT)
+        raise fail(f"-o/--format must be json or txt, not {output_format!r}", EXIT_BAD_INPUT)
     try:
         settings = CheckerSettings.from_env().overlay(
             judges=judge or None,
@@ -245,7 +268,7 @@ def create(
     pool: Annotated[
         str | None, typer.Option(help="Make it from this ProxyPool's template instead.")
     ] = None,
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    namespace: Namespace = None,
     name: Annotated[
         str | None, typer.Option(help="Name; default: generateName from the pool.")
     ] = None,
@@ -258,11 +281,13 @@ def create(
     import yaml
     from pydantic import ValidationError as SpecError
 
-    from proxyrefresh.api import ProxyRefreshSpec
+    from proxyrefresh import redact
+    from proxyrefresh.api import ProxyRefreshSpec, problems
     from proxyrefresh.client import API_ERRORS, RefreshFailed, create_refresh, wait_for_refresh
 
     if sum(x is not None for x in (spec_file, spec_env, pool)) != 1:
         raise fail("give one of: a spec file, --spec-env, --pool", EXIT_BAD_INPUT)
+    namespace = in_namespace(namespace)
     spec: Any
     if pool is not None:
         spec = pool_refresh_spec(namespace, pool)
@@ -274,8 +299,16 @@ def create(
             doc = yaml.safe_load(text)
             spec = doc.get("spec", doc) if isinstance(doc, dict) else None
             parsed = ProxyRefreshSpec.model_validate(spec)
-        except (OSError, KeyError, yaml.YAMLError, SpecError, AttributeError) as exc:
-            raise fail(f"{origin}: {exc}", EXIT_BAD_INPUT) from None
+        except SpecError as exc:
+            raise fail(f"{origin}: {problems(exc)}", EXIT_BAD_INPUT) from None
+        except OSError as exc:
+            raise fail(f"{origin}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+        except KeyError:
+            raise fail(f"{origin}: the variable is not set", EXIT_BAD_INPUT) from None
+        except (yaml.YAMLError, AttributeError) as exc:
+            raise fail(
+                f"{origin}: not YAML or JSON: {redact.one_line(str(exc))}", EXIT_BAD_INPUT
+            ) from None
     metadata: dict[str, Any] = {"name": name} if name else {"generateName": f"{parsed.pool}-"}
     metadata["labels"] = {LABEL_POOL: parsed.pool}
     try:
@@ -300,7 +333,7 @@ def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
     """A refresh spec from the ProxyPool's template (exit 4 if there is none)."""
     from pydantic import ValidationError as SpecError
 
-    from proxyrefresh.api import ProxyPoolSpec, dump
+    from proxyrefresh.api import ProxyPoolSpec, dump, problems
     from proxyrefresh.client import API_ERRORS, read_pool
 
     try:
@@ -312,14 +345,14 @@ def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
     try:
         return dump(ProxyPoolSpec.model_validate(found.get("spec") or {}).refresh_spec(pool))
     except SpecError as exc:
-        raise fail(f"ProxyPool {namespace}/{pool}: {exc}", EXIT_BAD_INPUT) from None
+        raise fail(f"ProxyPool {namespace}/{pool}: {problems(exc)}", EXIT_BAD_INPUT) from None
 
 
 @app.command("rotator-feed")
 def rotator_feed(
     configmap: Annotated[str, typer.Option(help="The pool's output ConfigMap.")],
     file: Annotated[Path, typer.Option(help="The file mubeng reads with -f and -w.")],
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    namespace: Namespace = None,
     key: Annotated[str, typer.Option(help="ConfigMap key.")] = EXPORT_TXT_KEY,
 ) -> None:
     """Keep a mubeng rotator's file in step with a pool, written in place and
@@ -328,6 +361,8 @@ def rotator_feed(
 
     from proxyrefresh.worker.rotator_feed import feed
 
+    namespace = in_namespace(namespace)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     feed(namespace, configmap, key, file)
 
@@ -335,7 +370,7 @@ def rotator_feed(
 @app.command()
 def rotate(
     pool: Annotated[str, typer.Option(help="The pool to rotate through.")],
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    namespace: Namespace = None,
     listen: Annotated[
         str,
         typer.Option(help="HOST:PORT of the proxy (0.0.0.0:PORT: every interface, an open proxy)."),
@@ -357,11 +392,26 @@ def rotate(
     answer_timeout: Annotated[
         float | None, typer.Option(help="Seconds for an upstream's answer (default 30).")
     ] = None,
+    wait_for_pool: Annotated[
+        bool,
+        typer.Option(
+            help="Start even if Redis has no such pool yet, answering 503 until a refresh "
+            "makes it (instead of exit 4): for a rotator deployed before its pool."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log every request: client, target, status, upstream, time."
+        ),
+    ] = False,
 ) -> None:
     """A rotating forward proxy over a pool (Redis: $PROXYREFRESH_REDIS_URL):
     each request leaves through the next proxy, every outcome is reported."""
     from proxyrefresh.settings import RedisSettings, RotatorSettings
     from proxyrefresh.worker.judge import split_listen
+
+    namespace = in_namespace(namespace)
 
     try:
         addresses = split_listen(listen), split_listen(api_listen) if api_listen else None
@@ -384,7 +434,12 @@ def rotate(
     from proxyrefresh.worker.rotate import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    access = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("proxyrefresh.rotate.access").setLevel(access)
     where = f"{listen}" + (f", API on {api_listen}" if api_listen else "")
+    if not wait_for_pool:
+        with _pool_errors():
+            _pool(pool, namespace)  # exit 4 naming the pool: most often a typo
 
     def ready() -> None:
         typer.echo(f"proxyrefresh rotate: pool {namespace}/{pool} on {where}", err=True)
@@ -405,7 +460,7 @@ def rotate(
 @app.command()
 def watch(
     name: str,
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    namespace: Namespace = None,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
 ) -> None:
     """Follow one refresh until it ends: a bar on a terminal, lines when piped.
@@ -423,6 +478,7 @@ def watch(
     from proxyrefresh.fanout.store import RunKeys
     from proxyrefresh.kubeconfig import load
 
+    namespace = in_namespace(namespace)
     load()
     api = client.CustomObjectsApi()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -478,7 +534,7 @@ def ui(
 
     async def main() -> None:
         redis = RedisSettings.from_env().client(retries=1, timeout=5.0)
-        board = Board(redis, namespace or ["default"], kube_lister())
+        board = Board(redis, namespace or [in_namespace(None)], kube_lister())
         runner = web.AppRunner(make_app(board), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -508,8 +564,18 @@ EXIT_UNAVAILABLE = 69
 # sysexits' EX_TEMPFAIL: the refresh is still going when --timeout ran out.
 # Not 1, so a wrapper (a CronJob, a pipeline) can tell "not yet" from Failed.
 EXIT_TIMED_OUT = 75
-Namespace = Annotated[str, typer.Option("--namespace", "-n")]
-AsJson = Annotated[bool, typer.Option("--json", help="JSON instead of text.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Same as -o json.")]
+Output = Annotated[
+    Format | None,
+    typer.Option("--output", "-o", help="text, wide (more columns), json or yaml."),
+]
+
+
+def output_format(output: Format | None, as_json: bool) -> Format:
+    """``-o``, with ``--json`` kept as its older spelling."""
+    if output is not None and as_json and output is not Format.JSON:
+        raise fail(f"--json and -o {output.value} say different things", EXIT_BAD_INPUT)
+    return Format.JSON if as_json else (output or Format.TEXT)
 
 
 def _pool(name: str, namespace: str, must_exist: bool = True) -> Any:
@@ -543,20 +609,23 @@ def _pool_errors() -> Any:
             raise fail(str(exc), EXIT_BAD_INPUT) from None
         except RedisError as exc:
             where = redact.url(RedisSettings.from_env().url)
-            raise fail(f"Redis at {where} unavailable: {exc}", EXIT_UNAVAILABLE) from None
+            why = redact.connection_problem(exc)
+            raise fail(f"Redis at {where} unavailable: {why}", EXIT_UNAVAILABLE) from None
 
     return mapped()
 
 
 @pool_app.command("stats")
-def pool_stats(name: str, namespace: Namespace = "default", as_json: AsJson = False) -> None:
+def pool_stats(
+    name: str, namespace: Namespace = None, output: Output = None, as_json: AsJson = False
+) -> None:
     """Size, usable, and counts by protocol and anonymity."""
-    import json
-
+    fmt = output_format(output, as_json)
+    namespace = in_namespace(namespace)
     with _pool_errors():
         stats = _pool(name, namespace).stats().as_dict()
-    if as_json:
-        typer.echo(json.dumps(stats))
+    if fmt in (Format.JSON, Format.YAML):
+        typer.echo(document(stats, fmt))
         return
     typer.echo(f"pool {namespace}/{name}: {stats['size']} proxies, {stats['usable']} usable")
     for what in ("protocols", "anonymity"):
@@ -566,53 +635,92 @@ def pool_stats(name: str, namespace: Namespace = "default", as_json: AsJson = Fa
 @pool_app.command("list")
 def pool_list(
     name: str,
-    namespace: Namespace = "default",
+    namespace: Namespace = None,
+    output: Output = None,
     as_json: AsJson = False,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many, best first.")] = None,
 ) -> None:
-    """Every proxy, best first: one scheme://host:port a line (--json: objects)."""
+    """Every proxy, best first: one scheme://host:port a line; -o wide: a
+    table; -o json/yaml: one array; --json: one JSON object a line (JSON
+    lines, for streaming into jq)."""
+    import json
+
+    fmt = output_format(output, False)
+    namespace = in_namespace(namespace)
     with _pool_errors():
         entries = _pool(name, namespace).entries(limit)
-    for entry in entries:
-        typer.echo(entry.model_dump_json() if as_json else entry.proxy)
+    views = [entry_view(entry) for entry in entries]
+    if as_json:
+        for view in views:
+            typer.echo(json.dumps(view))
+    elif fmt is Format.WIDE:
+        typer.echo(table(views))
+    elif fmt is Format.TEXT:
+        for entry in entries:
+            typer.echo(entry.proxy)
+    else:
+        typer.echo(document(views, fmt))
 
 
 @pool_app.command("get")
 def pool_get(
     name: str,
-    namespace: Namespace = "default",
+    namespace: Namespace = None,
     protocol: Annotated[Protocol | None, typer.Option()] = None,
     min_anonymity: Annotated[Anonymity | None, typer.Option()] = None,
     max_latency_ms: Annotated[float | None, typer.Option(min=0)] = None,
+    output: Output = None,
     as_json: AsJson = False,
 ) -> None:
     """One proxy that passes the filters (the next in turn); exit 4 if none."""
+    fmt = output_format(output, as_json)
+    namespace = in_namespace(namespace)
     with _pool_errors():
         entry = _pool(name, namespace).get(
             protocol=protocol, min_anonymity=min_anonymity, max_latency_ms=max_latency_ms
         )
-    typer.echo(entry.model_dump_json() if as_json else entry.proxy)
+    if fmt is Format.TEXT:
+        typer.echo(entry.proxy)
+    elif fmt is Format.WIDE:
+        typer.echo(table([entry_view(entry)]))
+    else:
+        typer.echo(document(entry_view(entry), fmt))
 
 
 @pool_app.command("report")
 def pool_report(
     name: str,
-    proxy: Annotated[str, typer.Argument(help="The proxy's URL, as the pool gave it.")],
-    namespace: Namespace = "default",
+    proxy: Annotated[
+        str,
+        typer.Argument(help="The proxy as the pool gave it, or a bare host:port (see --protocol)."),
+    ],
+    namespace: Namespace = None,
     ok: Annotated[bool | None, typer.Option("--ok/--fail", help="How the use went.")] = None,
     latency_ms: Annotated[float | None, typer.Option(min=0)] = None,
+    protocol: Annotated[
+        Protocol, typer.Option(help="Protocol of a bare host:port, as check reads one.")
+    ] = Protocol.HTTP,
+    output: Output = None,
     as_json: AsJson = False,
 ) -> None:
     """Report how using a proxy went: scores x1.1 on --ok, x0.5 on --fail;
     the third failure in a row drops it."""
-    import json
+    from proxyrefresh.parse import parse_lines
 
+    fmt = output_format(output, as_json)
+    namespace = in_namespace(namespace)
     if ok is None:
         raise fail("say --ok or --fail", EXIT_BAD_INPUT)
+    if "://" not in proxy:
+        # A bare host:port, as `check` and the lists read it.
+        parsed = parse_lines([proxy], protocol).proxies
+        if len(parsed) == 1:
+            proxy = parsed[0].url
     with _pool_errors():
         report = _pool(name, namespace).report(proxy, ok, latency_ms)
-    if as_json:
-        typer.echo(json.dumps(report.__dict__))
+    view = {**report.__dict__, "score": rounded(report.score, SCORE_DIGITS)}
+    if fmt in (Format.JSON, Format.YAML):
+        typer.echo(document(view, fmt))
     else:
         typer.echo(f"{report.outcome}: score {report.score:.3f}, failures {report.failures}")
 
@@ -620,7 +728,7 @@ def pool_report(
 @pool_app.command("grant")
 def pool_grant(
     name: str,
-    namespace: Namespace = "default",
+    namespace: Namespace = None,
     user: Annotated[str, typer.Option(help="The Redis user to make (or reset).")] = "",
 ) -> None:
     """Make a Redis user that may use this pool and nothing else (its keys
@@ -636,6 +744,7 @@ def pool_grant(
 
     if not user:
         raise fail("--user is required", EXIT_BAD_INPUT)
+    namespace = in_namespace(namespace)
     settings = RedisSettings.from_env()
     secret = secrets.token_hex(24)
     with _pool_errors():
@@ -661,25 +770,54 @@ def command_alone(name: str) -> typer.Typer | None:
             and (info.name or typer.main.get_command_name(callback.__name__)) == name
         ):
             alone = typer.Typer(
-                add_completion=False, pretty_exceptions_enable=False, context_settings=HELP
+                add_completion=False,
+                pretty_exceptions_enable=False,
+                context_settings=HELP,
+                rich_markup_mode=MARKUP,
             )
             alone.registered_commands.append(info)
             return alone
     return None
 
 
+def unwrapped(doc: str) -> str:
+    """A docstring with its line breaks joined within paragraphs: help is
+    wrapped to the terminal, and a docstring's own breaks would cut its
+    sentences in the middle."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def unwrap_help(*typers: typer.Typer) -> None:
+    """Give every command its docstring, unwrapped, as its help."""
+    for group in typers:
+        for info in group.registered_commands:
+            if info.help is None and info.callback is not None and info.callback.__doc__:
+                info.help = unwrapped(info.callback.__doc__)
+
+
+unwrap_help(app, pool_app)
+
+
 def main() -> None:
     """``proxyrefresh [COMMAND] ...``: one command's tree when the first
     argument names one, else the whole app (help, groups, usage errors)."""
+    from proxyrefresh.kubeconfig import NoKubeconfig
+
     args = sys.argv[1:]
     alone = command_alone(args[0]) if args else None
     try:
         if alone is None:
-            app()
+            app(prog_name="proxyrefresh")
         else:
             typer.main.get_command(alone).main(args[1:], prog_name=f"proxyrefresh {args[0]}")
     except KeyboardInterrupt:
         sys.exit(130)
+    except NoKubeconfig as exc:
+        typer.echo(f"proxyrefresh: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ response with its headers, a traceback) never lands in ``kubectl get``.
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -52,3 +53,30 @@ def redis_problem(exc: BaseException) -> str:
     if isinstance(exc, RedisConnectionError | OSError):
         return "cannot connect"
     return str(exc) or type(exc).__name__
+
+
+# "Error 111 connecting to host:6379. Connection refused." and "Error while
+# reading from host:6379 : (104, Connection reset by peer)" (redis-py),
+# "[Errno 111] Connect call failed ('host', 6379)" (asyncio): Python's errno
+# numbers and tuples are noise to whoever reads the message.
+_REDIS_CONNECTION = re.compile(
+    r"^Error (?:\d+ )?(connecting to|while reading from|while writing to) (\S+?)\.?\s*:?\s+(.*)$"
+)
+_ERRNO = re.compile(r"\[Errno (\d+)\]|^\((\d+), ")
+
+
+def connection_problem(exc: BaseException) -> str:
+    """A failed connection in words, for someone allowed to know where it
+    went (the CLI's user, the operator's log): ``cannot connect to
+    host:6379: connection refused``, not errno numbers."""
+    text = str(exc) or type(exc).__name__
+    found = _REDIS_CONNECTION.match(text)
+    where = ""
+    if found:
+        doing, address, text = found.groups()
+        verb = "cannot connect to" if doing == "connecting to" else "lost the connection to"
+        where = f"{verb} {address}: "
+    number = _ERRNO.search(text)
+    if number:
+        text = os.strerror(int(number.group(1) or number.group(2)))
+    return where + text.rstrip(".").lower() if where else text

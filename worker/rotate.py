@@ -32,6 +32,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -71,6 +72,8 @@ from proxyrefresh.worker.upstream import (
 )
 
 log = logging.getLogger("proxyrefresh.rotate")
+# One line per request or tunnel (``rotate -v``): off unless its level is INFO.
+access_log = logging.getLogger("proxyrefresh.rotate.access")
 CONTROL_PREFIX = "x-proxyrefresh-"
 USER_KEYS = ("session", "protocol", "anonymity", "latency")
 MAX_DRAWS = 8  # picks per attempt before giving up on finding an untried upstream
@@ -80,6 +83,39 @@ STRIKE_SECONDS = 60.0  # how long failures in a row keep an upstream out here
 MAX_STRIKES_KEPT = 10_000  # upstreams whose recent failures are remembered here
 GONE_POLL = 0.25  # how often a client waiting on an upstream is checked for having left
 T = TypeVar("T")
+
+
+@dataclass
+class Exchange:
+    """One request or tunnel as the access log tells it: who asked for what,
+    through which upstream (its URL without password), what came back."""
+
+    client: str
+    method: str
+    target: str
+    started: float = field(default_factory=time.perf_counter)
+    upstream: str = "-"
+    status: int = 0
+
+    def line(self) -> str:
+        ms = (time.perf_counter() - self.started) * 1000
+        target = self.target if self.method == "CONNECT" else urlsplit(self.target).netloc
+        return (
+            f"{self.client} {self.method} {target} {self.status or '-'} "
+            f"via {self.upstream} {ms:.0f}ms"
+        )
+
+
+# The exchange of the connection this task serves (each connection is its own task).
+_exchange: ContextVar[Exchange | None] = ContextVar("exchange", default=None)
+
+
+def _noted(**what: str | int) -> None:
+    """Note on the current exchange, if the access log keeps one."""
+    exchange = _exchange.get()
+    if exchange is not None:
+        for name, value in what.items():
+            setattr(exchange, name, value)
 
 
 def _retrieved(task: asyncio.Task[PoolEntry]) -> None:
@@ -427,6 +463,9 @@ class Rotator:
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        logged = access_log.isEnabledFor(logging.INFO)
+        peer = writer.get_extra_info("peername")
+        client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-"
         while True:
             try:
                 async with asyncio.timeout(self.settings.idle_timeout):
@@ -434,6 +473,9 @@ class Rotator:
                 if not raw:
                     return
                 head = parse_head(raw)
+                if logged:
+                    exchange = Exchange(client, head.start[0], head.start[1])
+                    _exchange.set(exchange)
                 if not accepts(self.settings, credentials(head)):
                     # A body left unread would be read as the next request:
                     # with one, the connection closes instead.
@@ -455,16 +497,23 @@ class Rotator:
                 if not await self._request(head, ask, reader, writer):
                     return
             except BadMessage as exc:
+                _noted(status=400)
                 writer.write(refused(400, "Bad Request", str(exc)).message)
                 await writer.drain()
                 return
             except Refused as exc:
                 self.counters.refused += 1
+                _noted(status=exc.status)
                 writer.write(exc.message)
                 await writer.drain()
                 if exc.keep_open:
                     continue  # the client may answer the challenge on this connection
                 return
+            finally:
+                done = _exchange.get()
+                if done is not None:
+                    _exchange.set(None)
+                    access_log.info("%s", done.line())
 
     async def _tunnel(
         self, head: Head, ask: Ask, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -476,6 +525,7 @@ class Rotator:
             writer,
         )
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        _noted(status=200)
         await writer.drain()
         up_reader, up_writer = up
         try:
@@ -553,6 +603,7 @@ class Rotator:
             self.report(entry, True, (time.perf_counter() - started) * 1000)
             if ask.session:
                 self.sessions.pin(ask.session, entry)
+            _noted(upstream=entry.id)
             return result
         if silent and len(silent) == len(errors):
             raise self._target_silent(errors)
@@ -706,6 +757,7 @@ class Rotator:
             fields.append(("Connection", "close"))
         status = int(response.start[1]) if response.start[1].isdigit() else 0
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
+        _noted(status=status)
         writer.write(render(("HTTP/1.1", response.start[1], response.start[2]), fields))
         await copy_body(framing, up_reader, writer)
         await writer.drain()

@@ -69,14 +69,18 @@ class FakeApi:
         return write_kubeconfig(path, self.url)
 
 
-def write_kubeconfig(path: Path, server: str) -> Path:
-    """A kubeconfig for ``server`` (plain HTTP, a token)."""
+def write_kubeconfig(path: Path, server: str, namespace: str | None = None) -> Path:
+    """A kubeconfig for ``server`` (plain HTTP, a token), its context in
+    ``namespace`` if given."""
+    context: dict[str, str] = {"cluster": "fake", "user": "tenant"}
+    if namespace:
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "fake", "cluster": {"server": server}}],
         "users": [{"name": "tenant", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tenant"}}],
+        "contexts": [{"name": "fake", "context": context}],
         "current-context": "fake",
     }
     path.write_text(json.dumps(config))

@@ -110,6 +110,7 @@ def start(
             f"127.0.0.1:{port}",
             "--api-listen",
             f"127.0.0.1:{api_port}",
+            "--wait-for-pool",
             *args,
         ],
         log,

@@ -335,6 +335,20 @@ def test_cli_reads_and_feeds_the_pool(redis_server: RedisServer, name: str) -> N
     none = cli("get", name, "-n", "team", "--protocol", "socks4")
     assert none.returncode == 4
     assert "no proxy in pool team/" in none.stderr
+    # kubectl's -o: one JSON array with readable times, a table, YAML.
+    listed = json.loads(cli("list", name, "-n", "team", "-o", "json").stdout)
+    assert {e["proxy"] for e in listed} == {"http://127.0.0.1:1", "socks5://127.0.0.1:2"}
+    assert all(e["last_ok"].endswith("Z") for e in listed)
+    wide = cli("list", name, "-n", "team", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:3] == ["PROXY", "PROTOCOL", "ANONYMITY"]
+    assert len(wide) == 3
+    assert "usable: 2" in cli("stats", name, "-n", "team", "-o", "yaml").stdout
+    # A bare host:port, as `check` takes it (http unless --protocol says).
+    for _ in range(2):
+        bare = cli("report", name, "127.0.0.1:2", "--protocol", "socks5", "-n", "team", "--ok")
+        assert bare.returncode == 0, bare.stderr
+    scored = json.loads(cli("get", name, "-n", "team", "--protocol", "socks5", "-o", "json").stdout)
+    assert scored["score"] == 1.21  # rounded: not 1.2100000000000002
     report = cli("report", name, "http://127.0.0.1:1", "-n", "team", "--fail", "--json")
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["failures"] == 1
@@ -352,5 +366,6 @@ def test_cli_reads_and_feeds_the_pool(redis_server: RedisServer, name: str) -> N
     env["PROXYREFRESH_REDIS_URL"] = "redis://:hunter2@127.0.0.1:1/0"
     down = cli("stats", name, "-n", "team")
     assert down.returncode == 69
-    assert "unavailable" in down.stderr
+    assert "unavailable: cannot connect to 127.0.0.1:1: connection refused" in down.stderr
     assert "hunter2" not in down.stderr
+    assert "Errno" not in down.stderr

@@ -202,7 +202,14 @@ def test_a_session_keeps_its_upstream_until_it_fails(rotating: Rotating) -> None
 
 def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(rotating: Rotating) -> None:
     bed = rotating.bed
-    r = rotating.start()
+    # A pool Redis has never heard of is most often a typo: exit 4, naming
+    # it, unless the rotator is told to wait for it (as the chart does).
+    typo = run_cli(
+        "rotate", "--pool", "nosuch", "-n", NS, env={"PROXYREFRESH_REDIS_URL": rotating.redis.url}
+    )
+    assert typo.returncode == 4, typo.stderr
+    assert f"pool {NS}/nosuch not found in Redis" in typo.stderr
+    r = rotating.start("-v")
     got = curl("-i", "-x", r.proxy, bed.judge)
     assert got.stdout.startswith("HTTP/1.1 503"), got.stdout
     assert f"no proxy in pool {NS}/{rotating.pool} is left" in got.stdout
@@ -215,6 +222,15 @@ def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(rotating: Rotati
     assert "bad filter" in got.stdout
     got = curl("-i", "-x", r.proxy, bed.judge)
     assert got.stdout.startswith("HTTP/1.1 200"), got.stdout
+    # -v: one access-log line per request, with its upstream (no password).
+    judge = bed.judge.split("//")[1].split("/")[0]
+    upstream = bed.by_name("pproxy-socks5").url
+    wait_for(
+        lambda: f"GET {judge} 200 via {upstream}" in r.log.read_text(),
+        timeout=10,
+        what="the access log line of the request that went through",
+    )
+    assert f"GET {judge} 503 via -" in r.log.read_text()
 
 
 def test_redis_going_away_is_a_503_within_seconds(rotating: Rotating) -> None:
