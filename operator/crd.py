@@ -21,13 +21,14 @@ from proxyrefresh import constants as c
 from proxyrefresh.api import (
     REFRESH_NAME,
     REFRESH_NAME_MAX,
+    STALLED,
     ProxyPoolSpec,
     ProxyPoolStatus,
     ProxyRefreshSpec,
     ProxyRefreshStatus,
 )
 
-_DROP = {"title", "additionalProperties", "description"}
+_DROP = {"title", "additionalProperties"}
 
 # Rules that involve more than one field, as CEL on the schema node at path.
 Rules = dict[tuple[str, ...], list[dict[str, str]]]
@@ -72,6 +73,12 @@ NAME_RULE = name_rule("it becomes a label value")
 POOL_NAME_RULE = name_rule("it names the pool, which refreshes name in spec.pool")
 
 
+def prose(docstring: str) -> str:
+    """A docstring as a description: lines joined within paragraphs, as
+    `kubectl explain` wraps text itself."""
+    return "\n\n".join(" ".join(p.split()) for p in docstring.strip().split("\n\n"))
+
+
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_inline(n, defs) for n in node]
@@ -102,6 +109,8 @@ def _int_or_string(node: dict[str, Any]) -> dict[str, Any]:
     }
     if "default" in node:
         out["default"] = node["default"]
+    if "description" in node:
+        out["description"] = prose(node["description"])
     return out
 
 
@@ -119,6 +128,8 @@ def _structural(node: dict[str, Any], path: tuple[str, ...], rules: Rules) -> di
     if node.get("default", 0) is None:
         node.pop("default")
     out: dict[str, Any] = {k: v for k, v in node.items() if k not in _DROP}
+    if "description" in out:
+        out["description"] = prose(out["description"])
     if "allOf" in out:
         (only,) = out.pop("allOf")
         out = {**only, **out}
@@ -177,8 +188,17 @@ def pool_rules() -> Rules:
 CATEGORY = "proxyrefresh-all"  # kubectl get proxyrefresh-all: refreshes and pools
 
 
-def column(name: str, path: str, kind: str = "integer") -> dict[str, str]:
-    return {"name": name, "type": kind, "jsonPath": path}
+def column(name: str, path: str, kind: str = "integer", wide: bool = False) -> dict[str, Any]:
+    """A printer column; ``wide`` ones only with ``kubectl get -o wide``."""
+    out: dict[str, Any] = {"name": name, "type": kind, "jsonPath": path}
+    if wide:
+        out["priority"] = 1
+    return out
+
+
+def condition_column(name: str, kind: str, field: str = "status", wide: bool = False) -> Any:
+    """A condition's status (or reason) as a column, as cert-manager shows Ready."""
+    return column(name, f'.status.conditions[?(@.type=="{kind}")].{field}', "string", wide)
 
 
 AGE = column("Age", ".metadata.creationTimestamp", "date")
@@ -253,7 +273,14 @@ def crd() -> dict[str, Any]:
             column("Phase", ".status.phase", "string"),
             column("Progress", ".status.progress", "string"),
             column("Live", ".status.live"),
+            # Why it does not move (RedisUnavailable, ApiUnavailable), or Resumed.
+            condition_column("Stalled", STALLED),
             AGE,
+            column("Candidates", ".status.candidates", wide=True),
+            column("Usable", ".status.usable", wide=True),
+            column("Chunk Size", ".status.chunkSize", wide=True),
+            column("Job", ".status.jobName", "string", wide=True),
+            column("Message", ".status.message", "string", wide=True),
         ],
         [NAME_RULE],
     )
@@ -271,8 +298,13 @@ def pool_crd() -> dict[str, Any]:
         [
             column("Size", ".status.size"),
             column("Usable", ".status.usable"),
+            column("Min", ".spec.minUsable"),
+            condition_column("Below Minimum", "BelowMinimum"),
+            condition_column("Stalled", STALLED),
             column("Last Refresh", ".status.lastRefreshAt", "date"),
             AGE,
+            column("Last Refill", ".status.lastRefill", "string", wide=True),
+            column("Ready", '.status.conditions[?(@.type=="Ready")].message', "string", wide=True),
         ],
         [POOL_NAME_RULE],
     )

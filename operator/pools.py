@@ -67,7 +67,7 @@ def status_fields(
         "Ready",
         ready,
         "Usable" if ready else "TooFewUsable",
-        f"{stats.usable} usable of {stats.size}",
+        f"{stats.usable} usable of {stats.size}, minUsable {spec.min_usable}",
         generation,
     )
     below = stats.usable < spec.min_usable

@@ -243,6 +243,9 @@ class Transition:
         self.condition("Failed", True, reason, message)
         self.condition("Complete", False, reason, message)
         self.set(phase=Phase.FAILED.value, message=message, completedAt=now_iso())
+        if not self.status.get("totalChunks"):
+            # "scraping" or "waiting" would read as if it still did that.
+            self.set(progress="-")
         self.note(reason, message, warning=True)
         self.failing = True
 

@@ -23,10 +23,16 @@ class Camel(BaseModel):
             name.split("_")[0] + "".join(part.title() for part in name.split("_")[1:])
         ),
         extra="forbid",
+        # A field's docstring is its description in the generated CRD, so
+        # `kubectl explain` shows what the code says.
+        use_attribute_docstrings=True,
     )
 
 
 class Engine(StrEnum):
+    """The checker the worker pods run: native (built in) or mubeng
+    (an image built with MUBENG; refused by images without it)."""
+
     NATIVE = "native"
     MUBENG = "mubeng"
 
@@ -63,12 +69,20 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_N
 
 
 class LocalObjectRef(Camel):
+    """An object in the refresh's own namespace."""
+
     name: ObjectName
+    """Its name."""
 
 
 class KeyRef(Camel):
+    """One key of a ConfigMap in the refresh's own namespace (labelled
+    proxyrefresh.dev/source-list=true, so only lists meant as sources are read)."""
+
     name: ObjectName
+    """The ConfigMap's name."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=DATA_KEY)] = "proxies.txt"
+    """The key holding the list."""
 
 
 URL_PATTERN = r"^https?://[^\s/$.?#].[^\s]*$"
@@ -78,10 +92,19 @@ class Source(Camel):
     """Where candidates come from: exactly one of url, configMapRef, inline."""
 
     url: Annotated[str | None, Field(pattern=URL_PATTERN, max_length=2048)] = None
-    protocol: Protocol = Protocol.HTTP  # for bare host:port lines
+    """An http(s) URL of a list in any text form (plain lines, HTML tables,
+    JSON); fetched by the operator with retries and a size cap, and only
+    from addresses the installer allows."""
+    protocol: Protocol = Protocol.HTTP
+    """The protocol of bare host:port lines in this source."""
     headers_secret_ref: LocalObjectRef | None = None
+    """A Secret whose keys are sent as request headers with url (an API key);
+    only if the Secret opts in and only to the hosts it names
+    (docs/security.md)."""
     config_map_ref: KeyRef | None = None
+    """A ConfigMap key holding a list."""
     inline: Annotated[list[str] | None, Field(max_length=100_000)] = None
+    """The list itself, one candidate a line."""
 
     @property
     def label(self) -> str:
@@ -93,32 +116,60 @@ class Source(Camel):
 
 
 class Target(Camel):
+    """A site a passing proxy must also reach."""
+
     url: Annotated[str, Field(pattern=URL_PATTERN)]
+    """The http(s) URL fetched through the proxy."""
     expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+    """The HTTP status it must answer with."""
 
 
 class Checker(Camel):
+    """How each candidate is checked, in the worker pods."""
+
     engine: Engine = Engine.NATIVE
+    """native (built in) or mubeng (only in an image built with it)."""
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10
+    """Seconds one check may take in all: connect, request, answer."""
     connect_timeout_seconds: Annotated[float | None, Field(gt=0, le=300)] = None
+    """Seconds to connect to the proxy; at most timeoutSeconds (default: it)."""
     concurrency: Annotated[int, Field(ge=1, le=4096)] = 256
+    """Checks in flight at once in each pod."""
     judges: Annotated[list[Annotated[str, Field(pattern=URL_PATTERN)]], Field(min_length=1)]
+    """URLs of judges (proxyrefresh judge): each echoes what reached it, and
+    the anonymity is judged from that. Asked in turn; a pod exits at once
+    if none answers."""
     targets: list[Target] = Field(default_factory=list)
+    """Sites a passing proxy must also reach, with the status expected."""
 
 
 class Filter(Camel):
+    """Which live proxies count as usable."""
+
     min_anonymity: Anonymity = Anonymity.ANONYMOUS
+    """The least anonymity a usable proxy has: transparent, anonymous or elite."""
     max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+    """The slowest a usable proxy may be, in milliseconds (default: any)."""
 
 
 class Retry(Camel):
+    """How the Job retries a chunk whose pod failed."""
+
     backoff_limit_per_index: Annotated[int, Field(ge=0, le=20)] = 2
-    # The Job API's own bound; above the chunk count it is clamped at dispatch.
+    """Retries of each chunk (the Job's backoffLimitPerIndex)."""
     max_failed_indexes: Annotated[int | None, Field(ge=0, le=100_000)] = None
+    """Chunks that may fail before the whole Job fails (the Job's
+    maxFailedIndexes, clamped to the number of chunks). Default: no limit."""
 
 
 class Deadlines(Camel):
+    """How long the parts of a refresh may take."""
+
     chunk_seconds: Annotated[int, Field(ge=10, le=86_400)] = 900
+    """Seconds one chunk may take. A pod stops itself at 85% of it, keeping
+    what it checked. The pod's activeDeadlineSeconds is this, or twice this
+    when the Job starts pods ahead (readyPods), since such a pod may first
+    wait as long for a free slot."""
 
 
 class CredentialsExport(StrEnum):
@@ -136,8 +187,13 @@ class Output(Camel):
     (a ConfigMap holds at most 1 MiB; the pool itself is in Redis)."""
 
     config_map: ObjectName | None = None
+    """The ConfigMap written (default: POOL-proxies), with live_proxies.json
+    and live_proxies.txt."""
     credentials: CredentialsExport = CredentialsExport.OMIT
+    """Omit: proxies with credentials only with their password masked;
+    Include: whole (anyone who may read the ConfigMap sees them)."""
     max_bytes: Annotated[int, Field(ge=4096, le=1_000_000)] = 900_000
+    """The export's size bound: the best entries that fit."""
 
 
 # A number of items per chunk, or "auto": the operator picks it from the
@@ -157,24 +213,45 @@ class RefreshTemplate(Camel):
     refreshes from (refills, ``proxyrefresh create --pool``)."""
 
     sources: Annotated[list[Source], Field(min_length=1, max_length=100)]
+    """Where the candidates come from (duplicates across sources are dropped)."""
     chunk_size: ChunkSize = "auto"
+    """A number from 1 to 10000, or the word auto (kubectl explain calls this
+    int-or-string an Object): candidates per chunk, one pod checking one
+    chunk. auto: one wave of pods in whole rounds of their concurrency,
+    within the deadline. The size used is status.chunkSize."""
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 10
-    # Pods started ahead while more chunks wait than run: each gets ready and
-    # takes the next free slot the moment a chunk ends (fanout.slots), so a
-    # wave of pods costs no start-up time. They hold their resource requests
-    # while they wait. Unset: as many as parallelism; 0: none.
+    """Chunks checked at once. The Job's own parallelism is this plus
+    readyPods (when more chunks wait than run): those pods start ahead and
+    wait for one of these slots, so only this many check at a time."""
     ready_pods: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Pods started ahead while more chunks wait than run: each gets ready
+    and takes the next free slot the moment a chunk ends, so a wave of pods
+    costs no start-up time. They hold their resource requests while they
+    wait. Unset: as many as parallelism; 0: none (the Job's parallelism is
+    then exactly parallelism)."""
     checker: Checker
+    """How each candidate is checked."""
     filter: Filter = Field(default_factory=Filter)
+    """Which live proxies are usable."""
     retry: Retry = Field(default_factory=Retry)
+    """How failed chunks are retried."""
     deadlines: Deadlines = Field(default_factory=Deadlines)
+    """How long chunks may take."""
     min_usable: Annotated[int, Field(ge=0, le=1_000_000)] = 5
+    """Fewer usable proxies than this after the merge sets condition Degraded."""
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    """What to do when another refresh of the same pool is running, as a
+    CronJob's: Forbid (wait for it), Allow (run both) or Replace (fail it)."""
     output: Output = Field(default_factory=Output)
+    """The ConfigMap export of the pool."""
 
 
 class ProxyRefreshSpec(RefreshTemplate):
+    """One refresh: scrape the sources, check every candidate in an Indexed
+    Job, merge what lives into the pool."""
+
     pool: PoolName = "default"
+    """The pool (in this namespace) the results merge into."""
 
     @property
     def output_config_map(self) -> str:
@@ -185,10 +262,15 @@ class Scoring(Camel):
     """How consumer reports and refreshes move a proxy's score (seed 002)."""
 
     success: Annotated[float, Field(ge=1, le=10)] = 1.1
+    """A success multiplies the score by this."""
     failure: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """A failure multiplies the score by this."""
     max_failures: Annotated[int, Field(ge=1, le=100)] = 3
+    """Failures in a row that drop a proxy from the pool."""
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """A score below this drops the proxy."""
     max_score: Annotated[float, Field(ge=1, le=1e12)] = 10.0
+    """The highest score a proxy can reach."""
 
 
 class ProxyPoolSpec(Camel):
@@ -197,11 +279,20 @@ class ProxyPoolSpec(Camel):
     how it scores, how long an unconfirmed proxy stays."""
 
     template: RefreshTemplate
-    min_usable: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # 0: never refill
+    """The refresh it starts (refills, proxyrefresh create --pool): a
+    ProxyRefresh's spec without its pool."""
+    min_usable: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    """Fewer usable proxies than this starts a refresh from the template
+    (condition BelowMinimum); 0: never refill."""
     refill_cooldown_seconds: Annotated[int, Field(ge=1, le=86_400)] = 300
+    """Seconds between the end of one refill and the start of the next."""
     scoring: Scoring = Field(default_factory=Scoring)
+    """How consumer reports and refreshes move a proxy's score."""
     max_age_seconds: Annotated[int | None, Field(ge=60, le=90 * 86_400)] = None
-    output: Output | None = None  # the export; else the refresh template's
+    """Seconds an entry stays without a success before it is dropped
+    (default: kept until it fails)."""
+    output: Output | None = None
+    """The export of the pool; default: the template's."""
 
     def refresh_spec(self, pool: str) -> ProxyRefreshSpec:
         spec = self.template.model_copy(update={"output": self.output or self.template.output})

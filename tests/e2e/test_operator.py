@@ -310,6 +310,24 @@ def test_unreachable_and_garbage_sources_fail_with_their_causes(
     assert f"url {garbage}: no proxies in 1 lines" in failed["message"]
     assert f"url {missing}: HTTP 404" in failed["message"]
     assert [s["ok"] for s in status["sources"]] == [False, False, False]
+    # kubectl get shows it Failed, not still "scraping"; -o wide says why.
+    listed = kubectl("get", "proxyrefresh", "nosrc", "-o", "wide").stdout.splitlines()
+    header, row = listed[0].split(), listed[1].split()
+    assert header[:6] == ["NAME", "POOL", "PHASE", "PROGRESS", "LIVE", "STALLED"]
+    assert row[2:4] == ["Failed", "-"]
+    assert "MESSAGE" in header
+    assert "unreachable" in listed[1]
+
+
+def test_kubectl_explain_describes_every_field(kubectl: Kubectl) -> None:
+    """Descriptions generated from the models reach `kubectl explain`."""
+    for what in ("proxyrefresh.spec", "proxyrefresh.spec.checker", "proxypool.spec"):
+        shown = kubectl("explain", what, namespaced=False).stdout
+        assert "<no description>" not in shown, shown
+    checker = kubectl("explain", "proxyrefresh.spec.checker", namespaced=False).stdout
+    assert "the anonymity is judged from that" in " ".join(checker.split())
+    parallelism = kubectl("explain", "proxyrefresh.spec.parallelism", namespaced=False).stdout
+    assert "readyPods" in parallelism
 
 
 def test_forbid_waits_for_the_pool_then_runs(world: World, kubectl: Kubectl) -> None:
