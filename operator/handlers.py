@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 from typing import Any
 
 import kopf
@@ -42,6 +43,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         prefix=c.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own Events only
+    # Events on refreshes come from the operator, as the pools' do, not "kopf".
+    settings.posting.reporting_component = c.EVENT_COMPONENT
+    settings.posting.reporting_instance = socket.gethostname()  # the pod's name
+    settings.posting.event_name_prefix = "proxyrefresh-"
     # A deleted refresh's daemon sees `stopped` within half a second: wait
     # for that, so its cleanup runs now, not after a cancellation backoff's
     # recheck (which made `kubectl delete` take 10 s).

@@ -13,15 +13,17 @@ pool, phase, outcome, component; never a proxy address or a refresh name).
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from proxyrefresh import __version__
 from proxyrefresh.api import Phase
 from proxyrefresh.operator.status import parse_time
 
@@ -56,6 +58,9 @@ class _State(Collector):
     def __init__(self) -> None:
         self.refreshes: dict[str, Seen] = {}
         self.pools: dict[tuple[str, str], dict[str, int]] = {}
+        # When each pool last had a refresh complete (epoch seconds): kept
+        # when the refresh itself is pruned, for "the pool went stale".
+        self.last_success: dict[tuple[str, str], float] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         by_phase = GaugeMetricFamily(
@@ -69,7 +74,7 @@ class _State(Collector):
             key = (seen.namespace, seen.pool, seen.phase)
             counts[key] = counts.get(key, 0) + 1
             where = (seen.namespace, seen.pool)
-            if where not in latest or latest[where].order < seen.order:
+            if where not in latest or _later(seen, latest[where]):
                 latest[where] = seen
         for ns, name in sorted(latest):
             for phase in Phase:  # every phase, zeros included: a gauge that moves
@@ -94,6 +99,23 @@ class _State(Collector):
                 if field in values:
                     family.add_metric([ns, name], values[field])
             yield family
+        stale = GaugeMetricFamily(
+            "proxyrefresh_pool_last_success_timestamp_seconds",
+            "When a refresh of the pool last completed (alert on time() minus this).",
+            labels=["namespace", "pool"],
+        )
+        for (ns, name), when in sorted(self.last_success.items()):
+            stale.add_metric([ns, name], when)
+        yield stale
+
+
+def _later(seen: Seen, than: Seen) -> bool:
+    """Whether ``seen`` is the one a pool's latest-refresh gauges show: the
+    latest finished refresh, or the latest one while none has finished, so
+    the gauges do not drop to 0 each time a refresh starts (alerts flap)."""
+    if (seen.phase in TERMINAL) != (than.phase in TERMINAL):
+        return seen.phase in TERMINAL
+    return seen.order > than.order
 
 
 class Metrics:
@@ -142,6 +164,16 @@ class Metrics:
             registry=self.registry,
         )
         self._pod_failures: dict[str, int] = {}
+        build = Gauge(
+            "proxyrefresh_build_info",
+            "Always 1: the operator's version and Python, as labels.",
+            ["version", "python_version"],
+            registry=self.registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        for kind in ("refresh", "pool"):  # every series from the start: rate() needs a 0
+            self.redis_errors.labels(kind)
+            self.patches.labels(kind)
 
     def refresh_written(self, uid: str, namespace: str, pool: str, status: dict[str, Any]) -> None:
         """After a refresh's status write: its gauges, and at its end its duration."""
@@ -149,12 +181,22 @@ class Metrics:
         phase = str(status.get("phase") or Phase.PENDING.value)
         order = before.order if before else time.time()
         self.state.refreshes[uid] = Seen(namespace, pool, phase, dict(status), order)
+        if before is None:  # the pool's counters exist (at 0) before their first increment
+            self.chunk_failures.labels(namespace, pool)
+            self.chunk_retries.labels(namespace, pool)
+            for outcome in ("complete", "failed"):
+                self.durations.labels(namespace, pool, outcome)
         failed_before = int((before.status.get("failedChunks") if before else 0) or 0)
         failed_now = int(status.get("failedChunks") or 0)
         if failed_now > failed_before:
             self.chunk_failures.labels(namespace, pool).inc(failed_now - failed_before)
         if status.get("poolSize") is not None:  # a pool without a ProxyPool has only this
-            self.state.pools.setdefault((namespace, pool), {})["size"] = int(status["poolSize"])
+            values = self.state.pools.setdefault((namespace, pool), {})
+            values["size"] = int(status["poolSize"])
+            if status.get("poolUsable") is not None:
+                values["usable"] = int(status["poolUsable"])
+        if phase == Phase.COMPLETE.value:
+            self._succeeded(namespace, pool, status.get("completedAt"))
         was_terminal = before is not None and before.phase in TERMINAL
         if phase in TERMINAL and not was_terminal:
             seconds = _seconds_between(status.get("startedAt"), status.get("completedAt"))
@@ -176,9 +218,20 @@ class Metrics:
     def pool_written(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         values = {k: int(status[k]) for k in ("size", "usable") if status.get(k) is not None}
         self.state.pools.setdefault((namespace, name), {}).update(values)
+        self._succeeded(namespace, name, status.get("lastRefreshAt"))
+
+    def _succeeded(self, namespace: str, pool: str, when: Any) -> None:
+        try:
+            at = parse_time(when)
+        except (TypeError, ValueError):
+            return
+        if at is not None:
+            key = (namespace, pool)
+            self.state.last_success[key] = max(at, self.state.last_success.get(key, 0.0))
 
     def pool_gone(self, namespace: str, name: str) -> None:
         self.state.pools.pop((namespace, name), None)
+        self.state.last_success.pop((namespace, name), None)
 
     def serve(self, address: str, port: int) -> None:
         """Serve /metrics from a thread of its own (prometheus-client's server)."""

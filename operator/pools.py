@@ -47,7 +47,6 @@ log = logging.getLogger("proxyrefresh.operator.pools")
 STATUS_INTERVAL = 1.0  # at most one status patch a second per pool
 CHECK_INTERVAL = 30.0  # a look without an event, in case one was missed
 REFILL_NAME_ROOM = 63 - len("-refill-") - 6
-EVENT_COMPONENT = "proxyrefresh-operator"
 
 
 def status_fields(
@@ -180,8 +179,8 @@ def refill_event(body: dict[str, Any], refresh: dict[str, Any], when: str) -> di
         "message": f"{why}: started refresh {started['name']}"
         if why
         else f"started refresh {started['name']}",
-        "source": {"component": EVENT_COMPONENT},
-        "reportingComponent": EVENT_COMPONENT,
+        "source": {"component": c.EVENT_COMPONENT},
+        "reportingComponent": c.EVENT_COMPONENT,
         "firstTimestamp": when,
         "lastTimestamp": when,
         "count": 1,

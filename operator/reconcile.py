@@ -827,6 +827,7 @@ async def finish(ctx: Context, t: Transition) -> None:
         usable=found.usable,
         unchecked=found.unchecked,
         poolSize=merged.size,
+        poolUsable=merged.usable,
         exported=len(exported),
         anonymity={
             level: found.anonymity.get(level, 0) for level in ("transparent", "anonymous", "elite")

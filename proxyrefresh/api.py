@@ -372,6 +372,7 @@ class ProxyRefreshStatus(Camel):
     usable: int | None = None
     unchecked: int | None = None
     pool_size: int | None = None
+    pool_usable: int | None = None  # the pool's usable entries after the merge
     exported: int | None = None
     progress: str | None = None
     anonymity: AnonymityCounts | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -244,7 +244,15 @@ def operator() -> None:
     from proxyrefresh.settings import OperatorSettings
 
     settings = OperatorSettings.from_env()
-    kopf.configure(verbose=False)
+    # kopf's own text format cuts logger names to 20 characters; its
+    # formatter takes a format string as well as a LogFormat.
+    text = cast(kopf.LogFormat, "[%(asctime)s] %(name)s [%(levelname)s] %(message)s")
+    json_lines = settings.log_format == "json"
+    kopf.configure(
+        verbose=False,
+        log_format=kopf.LogFormat.JSON if json_lines else text,
+        log_prefix=not json_lines,
+    )
     # kopf names itself after $POD_ID (the chart sets the pod's name), else
     # user@host; the user of a container's UID may not exist (no passwd entry
     # under an arbitrary UID: getpwuid fails and the operator dies at start).

@@ -34,6 +34,8 @@ LABEL_SOURCE_CREDENTIALS = f"{GROUP}/source-credentials"
 LABEL_SOURCE_LIST = f"{GROUP}/source-list"
 ANNOTATION_ALLOWED_HOSTS = f"{GROUP}/allowed-hosts"
 MANAGED_BY = "proxyrefresh-operator"
+# Who Events on refreshes and pools come from (kubectl describe's From).
+EVENT_COMPONENT = MANAGED_BY
 
 # The pool's ConfigMap export: its data keys.
 EXPORT_JSON_KEY = "live_proxies.json"

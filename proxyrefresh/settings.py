@@ -14,7 +14,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -346,6 +346,9 @@ class OperatorSettings(EnvSettings):
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     metrics_address: str = "0.0.0.0"
     metrics_port: int = Field(default=9090, ge=0, le=65535)  # /metrics; 0: none
+    # text: one line each, logger names whole; json: one object a line, for
+    # log pipelines (kopf's JSON, with the object each line is about).
+    log_format: Literal["text", "json"] = "text"
     namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces
 
 

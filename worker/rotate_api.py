@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from proxyrefresh.pool import NoMatch, NotInPool, PoolError
@@ -112,6 +113,7 @@ class Reports:
 
 ROTATOR: web.AppKey[Rotator] = web.AppKey("rotator", Rotator)
 REPORTS: web.AppKey[Reports] = web.AppKey("reports", Reports)
+METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -206,8 +208,18 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    body = generate_latest(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def make_app(rotator: Rotator) -> web.Application:
+    from proxyrefresh.worker.rotate_metrics import registry_for
+
     app = web.Application(middlewares=[guard])
+    app[METRICS] = registry_for(rotator)
     app[ROTATOR] = rotator
     app[REPORTS] = Reports(rotator.settings.report_failures_per_minute)
     app.router.add_get("/v1/proxy", proxy)
@@ -215,4 +227,5 @@ def make_app(rotator: Rotator) -> web.Application:
     app.router.add_get("/v1/stats", stats)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

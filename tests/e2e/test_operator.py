@@ -122,12 +122,14 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     assert len(jobs) == 1
     assert jobs[0]["spec"]["completions"] == 10
 
-    def events() -> set[str] | None:
+    def events() -> list[dict[str, Any]] | None:
         items = kubectl.get("events", "--field-selector", "involvedObject.name=big")["items"]
-        reasons = {e["reason"] for e in items if e["involvedObject"]["kind"] == "ProxyRefresh"}
-        return reasons if {"Dispatched", "Complete"} <= reasons else None
+        ours = [e for e in items if e["involvedObject"]["kind"] == "ProxyRefresh"]
+        return ours if {"Dispatched", "Complete"} <= {e["reason"] for e in ours} else None
 
-    wait_for(events, 30, "the Dispatched and Complete Events")
+    posted = wait_for(events, 30, "the Dispatched and Complete Events")
+    # From the operator, as the pools' Events are, not "kopf" (issue 32, item 5).
+    assert {e["source"]["component"] for e in posted} == {c.EVENT_COMPONENT}
 
 
 def test_a_first_refresh_that_finds_nothing_completes_degraded_with_an_empty_export(

@@ -370,6 +370,7 @@ def test_metrics_service_monitor_dashboard_and_the_page() -> None:
     docs = render(
         "--set", "redis.url=redis://r:6379/0", "--set", "metrics.serviceMonitor.enabled=true",
         "--set", "metrics.grafanaDashboard.enabled=true", "--set", "ui.enabled=true",
+        "--set", "metrics.prometheusRule.enabled=true",
     )  # fmt: skip
     operator = next(
         d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")
@@ -379,7 +380,16 @@ def test_metrics_service_monitor_dashboard_and_the_page() -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["PROXYREFRESH_OPERATOR_METRICS_PORT"] == "9090"
     (monitor,) = by_kind(docs, "ServiceMonitor")
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    # honorLabels: the refresh's namespace label stays `namespace` (the
+    # dashboard filters on it), not exported_namespace (issue 32, item 6).
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "interval": "30s", "honorLabels": True}
+    ]
+    (rule,) = by_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "proxyrefresh_pool_last_success_timestamp_seconds > 86400" in alerts["ProxyPoolStale"]
+    assert "ProxyPoolEmpty" in alerts
+    assert "$labels.pool" in rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
     (dashboard,) = by_kind(docs, "ConfigMap")
     board = json.loads(dashboard["data"]["proxyrefresh.json"])
     exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])

@@ -348,6 +348,12 @@ def test_the_json_api(rotating: Rotating, live: list[LocalProxy]) -> None:
     assert stats["size"] == len(live)
     assert stats["usable"] == len(live) - 1  # the one reported failing
     assert requests.get(r.api + "/readyz", timeout=5).json() == {"status": "ready"}
+    # Prometheus metrics on the same port (issue 32, item 6).
+    scraped = requests.get(r.api + "/metrics", timeout=5)
+    assert scraped.status_code == 200
+    where = f'namespace="{NS}",pool="{rotating.pool}"'
+    assert f"proxyrefresh_rotator_requests_total{{{where}}}" in scraped.text
+    assert f"proxyrefresh_rotator_connections{{{where}}}" in scraped.text
 
 
 def test_the_rotator_needs_a_redis_user_for_its_pool_only(

@@ -80,7 +80,39 @@ def test_no_label_carries_an_address_or_a_refresh_name() -> None:
     m = Metrics()
     m.refresh_written("u1", "ns", "default", {"phase": "Complete", "checked": 1})
     names = {name for (_, lbls) in scrape(m) for name, _ in lbls}
-    assert names <= {"namespace", "pool", "phase", "outcome", "component", "kind", "le"}
+    assert names <= {"namespace", "pool", "phase", "outcome", "component", "kind", "le"} | {
+        "version",
+        "python_version",
+    }
+
+
+def test_metrics_an_alert_can_stand_on() -> None:
+    """Issue 32, item 6: no gauge drops to 0 when a refresh starts, every
+    counter has a series before its first increment, a pool without a
+    ProxyPool has its usable count, and the last success has a timestamp."""
+    m = Metrics()
+    pool = labels(namespace="ns", pool="p")
+    m.refresh_written("u1", "ns", "p", {"phase": "Processing", "live": 0})
+    got = scrape(m)
+    assert got[("proxyrefresh_chunk_failures_total", pool)] == 0
+    assert got[("proxyrefresh_chunk_retries_total", pool)] == 0
+    ended = labels(namespace="ns", pool="p", outcome="failed")
+    assert got[("proxyrefresh_refresh_duration_seconds_count", ended)] == 0
+    assert got[("proxyrefresh_redis_errors_total", labels(component="refresh"))] == 0
+    assert ("proxyrefresh_pool_last_success_timestamp_seconds", pool) not in got
+    done = {"phase": "Complete", "live": 30, "poolSize": 40, "poolUsable": 25}
+    done |= {"startedAt": "2026-12-01T10:00:00Z", "completedAt": "2026-12-01T10:01:00Z"}
+    m.refresh_written("u1", "ns", "p", done)
+    m.refresh_written("u2", "ns", "p", {"phase": "Scraping"})  # the next one starts
+    got = scrape(m)
+    assert got[("proxyrefresh_refresh_live", pool)] == 30  # not 0: no flapping alert
+    assert got[("proxyrefresh_pool_usable", pool)] == 25
+    assert got[("proxyrefresh_pool_last_success_timestamp_seconds", pool)] == 1_796_119_260
+    m.refresh_gone("u1")  # pruned from history: the last success stays known
+    got = scrape(m)
+    assert got[("proxyrefresh_pool_last_success_timestamp_seconds", pool)] == 1_796_119_260
+    (build,) = [key for key in got if key[0] == "proxyrefresh_build_info"]
+    assert dict(build[1])["version"]
 
 
 class Statuses:
