@@ -150,7 +150,24 @@ build_containerd() {
 }
 
 build_mubeng() { build_simple mubeng "$MUBENG_VERSION" github.com/mubeng/mubeng; }
-build_helm() { build_simple helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm; }
+# With the version stamps helm's own release build sets: without them
+# `helm template` assumes Kubernetes 1.20 and refuses the chart's kubeVersion.
+build_helm() {
+  local id="$HELM_VERSION-kube$KUBE_VERSION" minor
+  built helm "$id" && return 0
+  need_go helm
+  local dir t0=$SECONDS mod=helm.sh/helm/v3
+  minor=${KUBE_VERSION#v1.}
+  minor=${minor%%.*}
+  dir=$(module_dir helm "$HELM_VERSION")
+  echo "tools: building helm $HELM_VERSION" >&2
+  (cd "$dir" && GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w \
+    -X $mod/internal/version.version=$HELM_VERSION \
+    -X $mod/pkg/chartutil.k8sVersionMinor=$minor -X $mod/pkg/lint/rules.k8sVersionMinor=$minor" \
+    "$mod/cmd/helm@$HELM_VERSION")
+  mark helm "$id"
+  echo "tools: built helm in $((SECONDS - t0))s" >&2
+}
 build_crictl() { build_simple crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl; }
 
 tools=("$@")

@@ -39,7 +39,8 @@ def test_rendered_chart_is_accepted_by_the_api_server(cluster: Cluster) -> None:
     for ns in ("proxyrefresh", "scraping"):
         k("create", "namespace", ns, namespaced=False, check=False)
     k("apply", "--server-side", "-f", str(CHART / "crds"), namespaced=False)
-    for values in (["--set", "redis.url=redis://r:6379/0"], EVERYTHING):
+    # Default values render (a bundled Redis), as does every optional part.
+    for values in ([], ["--set", "redis.url=redis://r:6379/0"], EVERYTHING):
         text = helm(
             cluster, "template", "proxyrefresh", str(CHART), "-n", "proxyrefresh", *values
         ).stdout
@@ -139,7 +140,7 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
     values_file = bed.testbed.workdir / "helm-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     try:
-        helm(
+        installed = helm(
             cluster,
             "install",
             "prf",
@@ -155,6 +156,13 @@ def test_helm_install_schedules_refreshes_under_least_privilege(cluster: Cluster
         )
         (pod,) = k.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
         assert pod["spec"]["serviceAccountName"] == "prf-proxyrefresh-operator"
+        # NOTES: a refresh to paste (no file the user lacks), and how to
+        # reach the rotator and the metrics (issue 32, item 8).
+        notes = installed.stdout
+        assert f"kubectl apply -n {NAMESPACE} -f - <<'YAML'" in notes
+        assert "refresh.yaml" not in notes
+        assert "svc/prf-proxyrefresh-rotator 8089:8089" in notes
+        assert "svc/prf-proxyrefresh-metrics" in notes
 
         def completed() -> dict[str, Any] | None:
             for item in k.get("proxyrefreshes")["items"]:

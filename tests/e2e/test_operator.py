@@ -130,6 +130,8 @@ def test_refresh_end_to_end(world: World, kubectl: Kubectl) -> None:
     posted = wait_for(events, 30, "the Dispatched and Complete Events")
     # From the operator, as the pools' Events are, not "kopf" (issue 32, item 5).
     assert {e["source"]["component"] for e in posted} == {c.EVENT_COMPONENT}
+    # Its log names loggers whole (kopf's own format cut them at 20 characters).
+    assert "] proxyrefresh.operator [INFO]" in world.operator.logs()
 
 
 def test_a_first_refresh_that_finds_nothing_completes_degraded_with_an_empty_export(

@@ -415,3 +415,71 @@ def test_metrics_service_monitor_dashboard_and_the_page() -> None:
         for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["PROXYREFRESH_OPERATOR_METRICS_PORT"] == "0"
+
+
+def test_default_values_render_and_lint_with_the_bundled_redis() -> None:
+    """`helm template` with nothing set renders (issue 32, item 8): the
+    bundled Redis, used only while no other Redis is named."""
+    helm("lint", str(CHART), "--strict")
+    docs = render()
+    (redis,) = by_kind(docs, "StatefulSet")
+    assert redis["metadata"]["name"] == "proxyrefresh-redis"
+    assert not by_kind(render("--set", "redis.url=redis://r:6379/0"), "StatefulSet")
+    assert not by_kind(render("--set", "redis.existingSecret=mine"), "StatefulSet")
+
+
+def test_what_a_production_install_overrides() -> None:
+    """The knobs bitnami-style charts have (issue 32, item 8)."""
+    docs = render(
+        "--set", "redis.url=redis://r:6379/0", "--set", "fullnameOverride=prx",
+        "--set", "priorityClassName=proxies-high",
+        "--set", "podSecurityContext.runAsUser=1000700000",
+        "--set", "securityContext.readOnlyRootFilesystem=false",
+        "--set-json", 'operator.extraEnv=[{"name": "HTTPS_PROXY", "value": "http://egress:3128"}]',
+        "--set-json", 'operator.extraVolumes=[{"name": "ca", "configMap": {"name": "ca"}}]',
+        "--set-json", 'operator.extraVolumeMounts=[{"name": "ca", "mountPath": "/ca"}]',
+        "--set", "ui.enabled=true", "--set", "ui.ingress.enabled=true",
+        "--set", "ui.ingress.host=prx.internal", "--set", "rotator.enabled=true",
+        "--set", "rotator.replicas=3", "--set", "schedules[0].name=nightly",
+        "--set", "schedules[0].schedule=0 3 * * *", "--set", "schedules[0].pool=eu",
+        "--set", "schedules[0].timeZone=Europe/Berlin",
+        "--set", "schedules[0].startingDeadlineSeconds=600", "--set", "schedules[0].suspend=true",
+    )  # fmt: skip
+    operator = next(
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "prx-operator"
+    )
+    pod = operator["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "proxies-high"
+    assert pod["securityContext"]["runAsUser"] == 1000700000
+    assert pod["securityContext"]["runAsNonRoot"] is True  # the rest of the default stays
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "HTTPS_PROXY", "value": "http://egress:3128"} in container["env"]
+    assert pod["volumes"] == [{"name": "ca", "configMap": {"name": "ca"}}]
+    assert container["volumeMounts"] == [{"name": "ca", "mountPath": "/ca"}]
+    pods = [d["spec"]["template"]["spec"] for d in by_kind(docs, "Deployment")]
+    assert {p.get("priorityClassName") for p in pods} == {"proxies-high"}
+    (ingress,) = by_kind(docs, "Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "prx.internal"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "prx-ui", "port": {"name": "http"}}
+    (budget,) = by_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    (cron,) = by_kind(docs, "CronJob")
+    assert (cron["spec"]["timeZone"], cron["spec"]["startingDeadlineSeconds"]) == (
+        "Europe/Berlin",
+        600,
+    )
+    assert cron["spec"]["suspend"] is True
+    # A lone rotator gets no budget: it would block every drain.
+    alone = render("--set", "redis.url=redis://r:6379/0", "--set", "rotator.enabled=true")
+    assert not by_kind(alone, "PodDisruptionBudget")
+    assert (
+        by_kind(render("--set", "nameOverride=prx"), "StatefulSet")[0]["metadata"]["name"]
+        == "proxyrefresh-prx-redis"
+    )
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.33.0-0"
+    assert chart["home"]
+    assert chart["sources"]

@@ -1,9 +1,24 @@
+{{- define "proxyrefresh.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- /* As the common charts name things: fullnameOverride, else the release
+name (alone if it already holds the chart's name), then the chart's name. */ -}}
 {{- define "proxyrefresh.fullname" -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "proxyrefresh.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "proxyrefresh.labels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "proxyrefresh.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -11,7 +26,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "proxyrefresh.selector" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "proxyrefresh.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -31,12 +46,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.redis.existingSecret | default (printf "%s-redis" (include "proxyrefresh.fullname" .)) -}}
 {{- end -}}
 
+{{- /* Every pod's security context: the chart's (non-root, the image's
+user, RuntimeDefault seccomp) with podSecurityContext laid over it. */ -}}
 {{- define "proxyrefresh.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
+{{- $default := dict "runAsNonRoot" true "runAsUser" 65532 "runAsGroup" 65532 "seccompProfile" (dict "type" "RuntimeDefault") -}}
+{{- toYaml (mergeOverwrite $default (.Values.podSecurityContext | default dict)) -}}
+{{- end -}}
+
+{{- /* priorityClassName for every pod of the chart, when set. */ -}}
+{{- define "proxyrefresh.priorityClass" -}}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{- /* Pod spec lines for hostNetwork.enabled: the node's network, names
@@ -59,12 +80,11 @@ it when the `kubernetes` Service's ClusterIP is not routed on the node. */ -}}
 {{- end }}
 {{- end -}}
 
+{{- /* Every container's: no privileges, a read-only root, no capabilities,
+with securityContext laid over it. */ -}}
 {{- define "proxyrefresh.securityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-privileged: false
-capabilities:
-  drop: ["ALL"]
+{{- $default := dict "allowPrivilegeEscalation" false "readOnlyRootFilesystem" true "privileged" false "capabilities" (dict "drop" (list "ALL")) -}}
+{{- toYaml (mergeOverwrite $default (.Values.securityContext | default dict)) -}}
 {{- end -}}
 
 {{- /* The namespaces the operator watches, as a JSON list: watchNamespaces, or
@@ -100,3 +120,11 @@ the release namespace; empty only for an explicit operator.clusterWide. */ -}}
           {{- end }}
           {{- end }}
 {{- end -}}
+
+{{/* "true" when the chart runs its own Redis: bundled.enabled (the default)
+and no other Redis named by url or existingSecret. */}}
+{{- define "proxyrefresh.bundledRedis" -}}
+{{- if and .Values.redis.bundled.enabled (not .Values.redis.url) (not .Values.redis.existingSecret) -}}
+true
+{{- end -}}
+{{- end }}
