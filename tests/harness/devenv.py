@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.harness.cluster import DEFAULT_DIR, Cluster, alive, stop_group
+from tests.harness.cluster import DEFAULT_DIR, Cluster, alive, stop_group, tools_bin
 from tests.harness.kubectl import Kubectl
 from tests.harness.operator_pod import NAMESPACE, OperatorPod
 from tests.harness.testbed import free_port, healthy, start_logged, wait_for_port
@@ -82,14 +82,26 @@ def up(cluster: Cluster) -> None:
         operator = OperatorPod(cluster, chosen, "operator")
         operator.start()
         ports = {"port": operator.port, "metrics": operator.metrics_port}
-        print(
-            f"dev: operator pod running (kubectl logs -n {NAMESPACE} deploy/operator; "
-            f"metrics {operator.metrics_url})",
-            file=sys.stderr,
-        )
+    print(
+        f"dev: operator pod running (kubectl logs -n {NAMESPACE} deploy/operator; "
+        f"metrics http://127.0.0.1:{ports.get('metrics')}/metrics)",
+        file=sys.stderr,
+    )
     cluster.save_state(
         {**cluster.state(), "dev_pids": pids, "dev_operator": ports, "redis_url": chosen}
     )
+
+
+def exports(cluster: Cluster) -> list[str]:
+    """What `eval "$(make dev-up)"` sets: the cluster, its Redis, and a PATH
+    with the pinned kubectl (and helm, crictl) and this checkout's
+    proxyrefresh first."""
+    venv = Path(sys.executable).parent
+    return [
+        f"export KUBECONFIG={cluster.kubeconfig}",
+        f"export PROXYREFRESH_REDIS_URL={cluster.state().get('redis_url')}",
+        f'export PATH="{tools_bin()}:{venv}:$PATH"',
+    ]
 
 
 def down(cluster: Cluster) -> None:
@@ -128,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             down(cluster)
             return 1
         print(f"dev: ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
-        print(f"export KUBECONFIG={cluster.kubeconfig}")
-        print(f"export PROXYREFRESH_REDIS_URL={cluster.state().get('redis_url')}")
+        for line in exports(cluster):
+            print(line)
     else:
         down(cluster)
         print("dev: down", file=sys.stderr)
