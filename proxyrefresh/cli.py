@@ -542,7 +542,7 @@ def ui(
 
     async def main() -> None:
         redis = RedisSettings.from_env().client(retries=1, timeout=5.0)
-        board = Board(redis, namespace or [in_namespace(None)], kube_lister())
+        board = Board(redis, namespace or [in_namespace(None)], *kube_lister())
         runner = web.AppRunner(make_app(board), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port, reuse_address=True).start()

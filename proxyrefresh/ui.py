@@ -1,12 +1,15 @@
 """``proxyrefresh ui``: one live page of the refreshes and pools of some namespaces.
 
 The page (``ui.html``, no build step, nothing fetched from elsewhere: it
-works offline) opens one Server-Sent Events stream. This process relays
-the Redis events channels to it as they are published, the runs' counters
-(the pods publish every change) and the pools' sizes, so a bar moves
-within moments of the change in Redis; the resources themselves (names,
-phases, messages) are listed from the API server every couple of seconds
-and sent when they change.
+works offline) comes with the state as this process last listed it, so
+its first paint shows the board, then opens one Server-Sent Events
+stream. This process relays the Redis events channels to it as they are
+published, the runs' counters (the pods publish every change) and the
+pools' sizes, so a bar moves within moments of the change in Redis; the
+resources themselves (names, phases, messages) are listed from the API
+server every couple of seconds and sent when they change. A refresh's
+chunks (from Redis) and pods (from the API server) are read when its card
+is opened.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys
+from proxyrefresh import redact
+from proxyrefresh.api import STALLED, true_condition
+from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
 from proxyrefresh.pool import BANDS, AsyncPool
 from proxyrefresh.watch import stalled
 
@@ -33,6 +38,14 @@ RELIST_SECONDS = 2.0
 QUEUE = 256  # events a slow page may fall behind by before it is let go
 
 Lister = Callable[[str], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+# The pods of one refresh: (namespace, refresh name) -> pod objects.
+PodLister = Callable[[str, str], list[dict[str, Any]]]
+
+
+def trouble(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """Condition ``kind``'s reason and message, if it is True."""
+    cond = true_condition(status, kind)
+    return {"reason": cond.get("reason"), "message": cond.get("message")} if cond else None
 
 
 def refresh_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -40,8 +53,8 @@ def refresh_row(item: dict[str, Any]) -> dict[str, Any]:
     carry credentials)."""
     meta, status = item.get("metadata") or {}, item.get("status") or {}
     keep = (
-        "phase", "message", "candidates", "totalChunks", "completedChunks",
-        "checked", "live", "usable", "startedAt", "completedAt",
+        "phase", "message", "candidates", "chunkSize", "totalChunks", "completedChunks",
+        "failedChunks", "checked", "live", "usable", "startedAt", "completedAt",
     )  # fmt: skip
     return {
         "uid": meta.get("uid"),
@@ -51,6 +64,8 @@ def refresh_row(item: dict[str, Any]) -> dict[str, Any]:
         "created": meta.get("creationTimestamp"),
         **{k: status.get(k) for k in keep},
         "message": stalled(status) or status.get("message"),
+        "stalled": trouble(status, STALLED),
+        "failed": trouble(status, "Failed"),
     }
 
 
@@ -63,11 +78,52 @@ def pool_row(item: dict[str, Any]) -> dict[str, Any]:
         "usable": status.get("usable"),
         "anonymity": status.get("anonymity") or {},
         "protocols": status.get("protocols") or {},
+        "minUsable": (item.get("spec") or {}).get("minUsable"),
+        "belowMinimum": trouble(status, "BelowMinimum"),
+        "stalled": trouble(status, STALLED),
     }
 
 
-def kube_lister() -> Lister:
-    """List refreshes and pools through the API server (blocking: run in a thread)."""
+def pod_row(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the page shows of a worker pod: its chunk, phase and trouble."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    containers = status.get("containerStatuses") or [{}]
+    state = containers[0].get("state") or {}
+    waiting = (state.get("waiting") or state.get("terminated") or {}).get("reason")
+    return {
+        "name": meta.get("name"),
+        "index": annotations.get("batch.kubernetes.io/job-completion-index"),
+        "phase": status.get("phase"),
+        "reason": status.get("reason") or waiting,
+        "restarts": containers[0].get("restartCount", 0),
+        "node": (pod.get("spec") or {}).get("nodeName"),
+        "started": status.get("startTime"),
+    }
+
+
+def chunk_rows(
+    total: int, completed: set[int], progress: dict[str, str], finished: bool
+) -> list[dict[str, Any]]:
+    """Each chunk's state from the run's counters in Redis: done, running
+    (a pod reported on it), failed (the run ended without it) or waiting."""
+    rows = []
+    for index in range(total):
+        processed = int(progress.get(f"{index}:processed") or 0)
+        if index in completed:
+            state = "done"
+        elif finished:
+            state = "failed"
+        else:
+            state = "running" if f"{index}:processed" in progress else "waiting"
+        succeeded = int(progress.get(f"{index}:succeeded") or 0)
+        rows.append({"index": index, "state": state, "checked": processed, "live": succeeded})
+    return rows
+
+
+def kube_lister() -> tuple[Lister, PodLister]:
+    """List refreshes and pools, and one refresh's pods, through the API
+    server (blocking: run in a thread)."""
     from kubernetes import client
 
     from proxyrefresh import constants as c
@@ -75,13 +131,18 @@ def kube_lister() -> Lister:
 
     load()
     api = client.CustomObjectsApi()
+    core = client.CoreV1Api()
 
     def listing(namespace: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         refreshes = api.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL)
         pools = api.list_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.POOL_PLURAL)
         return list(refreshes["items"]), list(pools["items"])
 
-    return listing
+    def pods(namespace: str, refresh: str) -> list[dict[str, Any]]:
+        found = core.list_namespaced_pod(namespace, label_selector=f"{c.LABEL_REFRESH}={refresh}")
+        return [core.api_client.sanitize_for_serialization(p) for p in found.items]
+
+    return listing, pods
 
 
 def sse(kind: str, data: dict[str, Any]) -> bytes:
@@ -91,12 +152,46 @@ def sse(kind: str, data: dict[str, Any]) -> bytes:
 class Board:
     """What the pages are shown, and the streams they are fed by."""
 
-    def __init__(self, redis: Redis, namespaces: list[str], lister: Lister) -> None:
-        self.redis, self.namespaces, self.lister = redis, namespaces, lister
+    def __init__(
+        self,
+        redis: Redis,
+        namespaces: list[str],
+        lister: Lister,
+        pods: PodLister | None = None,
+    ) -> None:
+        self.redis, self.namespaces, self.lister, self.pods = redis, namespaces, lister, pods
         self.refreshes: dict[str, dict[str, Any]] = {}  # by uid
         self.pools: dict[str, dict[str, Any]] = {}  # by namespace/name
         self.clients: set[asyncio.Queue[bytes]] = set()
         self.error: str | None = None
+        self.listed = asyncio.Event()  # set once the first listing is in
+
+    async def detail(self, uid: str) -> dict[str, Any] | None:
+        """One refresh's chunks and pods; None if it is not on this board."""
+        row = self.refreshes.get(uid)
+        if row is None:
+            return None
+        keys = RunKeys(uid)
+        chunks: list[dict[str, Any]] = []
+        error = None
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.smembers(keys.completed)
+            pipe.hgetall(keys.index_progress)
+            completed, progress = await pipe.execute()
+            finished = row.get("phase") in ("Complete", "Failed")
+            total = int(row.get("totalChunks") or 0)
+            chunks = chunk_rows(total, {int(i) for i in completed}, progress, finished)
+        except RedisError as exc:
+            error = f"Redis: {redact.redis_problem(exc)}"
+        pods: list[dict[str, Any]] = []
+        if self.pods is not None:
+            try:
+                found = await asyncio.to_thread(self.pods, row["namespace"], row["name"])
+                pods = sorted(map(pod_row, found), key=lambda p: int(p["index"] or 0))
+            except Exception as exc:  # the API server's errors are shown, not fatal
+                error = f"the API server: {redact.one_line(str(exc), 200)}"
+        return {"uid": uid, "chunks": chunks, "pods": pods, "error": error}
 
     def state(self) -> dict[str, Any]:
         return {
@@ -137,6 +232,7 @@ class Board:
                     row[field] = old[field]  # the events were ahead: never backwards
         changed = (refreshes, pools, error) != (self.refreshes, self.pools, self.error)
         self.refreshes, self.pools, self.error = refreshes, pools, error
+        self.listed.set()
         if changed:
             self.send(sse("state", self.state()))
 
@@ -225,9 +321,27 @@ class Board:
 BOARD: web.AppKey[Board] = web.AppKey("board", Board)
 
 
-async def page(_: web.Request) -> web.Response:
+FIRST_LISTING_WAIT = 5.0  # how long the page waits for a board not listed yet
+INITIAL = '<script id="initial" type="application/json">null</script>'
+
+
+async def page(request: web.Request) -> web.Response:
+    """The page with the board's state in it: its first paint shows the
+    refreshes and pools, not "connecting…" over "none yet"."""
+    board = request.app[BOARD]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(board.listed.wait(), FIRST_LISTING_WAIT)
     html = resources.files("proxyrefresh").joinpath("ui.html").read_text()
+    state = json.dumps(board.state(), separators=(",", ":")).replace("</", "<\\/")
+    html = html.replace(INITIAL, INITIAL.replace(">null<", f">{state}<"))
     return web.Response(text=html, content_type="text/html")
+
+
+async def refresh_detail(request: web.Request) -> web.Response:
+    found = await request.app[BOARD].detail(request.match_info["uid"])
+    if found is None:
+        return web.json_response({"error": "no such refresh on this page"}, status=404)
+    return web.json_response(found)
 
 
 async def state(request: web.Request) -> web.Response:
@@ -267,7 +381,17 @@ def make_app(board: Board) -> web.Application:
     app.router.add_get("/", page)
     app.router.add_get("/state", state)
     app.router.add_get("/events", events)
+    app.router.add_get("/refreshes/{uid}", refresh_detail)
     app.router.add_get("/healthz", healthz)
+
+    async def end_streams(_: web.Application) -> None:
+        """Let every page's stream end now, not at its next keep-alive."""
+        for queue in list(board.clients):
+            board.clients.discard(queue)
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(b"")
+
+    app.on_shutdown.append(end_streams)
 
     async def background(app: web.Application) -> Any:
         tasks = [asyncio.create_task(board.relisting()), asyncio.create_task(board.listen())]

@@ -159,13 +159,17 @@ async def revoke(redis: Redis, uid: str) -> None:
 
 def viewer_rules(secret: str, prefix: str = KEY_PREFIX) -> list[str]:
     """ACL SETUSER arguments for a viewer (``proxyrefresh ui``): read the
-    pools' keys, subscribe to the runs' and pools' events; no write, no run's
-    keys. Redis checks PSUBSCRIBE patterns literally, hence the two given."""
+    pools' keys, subscribe to the runs' and pools' events, read the runs'
+    per-chunk counters (numbers only: no run's items, results or anything
+    naming a proxy); no write. Redis checks PSUBSCRIBE patterns literally,
+    hence the two given."""
     return [
         "reset",
         "on",
         f">{secret}",
         f"~{prefix}:pool:*",
+        f"~{prefix}:{{*}}:completed",
+        f"~{prefix}:{{*}}:index_progress",
         "resetchannels",
         f"&{prefix}:{{*}}:events",
         f"&{prefix}:pool:{{*}}:events",

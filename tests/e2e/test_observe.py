@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,24 +20,11 @@ from proxyrefresh.fanout.access import viewer_rules
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.e2e.test_operator import assert_exact, small
+from tests.harness.browser import ARTIFACTS, chromium
 from tests.harness.kubectl import Kubectl
 from tests.harness.testbed import ROOT, free_port, start_logged, wait_for_port
 
 pytestmark = pytest.mark.e2e
-# Headless, and quiet: without the background-networking flags Chromium
-# keeps trying hosts this machine cannot reach.
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1200,900",
-)
-ARTIFACTS = Path(os.environ.get("PROXYREFRESH_ARTIFACTS", ROOT / ".artifacts"))
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -193,21 +179,6 @@ def ui(world: World, kubectl: Kubectl) -> Any:
     yield f"http://127.0.0.1:{port}/"
     proc.terminate()
     proc.wait(timeout=10)
-
-
-def chromium() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for path in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
-        if not os.access(path, os.X_OK):
-            pytest.fail(f"{path} is missing: apt-get install chromium chromium-driver "
-                        "(make bootstrap does)", pytrace=False)  # fmt: skip
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
 
 def test_the_live_page_follows_a_refresh(world: World, kubectl: Kubectl, ui: str) -> None:

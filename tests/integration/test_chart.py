@@ -404,7 +404,8 @@ def test_metrics_service_monitor_dashboard_and_the_page() -> None:
     (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-ui")]
     assert role["rules"] == [
         {"apiGroups": ["proxyrefresh.dev"], "resources": ["proxyrefreshes", "proxypools"],
-         "verbs": ["get", "list", "watch"]}
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     ]  # fmt: skip
     off = render("--set", "redis.url=redis://r:6379/0", "--set", "metrics.enabled=false")
     operator = next(
