@@ -243,6 +243,9 @@ def operator() -> None:
     from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
     from proxyrefresh.settings import OperatorSettings
 
+    from proxyrefresh.kubeconfig import load
+
+    load()  # no API server to talk to: one line and exit 2, not kopf's retries
     settings = OperatorSettings.from_env()
     # kopf's own text format cuts logger names to 20 characters; its
     # formatter takes a format string as well as a LogFormat.

@@ -160,3 +160,50 @@ def test_connection_problems_in_words_not_errno(error: str, said: str) -> None:
     for noise in ("Errno", "111", "104"):
         assert noise not in text
     assert text.endswith(("connection refused", "connection reset by peer"))
+
+
+def operator_lines(tmp_path: Path, log_format: str, wanted: int = 3) -> list[str]:
+    """The operator's first log lines, against an API server that is not there."""
+    import os
+    import subprocess
+    import sys
+
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1")
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "KUBERNETES_SERVICE_HOST": "",
+        "PROXYREFRESH_REDIS_URL": "redis://127.0.0.1:1",
+        "PROXYREFRESH_OPERATOR_LOG_FORMAT": log_format,
+        "PROXYREFRESH_OPERATOR_METRICS_PORT": "0",
+        "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": "",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxyrefresh.cli", "operator"],
+        stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        return [proc.stdout.readline() for _ in range(wanted)]
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_operator_logs_whole_names_or_json(tmp_path: Path) -> None:
+    """Issue 32, item 5: kopf's text format cut logger names at 20
+    characters; the JSON format is for log pipelines."""
+    text = operator_lines(tmp_path, "text")
+    assert any("] kopf.activities.startup [INFO] " in line for line in text), text
+    for line in operator_lines(tmp_path, "json"):
+        assert json.loads(line)["severity"]
+
+
+def test_operator_without_a_kubeconfig_says_so_and_exits(tmp_path: Path) -> None:
+    done = run_cli("operator", env=no_kubeconfig(tmp_path))
+    assert done.returncode == 2
+    assert "no Kubernetes API to talk to" in done.stderr
+    assert "Traceback" not in done.stderr
