@@ -240,10 +240,9 @@ def operator() -> None:
 
     import kopf
 
+    from proxyrefresh.kubeconfig import load
     from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
     from proxyrefresh.settings import OperatorSettings
-
-    from proxyrefresh.kubeconfig import load
 
     load()  # no API server to talk to: one line and exit 2, not kopf's retries
     settings = OperatorSettings.from_env()
@@ -456,7 +455,13 @@ def rotate(
         typer.echo(f"proxyrefresh rotate: pool {namespace}/{pool} on {where}", err=True)
 
     async def main() -> None:
-        redis = RedisSettings.from_env().client(retries=1, timeout=2.0)  # a client is waiting
+        # A client is waiting: few retries, a short timeout. Requests share a
+        # bounded pool and wait their turn for a connection, never failing
+        # with "Too many connections" under a burst of clients.
+        redis_settings = RedisSettings.from_env()
+        redis = redis_settings.client(
+            retries=1, timeout=2.0, max_connections=redis_settings.max_connections
+        )
         try:
             await run(AsyncPool(redis, pool, namespace), settings, *addresses, ready=ready)
         finally:

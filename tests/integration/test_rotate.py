@@ -489,3 +489,37 @@ def test_a_target_that_fails_everyone_costs_no_upstream_its_place(
             server.server_close()
         for held in BadTarget.held:
             held.close()
+
+
+def test_a_burst_of_clients_waits_for_redis_connections_instead_of_failing(
+    rotating: Rotating, live: list[LocalProxy]
+) -> None:
+    """Issue 35: 256 clients at once through a rotator allowed 4 Redis
+    connections all get answers from the target: commands wait their turn
+    for a connection (a pool that raised instead answered 503 "Too many
+    connections")."""
+    import asyncio
+
+    import aiohttp
+
+    rotating.fill([p for p in live if p.url.startswith("http://")])
+    r = rotating.start(PROXYREFRESH_REDIS_MAX_CONNECTIONS="4")
+    judge = rotating.bed.judge
+
+    async def burst() -> list[int]:
+        limits = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=limits) as session:
+
+            async def one() -> list[int]:
+                statuses = []
+                for _ in range(3):
+                    async with session.get(judge, proxy=r.proxy) as answer:
+                        await answer.read()
+                        statuses.append(answer.status)
+                return statuses
+
+            done = await asyncio.gather(*(one() for _ in range(256)))
+        return [s for statuses in done for s in statuses]
+
+    statuses = asyncio.run(burst())
+    assert Counter(statuses) == {200: 768}
