@@ -71,6 +71,7 @@ bench: bootstrap
 	$(VENV)/python -m bench.pool
 	$(VENV)/python -m bench.rotator
 	$(VENV)/python -m bench.fairness
+	$(VENV)/python -m bench.startup
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -26,12 +26,21 @@ import sys
 from collections.abc import Callable
 
 
+def version() -> int:
+    from proxyrefresh import __version__
+
+    print(f"proxyrefresh {__version__}")
+    return 0
+
+
 def command(args: list[str]) -> Callable[[], int | None]:
     """The function that runs the command ``args`` name, its modules loaded."""
     if args == ["worker"]:
         from proxyrefresh.worker.pod import main as pod_main
 
         return pod_main
+    if args == ["--version"]:  # a probe's question: no typer, no pydantic to load
+        return version
     from proxyrefresh.cli import main as cli_main
 
     return cli_main

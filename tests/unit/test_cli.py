@@ -207,3 +207,20 @@ def test_operator_without_a_kubeconfig_says_so_and_exits(tmp_path: Path) -> None
     assert done.returncode == 2
     assert "no Kubernetes API to talk to" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version_answers_without_loading_the_command_tree() -> None:
+    """Issue 35: `proxyrefresh --version` (a probe's question) loads neither
+    typer nor pydantic, and says what the full command line says."""
+    import subprocess
+    import sys
+
+    fast = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "proxyrefresh.entry", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in fast.stderr.splitlines()}
+    assert not {m for m in loaded if m.split(".")[0] in ("typer", "pydantic", "redis")}
+    assert fast.stdout == run_cli("--version").stdout == "proxyrefresh 0.1.0\n"
