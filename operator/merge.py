@@ -58,26 +58,14 @@ class Tally:
     usable: int = 0
     unchecked: int = 0
     anonymity: Counter[str] = field(default_factory=Counter)
-    checked_results: list[ProxyResult] = field(default_factory=list)
-    passing: set[str] = field(default_factory=set)
-
-
-def tally(results: dict[int, ChunkResult], flt: Filter) -> Tally:
-    """Every chunk counted, the results kept (for tests and small runs)."""
-    out = Tally()
-    for chunk in results.values():
-        for url, passing, _ in tally_chunk(out, chunk, flt):
-            if passing:
-                out.passing.add(url)
-    return out
 
 
 def tally_chunk(
-    out: Tally, chunk: ChunkResult, flt: Filter, keep: bool = True
+    out: Tally, chunk: ChunkResult, flt: Filter
 ) -> Iterator[tuple[str, bool, PoolEntry | None]]:
     """Count one chunk into ``out`` and yield what the pool merges of it:
-    (proxy URL, passing, its entry if it passes). ``keep=False`` keeps no
-    result, so a merge can stream a run of any size."""
+    (proxy URL, passing, its entry if it passes). Nothing is kept, so a
+    merge streams a run of any size."""
     out.unchecked += len(chunk.pending)
     for outcome in chunk.outcomes:
         row = outcome.value
@@ -85,8 +73,6 @@ def tally_chunk(
         if "protocol" not in row:  # an item the worker could not even parse
             continue
         result = ProxyResult.model_validate(row)
-        if keep:
-            out.checked_results.append(result)
         if result.alive:
             out.live += 1
             out.anonymity[str(result.anonymity)] += 1
@@ -114,13 +100,6 @@ def entry_of(result: ProxyResult) -> PoolEntry:
 
 def has_credentials(url: str) -> bool:
     return "@" in urlsplit(url).netloc
-
-
-def results(found: Tally) -> Iterator[tuple[str, bool, PoolEntry | None]]:
-    """What the pool's merge takes, from a kept tally."""
-    for result in found.checked_results:
-        passing = result.proxy in found.passing
-        yield result.proxy, passing, entry_of(result) if passing else None
 
 
 def ordered(entries: Iterable[PoolEntry]) -> list[PoolEntry]:
@@ -170,11 +149,6 @@ def fit(
 def withheld(entries: Iterable[PoolEntry]) -> int:
     """How many exported entries are there without their credentials."""
     return sum(1 for e in entries if has_credentials(e.proxy))
-
-
-def exported_count(config_map: dict[str, Any] | None) -> int | None:
-    raw = ((config_map or {}).get("data") or {}).get(JSON_KEY)
-    return len(json.loads(raw)) if raw else None
 
 
 async def write_export(

@@ -294,15 +294,11 @@ MERGE_READ_ITEMS = 4096  # results read from Redis per round trip while merging
 MOVES_ON = {Phase.PENDING.value, Phase.SCRAPING.value, Phase.MERGING.value}
 
 
-async def step(ctx: Context, body: dict[str, Any]) -> None:
-    """Run transitions until one leaves the refresh waiting (for the pool,
-    the Job, or nothing: it ended); each writes the status once."""
-    await run_steps(ctx, Refresh(body))
-
-
 async def run_steps(ctx: Context, refresh: Refresh) -> None:
-    """:func:`step` on a Refresh the caller keeps: its status is kept up to
-    date with every write, so a caller that steps again needs no re-read."""
+    """Run transitions until one leaves the refresh waiting (for the pool,
+    the Job, or nothing: it ended); each writes the status once. The caller
+    keeps ``refresh``: its status is kept up to date with every write, so a
+    caller that steps again needs no re-read."""
     try:
         refresh.spec  # noqa: B018 - validate before anything else
     except ValidationError as exc:
@@ -788,7 +784,7 @@ async def finish(ctx: Context, t: Transition) -> None:
 
     async def results() -> AsyncIterator[tuple[str, bool, PoolEntry | None]]:
         async for _, chunk in store.iter_results(batch=per_read):
-            for item in merge.tally_chunk(found, chunk, spec.filter, keep=False):
+            for item in merge.tally_chunk(found, chunk, spec.filter):
                 yield item
 
     include = spec.output.credentials is CredentialsExport.INCLUDE

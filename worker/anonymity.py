@@ -93,12 +93,6 @@ def _address(text: str) -> Address | str:
     return address
 
 
-def same_ip(a: str | None, b: str | None) -> bool:
-    if a is None or b is None:
-        return False
-    return a == b or _address(a) == _address(b)
-
-
 @functools.lru_cache(maxsize=64)
 def _real_set(
     real_ips: tuple[str, ...],

@@ -259,10 +259,6 @@ class PoolKeys:
     def group(self, name: str) -> str:  # zset: member id -> virtual time of its next turn
         return self.key(f"group:{name}")
 
-    @property
-    def group_prefix(self) -> str:
-        return self.group("")
-
     def fixed(self) -> list[str]:
         """Every key but the groups, in the order the scripts take them."""
         return [

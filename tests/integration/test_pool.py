@@ -27,7 +27,7 @@ from proxyrefresh.pool import (
 )
 from tests.conftest import run_cli
 from tests.harness.testbed import RedisServer
-from tests.unit.test_operator_logic import found, row
+from tests.unit.test_operator_logic import found, merged, row
 
 pytestmark = pytest.mark.integration
 TTL = 3600
@@ -70,7 +70,7 @@ def by_proxy(entries: list[PoolEntry]) -> dict[str, PoolEntry]:
 async def test_merges_follow_the_legacy_scoring(redis: AsyncRedis, name: str) -> None:
     pool = AsyncPool(redis, name)
     await pool.merge(
-        "r1", merge.results(found(row(1, True, "elite", 300), row(2, True, "elite", 100))), TTL
+        "r1", merged(found(row(1, True, "elite", 300), row(2, True, "elite", 100))), TTL
     )
     got = by_proxy(await pool.entries())
     assert [e.proxy for e in merge.ordered(got.values())] == [
@@ -78,17 +78,17 @@ async def test_merges_follow_the_legacy_scoring(redis: AsyncRedis, name: str) ->
         "http://1.1.1.1:1",
     ]
     assert got["http://1.1.1.1:1"].score == 1.0
-    await pool.merge("r2", merge.results(found(row(1, True, "elite"), row(2, False))), TTL)
+    await pool.merge("r2", merged(found(row(1, True, "elite"), row(2, False))), TTL)
     got = by_proxy(await pool.entries())
     assert got["http://1.1.1.1:1"].score == pytest.approx(1.1)
     assert (got["http://1.1.1.1:2"].score, got["http://1.1.1.1:2"].failures) == (0.5, 1)
-    await pool.merge("r3", merge.results(found(row(2, False))), TTL)
+    await pool.merge("r3", merged(found(row(2, False))), TTL)
     assert "http://1.1.1.1:1" in by_proxy(await pool.entries())  # not checked this time: untouched
-    outcome = await pool.merge("r4", merge.results(found(row(2, False))), TTL)
+    outcome = await pool.merge("r4", merged(found(row(2, False))), TTL)
     assert "http://1.1.1.1:2" not in by_proxy(await pool.entries())  # third failure in a row
     assert (outcome.size, outcome.usable) == (1, 1)
     # A refresh merged again (an operator restarted mid-merge) changes nothing.
-    again = await pool.merge("r2", merge.results(found(row(1, True, "elite"))), TTL)
+    again = await pool.merge("r2", merged(found(row(1, True, "elite"))), TTL)
     assert again.already
     assert by_proxy(await pool.entries())["http://1.1.1.1:1"].score == pytest.approx(1.1)
     text = merge.render(await pool.entries())[merge.TXT_KEY]
@@ -100,10 +100,10 @@ async def test_a_merge_cut_short_resumes_without_counting_twice(
 ) -> None:
     pool = AsyncPool(redis, name)
     rows = [row(port, True, "elite") for port in range(1, 1201)]  # three batches
-    await pool.merge("seed", merge.results(found(*rows)), TTL)
+    await pool.merge("seed", merged(found(*rows)), TTL)
 
     def cut_short() -> Iterator[tuple[str, bool, PoolEntry | None]]:
-        for i, item in enumerate(merge.results(found(*rows))):
+        for i, item in enumerate(merged(found(*rows))):
             if i == 700:  # the operator dies in the second batch
                 raise RuntimeError("killed")
             yield item
@@ -111,7 +111,7 @@ async def test_a_merge_cut_short_resumes_without_counting_twice(
     with pytest.raises(RuntimeError):
         await pool.merge("again", cut_short(), TTL)
     assert not await pool.merged("again")
-    outcome = await pool.merge("again", merge.results(found(*rows)), TTL)
+    outcome = await pool.merge("again", merged(found(*rows)), TTL)
     assert not outcome.already
     assert await pool.merged("again")
     scores = {e.port: e.score for e in await pool.entries()}
@@ -121,8 +121,8 @@ async def test_a_merge_cut_short_resumes_without_counting_twice(
 
 async def test_low_scores_and_old_entries_leave(redis: AsyncRedis, name: str) -> None:
     pool = AsyncPool(redis, name, scoring=Scoring(failure=0.001))
-    await pool.merge("r0", merge.results(found(row(1, True, "elite"), row(2, True, "elite"))), TTL)
-    await pool.merge("r1", merge.results(found(row(1, False))), TTL)  # 1.0 x 0.001 < 0.01
+    await pool.merge("r0", merged(found(row(1, True, "elite"), row(2, True, "elite"))), TTL)
+    await pool.merge("r1", merged(found(row(1, False))), TTL)  # 1.0 x 0.001 < 0.01
     assert [e.port for e in await pool.entries()] == [2]
     outcome = await pool.merge("r2", [], TTL, max_age_seconds=60, now=1e10)
     assert (outcome.size, outcome.expired) == (0, 1)
@@ -136,7 +136,7 @@ async def test_a_pool_that_nothing_passed_into_is_empty_not_an_error(
     entries of no ids would take the refusal for an outage and retry the
     merge forever), and so is what a consumer lists."""
     pool = AsyncPool(redis, name)
-    outcome = await pool.merge("r1", merge.results(found(row(1, False), row(2, False))), TTL)
+    outcome = await pool.merge("r1", merged(found(row(1, False), row(2, False))), TTL)
     assert (outcome.size, outcome.usable) == (0, 0)
     assert await pool.entries(limit=100) == []
     assert merge.render(merge.fit(await pool.entries(), 8192))[merge.TXT_KEY] == ""
@@ -149,7 +149,7 @@ async def test_credentials_are_identity_and_stay_out_of_the_export(
 ) -> None:
     pool = AsyncPool(redis, name)
     sessions = [row(7, True, "elite", auth=f"session-{n}:pw@") for n in (1, 2, 3)]
-    await pool.merge("r1", merge.results(found(*sessions, row(1, True, "elite"))), TTL)
+    await pool.merge("r1", merged(found(*sessions, row(1, True, "elite"))), TTL)
     entries = await pool.entries()
     assert len(entries) == 4  # three session users on one gateway: three entries
     assert merge.withheld(entries) == 3
@@ -159,7 +159,7 @@ async def test_credentials_are_identity_and_stay_out_of_the_export(
     assert exported[merge.TXT_KEY] == "http://1.1.1.1:1\n"  # only what works as written
     # A changed password scores the same proxy, not a new entry; the pool
     # keeps the newest password whole.
-    await pool.merge("r2", merge.results(found(row(7, True, "elite", auth="session-1:new@"))), TTL)
+    await pool.merge("r2", merged(found(row(7, True, "elite", auth="session-1:new@"))), TTL)
     entries = await pool.entries()
     assert len(entries) == 4
     session1 = next(e for e in entries if "session-1" in e.proxy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from proxyrefresh.operator.status import (
     progress_fields,
     set_condition,
 )
+from proxyrefresh.pool import PoolEntry
 from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
 
 SPEC = ProxyRefreshSpec.model_validate(
@@ -220,17 +222,30 @@ def row(
     return base
 
 
-def found(*rows: dict, flt: Filter | None = None) -> merge.Tally:  # type: ignore[type-arg]
-    return merge.tally(
-        {
-            0: ChunkResult(
-                index=0,
-                outcomes=[ItemOutcome(pos=i, ok=r["alive"], value=r) for i, r in enumerate(rows)],
-                pending=["x"],
-            )
-        },
-        flt or Filter(),
+@dataclass
+class Found:
+    """A chunk counted as the merge counts it, and what it merges."""
+
+    tally: merge.Tally
+    merged: list[tuple[str, bool, PoolEntry | None]]
+
+    @property
+    def passing(self) -> set[str]:
+        return {url for url, passing, _ in self.merged if passing}
+
+
+def found(*rows: dict, flt: Filter | None = None) -> Found:  # type: ignore[type-arg]
+    chunk = ChunkResult(
+        index=0,
+        outcomes=[ItemOutcome(pos=i, ok=r["alive"], value=r) for i, r in enumerate(rows)],
+        pending=["x"],
     )
+    out = merge.Tally()
+    return Found(out, list(merge.tally_chunk(out, chunk, flt or Filter())))
+
+
+def merged(result: Found) -> list[tuple[str, bool, PoolEntry | None]]:
+    return result.merged
 
 
 def test_tally_applies_the_filter() -> None:
@@ -241,8 +256,8 @@ def test_tally_applies_the_filter() -> None:
         row(4, True, "anonymous", latency=9000),
         flt=Filter(max_latency_ms=8000),
     )
-    assert (t.checked, t.live, t.usable, t.unchecked) == (4, 3, 1, 1)
-    assert t.anonymity == {"elite": 1, "transparent": 1, "anonymous": 1}
+    assert (t.tally.checked, t.tally.live, t.tally.usable, t.tally.unchecked) == (4, 3, 1, 1)
+    assert t.tally.anonymity == {"elite": 1, "transparent": 1, "anonymous": 1}
     assert t.passing == {"http://1.1.1.1:1"}
 
 
