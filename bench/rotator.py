@@ -211,6 +211,16 @@ async def main(args: argparse.Namespace) -> None:
                 f"  through the rotator (kept alive)              {rps_rotated:,.0f} requests/s "
                 f"({rps_rotated / rps_direct:.2f} x direct)"
             )
+            # Upstreams that keep their connections (SOCKS tunnels to the
+            # origin): the rotator reuses them instead of a new tunnel each.
+            before = t.health().get("upstream_connections_reused", 0)
+            tunneled = ("127.0.0.1", int(t.proxy.rsplit(":", 1)[1]))
+            rps_socks = await rate(tunneled, url, args.clients, args.seconds, keep_alive=True)
+            reused = t.health().get("upstream_connections_reused", 0) - before
+            print(
+                f"  through the rotator, two microsocks upstreams  {rps_socks:,.0f} requests/s "
+                f"({reused:,} of them on a kept upstream connection)"
+            )
         finally:
             r.stop()
             t.stop()

@@ -70,6 +70,7 @@ from proxyrefresh.worker.upstream import (
     open_plain,
     open_tunnel,
 )
+from proxyrefresh.worker.upstream_pool import Key, UpstreamConnections
 
 log = logging.getLogger("proxyrefresh.rotate")
 # One line per request or tunnel (``rotate -v``): off unless its level is INFO.
@@ -137,6 +138,11 @@ class Silent(NoAnswer):
     """Nothing came back: the connection closed, was reset, or the answer
     did not come in time. The upstream or the target may be to blame; only
     another upstream's answer to the same request tells (``_through``)."""
+
+
+class Closed(Silent):
+    """The connection closed or was reset before any answer: on a kept
+    connection, most often the upstream's idle timeout, not a failure."""
 
 
 class ClientGone(ConnectionError):
@@ -338,6 +344,7 @@ class Rotator:
         self._queue_wake = asyncio.Event()
         self._ahead: dict[PickFilter, tuple[asyncio.Task[PoolEntry], float]] = {}
         self._occupied: frozenset[str] | None = None  # None: every group
+        self.upstreams = UpstreamConnections()
 
     # --- the pool --------------------------------------------------------
 
@@ -620,6 +627,7 @@ class Rotator:
         self, entry: PoolEntry, ask: Ask, errors: list[str], why: str, attempt: int
     ) -> None:
         self.report(entry, False)
+        self.upstreams.drop(entry.id)
         if ask.session:
             self.sessions.drop(ask.session, entry)
         if attempt < self.settings.retries:
@@ -656,17 +664,33 @@ class Rotator:
         plain = render((method, target, "HTTP/1.1"), fields)
         tunneled = render((method, origin, "HTTP/1.1"), fields)
 
-        async def exchange(entry: PoolEntry) -> tuple[Streams, Head]:
+        async def exchange(entry: PoolEntry) -> tuple[Streams, Head, Key]:
             if entry.protocol is Protocol.HTTP:
                 auth = authorization(entry)
                 out = render((method, target, "HTTP/1.1"), fields + auth) if auth else plain
-                up_reader, up_writer = await open_plain(entry, self._ct)
+                key: Key = (entry.id, "")
             else:
                 out = tunneled
+                key = (entry.id, f"{host}:{port}")
+            if framing == NO_BODY and (kept := self.upstreams.take(key)) is not None:
+                # Sent again on a fresh connection if the kept one turns out
+                # closed: a request without a body is whole in ``out``.
+                try:
+                    return kept, await self._send(entry, out, framing, reader, *kept), key
+                except Closed:
+                    kept[1].close()
+                except BaseException:
+                    kept[1].close()
+                    raise
+            if entry.protocol is Protocol.HTTP:
+                up_reader, up_writer = await open_plain(entry, self._ct)
+            else:
                 up_reader, up_writer = await open_tunnel(entry, host, port, self._ct)
             try:
-                return (up_reader, up_writer), await self._send(
-                    entry, out, framing, reader, up_reader, up_writer
+                return (
+                    (up_reader, up_writer),
+                    await self._send(entry, out, framing, reader, up_reader, up_writer),
+                    key,
                 )
             except BaseException:
                 up_writer.close()
@@ -674,16 +698,23 @@ class Rotator:
 
         resend_ok = method in IDEMPOTENT and framing == NO_BODY
 
-        def target_answered(result: tuple[Streams, Head]) -> bool:
+        def target_answered(result: tuple[Streams, Head, Key]) -> bool:
             status = result[1].start[1]
             return status.isdigit() and int(status) < 500
 
         exchanged = self._through(ask, exchange, resend_ok, target_answered)
-        (up_reader, up_writer), response = await self._or_gone(exchanged, reader, writer)
+        (up_reader, up_writer), response, key = await self._or_gone(exchanged, reader, writer)
+        reusable = False
         try:
-            return await self._relay(head, method, response, up_reader, writer)
+            keep = await self._relay(head, method, response, up_reader, writer)
+            # The whole answer came, framed, on a connection neither side closes.
+            reusable = keeps_alive(response) and response_framing(response, method).kind != "close"
+            return keep
         finally:
-            up_writer.close()
+            if reusable:
+                self.upstreams.give(key, (up_reader, up_writer))
+            else:
+                up_writer.close()
 
     async def _send(
         self,
@@ -710,7 +741,7 @@ class Rotator:
         except BadMessage as exc:
             raise Garbled(str(exc)) from None
         except OSError as exc:
-            raise Silent(exc.strerror or str(exc) or type(exc).__name__) from None
+            raise Closed(exc.strerror or str(exc) or type(exc).__name__) from None
         if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
             # Meant for us, not the client: the pool's credentials are wrong.
             raise Garbled("the upstream refused its credentials (407)")
@@ -737,7 +768,7 @@ class Rotator:
         while True:
             raw = await read_head(up_reader)
             if not raw:
-                raise Silent("closed the connection without an answer")
+                raise Closed("closed the connection without an answer")
             response = parse_head(raw)
             if not response.start[1].startswith("1"):
                 return response
@@ -803,4 +834,5 @@ async def run(
         server.close()
         if runner is not None:
             await runner.cleanup()
+        rotator.upstreams.close()
         await rotator.drain_reports()

@@ -197,6 +197,8 @@ async def healthz(request: web.Request) -> web.Response:
     rotator = request.app[ROTATOR]
     counters = dataclasses.asdict(rotator.counters)
     counters["sessions"] = len(rotator.sessions)
+    counters["upstream_connections_reused"] = rotator.upstreams.reused
+    counters["upstream_connections_idle"] = len(rotator.upstreams)
     return web.json_response({"status": "ok", **counters})
 
 

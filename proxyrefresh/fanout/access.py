@@ -160,9 +160,8 @@ async def revoke(redis: Redis, uid: str) -> None:
 def viewer_rules(secret: str, prefix: str = KEY_PREFIX) -> list[str]:
     """ACL SETUSER arguments for a viewer (``proxyrefresh ui``): read the
     pools' keys, subscribe to the runs' and pools' events, read the runs'
-    per-chunk counters (numbers only: no run's items, results or anything
-    naming a proxy); no write. Redis checks PSUBSCRIBE patterns literally,
-    hence the two given."""
+    per-chunk counters (numbers only: never a run's items or results); no
+    write. Redis checks PSUBSCRIBE patterns literally, hence the two given."""
     return [
         "reset",
         "on",

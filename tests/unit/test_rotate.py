@@ -244,3 +244,59 @@ def test_a_client_s_failure_reports_are_leased_once_counted_and_rate_limited() -
     now[0] += 601
     assert status("a", proxies[3], reports.lease(proxies[3])) == 200  # a new lease, later
     assert status("a", proxies[2], leases[proxies[2]]) == 403  # that old lease expired
+
+
+class FakeStream:
+    """A reader and writer in one: open until closed, or at EOF if told."""
+
+    def __init__(self, eof: bool = False) -> None:
+        self.closed, self.eof = False, eof
+
+    def at_eof(self) -> bool:
+        return self.eof
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_kept_upstream_connections_are_bounded_fresh_and_dropped_on_failure() -> None:
+    """Issue 35: connections to upstreams are kept for the next request
+    through the same upstream (and target), a few each, never stale."""
+    from typing import Any, cast
+
+    from proxyrefresh.worker.upstream_pool import UpstreamConnections
+
+    now = [0.0]
+    kept = UpstreamConnections(per_key=2, keys=3, idle_seconds=10, clock=lambda: now[0])
+
+    def streams(eof: bool = False) -> Any:
+        s = FakeStream(eof)
+        return cast(Any, (s, s))
+
+    a, b, c = streams(), streams(), streams()
+    for s in (a, b, c):
+        kept.give(("up1", ""), s)
+    assert a[0].closed  # past per_key: the oldest goes
+    assert kept.take(("up1", "")) is c  # the freshest first
+    assert kept.take(("up1", "other:80")) is None  # a tunnel is kept per target
+    closed_meanwhile = streams(eof=True)
+    kept.give(("up2", ""), closed_meanwhile)
+    assert kept.take(("up2", "")) is None  # the upstream closed it: not handed out
+    kept.give(("up2", ""), streams())
+    now[0] = 11.0
+    assert kept.take(("up2", "")) is None  # idle too long
+    d = streams()
+    kept.give(("up3", "t:443"), d)
+    kept.give(("up3", ""), streams())
+    kept.drop("up3")  # the upstream failed: all of its connections go
+    assert d[0].closed
+    assert len(kept) == 1  # b, under up1
+    for upstream in ("up4", "up5"):
+        kept.give((upstream, ""), streams())
+    assert not b[0].closed
+    kept.give(("up6", ""), streams())
+    assert b[0].closed  # past `keys` pairs: the oldest pair goes
+    assert kept.reused == 1

@@ -1,0 +1,79 @@
+"""Kept-alive connections to upstreams, for the rotator.
+
+Opening a connection to an upstream (and, through a SOCKS or CONNECT
+upstream, its tunnel to the target) cost more than relaying the request
+itself. An answer the upstream framed (a length, chunks, or no body) on a
+connection neither side closes leaves the connection reusable: it waits
+here, under its upstream (and, for a tunnel, its target), for the next
+request that upstream is picked for.
+
+Bounded: a few idle connections per upstream and target, none older than
+``idle_seconds`` (an upstream's own idle timeout may close one first: the
+rotator then opens a fresh one and holds nothing against the upstream), and
+an upstream that fails loses all of its own at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from proxyrefresh.worker.upstream import Streams
+
+# (upstream id, target "host:port" for a tunnel, or "" for a plain http upstream)
+Key = tuple[str, str]
+
+
+@dataclass
+class UpstreamConnections:
+    per_key: int = 4  # idle connections kept per upstream and target
+    keys: int = 1024  # upstream-and-target pairs with idle connections (the oldest goes)
+    idle_seconds: float = 20.0
+    clock: Callable[[], float] = time.monotonic
+    _idle: OrderedDict[Key, deque[tuple[Streams, float]]] = field(default_factory=OrderedDict)
+    reused: int = 0  # requests that found a connection waiting
+
+    def take(self, key: Key) -> Streams | None:
+        """A kept connection for ``key`` that still looks open, if any."""
+        waiting = self._idle.get(key)
+        now = self.clock()
+        while waiting:
+            streams, since = waiting.pop()  # the freshest first
+            reader, writer = streams
+            if now - since < self.idle_seconds and not reader.at_eof() and not writer.is_closing():
+                if not waiting:
+                    del self._idle[key]
+                self.reused += 1
+                return streams
+            writer.close()
+        self._idle.pop(key, None)
+        return None
+
+    def give(self, key: Key, streams: Streams) -> None:
+        """Keep ``streams`` for the next request through ``key``."""
+        waiting = self._idle.setdefault(key, deque())
+        self._idle.move_to_end(key)
+        waiting.append((streams, self.clock()))
+        while len(waiting) > self.per_key:
+            waiting.popleft()[0][1].close()
+        while len(self._idle) > self.keys:
+            _, oldest = self._idle.popitem(last=False)
+            for (_, writer), _ in oldest:
+                writer.close()
+
+    def drop(self, upstream: str) -> None:
+        """Close every kept connection of an upstream that failed."""
+        for key in [k for k in self._idle if k[0] == upstream]:
+            for (_, writer), _ in self._idle.pop(key):
+                writer.close()
+
+    def close(self) -> None:
+        for waiting in self._idle.values():
+            for (_, writer), _ in waiting:
+                writer.close()
+        self._idle.clear()
+
+    def __len__(self) -> int:
+        return sum(len(w) for w in self._idle.values())
