@@ -58,8 +58,10 @@ chart-check: bootstrap
 	$(VENV)/pytest tests/integration/test_chart.py $(PYTEST_ARGS)
 
 # The slowest tests are listed at the end: the suite's time budget is watched.
+# Two workers: one runs every e2e test against the one cluster (they are one
+# xdist group), the other the unit and integration tests meanwhile.
 test: lint
-	$(VENV)/pytest tests --durations=15 $(PYTEST_ARGS)
+	$(VENV)/pytest tests -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/python -m tests.harness.demo
