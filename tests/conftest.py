@@ -31,16 +31,6 @@ from tests.harness.waiting import wait_until
 T = TypeVar("T")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every e2e test in one xdist group, first: `make test` runs them on one
-    worker (one cluster, one node per machine) while the other worker takes
-    the unit and integration tests."""
-    e2e = [i for i in items if i.nodeid.startswith("tests/e2e/")]
-    for item in e2e:
-        item.add_marker(pytest.mark.xdist_group("cluster"))
-    items[:] = e2e + [i for i in items if not i.nodeid.startswith("tests/e2e/")]
-
-
 @dataclass
 class Bed:
     testbed: Testbed

@@ -43,6 +43,7 @@ def cluster() -> Iterator[Cluster]:
         local.up()
     except (FileNotFoundError, node.NodeUnavailable) as exc:
         local.down()
+        shutil.rmtree(root, ignore_errors=True)
         pytest.fail(str(exc), pytrace=False)
     try:
         yield local
