@@ -73,6 +73,8 @@ def test_status_says_size_usable_and_below_minimum() -> None:
     assert conditions["BelowMinimum"]["status"] == "True"
     assert conditions["Ready"]["status"] == "False"
     assert conditions["Ready"]["observedGeneration"] == 2
+    # Ready says what it is measured against (issue 32, item 5).
+    assert conditions["Ready"]["message"] == f"9 usable of 12, minUsable {SPEC.min_usable}"
     fine = pools.status_fields(PoolStats(12, 12), SPEC, fields, 2)
     assert {cond["type"]: cond["status"] for cond in fine["conditions"]} == {
         "Ready": "True",
@@ -166,3 +168,17 @@ def test_a_refill_cut_off_anywhere_is_started_once_and_reported_once(
     assert (event["reason"], event["involvedObject"]["uid"]) == ("Refill", "u-1")
     assert event["message"] == "3 usable, fewer than minUsable 10: started refresh eu-refill-1"
     assert (api.status["refillsStarted"], api.status["lastRefill"]) == (1, "eu-refill-1")
+
+
+def test_the_shipped_pool_example_starts_nothing_until_it_is_yours() -> None:
+    """Applied as shipped, manifests/examples/pool.yaml must not start a
+    refill against placeholder hosts (issue 32, item 9)."""
+    from pathlib import Path
+
+    import yaml
+
+    from proxyrefresh.api import ProxyPoolSpec
+
+    example = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "pool.yaml"
+    spec = ProxyPoolSpec.model_validate(yaml.safe_load(example.read_text())["spec"])
+    assert spec.min_usable == 0
