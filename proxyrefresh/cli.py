@@ -493,6 +493,7 @@ def watch(
     from proxyrefresh.client import API_ERRORS
     from proxyrefresh.fanout.store import RunKeys
     from proxyrefresh.kubeconfig import load
+    from proxyrefresh.settings import RedisSettings
 
     namespace = in_namespace(namespace)
     load()
@@ -518,7 +519,11 @@ def watch(
         return last
 
     uid = read()["metadata"]["uid"]
-    events = w.Events(os.environ.get("PROXYREFRESH_REDIS_URL"), RunKeys(uid).events)
+    # Events only where the user named a Redis (PROXYREFRESH_REDIS_URL), not
+    # the default URL: else the status alone.
+    redis = RedisSettings.from_env()
+    named = redis.url if "url" in redis.model_fields_set else None
+    events = w.Events(named, RunKeys(uid).events)
     view = w.follow(name, status, events, w.Output(name, sys.stdout, bar=sys.stdout.isatty()))
     if view.phase != "Complete":
         raise fail(f"refresh {name} failed: {w.failure(last)}", 1)
