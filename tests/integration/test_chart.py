@@ -424,7 +424,8 @@ def test_default_values_render_and_lint_with_the_bundled_redis() -> None:
     helm("lint", str(CHART), "--strict")
     docs = render()
     (redis,) = by_kind(docs, "StatefulSet")
-    assert redis["metadata"]["name"] == "proxyrefresh-redis"
+    # <release>-<chart>, as every release so far was named (an upgrade renames nothing)
+    assert redis["metadata"]["name"] == "proxyrefresh-proxyrefresh-redis"
     assert not by_kind(render("--set", "redis.url=redis://r:6379/0"), "StatefulSet")
     assert not by_kind(render("--set", "redis.existingSecret=mine"), "StatefulSet")
 

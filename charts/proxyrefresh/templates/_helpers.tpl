@@ -2,18 +2,15 @@
 {{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- /* As the common charts name things: fullnameOverride, else the release
-name (alone if it already holds the chart's name), then the chart's name. */ -}}
+{{- /* fullnameOverride, else <release>-<name>, always: the common charts
+drop the release name when it holds the chart's, but here that would
+rename an installed release's objects on upgrade (its bundled Redis's
+Secret and volume among them). */ -}}
 {{- define "proxyrefresh.fullname" -}}
 {{- if .Values.fullnameOverride -}}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- $name := include "proxyrefresh.name" . -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
-{{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
+{{- printf "%s-%s" .Release.Name (include "proxyrefresh.name" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -53,11 +50,9 @@ user, RuntimeDefault seccomp) with podSecurityContext laid over it. */ -}}
 {{- toYaml (mergeOverwrite $default (.Values.podSecurityContext | default dict)) -}}
 {{- end -}}
 
-{{- /* priorityClassName for every pod of the chart, when set. */ -}}
+{{- /* priorityClassName for every pod of the chart (included only when set). */ -}}
 {{- define "proxyrefresh.priorityClass" -}}
-{{- with .Values.priorityClassName }}
-priorityClassName: {{ . | quote }}
-{{- end }}
+priorityClassName: {{ .Values.priorityClassName | quote }}
 {{- end -}}
 
 {{- /* Pod spec lines for hostNetwork.enabled: the node's network, names
