@@ -25,6 +25,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from proxyrefresh.api import Phase, true_condition
+from proxyrefresh.api import finished as api_finished
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.operator import reconcile
 from proxyrefresh.operator.subscriptions import Feed
@@ -53,7 +54,7 @@ FOLLOWED = (Phase.DISPATCHED.value, Phase.PROCESSING.value)
 
 
 def finished(status: dict[str, Any]) -> bool:
-    return status.get("phase") in (Phase.COMPLETE.value, Phase.FAILED.value)
+    return api_finished(status.get("phase"))
 
 
 def awaiting_job_end(status: dict[str, Any]) -> bool:

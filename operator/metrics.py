@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from proxyrefresh import __version__
-from proxyrefresh.api import Phase
+from proxyrefresh.api import Phase, finished
 from proxyrefresh.operator.status import parse_time
 
 DURATION_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -113,8 +113,8 @@ def _later(seen: Seen, than: Seen) -> bool:
     """Whether ``seen`` is the one a pool's latest-refresh gauges show: the
     latest finished refresh, or the latest one while none has finished, so
     the gauges do not drop to 0 each time a refresh starts (alerts flap)."""
-    if (seen.phase in TERMINAL) != (than.phase in TERMINAL):
-        return seen.phase in TERMINAL
+    if finished(seen.phase) != finished(than.phase):
+        return finished(seen.phase)
     return seen.order > than.order
 
 
@@ -197,8 +197,8 @@ class Metrics:
                 values["usable"] = int(status["poolUsable"])
         if phase == Phase.COMPLETE.value:
             self._succeeded(namespace, pool, status.get("completedAt"))
-        was_terminal = before is not None and before.phase in TERMINAL
-        if phase in TERMINAL and not was_terminal:
+        was_terminal = before is not None and finished(before.phase)
+        if finished(phase) and not was_terminal:
             seconds = _seconds_between(status.get("startedAt"), status.get("completedAt"))
             if seconds is not None:
                 outcome = "complete" if phase == Phase.COMPLETE.value else "failed"
@@ -238,9 +238,6 @@ class Metrics:
         from prometheus_client import start_http_server
 
         start_http_server(port, addr=address, registry=self.registry)
-
-
-TERMINAL = {Phase.COMPLETE.value, Phase.FAILED.value}
 
 
 def _seconds_between(start: Any, end: Any) -> float | None:

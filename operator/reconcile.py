@@ -42,6 +42,7 @@ from proxyrefresh.api import (
     ProxyRefreshStatus,
     Scoring,
     dump,
+    finished,
     problems,
     true_condition,
 )
@@ -272,7 +273,7 @@ async def commit(ctx: Context, t: Transition) -> None:
         note(ctx, reason, message, warning)
     for work in t.after:
         await work()
-    if t.fields.get("phase") in (Phase.COMPLETE.value, Phase.FAILED.value):
+    if finished(t.fields.get("phase")):
         log.info(
             "%s/%s: status patches sent by this operator so far: %d",
             refresh.namespace,
@@ -648,7 +649,7 @@ async def ended_meanwhile(refresh: Refresh) -> bool:
     if current is not None and current["metadata"]["uid"] != refresh.uid:
         current = None  # deleted and created again under the same name
     phase = ((current or {}).get("status") or {}).get("phase")
-    if current is None or phase in (Phase.COMPLETE.value, Phase.FAILED.value):
+    if current is None or finished(phase):
         log.info(
             "%s/%s ended meanwhile (%s); this step stops",
             refresh.namespace,

@@ -57,6 +57,15 @@ class Phase(StrEnum):
         return self in (Phase.COMPLETE, Phase.FAILED)
 
 
+FINISHED = frozenset(p.value for p in Phase if p.terminal)
+
+
+def finished(phase: object) -> bool:
+    """Whether a phase as a status writes it (a string, or nothing yet)
+    has ended: the one spelling of "Complete or Failed"."""
+    return phase in FINISHED
+
+
 # What the API server accepts as an object's name (DNS-1123 subdomain) and
 # as a ConfigMap key: checked at admission, so no refresh is accepted that
 # could never write or read them.

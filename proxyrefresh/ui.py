@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxyrefresh import redact
-from proxyrefresh.api import STALLED, true_condition
+from proxyrefresh.api import STALLED, finished, true_condition
 from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
 from proxyrefresh.pool import BANDS, AsyncPool
 from proxyrefresh.watch import stalled
@@ -103,7 +103,7 @@ def pod_row(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def chunk_rows(
-    total: int, completed: set[int], progress: dict[str, str], finished: bool
+    total: int, completed: set[int], progress: dict[str, str], ended: bool
 ) -> list[dict[str, Any]]:
     """Each chunk's state from the run's counters in Redis: done, running
     (a pod reported on it), failed (the run ended without it) or waiting."""
@@ -112,7 +112,7 @@ def chunk_rows(
         processed = int(progress.get(f"{index}:processed") or 0)
         if index in completed:
             state = "done"
-        elif finished:
+        elif ended:
             state = "failed"
         else:
             state = "running" if f"{index}:processed" in progress else "waiting"
@@ -179,9 +179,9 @@ class Board:
             pipe.smembers(keys.completed)
             pipe.hgetall(keys.index_progress)
             completed, progress = await pipe.execute()
-            finished = row.get("phase") in ("Complete", "Failed")
+            ended = finished(row.get("phase"))
             total = int(row.get("totalChunks") or 0)
-            chunks = chunk_rows(total, {int(i) for i in completed}, progress, finished)
+            chunks = chunk_rows(total, {int(i) for i in completed}, progress, ended)
         except RedisError as exc:
             error = f"Redis: {redact.redis_problem(exc)}"
         pods: list[dict[str, Any]] = []

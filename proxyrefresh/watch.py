@@ -16,9 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
-from proxyrefresh.api import STALLED, Phase, true_condition
-
-TERMINAL = {Phase.COMPLETE.value, Phase.FAILED.value}
+from proxyrefresh.api import STALLED, Phase, finished, true_condition
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class View:
 
     @property
     def done(self) -> bool:
-        return self.phase in TERMINAL
+        return finished(self.phase)
 
 
 def stalled(status: dict[str, Any]) -> str | None:
