@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hmac
 import logging
 import time
@@ -665,27 +666,26 @@ class Rotator:
         tunneled = render((method, origin, "HTTP/1.1"), fields)
 
         async def exchange(entry: PoolEntry) -> tuple[Streams, Head, Key]:
+            opening: Callable[[], Awaitable[Streams]]
             if entry.protocol is Protocol.HTTP:
                 auth = authorization(entry)
                 out = render((method, target, "HTTP/1.1"), fields + auth) if auth else plain
                 key: Key = (entry.id, "")
+                opening = functools.partial(open_plain, entry, self._ct)
             else:
                 out = tunneled
                 key = (entry.id, f"{host}:{port}")
+                opening = functools.partial(open_tunnel, entry, host, port, self._ct)
             if framing == NO_BODY and (kept := self.upstreams.take(key)) is not None:
                 # Sent again on a fresh connection if the kept one turns out
                 # closed: a request without a body is whole in ``out``.
                 try:
                     return kept, await self._send(entry, out, framing, reader, *kept), key
-                except Closed:
+                except BaseException as exc:
                     kept[1].close()
-                except BaseException:
-                    kept[1].close()
-                    raise
-            if entry.protocol is Protocol.HTTP:
-                up_reader, up_writer = await open_plain(entry, self._ct)
-            else:
-                up_reader, up_writer = await open_tunnel(entry, host, port, self._ct)
+                    if not isinstance(exc, Closed):
+                        raise
+            up_reader, up_writer = await opening()
             try:
                 return (
                     (up_reader, up_writer),
@@ -706,9 +706,7 @@ class Rotator:
         (up_reader, up_writer), response, key = await self._or_gone(exchanged, reader, writer)
         reusable = False
         try:
-            keep = await self._relay(head, method, response, up_reader, writer)
-            # The whole answer came, framed, on a connection neither side closes.
-            reusable = keeps_alive(response) and response_framing(response, method).kind != "close"
+            keep, reusable = await self._relay(head, method, response, up_reader, writer)
             return keep
         finally:
             if reusable:
@@ -780,7 +778,10 @@ class Rotator:
         response: Head,
         up_reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-    ) -> bool:
+    ) -> tuple[bool, bool]:
+        """Relay the answer; whether the client's connection stays open, and
+        whether the upstream's may be kept (the whole answer came, framed,
+        on a connection neither side closes)."""
         framing = response_framing(response, method)
         keep = keeps_alive(request) and framing.kind != "close"
         fields = forwarded_fields(response)
@@ -792,7 +793,7 @@ class Rotator:
         writer.write(render(("HTTP/1.1", response.start[1], response.start[2]), fields))
         await copy_body(framing, up_reader, writer)
         await writer.drain()
-        return keep
+        return keep, keeps_alive(response) and framing.kind != "close"
 
 
 async def run(
