@@ -666,19 +666,20 @@ def pool_list(
     lines, for streaming into jq)."""
     import json
 
-    fmt = output_format(output, False)
+    fmt = output_format(output, as_json)
     namespace = in_namespace(namespace)
     with _pool_errors():
         entries = _pool(name, namespace).entries(limit)
+    if fmt is Format.TEXT:
+        for entry in entries:
+            typer.echo(entry.proxy)
+        return
     views = [entry_view(entry) for entry in entries]
     if as_json:
         for view in views:
             typer.echo(json.dumps(view))
     elif fmt is Format.WIDE:
         typer.echo(table(views))
-    elif fmt is Format.TEXT:
-        for entry in entries:
-            typer.echo(entry.proxy)
     else:
         typer.echo(document(views, fmt))
 
