@@ -27,6 +27,7 @@ from proxyrefresh.api import (
     ProxyRefreshSpec,
     ProxyRefreshStatus,
 )
+from proxyrefresh.prose import unwrapped
 
 _DROP = {"title", "additionalProperties"}
 
@@ -73,12 +74,6 @@ NAME_RULE = name_rule("it becomes a label value")
 POOL_NAME_RULE = name_rule("it names the pool, which refreshes name in spec.pool")
 
 
-def prose(docstring: str) -> str:
-    """A docstring as a description: lines joined within paragraphs, as
-    `kubectl explain` wraps text itself."""
-    return "\n\n".join(" ".join(p.split()) for p in docstring.strip().split("\n\n"))
-
-
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_inline(n, defs) for n in node]
@@ -110,7 +105,7 @@ def _int_or_string(node: dict[str, Any]) -> dict[str, Any]:
     if "default" in node:
         out["default"] = node["default"]
     if "description" in node:
-        out["description"] = prose(node["description"])
+        out["description"] = unwrapped(node["description"])
     return out
 
 
@@ -129,7 +124,7 @@ def _structural(node: dict[str, Any], path: tuple[str, ...], rules: Rules) -> di
         node.pop("default")
     out: dict[str, Any] = {k: v for k, v in node.items() if k not in _DROP}
     if "description" in out:
-        out["description"] = prose(out["description"])
+        out["description"] = unwrapped(out["description"])
     if "allOf" in out:
         (only,) = out.pop("allOf")
         out = {**only, **out}
@@ -304,7 +299,7 @@ def pool_crd() -> dict[str, Any]:
             column("Last Refresh", ".status.lastRefreshAt", "date"),
             AGE,
             column("Last Refill", ".status.lastRefill", "string", wide=True),
-            column("Ready", '.status.conditions[?(@.type=="Ready")].message', "string", wide=True),
+            condition_column("Ready", "Ready", "message", wide=True),
         ],
         [POOL_NAME_RULE],
     )

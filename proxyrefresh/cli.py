@@ -802,18 +802,10 @@ def command_alone(name: str) -> typer.Typer | None:
     return None
 
 
-def unwrapped(doc: str) -> str:
-    """A docstring with its line breaks joined within paragraphs: help is
-    wrapped to the terminal, and a docstring's own breaks would cut its
-    sentences in the middle."""
-    import inspect
-
-    paragraphs = inspect.cleandoc(doc).split("\n\n")
-    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
-
-
 def unwrap_help(*typers: typer.Typer) -> None:
     """Give every command its docstring, unwrapped, as its help."""
+    from proxyrefresh.prose import unwrapped
+
     for group in typers:
         for info in group.registered_commands:
             if info.help is None and info.callback is not None and info.callback.__doc__:
