@@ -10,14 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from proxyrefresh.api import Phase
+from proxyrefresh.api import TIME_FORMAT, Phase
 from proxyrefresh.fanout.job import active_pods, failed_indexes
 from proxyrefresh.fanout.store import Progress
 
 MONOTONIC = ("completedChunks", "checked", "live", "failedChunks")
-
-
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # what the status's timestamps look like
 
 
 def now_iso() -> str:

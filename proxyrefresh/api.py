@@ -317,6 +317,7 @@ class SourceStatus(Camel):
 
 
 DateTime = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # how a status writes them: RFC 3339, UTC, seconds
 
 
 class ConditionStatus(StrEnum):

@@ -26,9 +26,11 @@ class Format(StrEnum):
 
 def timestamp(epoch: float | None) -> str | None:
     """RFC 3339 in UTC, to the second, as Kubernetes writes times."""
+    from proxyrefresh.api import TIME_FORMAT
+
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime(TIME_FORMAT)
 
 
 def rounded(value: float | None, digits: int) -> float | None:

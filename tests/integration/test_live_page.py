@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 
+from proxyrefresh.api import TIME_FORMAT
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.models import Anonymity
 from tests.conftest import wait_for
@@ -30,7 +31,7 @@ NS = "team"
 
 def ago(seconds: float) -> str:
     when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.strftime(TIME_FORMAT)
 
 
 def condition(kind: str, reason: str, message: str) -> dict[str, str]:
