@@ -28,7 +28,9 @@ from proxyrefresh.api import Phase, true_condition
 from proxyrefresh.api import finished as api_finished
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.operator import reconcile
+from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.subscriptions import Feed
+from proxyrefresh.operator.transition import Refresh
 
 log = logging.getLogger("proxyrefresh.operator")
 HEARTBEAT = 2.0  # seconds between steps when nothing is published
@@ -82,7 +84,7 @@ def waiting_for_pool(status: dict[str, Any]) -> bool:
     )
 
 
-async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
+async def drive(ctx: Context, body: Any, stopped: Any) -> None:
     """Step the refresh until it ends or the daemon is stopped."""
     uid = str(body["metadata"]["uid"])
     namespace = str(body["metadata"]["namespace"])
@@ -95,11 +97,11 @@ async def drive(ctx: reconcile.Context, body: Any, stopped: Any) -> None:
             current = dict(body)
             status = merged_status(dict(current.get("status") or {}), ours)
             if finished(status):  # ended by another step (Replace) or seen ended
-                ctx.pool_turns.wake(namespace, reconcile.Refresh(current).pool)
+                ctx.pool_turns.wake(namespace, Refresh(current).pool)
                 return
             # Steps start at least MIN_GAP apart, but how long a step reads
             # varies, so progress writes are paced too.
-            refresh = reconcile.Refresh({**current, "status": status}, not_before=written + MIN_GAP)
+            refresh = Refresh({**current, "status": status}, not_before=written + MIN_GAP)
             turn = ctx.pool_turns.event(namespace, refresh.pool)
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow

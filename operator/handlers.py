@@ -18,6 +18,7 @@ from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
 from proxyrefresh.operator import driver, memory, policy, pools, reconcile
+from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.operator.turns import PoolTurns
@@ -57,7 +58,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     operator_settings = OperatorSettings.from_env()
     redis_settings = RedisSettings.from_env()
     redis = redis_settings.client(max_connections=redis_settings.max_connections)
-    memo.ctx = reconcile.Context(
+    memo.ctx = Context(
         operator_settings,
         redis_settings,
         redis,
@@ -101,10 +102,8 @@ def refreshes_by_pool(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[s
     return policy.index_entry(dict(body))
 
 
-def _ctx(
-    memo: kopf.Memo, body: kopf.Body, index: kopf.Index[Any, Any] | None = None
-) -> reconcile.Context:
-    ctx: reconcile.Context = memo.ctx
+def _ctx(memo: kopf.Memo, body: kopf.Body, index: kopf.Index[Any, Any] | None = None) -> Context:
+    ctx: Context = memo.ctx
 
     def event(reason: str, message: str, warning: bool = False) -> None:
         # kopf.event, not kopf.info: posting.level mutes kopf's own chatter only.

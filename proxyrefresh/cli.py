@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
@@ -22,7 +22,13 @@ from proxyrefresh import __version__
 from proxyrefresh.cli_output import SCORE_DIGITS, Format, document, entry_view, rounded, table
 from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
-from proxyrefresh.settings import CheckerSettings
+from proxyrefresh.settings import CheckerSettings, EnvSettings
+
+if TYPE_CHECKING:
+    from proxyrefresh.api import ProxyRefreshSpec
+    from proxyrefresh.settings import RotatorSettings
+
+S = TypeVar("S", bound=EnvSettings)
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -178,30 +184,39 @@ def check(
 
     if output_format not in ("json", "txt"):
         raise fail(f"-o/--format must be json or txt, not {output_format!r}", EXIT_BAD_INPUT)
-    try:
-        settings = CheckerSettings.from_env().overlay(
-            judges=judge or None,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            concurrency=concurrency,
-            min_anonymity=min_anonymity,
-            max_latency_ms=max_latency_ms,
-            default_protocol=protocol,
-            targets=[parse_target(t) for t in target] if target else None,
-            max_input_bytes=max_bytes,
-        )
-    except ValidationError as exc:
-        raise fail(option_error(exc), EXIT_BAD_INPUT) from None
-    request = CheckRequest(
-        source=file,
-        settings=settings,
-        output_format=output_format,
-        include_dead=include_dead,
-        output=output,
+    settings = checker_settings(
+        judges=judge or None,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        concurrency=concurrency,
+        min_anonymity=min_anonymity,
+        max_latency_ms=max_latency_ms,
+        default_protocol=protocol,
+        targets=target,
+        max_input_bytes=max_bytes,
     )
+    request = CheckRequest(file, settings, output_format, include_dead, output)
     from proxyrefresh.fanout import aio
 
     raise typer.Exit(aio.run(run_check(request)))
+
+
+def checker_settings(targets: list[str] | None, **options: Any) -> CheckerSettings:
+    """The environment's checker settings with the command line's over them."""
+    try:
+        parsed = [parse_target(t) for t in targets] if targets else None
+    except ValidationError as exc:
+        raise fail(option_error(exc), EXIT_BAD_INPUT) from None
+    return overlaid(CheckerSettings, targets=parsed, **options)
+
+
+def overlaid(kind: type[S], **options: Any) -> S:
+    """``kind`` from the environment with the command line's options over
+    it; exit 2 naming each bad option and its variable."""
+    try:
+        return kind.from_env().overlay(**options)
+    except ValidationError as exc:
+        raise fail(option_error(exc, kind.env_prefix), EXIT_BAD_INPUT) from None
 
 
 @app.command()
@@ -288,12 +303,8 @@ def create(
     timeout: Annotated[float, typer.Option(help="Seconds --wait may take.")] = 1800,
 ) -> None:
     """Create a ProxyRefresh (what the scheduling CronJobs run)."""
-    import yaml
-    from pydantic import ValidationError as SpecError
-
-    from proxyrefresh import redact
-    from proxyrefresh.api import ProxyRefreshSpec, problems
-    from proxyrefresh.client import API_ERRORS, RefreshFailed, create_refresh, wait_for_refresh
+    from proxyrefresh.api import ProxyRefreshSpec
+    from proxyrefresh.client import API_ERRORS, create_refresh
 
     if sum(x is not None for x in (spec_file, spec_env, pool)) != 1:
         raise fail("give one of: a spec file, --spec-env, --pool", EXIT_BAD_INPUT)
@@ -303,22 +314,7 @@ def create(
         spec = pool_refresh_spec(namespace, pool)
         parsed = ProxyRefreshSpec.model_validate(spec)
     else:
-        origin = str(spec_file) if spec_file else f"${spec_env}"
-        try:
-            text = spec_file.read_text() if spec_file else os.environ[spec_env or ""]
-            doc = yaml.safe_load(text)
-            spec = doc.get("spec", doc) if isinstance(doc, dict) else None
-            parsed = ProxyRefreshSpec.model_validate(spec)
-        except SpecError as exc:
-            raise fail(f"{origin}: {problems(exc)}", EXIT_BAD_INPUT) from None
-        except OSError as exc:
-            raise fail(f"{origin}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
-        except KeyError:
-            raise fail(f"{origin}: the variable is not set", EXIT_BAD_INPUT) from None
-        except (yaml.YAMLError, AttributeError) as exc:
-            raise fail(
-                f"{origin}: not YAML or JSON: {redact.one_line(str(exc))}", EXIT_BAD_INPUT
-            ) from None
+        spec, parsed = read_refresh_spec(spec_file, spec_env or "")
     metadata: dict[str, Any] = {"name": name} if name else {"generateName": f"{parsed.pool}-"}
     metadata["labels"] = {LABEL_POOL: parsed.pool}
     try:
@@ -328,15 +324,49 @@ def create(
     created_name = created["metadata"]["name"]
     typer.echo(f"proxyrefresh.proxyrefresh.dev/{created_name} created")
     if wait:
-        try:
-            status = wait_for_refresh(created_name, namespace, timeout)
-        except RefreshFailed as exc:
-            raise fail(str(exc), 1) from None
-        except TimeoutError as exc:
-            raise fail(str(exc), EXIT_TIMED_OUT) from None
-        except API_ERRORS as exc:
-            raise api_failure(exc, f"waiting for {namespace}/{created_name}") from None
-        typer.echo(f"{created_name}: {status.get('message')}")
+        wait_and_say(created_name, namespace, timeout)
+
+
+def read_refresh_spec(spec_file: Path | None, spec_env: str) -> tuple[Any, ProxyRefreshSpec]:
+    """The spec in a file or a variable (a whole ProxyRefresh or just its
+    spec), as written and as parsed; exit 2 naming what is wrong."""
+    import yaml
+    from pydantic import ValidationError as SpecError
+
+    from proxyrefresh import redact
+    from proxyrefresh.api import ProxyRefreshSpec, problems
+
+    origin = str(spec_file) if spec_file else f"${spec_env}"
+    try:
+        text = spec_file.read_text() if spec_file else os.environ[spec_env]
+        doc = yaml.safe_load(text)
+        spec = doc.get("spec", doc) if isinstance(doc, dict) else None
+        return spec, ProxyRefreshSpec.model_validate(spec)
+    except SpecError as exc:
+        raise fail(f"{origin}: {problems(exc)}", EXIT_BAD_INPUT) from None
+    except OSError as exc:
+        raise fail(f"{origin}: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
+    except KeyError:
+        raise fail(f"{origin}: the variable is not set", EXIT_BAD_INPUT) from None
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise fail(
+            f"{origin}: not YAML or JSON: {redact.one_line(str(exc))}", EXIT_BAD_INPUT
+        ) from None
+
+
+def wait_and_say(name: str, namespace: str, timeout: float) -> None:
+    """--wait: block until the refresh ends; exit 1 if it failed, 75 at the timeout."""
+    from proxyrefresh.client import API_ERRORS, RefreshFailed, wait_for_refresh
+
+    try:
+        status = wait_for_refresh(name, namespace, timeout)
+    except RefreshFailed as exc:
+        raise fail(str(exc), 1) from None
+    except TimeoutError as exc:
+        raise fail(str(exc), EXIT_TIMED_OUT) from None
+    except API_ERRORS as exc:
+        raise api_failure(exc, f"waiting for {namespace}/{name}") from None
+    typer.echo(f"{name}: {status.get('message')}")
 
 
 def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
@@ -418,38 +448,57 @@ def rotate(
 ) -> None:
     """A rotating forward proxy over a pool (Redis: $PROXYREFRESH_REDIS_URL):
     each request leaves through the next proxy, every outcome is reported."""
-    from proxyrefresh.settings import RedisSettings, RotatorSettings
-    from proxyrefresh.worker.judge import split_listen
+    from proxyrefresh.settings import RotatorSettings
 
     namespace = in_namespace(namespace)
+    addresses = listen_addresses(listen, api_listen)
+    settings = overlaid(
+        RotatorSettings,
+        protocol=protocol,
+        min_anonymity=min_anonymity,
+        max_latency_ms=max_latency_ms,
+        retries=retries,
+        connect_timeout=connect_timeout,
+        answer_timeout=answer_timeout,
+    )
+    if not wait_for_pool:
+        with _pool_errors():
+            _pool(pool, namespace)  # exit 4 naming the pool: most often a typo
+    where = f"{listen}" + (f", API on {api_listen}" if api_listen else "")
+    serve_rotator(pool, namespace, settings, addresses, where, verbose)
+
+
+def listen_addresses(
+    listen: str, api_listen: str | None
+) -> tuple[tuple[str, int], tuple[str, int] | None]:
+    """The proxy's and the API's (host, port); exit 2 on one that is not."""
+    from proxyrefresh.worker.judge import split_listen
 
     try:
-        addresses = split_listen(listen), split_listen(api_listen) if api_listen else None
-        settings = RotatorSettings.from_env().overlay(
-            protocol=protocol,
-            min_anonymity=min_anonymity,
-            max_latency_ms=max_latency_ms,
-            retries=retries,
-            connect_timeout=connect_timeout,
-            answer_timeout=answer_timeout,
-        )
-    except ValidationError as exc:
-        raise fail(option_error(exc, "PROXYREFRESH_ROTATOR_"), EXIT_BAD_INPUT) from None
+        return split_listen(listen), split_listen(api_listen) if api_listen else None
     except ValueError as exc:
         raise fail(str(exc), EXIT_BAD_INPUT) from None
+
+
+def serve_rotator(
+    pool: str,
+    namespace: str,
+    settings: RotatorSettings,
+    addresses: tuple[tuple[str, int], tuple[str, int] | None],
+    where: str,
+    verbose: bool,
+) -> None:
+    """Run the rotator until stopped; exit 2 if it cannot listen."""
     import logging
 
     from proxyrefresh.fanout import aio
     from proxyrefresh.pool import AsyncPool
+    from proxyrefresh.settings import RedisSettings
     from proxyrefresh.worker.rotate import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     access = logging.INFO if verbose else logging.WARNING
     logging.getLogger("proxyrefresh.rotate.access").setLevel(access)
-    where = f"{listen}" + (f", API on {api_listen}" if api_listen else "")
-    if not wait_for_pool:
-        with _pool_errors():
-            _pool(pool, namespace)  # exit 4 naming the pool: most often a typo
 
     def ready() -> None:
         typer.echo(f"proxyrefresh rotate: pool {namespace}/{pool} on {where}", err=True)

@@ -333,6 +333,54 @@ class Counters:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """An absolute-URI request as it goes upstream: its head rendered for an
+    http upstream (absolute URI) and for a tunnel (origin form)."""
+
+    method: str
+    target: str
+    host: str
+    port: int
+    framing: Framing
+    fields: list[tuple[str, str]]
+    plain: bytes
+    tunneled: bytes
+
+    @classmethod
+    def of(cls, head: Head) -> Outgoing:
+        method, target, _ = head.start
+        url = urlsplit(target)
+        if url.scheme.lower() != "http":
+            detail = "send https through CONNECT" if url.scheme else "this is a proxy"
+            raise refused(400, "Bad Request", f"{detail}: absolute http:// URIs only")
+        netloc = url.netloc.rpartition("@")[2]
+        host, port = authority(netloc, 80)
+        fields = forwarded_fields(head, drop_prefix=CONTROL_PREFIX)
+        if "100-continue" in head.tokens("expect"):
+            fields = [(n, v) for n, v in fields if n.lower() != "expect"]
+        if head.get("host") is None:
+            fields.insert(0, ("Host", netloc))
+        origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        return cls(
+            method,
+            target,
+            host,
+            port,
+            request_framing(head),
+            fields,
+            render((method, target, "HTTP/1.1"), fields),
+            render((method, origin, "HTTP/1.1"), fields),
+        )
+
+    def through_http(self, entry: PoolEntry) -> bytes:
+        """The head for an http upstream, with its credentials if it has any."""
+        auth = authorization(entry)
+        if not auth:
+            return self.plain
+        return render((self.method, self.target, "HTTP/1.1"), self.fields + auth)
+
+
 class Rotator:
     """Serves client connections; one per pool and listener."""
 
@@ -579,30 +627,8 @@ class Rotator:
             started = time.perf_counter()
             try:
                 result = await attempt(entry)
-            except TargetUnreachable as exc:  # the upstream works: nothing to report
-                errors.append(f"the target is unreachable: {exc}")
-                continue
-            except TunnelRefused as exc:
-                if entry.protocol is Protocol.HTTP:
-                    # An http proxy may serve plain requests and refuse
-                    # tunnels: that is not a failure of the proxy.
-                    errors.append(f"refused the tunnel: {exc}")
-                else:
-                    self._failed(entry, ask, errors, str(exc), n)
-                continue
-            except UpstreamDown as exc:
-                self._failed(entry, ask, errors, str(exc), n)
-                continue
-            except Silent as exc:
-                silent.append(entry)
-                errors.append(str(exc))
-                if resend_ok and n < self.settings.retries:
-                    self.counters.retried += 1
-                    continue
-                break
-            except NoAnswer as exc:
-                self._failed(entry, ask, errors, str(exc), n)
-                if resend_ok:
+            except (TargetUnreachable, TunnelRefused, UpstreamDown, NoAnswer) as exc:
+                if self._held(exc, entry, ask, n, resend_ok, errors, silent):
                     continue
                 break
             if proves(result):  # the target answered this one: the silent were at fault
@@ -616,6 +642,36 @@ class Rotator:
         if silent and len(silent) == len(errors):
             raise self._target_silent(errors)
         raise self._exhausted(errors)
+
+    def _held(
+        self,
+        exc: ConnectionError,
+        entry: PoolEntry,
+        ask: Ask,
+        attempt: int,
+        resend_ok: bool,
+        errors: list[str],
+        silent: list[PoolEntry],
+    ) -> bool:
+        """Note what an attempt met (and report the upstream if it is to
+        blame); whether another upstream may be tried."""
+        if isinstance(exc, TargetUnreachable):  # the upstream works: nothing to report
+            errors.append(f"the target is unreachable: {exc}")
+            return True
+        if isinstance(exc, TunnelRefused) and entry.protocol is Protocol.HTTP:
+            # An http proxy may serve plain requests and refuse tunnels:
+            # that is not a failure of the proxy.
+            errors.append(f"refused the tunnel: {exc}")
+            return True
+        if isinstance(exc, Silent):
+            silent.append(entry)
+            errors.append(str(exc))
+            if resend_ok and attempt < self.settings.retries:
+                self.counters.retried += 1
+                return True
+            return False
+        self._failed(entry, ask, errors, str(exc), attempt)
+        return resend_ok or not isinstance(exc, NoAnswer)
 
     def _target_silent(self, errors: list[str]) -> Refused:
         tried = len(errors)
@@ -647,72 +703,59 @@ class Rotator:
         self, head: Head, ask: Ask, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Relay one absolute-URI request; True if the client connection stays open."""
-        method, target, _ = head.start
-        url = urlsplit(target)
-        if url.scheme.lower() != "http":
-            detail = "send https through CONNECT" if url.scheme else "this is a proxy"
-            raise refused(400, "Bad Request", f"{detail}: absolute http:// URIs only")
-        host, port = authority(url.netloc.rpartition("@")[2], 80)
-        framing = request_framing(head)
-        fields = forwarded_fields(head, drop_prefix=CONTROL_PREFIX)
+        out = Outgoing.of(head)
         if "100-continue" in head.tokens("expect"):
             # Answered here, so the body comes at once (and is never asked twice).
-            fields = [(n, v) for n, v in fields if n.lower() != "expect"]
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if head.get("host") is None:
-            fields.insert(0, ("Host", url.netloc.rpartition("@")[2]))
-        origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        plain = render((method, target, "HTTP/1.1"), fields)
-        tunneled = render((method, origin, "HTTP/1.1"), fields)
-
-        async def exchange(entry: PoolEntry) -> tuple[Streams, Head, Key]:
-            opening: Callable[[], Awaitable[Streams]]
-            if entry.protocol is Protocol.HTTP:
-                auth = authorization(entry)
-                out = render((method, target, "HTTP/1.1"), fields + auth) if auth else plain
-                key: Key = (entry.id, "")
-                opening = functools.partial(open_plain, entry, self._ct)
-            else:
-                out = tunneled
-                key = (entry.id, f"{host}:{port}")
-                opening = functools.partial(open_tunnel, entry, host, port, self._ct)
-            if framing == NO_BODY and (kept := self.upstreams.take(key)) is not None:
-                # Sent again on a fresh connection if the kept one turns out
-                # closed: a request without a body is whole in ``out``.
-                try:
-                    return kept, await self._send(entry, out, framing, reader, *kept), key
-                except BaseException as exc:
-                    kept[1].close()
-                    if not isinstance(exc, Closed):
-                        raise
-            up_reader, up_writer = await opening()
-            try:
-                return (
-                    (up_reader, up_writer),
-                    await self._send(entry, out, framing, reader, up_reader, up_writer),
-                    key,
-                )
-            except BaseException:
-                up_writer.close()
-                raise
-
-        resend_ok = method in IDEMPOTENT and framing == NO_BODY
+        resend_ok = out.method in IDEMPOTENT and out.framing == NO_BODY
 
         def target_answered(result: tuple[Streams, Head, Key]) -> bool:
             status = result[1].start[1]
             return status.isdigit() and int(status) < 500
 
+        exchange = functools.partial(self._exchange, out, reader)
         exchanged = self._through(ask, exchange, resend_ok, target_answered)
         (up_reader, up_writer), response, key = await self._or_gone(exchanged, reader, writer)
         reusable = False
         try:
-            keep, reusable = await self._relay(head, method, response, up_reader, writer)
+            keep, reusable = await self._relay(head, out.method, response, up_reader, writer)
             return keep
         finally:
             if reusable:
                 self.upstreams.give(key, (up_reader, up_writer))
             else:
                 up_writer.close()
+
+    async def _exchange(
+        self, out: Outgoing, reader: asyncio.StreamReader, entry: PoolEntry
+    ) -> tuple[Streams, Head, Key]:
+        """Send the request through ``entry`` (on a kept connection if there
+        is one) and read the answer's head."""
+        opening: Callable[[], Awaitable[Streams]]
+        if entry.protocol is Protocol.HTTP:
+            request = out.through_http(entry)
+            key: Key = (entry.id, "")
+            opening = functools.partial(open_plain, entry, self._ct)
+        else:
+            request = out.tunneled
+            key = (entry.id, f"{out.host}:{out.port}")
+            opening = functools.partial(open_tunnel, entry, out.host, out.port, self._ct)
+        if out.framing == NO_BODY and (kept := self.upstreams.take(key)) is not None:
+            # Sent again on a fresh connection if the kept one turns out
+            # closed: a request without a body is whole in ``request``.
+            try:
+                return kept, await self._send(entry, request, out.framing, reader, *kept), key
+            except BaseException as exc:
+                kept[1].close()
+                if not isinstance(exc, Closed):
+                    raise
+        up_reader, up_writer = await opening()
+        try:
+            head = await self._send(entry, request, out.framing, reader, up_reader, up_writer)
+        except BaseException:
+            up_writer.close()
+            raise
+        return (up_reader, up_writer), head, key
 
     async def _send(
         self,

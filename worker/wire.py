@@ -343,58 +343,87 @@ async def get(
     deadline = loop.time() + connect_timeout if connect_timeout < total else None
     secure = target.scheme == "https"
     if proxy is None:
-        context = (tls or ssl.create_default_context()) if secure else None
-        async with asyncio.timeout(connect_timeout):
-            await loop.create_connection(
-                lambda: reader,
-                address or target.host,
-                target.port,
-                ssl=context,
-                server_hostname=target.host if secure else None,
-            )
-        rtt = reader.round_trip(started)
+        rtt = await _open_direct(reader, target, connect_timeout, tls, address, started)
         reader.send(request_bytes(target, proxy, absolute=False))
     elif proxy.protocol is Protocol.HTTP and not secure:
         await _connect(reader, proxy, deadline)
         rtt = reader.round_trip(started)
         reader.send(request_bytes(target, proxy, absolute=True))
     else:
-        # Imported here, not with this module: python-socks' messages take
-        # about 6 ms to import, and a list of HTTP proxies needs none of them.
-        from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
-
-        host = await tunnel_address(proxy, target.host)
-        await _connect(reader, proxy, deadline)
-        rtt = reader.round_trip(started)  # the connect's, not the handshake's
-        handshake = reader.tunnel = TunnelHandshake(proxy, host, target.port)
-        if deadline is not None:  # the handshake's part of the connect timeout
-            reader.deadline = loop.call_at(deadline, reader.handshake_timed_out)
-        if secure:
-            try:
-                reader.opened = loop.create_future()
-                reader.transport.write(handshake.start())
-                await reader.opened
-                reader.transport = await loop.start_tls(
-                    reader.transport,
-                    reader,
-                    tls or ssl.create_default_context(),
-                    server_hostname=target.host,
-                )
-            except BaseException:
-                done.cancel()  # nobody waits for an answer now: closing must not leave one
-                reader.transport.close()
-                raise
-            reader.send(request_bytes(target, proxy, absolute=False))
-        else:
-            # The request goes from the callback that sees the tunnel open.
-            reader.then = request_bytes(target, proxy, absolute=False)
-            reader.transport.write(handshake.start())
+        rtt = await _open_tunnel(reader, proxy, target, deadline, tls, started)
     try:
         answer = await done
     finally:
         reader.transport.close()
     answer.sent_at, answer.connect_seconds = reader.sent_at, rtt
     return answer
+
+
+async def _open_direct(
+    reader: _Reader,
+    target: Target,
+    connect_timeout: float,
+    tls: ssl.SSLContext | None,
+    address: str | None,
+    started: float,
+) -> float:
+    """Connect to the target itself (a judge asked without a proxy)."""
+    secure = target.scheme == "https"
+    context = (tls or ssl.create_default_context()) if secure else None
+    async with asyncio.timeout(connect_timeout):
+        await asyncio.get_running_loop().create_connection(
+            lambda: reader,
+            address or target.host,
+            target.port,
+            ssl=context,
+            server_hostname=target.host if secure else None,
+        )
+    return reader.round_trip(started)
+
+
+async def _open_tunnel(
+    reader: _Reader,
+    proxy: Proxy,
+    target: Target,
+    deadline: float | None,
+    tls: ssl.SSLContext | None,
+    started: float,
+) -> float:
+    """Connect to the proxy and open a tunnel (CONNECT, SOCKS4/5) to the
+    target; the request goes once it is open. The round trip returned is
+    the connect's, not the handshake's."""
+    # Imported here, not with this module: python-socks' messages take
+    # about 6 ms to import, and a list of HTTP proxies needs none of them.
+    from proxyrefresh.worker.tunnel import TunnelHandshake, tunnel_address
+
+    loop = asyncio.get_running_loop()
+    host = await tunnel_address(proxy, target.host)
+    await _connect(reader, proxy, deadline)
+    rtt = reader.round_trip(started)
+    handshake = reader.tunnel = TunnelHandshake(proxy, host, target.port)
+    if deadline is not None:  # the handshake's part of the connect timeout
+        reader.deadline = loop.call_at(deadline, reader.handshake_timed_out)
+    if target.scheme != "https":
+        # The request goes from the callback that sees the tunnel open.
+        reader.then = request_bytes(target, proxy, absolute=False)
+        reader.transport.write(handshake.start())
+        return rtt
+    try:
+        reader.opened = loop.create_future()
+        reader.transport.write(handshake.start())
+        await reader.opened
+        reader.transport = await loop.start_tls(
+            reader.transport,
+            reader,
+            tls or ssl.create_default_context(),
+            server_hostname=target.host,
+        )
+    except BaseException:
+        reader.done.cancel()  # nobody waits for an answer now: closing must not leave one
+        reader.transport.close()
+        raise
+    reader.send(request_bytes(target, proxy, absolute=False))
+    return rtt
 
 
 async def _connect(reader: _Reader, proxy: Proxy, deadline: float | None) -> None:

@@ -56,45 +56,20 @@ def indexed_job(
     if gated:
         env = [{"name": SLOTS_ENV, "value": str(parallelism)}]
         container["env"] = [*container.get("env", []), *env]
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        # The pod's hard deadline; the runtime stops itself before it (a
-        # pod started ahead may first wait as long for its slot).
-        "activeDeadlineSeconds": chunk_seconds * (2 if gated else 1),
-        "terminationGracePeriodSeconds": 30,
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": POD_SECURITY,
-        "containers": [container],
-    }
-    if service_account:
-        pod_spec["serviceAccountName"] = service_account
-    if host_network:
-        # The node's network; names still resolve through the cluster's DNS.
-        pod_spec["hostNetwork"] = True
-        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    # The pod's hard deadline; the runtime stops itself before it (a pod
+    # started ahead may first wait as long for its slot).
+    deadline = chunk_seconds * (2 if gated else 1)
     spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": chunks,
         "parallelism": pods,
         "backoffLimitPerIndex": backoff_limit_per_index,
-        "podFailurePolicy": {
-            "rules": [
-                # The pod's own word that a retry cannot help: fail at once.
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": container["name"],
-                        "operator": "In",
-                        "values": [EXIT_CONFIG, EXIT_STATE_LOST],
-                    },
-                },
-                # A pod evicted or preempted is not the chunk's fault.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]
-        },
+        "podFailurePolicy": pod_failure_policy(container["name"]),
         "ttlSecondsAfterFinished": ttl_seconds,
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": pod_spec(container, deadline, service_account, host_network),
+        },
     }
     if max_failed_indexes is not None:
         # The Job API refuses more than its completions: clamped.
@@ -104,6 +79,47 @@ def indexed_job(
         "kind": "Job",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": spec,
+    }
+
+
+def pod_spec(
+    container: dict[str, Any], deadline: int, service_account: str | None, host_network: bool
+) -> dict[str, Any]:
+    """A fan-out pod: never restarted in place (the Job retries the index),
+    no API token, no service links, non-root."""
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "activeDeadlineSeconds": deadline,
+        "terminationGracePeriodSeconds": 30,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": POD_SECURITY,
+        "containers": [container],
+    }
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if host_network:
+        # The node's network; names still resolve through the cluster's DNS.
+        spec["hostNetwork"] = True
+        spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    return spec
+
+
+def pod_failure_policy(container_name: str) -> dict[str, Any]:
+    return {
+        "rules": [
+            # The pod's own word that a retry cannot help: fail at once.
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": container_name,
+                    "operator": "In",
+                    "values": [EXIT_CONFIG, EXIT_STATE_LOST],
+                },
+            },
+            # A pod evicted or preempted is not the chunk's fault.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
     }
 
 

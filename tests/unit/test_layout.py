@@ -272,3 +272,43 @@ def test_the_make_targets_keep_the_cluster_where_proxyrefresh_cluster_dir_says()
         dry = subprocess.run(["make", "-n", target], env=env, capture_output=True, text=True,
                              cwd=ROOT, check=True)  # fmt: skip
         assert f"--dir {ROOT}/.cluster" in dry.stdout, (target, dry.stdout)
+
+
+MAX_FUNCTION_LINES = 60
+LINKS = {("proxyrefresh", "operator"), ("proxyrefresh", "worker")}
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions and methods in ``path`` longer than ``limit`` lines, from
+    ``def`` to their last line (decorators aside)."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:"
+        f"{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_is_longer_than_60_lines() -> None:
+    # Everything that ships: the core, the fan-out core and both planes;
+    # tests/ and bench/ may be as long as their scenarios are.
+    files = [
+        *(ROOT / "proxyrefresh").rglob("*.py"),
+        *(ROOT / "operator").rglob("*.py"),
+        *(ROOT / "worker").rglob("*.py"),
+    ]
+    # proxyrefresh/operator and proxyrefresh/worker are the symlinks to the two planes.
+    shipped = [p for p in files if p.relative_to(ROOT).parts[:2] not in LINKS]
+    assert len(shipped) > 60
+    assert [line for path in sorted(shipped) for line in long_functions(path)] == []
+
+
+def test_the_length_check_catches_a_long_function(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    body = "".join(f"        x{i} = {i}\n" for i in range(59))
+    probe.write_text(f"class C:\n    async def long(self) -> None:\n{body}        return\n")
+    assert long_functions(probe) == ["probe.py:2 long (61 lines)"]
+    assert long_functions(probe, limit=61) == []

@@ -336,7 +336,7 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
     """Each scrape is written as begun by this process; a different process
     there means that one died scraping. At the limit the refresh fails
     (ScrapeCrashed) instead of killing the next operator too."""
-    from proxyrefresh.operator import kube, memory, reconcile
+    from proxyrefresh.operator import context, kube, memory, phase_scraping, transition
     from proxyrefresh.operator.scrape_slots import ScrapeSlots
     from proxyrefresh.operator.subscriptions import Subscriptions
     from proxyrefresh.operator.turns import PoolTurns
@@ -348,26 +348,26 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
 
     monkeypatch.setattr(kube, "patch_status", patch_status)
     redis: Any = None
-    ctx = reconcile.Context(
+    ctx = context.Context(
         OperatorSettings(scrape_crash_limit=3), RedisSettings(), redis, NetworkSettings(),
         subscriptions=Subscriptions(redis), memory=memory.RedisMemory(redis, 0.8),
         scrape_slots=ScrapeSlots(1, 1), pool_turns=PoolTurns(),
     )  # fmt: skip
 
-    def refresh(status: dict[str, Any]) -> reconcile.Refresh:
+    def refresh(status: dict[str, Any]) -> transition.Refresh:
         meta = {"name": "r", "namespace": "t", "uid": "u", "generation": 1}
-        return reconcile.Refresh({"metadata": meta, "spec": {}, "status": status})
+        return transition.Refresh({"metadata": meta, "spec": {}, "status": status})
 
-    await reconcile.guard_scrape(ctx, refresh({"phase": "Scraping"}))  # the first scrape
+    await phase_scraping.guard_scrape(ctx, refresh({"phase": "Scraping"}))  # the first scrape
     assert written[-1] == {"scrapeBy": ctx.process, "scrapeCrashes": 0, "observedGeneration": 1}
     # This process tried before (a retried error): not a crash, nothing to write.
-    await reconcile.guard_scrape(ctx, refresh({"scrapeBy": ctx.process, "scrapeCrashes": 1}))
+    await phase_scraping.guard_scrape(ctx, refresh({"scrapeBy": ctx.process, "scrapeCrashes": 1}))
     assert len(written) == 1
     # Another, gone, process began the last one: one more crash.
-    await reconcile.guard_scrape(ctx, refresh({"scrapeBy": "gone/1", "scrapeCrashes": 1}))
+    await phase_scraping.guard_scrape(ctx, refresh({"scrapeBy": "gone/1", "scrapeCrashes": 1}))
     assert written[-1]["scrapeCrashes"] == 2
-    with pytest.raises(reconcile.Refused, match="stopped 3 times while scraping") as refused:
-        await reconcile.guard_scrape(ctx, refresh({"scrapeBy": "gone/2", "scrapeCrashes": 2}))
+    with pytest.raises(context.Refused, match="stopped 3 times while scraping") as refused:
+        await phase_scraping.guard_scrape(ctx, refresh({"scrapeBy": "gone/2", "scrapeCrashes": 2}))
     assert refused.value.reason == "ScrapeCrashed"
     assert "PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT" in str(refused.value)
 

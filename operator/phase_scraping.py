@@ -1,0 +1,306 @@
+"""Scraping: check what can be checked, scrape, write the chunks, create the Job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+
+from kubernetes.client.rest import ApiException
+from redis.exceptions import RedisError
+
+from proxyrefresh import redact
+from proxyrefresh.api import Engine, Phase, ProxyRefreshSpec, dump
+from proxyrefresh.fanout import access
+from proxyrefresh.fanout.store import RunStore
+from proxyrefresh.models import Proxy
+from proxyrefresh.netguard import AddressRefused
+from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
+from proxyrefresh.operator.chunking import auto_chunk_size
+from proxyrefresh.operator.context import Context, Refused, redis_unavailable
+from proxyrefresh.operator.status import progress_text
+from proxyrefresh.operator.transition import (
+    Refresh,
+    Transition,
+    ended_meanwhile,
+    owner_reference,
+    patch,
+)
+
+
+async def start(ctx: Context, t: Transition) -> None:
+    """Scraping: check what can be checked, scrape, write the chunks, create
+    the Job. Repeated after a transient error or a restart, it finds the
+    chunks already written and the Job already there: never twice."""
+    refresh = t.refresh
+    spec = refresh.spec
+    job_name = refresh.job_name
+    store = ctx.store(refresh.uid)
+    creds = await preflight(ctx, refresh, spec)
+    try:
+        written = await store.items_written()
+    except RedisError as exc:
+        raise redis_unavailable(" while dispatching", exc) from exc
+    if written is not None:
+        candidates, chunks = written
+        sources = list(refresh.status.get("sources") or [])
+    else:
+        found = await scrape_once(ctx, refresh, spec, creds)
+        sources = [dump(x) for x in found.sources]
+        if found.failed:
+            t.set(sources=sources)
+            t.fail("NoCandidates", found.failure_message())
+            return
+        if await ended_meanwhile(refresh):
+            return
+        candidates = len(found.candidates)
+        size = await room_for(ctx, refresh, candidates)
+        t.set(chunkSize=size)
+        chunks = await write_chunks(store, found.candidates, size)
+    created = await create_job(ctx, refresh, spec, chunks)
+    t.set(
+        phase=Phase.DISPATCHED.value,
+        jobName=job_name,
+        candidates=candidates,
+        totalChunks=chunks,
+        completedChunks=0,
+        checked=0,
+        live=0,
+        progress=progress_text(0, chunks),
+        message=f"{candidates} candidates in {chunks} chunks",
+        sources=sources,
+    )
+    if created:
+        t.note("Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
+
+
+async def scrape_once(
+    ctx: Context,
+    refresh: Refresh,
+    spec: ProxyRefreshSpec,
+    creds: dict[int, credentials.SourceCredentials],
+) -> scrape.ScrapeResult:
+    """The sources, scraped in one of the operator's scrape slots."""
+    busy = ctx.scrape_slots.busy(refresh.namespace)
+    if busy:
+        await patch(ctx, refresh, {"message": f"waiting to scrape: {busy}"})
+    async with ctx.scrape_slots.hold(refresh.namespace):
+        await guard_scrape(ctx, refresh)
+        try:
+            return await scrape_reporting(ctx, refresh, spec, creds)
+        except scrape.LimitExceeded as exc:
+            raise Refused(exc.reason, str(exc)) from None
+
+
+async def room_for(ctx: Context, refresh: Refresh, candidates: int) -> int:
+    """The chunk size for these candidates, once the namespace's share and
+    Redis's room are known to hold them (Refused otherwise)."""
+    await within_namespace_limit(ctx, refresh, candidates)
+    no_room = await ctx.memory.no_room_for(candidates)
+    if no_room:
+        raise Refused("RedisFull", no_room)
+    return chunk_size(refresh.spec, candidates)
+
+
+async def write_chunks(store: RunStore, candidates: Sequence[Proxy], size: int) -> int:
+    """The candidates into the run's chunks. Items are made a chunk at a
+    time as they are written: a big run is never held twice (proxies and
+    their JSON) in the operator."""
+    batches = ([p.to_item() for p in chunk] for chunk in dispatch.chunked(candidates, size))
+    try:
+        return await store.write_chunks(batches)
+    except RedisError as exc:
+        if memory.out_of_memory(exc):
+            # What was written goes: the others' runs need the room.
+            with contextlib.suppress(RedisError):
+                await store.delete()
+            raise Refused("RedisFull", memory.full_message(len(candidates))) from None
+        raise redis_unavailable(" while dispatching", exc) from exc
+
+
+def chunk_size(spec: ProxyRefreshSpec, candidates: int) -> int:
+    """The spec's number, or what ``auto`` picks for these candidates."""
+    if isinstance(spec.chunk_size, int):
+        return spec.chunk_size
+    checker = spec.checker
+    return auto_chunk_size(
+        candidates,
+        spec.parallelism,
+        checker.concurrency,
+        checker.timeout_seconds,
+        spec.deadlines.chunk_seconds,
+    )
+
+
+async def within_namespace_limit(ctx: Context, refresh: Refresh, candidates: int) -> None:
+    """Refused if the namespace's unfinished runs and this one would hold
+    more candidates than one namespace may (its share of the shared Redis)."""
+    limit = ctx.settings.namespace_max_candidates
+    if ctx.peers is not None:
+        items = ctx.peers(refresh.namespace, None)
+    else:
+        items = await kube.list_refreshes(refresh.namespace)
+    held = policy.candidates_held(items, refresh.body)
+    if held + candidates > limit:
+        raise Refused(
+            "NamespaceLimit",
+            f"this namespace's unfinished refreshes hold {held} candidates; with these "
+            f"{candidates} it would pass {limit}, the operator's limit per namespace "
+            "(PROXYREFRESH_OPERATOR_NAMESPACE_MAX_CANDIDATES, chart value "
+            "operator.limits.namespaceMaxCandidates)",
+        )
+
+
+async def guard_scrape(ctx: Context, refresh: Refresh) -> None:
+    """Before a scrape: count the scrapes of this refresh that a process
+    started and did not live to finish (an operator killed, say for memory,
+    while scraping it), and fail the refresh once there were too many,
+    instead of dying on it again at every start. Written once, before the
+    scrape, with this process's identity."""
+    status = refresh.status
+    crashes = int(status.get("scrapeCrashes") or 0)
+    by = status.get("scrapeBy")
+    if by and by != ctx.process:
+        crashes += 1  # the process that began the last scrape is gone
+    limit = ctx.settings.scrape_crash_limit
+    if crashes >= limit:
+        raise Refused(
+            "ScrapeCrashed",
+            f"the operator stopped {crashes} times while scraping this refresh's sources "
+            "(out of memory?); not tried again (PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT "
+            f"is {limit}); lower operator.limits.scrapeMaxBytes or split the sources",
+        )
+    await patch(ctx, refresh, {"scrapeBy": ctx.process, "scrapeCrashes": crashes})
+
+
+async def preflight(
+    ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec
+) -> dict[int, credentials.SourceCredentials]:
+    """What can be known before scraping, checked before scraping: a refresh
+    that could never finish fails now, with the rule it breaks (Refused)."""
+    if spec.checker.engine is Engine.MUBENG:
+        raise Refused(
+            "EngineUnavailable",
+            "engine mubeng is not available in this build: the mubeng module could "
+            "not be fetched; use engine: native",
+        )
+    output = await kube.read_config_map(refresh.namespace, spec.output_config_map)
+    if not merge.managed(output, spec.pool):
+        raise Refused(
+            "OutputNotManaged", merge.not_managed_message(spec.output_config_map, spec.pool)
+        )
+    guard = ctx.network.guard_rule()
+    checked = [(f"checker.judges[{i}]", u) for i, u in enumerate(spec.checker.judges)]
+    checked += [(f"checker.targets[{i}]", t.url) for i, t in enumerate(spec.checker.targets)]
+    for where, url in checked:
+        try:
+            await guard.vet(url)
+        except AddressRefused as exc:
+            raise Refused("AddressRefused", f"{where}: {exc}") from None
+        except OSError:
+            pass  # not resolvable from here; the workers will say so
+    found: dict[int, credentials.SourceCredentials] = {}
+    for i, source in enumerate(spec.sources):
+        ref = source.headers_secret_ref
+        if ref is None:
+            continue
+        where = f"sources[{i}].headersSecretRef"
+        if not source.url:
+            raise Refused("CredentialsNotAllowed", f"{where}: only a url source sends headers")
+        try:
+            secret = await kube.read_secret(refresh.namespace, ref.name)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            raise Refused(
+                "CredentialsNotAllowed",
+                f"{where}: the operator may not read Secret {ref.name} "
+                "(not among the chart's operator.secretNames)",
+            ) from None
+        if secret is None:
+            raise Refused("CredentialsNotAllowed", f"{where}: Secret {ref.name} not found")
+        try:
+            found[i] = credentials.from_secret(secret, source.url)
+        except credentials.CredentialsRefused as exc:
+            raise Refused("CredentialsNotAllowed", f"{where}: {exc}") from None
+    return found
+
+
+async def scrape_reporting(
+    ctx: Context,
+    refresh: Refresh,
+    spec: ProxyRefreshSpec,
+    creds: dict[int, credentials.SourceCredentials],
+) -> scrape.ScrapeResult:
+    """Scrape, and while it takes long say in the status which source is
+    being fetched and on which attempt. A scrape stops as soon as it has
+    more candidates than Redis has room for."""
+    attempts = scrape.Attempts()
+    room, full = await ctx.memory.room()
+    rules = dataclasses.replace(ctx.fetch_rules(), redis_room=room, redis_full=full)
+    async with reporting(ctx, refresh, attempts):
+        return await scrape.scrape(spec.sources, refresh.namespace, rules, creds, attempts)
+
+
+@contextlib.asynccontextmanager
+async def reporting(
+    ctx: Context, refresh: Refresh, attempts: scrape.Attempts
+) -> AsyncIterator[None]:
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(ctx.settings.scrape_report_seconds)
+            text = attempts.text()
+            if text:
+                with contextlib.suppress(ApiException):
+                    await patch(ctx, refresh, {"message": redact.one_line(text)})
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def create_job(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec, chunks: int) -> bool:
+    """The run's Redis user and Secret, then the Job; each created if missing."""
+    job_name = refresh.job_name
+    owner = owner_reference(refresh)
+    url = ctx.redis_settings.url
+    if ctx.settings.worker_redis_acl:
+        await grant(ctx, refresh)
+        url = access.run_url(url, refresh.uid, ctx.credential_key)
+    await kube.create_secret(
+        dispatch.redis_secret(job_name, refresh.namespace, url, owner, spec.pool, refresh.name)
+    )
+    manifest = dispatch.build_job(
+        name=refresh.name,
+        namespace=refresh.namespace,
+        uid=refresh.uid,
+        spec=spec,
+        chunks=chunks,
+        settings=ctx.settings,
+        redis=ctx.redis_settings,
+        network=ctx.network,
+    )
+    manifest["metadata"]["ownerReferences"] = [owner]
+    account = ctx.settings.worker_service_account
+    if account and not await kube.service_account_exists(refresh.namespace, account):
+        # Not installed in this namespace: the default one, still without a token.
+        manifest["spec"]["template"]["spec"].pop("serviceAccountName", None)
+    return await kube.create_job(manifest)
+
+
+async def grant(ctx: Context, refresh: Refresh) -> None:
+    """(Re)create the run's Redis user: idempotent, repeated while following,
+    so a Redis restarted without its ACLs lets the workers back in."""
+    if not ctx.settings.worker_redis_acl:
+        return
+    try:
+        await access.grant(ctx.redis, refresh.uid, ctx.credential_key)
+    except access.AclUnavailable as exc:
+        raise Refused("RedisAclUnavailable", str(exc)) from None
+    except RedisError as exc:
+        raise redis_unavailable("", exc) from exc
