@@ -171,7 +171,7 @@ def spec_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    return {**schema_of(ProxyRefreshStatus), "x-kubernetes-preserve-unknown-fields": True}
+    return schema_of(ProxyRefreshStatus)
 
 
 def pool_rules() -> Rules:
@@ -289,7 +289,7 @@ def pool_crd() -> dict[str, Any]:
         c.POOL_SINGULAR,
         c.POOL_SHORT_NAMES,
         schema_of(ProxyPoolSpec, pool_rules()),
-        {**schema_of(ProxyPoolStatus), "x-kubernetes-preserve-unknown-fields": True},
+        schema_of(ProxyPoolStatus),
         [
             column("Size", ".status.size"),
             column("Usable", ".status.usable"),

@@ -24,10 +24,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from proxyrefresh import constants as c
 from proxyrefresh.api import Phase, true_condition
 from proxyrefresh.api import finished as api_finished
 from proxyrefresh.fanout.store import RunKeys
-from proxyrefresh.operator import reconcile
+from proxyrefresh.operator import kube, reconcile
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.subscriptions import Feed
 from proxyrefresh.operator.transition import Refresh
@@ -70,7 +71,7 @@ def awaiting_job_end(status: dict[str, Any]) -> bool:
 
 def merged_status(seen: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     """The status to step from: what we wrote last over what kopf has seen,
-    unless kopf has seen it end (another refresh's Replace, a deletion)."""
+    unless kopf has seen it end (a write of ours that it saw first)."""
     if finished(seen):
         return seen
     return {**seen, **ours}
@@ -80,7 +81,7 @@ def waiting_for_pool(status: dict[str, Any]) -> bool:
     """Pending behind another refresh of its pool (concurrencyPolicy)."""
     waiting = true_condition(status, "Waiting")
     return status.get("phase") == Phase.PENDING.value and bool(
-        waiting and waiting.get("reason") == "PoolBusy"
+        waiting and waiting.get("reason") in ("PoolBusy", "Replacing")
     )
 
 
@@ -88,6 +89,7 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
     """Step the refresh until it ends or the daemon is stopped."""
     uid = str(body["metadata"]["uid"])
     namespace = str(body["metadata"]["namespace"])
+    kube.writes(c.PLURAL, namespace, str(body["metadata"]["name"]))  # this loop, nothing else
     ours: dict[str, Any] = {}
     feed: Feed | None = None
     last_step = written = 0.0
@@ -121,18 +123,33 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
                 return
             if delay == HEARTBEAT and awaiting_job_end(ours):
                 delay = JOB_END_POLL
+            # A newer refresh may ask this one to stop (Replace, an
+            # annotation kopf's body shows): seen within half a second, whatever
+            # it waits for; not after a failed step, which waits RETRY.
+            asked = stopped if delay == RETRY else Asked(stopped, body)
             if delay == HEARTBEAT and waiting_for_pool(ours):
-                await wait_for_turn(turn, stopped, last_step + WAITING_HEARTBEAT)
+                await wait_for_turn(turn, asked, last_step + WAITING_HEARTBEAT)
                 continue
             if feed is None and ours.get("phase") != Phase.PENDING.value:
                 feed = ctx.subscriptions.open(RunKeys(uid).events)
             if delay == HEARTBEAT and ours.get("phase") in FOLLOWED:
                 delay = min(QUIET_HEARTBEAT, HEARTBEAT * 2**quiet)
-            news = await wait_for_news(feed, stopped, last_step, delay)
+            news = await wait_for_news(feed, asked, last_step, delay)
             quiet = 0 if news or wrote else quiet + 1
     finally:
         if feed is not None:
             ctx.subscriptions.close(feed)
+
+
+class Asked:
+    """Truthy once the daemon is stopped or a newer refresh has asked this
+    one to stop: the waits below end then, and the next step fails it."""
+
+    def __init__(self, stopped: Any, body: Any) -> None:
+        self.stopped, self.body = stopped, body
+
+    def __bool__(self) -> bool:
+        return bool(self.stopped) or Refresh(self.body).replaced_by is not None
 
 
 async def wait_for_turn(turn: asyncio.Event, stopped: Any, deadline: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+from contextvars import ContextVar
 from typing import Any
 
 from kubernetes.client.rest import ApiException
@@ -42,9 +43,32 @@ async def get_object(plural: str, namespace: str, name: str) -> dict[str, Any] |
     return await read_or_none(ours(namespace, plural, name))
 
 
+# One writer per object: the (plural, namespace, name) whose status the task
+# running here may write. Each object's own daemon says so when it starts
+# (operator/driver.py, operator/pools.py); the task's context carries it into
+# everything the daemon awaits, and no other task has it.
+WRITER: ContextVar[tuple[str, str, str] | None] = ContextVar("status_writer", default=None)
+
+
+class NotTheWriter(RuntimeError):
+    """A status write from a handler that does not own the object: a bug."""
+
+
+def writes(plural: str, namespace: str, name: str) -> None:
+    """This task (a daemon) owns the status of the object named."""
+    WRITER.set((plural, namespace, name))
+
+
 async def patch_object_status(
     plural: str, namespace: str, name: str, fields: dict[str, Any]
 ) -> None:
+    """The one way a status is written; only by the object's own daemon."""
+    owner = WRITER.get()
+    if owner != (plural, namespace, name):
+        raise NotTheWriter(
+            f"{plural} {namespace}/{name}: status written by "
+            f"{'/'.join(owner) if owner else 'no daemon'}, not by its own"
+        )
     resource = ours(namespace, plural, name, "status")
     await call("PATCH", resource, {"status": fields}, content_type=MERGE_PATCH)
 
@@ -55,6 +79,19 @@ async def get_refresh(namespace: str, name: str) -> dict[str, Any] | None:
 
 async def patch_status(namespace: str, name: str, fields: dict[str, Any]) -> None:
     await patch_object_status(c.PLURAL, namespace, name, fields)
+
+
+async def annotate_refresh(
+    namespace: str, name: str, uid: str, annotations: dict[str, str]
+) -> None:
+    """Annotate the refresh of that uid (its metadata: never its status); a
+    refresh deleted meanwhile, or made again under its name, is left alone."""
+    patch = {"metadata": {"uid": uid, "annotations": annotations}}
+    try:
+        await call("PATCH", ours(namespace, c.PLURAL, name), patch, content_type=MERGE_PATCH)
+    except ApiException as exc:
+        if exc.status not in (404, 409):  # gone, or another object's uid
+            raise
 
 
 async def delete_refresh(namespace: str, name: str) -> None:

@@ -17,7 +17,7 @@ from proxyrefresh.operator import dispatch, kube, merge, policy, pools
 from proxyrefresh.operator.context import Context, Refused, redis_unavailable
 from proxyrefresh.operator.status import now_iso, progress_fields
 from proxyrefresh.operator.transition import Refresh, Transition
-from proxyrefresh.pool import MergeOutcome, PoolEntry
+from proxyrefresh.pool import LastMerge, MergeOutcome, PoolEntry
 
 log = logging.getLogger("proxyrefresh.operator")
 
@@ -91,11 +91,14 @@ async def merge_into_pool(ctx: Context, refresh: Refresh, store: RunStore) -> Me
     except RedisError as exc:
         raise redis_unavailable(" while merging", exc) from exc
     exported = await export(refresh, best)
-    # The ProxyPool names this refresh before the refresh says Complete: a
-    # reader who sees Complete finds the pool's status already moved, and an
+    # Left in Redis before the refresh says Complete, for the ProxyPool's
+    # own loop to write into its status (woken by the pool's channel): an
     # operator stopped in between repeats this step (the merge is keyed by
     # the refresh's uid) instead of never noting it.
-    await pools.note_refresh(pool_body, refresh.name, len(exported))
+    try:
+        await pool.note_merge(LastMerge(refresh.name, now_iso(), len(exported)))
+    except RedisError as exc:
+        raise redis_unavailable(" while merging", exc) from exc
     return Merged(found, into, exported)
 
 

@@ -19,13 +19,14 @@ from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
 from proxyrefresh.operator.chunking import auto_chunk_size
 from proxyrefresh.operator.context import Context, Refused, redis_unavailable
+from proxyrefresh.operator.phase_pending import stop
 from proxyrefresh.operator.status import progress_text
 from proxyrefresh.operator.transition import (
     Refresh,
     Transition,
-    ended_meanwhile,
     owner_reference,
     patch,
+    reread,
 )
 
 
@@ -52,7 +53,10 @@ async def start(ctx: Context, t: Transition) -> None:
             t.set(sources=sources)
             t.fail("NoCandidates", found.failure_message())
             return
-        if await ended_meanwhile(refresh):
+        if not await reread(refresh):
+            return
+        if refresh.replaced_by:  # asked to stop while it scraped
+            stop(ctx, t)
             return
         candidates = len(found.candidates)
         size = await room_for(ctx, refresh, candidates)

@@ -30,7 +30,15 @@ from redis.exceptions import RedisError
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
-from proxyrefresh.api import STALLED, Phase, ProxyPoolSpec, Scoring, dump, true_condition
+from proxyrefresh.api import (
+    STALLED,
+    Phase,
+    ProxyPoolSpec,
+    ProxyPoolStatus,
+    Scoring,
+    dump,
+    true_condition,
+)
 from proxyrefresh.operator import kube, policy
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import (
@@ -218,23 +226,45 @@ class PoolWatch:
         meta = body["metadata"]
         return AsyncPool(self.redis, meta["name"], meta["namespace"])
 
-    async def sync(self, body: dict[str, Any], spec: ProxyPoolSpec) -> PoolStats:
-        """Patch the status from the pool's stats, if anything moved."""
-        stats = await self.pool(body).stats()
+    async def sync(self, body: dict[str, Any], spec: ProxyPoolSpec) -> None:
+        """One look at the pool and one status write, if anything moved: the
+        counts and conditions, the last refresh merged (the merge leaves it
+        in Redis: only this loop writes the ProxyPool's status), and the
+        refill this look started, if it started one."""
+        pool = self.pool(body)
+        stats = await pool.stats()
+        last = await pool.last_merge()
         old = dict(body.get("status") or {})
         fields = status_fields(stats, spec, old, body["metadata"].get("generation"))
-        delta = changes(old, fields)
+        if last is not None:
+            fields |= {
+                "lastRefresh": last.refresh,
+                "lastRefreshAt": last.at,
+                "exported": last.exported,
+            }
+        fields |= await self.maybe_refill(body, spec, stats.usable)
+        await self.write(body, old, fields)
+
+    async def write(
+        self, body: dict[str, Any], old: dict[str, Any], fields: dict[str, Any]
+    ) -> None:
+        """The one status patch of a look, checked against the typed status."""
         meta = body["metadata"]
+        delta = changes(old, fields)
         if delta:
+            ProxyPoolStatus.model_validate({**old, **delta})
             await kube.patch_pool_status(meta["namespace"], meta["name"], delta)
             self.metrics.patches.labels("pool").inc()
         self.metrics.pool_written(meta["namespace"], meta["name"], {**old, **fields})
-        return stats
 
-    async def maybe_refill(self, body: dict[str, Any], spec: ProxyPoolSpec, usable: int) -> None:
+    async def maybe_refill(
+        self, body: dict[str, Any], spec: ProxyPoolSpec, usable: int
+    ) -> dict[str, Any]:
+        """Start a refill if the pool needs one; the status fields that count
+        it (none if it started none)."""
         meta, status = body["metadata"], dict(body.get("status") or {})
         if spec.min_usable == 0 or usable >= spec.min_usable:
-            return  # nothing to refill: no need to list the namespace's refreshes
+            return {}  # nothing to refill: no need to list the namespace's refreshes
         items = [
             it
             for it in await kube.list_refreshes(meta["namespace"])
@@ -255,16 +285,18 @@ class PoolWatch:
                 log.debug(
                     "pool %s/%s: no refill: %s", meta["namespace"], meta["name"], decision.why
                 )
-                return
+                return {}
             started = refill_manifest(body, spec, number, decision.why)
             await kube.create_refresh(started)
-        await self.count_refill(body, started, number)
+        return await self.count_refill(body, started, number)
 
     async def count_refill(
         self, body: dict[str, Any], refresh: dict[str, Any], number: int
-    ) -> None:
-        """Report and count a refill just created, or one a cut-off step
-        created and did not count: each part is the same however often."""
+    ) -> dict[str, Any]:
+        """Report a refill just created, or one a cut-off step created and
+        did not count, and the fields that count it: each part is the same
+        however often. The Event goes before the count: a step cut off
+        between them finds the refill uncounted and posts it again (a 409)."""
         meta = body["metadata"]
         when = refresh["metadata"].get("creationTimestamp") or now_iso()
         if await kube.create_event(refill_event(body, refresh, when)):
@@ -274,21 +306,18 @@ class PoolWatch:
                 meta["name"],
                 refresh["metadata"]["name"],
             )
-        await kube.patch_pool_status(
-            meta["namespace"],
-            meta["name"],
-            {
-                "refillsStarted": number,
-                "lastRefill": refresh["metadata"]["name"],
-                "lastRefillAt": when,
-            },
-        )
+        return {
+            "refillsStarted": number,
+            "lastRefill": refresh["metadata"]["name"],
+            "lastRefillAt": when,
+        }
 
     async def run(self, body: Any, stopped: Any) -> None:
         """Until the daemon is stopped: on each event of the pool (at most a
         status patch a second) and every CHECK_INTERVAL, sync and refill."""
         meta = body["metadata"]
         where = f"pool {meta['namespace']}/{meta['name']}"
+        kube.writes(c.POOL_PLURAL, meta["namespace"], meta["name"])  # this loop, nothing else
         subscriptions = self.subscriptions or Subscriptions(self.redis)
         async with subscriptions.follow(self.pool(body).calls.keys.events) as feed:
             while not stopped:
@@ -328,19 +357,4 @@ class PoolWatch:
         if spec is None:
             return
         with self.metrics.reconcile.labels("pool").time():
-            stats = await self.sync(dict(body), spec)
-            await self.maybe_refill(dict(body), spec, stats.usable)
-
-
-async def note_refresh(body: dict[str, Any] | None, refresh: str, exported: int) -> None:
-    """After a merge: the pool's status names its last refresh (if the pool
-    has a ProxyPool, ``body``, read once by the merge; a refresh may name a
-    pool that has none)."""
-    if body is None:
-        return
-    meta = body["metadata"]
-    await kube.patch_pool_status(
-        meta["namespace"],
-        meta["name"],
-        {"lastRefresh": refresh, "lastRefreshAt": now_iso(), "exported": exported},
-    )
+            await self.sync(dict(body), spec)

@@ -30,7 +30,7 @@ from proxyrefresh.fanout import access
 from proxyrefresh.operator import kube
 from proxyrefresh.operator.context import Context, Refused, Unavailable
 from proxyrefresh.operator.phase_merging import finish
-from proxyrefresh.operator.phase_pending import admit
+from proxyrefresh.operator.phase_pending import admit, stop
 from proxyrefresh.operator.phase_processing import follow
 from proxyrefresh.operator.phase_scraping import start
 from proxyrefresh.operator.transition import Refresh, Transition, commit, fail, stall
@@ -86,7 +86,9 @@ async def advance(ctx: Context, t: Transition) -> None:
     """The one transition the refresh's phase calls for."""
     refresh = t.refresh
     phase = refresh.status.get("phase")
-    if not phase:  # first sight: PHASE is never blank
+    if refresh.replaced_by:
+        stop(ctx, t)
+    elif not phase:  # first sight: PHASE is never blank
         t.set(phase=Phase.PENDING.value, progress="pending")
     elif phase == Phase.PENDING:
         await admit(ctx, t)

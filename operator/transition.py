@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from redis.exceptions import RedisError
 
+from proxyrefresh import constants as c
 from proxyrefresh import redact
 from proxyrefresh.api import (
     STALLED,
@@ -77,6 +78,12 @@ class Refresh:
     @property
     def spec(self) -> ProxyRefreshSpec:
         return ProxyRefreshSpec.model_validate(self.body.get("spec") or {})
+
+    @property
+    def replaced_by(self) -> str | None:
+        """The newer refresh that asked this one to stop (Replace), if one did."""
+        annotations = self.body["metadata"].get("annotations") or {}
+        return annotations.get(c.ANNOTATION_REPLACED_BY) or None
 
     @property
     def job_name(self) -> str:
@@ -151,16 +158,19 @@ def note(ctx: Context, reason: str, message: str, warning: bool = False) -> None
 
 async def commit(ctx: Context, t: Transition) -> None:
     """Write the transition once; post its Events only if the write landed.
-    A Failed is not written over a refresh that ended meanwhile (a Replace by
-    another refresh fails it and deletes its keys while its own step may be
-    running: that step's StateLost must not overwrite the reason Replaced)."""
+    Only the refresh's own loop writes its status (kube.WRITER), so nothing
+    can have ended it meanwhile but a deletion: then there is nothing to say."""
     refresh = t.refresh
     if t.failing:
         with contextlib.suppress(RedisError):
             await access.revoke(ctx.redis, refresh.uid)
-        if await ended_meanwhile(refresh):
-            return
-    await patch(ctx, refresh, t.fields)
+    try:
+        await patch(ctx, refresh, t.fields)
+    except ApiException as exc:
+        if not kube.not_found(exc):
+            raise
+        log.info("%s/%s is gone; this step stops", refresh.namespace, refresh.name)
+        return
     for reason, message, warning in t.events:
         note(ctx, reason, message, warning)
     for work in t.after:
@@ -181,23 +191,16 @@ async def fail(ctx: Context, refresh: Refresh, reason: str, message: str) -> Non
     await commit(ctx, t)
 
 
-async def ended_meanwhile(refresh: Refresh) -> bool:
-    """Whether the refresh ended (or went) while this step ran: a newer one
-    with concurrencyPolicy Replace may have failed it meanwhile. Then the
-    step must neither start a Job nor write a Failed of its own."""
+async def reread(refresh: Refresh) -> bool:
+    """After a long step (a scrape): the refresh's metadata as the API has
+    it now, so a Replace asked meanwhile is seen before a Job is made;
+    False if it went (deleted, or made again under its name)."""
     current = await kube.get_refresh(refresh.namespace, refresh.name)
-    if current is not None and current["metadata"]["uid"] != refresh.uid:
-        current = None  # deleted and created again under the same name
-    phase = ((current or {}).get("status") or {}).get("phase")
-    if current is None or finished(phase):
-        log.info(
-            "%s/%s ended meanwhile (%s); this step stops",
-            refresh.namespace,
-            refresh.name,
-            phase or "deleted",
-        )
-        return True
-    return False
+    if current is None or current["metadata"]["uid"] != refresh.uid:
+        log.info("%s/%s went meanwhile; this step stops", refresh.namespace, refresh.name)
+        return False
+    refresh.body["metadata"] = current["metadata"]
+    return True
 
 
 def owner_reference(refresh: Refresh) -> dict[str, Any]:

@@ -368,8 +368,6 @@ class ProxyRefreshStatus(Camel):
     """What the operator reports; the CRD's status schema is generated from
     it like the spec's, and every status write is checked against it."""
 
-    model_config = ConfigDict(extra="allow")  # the schema preserves unknown fields too
-
     phase: Phase | None = None
     message: str | None = None
     candidates: int | None = None
@@ -408,8 +406,6 @@ class ProtocolCounts(Camel):
 class ProxyPoolStatus(Camel):
     """What the operator reports of a pool (its schema is generated, like
     the refresh's)."""
-
-    model_config = ConfigDict(extra="allow")
 
     size: int | None = None
     usable: int | None = None

@@ -26,6 +26,9 @@ LABEL_POOL = f"{GROUP}/pool"
 LABEL_REFILL = f"{GROUP}/refill"  # on refreshes a ProxyPool started by itself
 ANNOTATION_REFILL_REASON = f"{GROUP}/refill-reason"  # why a ProxyPool started it
 ANNOTATION_MERGED = f"{GROUP}/merged-refreshes"
+# Set by a newer refresh of the pool with concurrencyPolicy Replace: the
+# refresh so marked fails itself (reason Replaced) and stops its Job.
+ANNOTATION_REPLACED_BY = f"{GROUP}/replaced-by"
 # A Secret usable as a source's headers opts in and names the hosts they may reach.
 LABEL_SOURCE_CREDENTIALS = f"{GROUP}/source-credentials"
 # A ConfigMap a refresh may read candidates from opts in with this label set

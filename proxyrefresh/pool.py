@@ -19,7 +19,9 @@ three failures in a row or a score under 0.01 drop the proxy at once.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -360,6 +362,21 @@ class MergeOutcome:
     usable: int
     expired: int
     already: bool  # this refresh had been merged before: nothing changed
+
+
+@dataclass(frozen=True)
+class LastMerge:
+    """The last refresh merged into a pool, and how many of the pool's
+    entries its export holds: what the ProxyPool's status says of it."""
+
+    refresh: str
+    at: str  # RFC 3339
+    exported: int
+
+
+# Its field in the pool's ``merged`` hash, beside the runs' uids (a uid is
+# never this word).
+LAST_MERGE = "last"
 
 
 @dataclass(frozen=True)
@@ -706,6 +723,25 @@ class AsyncPool(_Scripts):
 
     async def merged(self, uid: str) -> bool:
         return _text(await self.redis.hget(self.calls.keys.merged, uid) or "") == "done"
+
+    async def note_merge(self, last: LastMerge) -> None:
+        """Record the refresh that merged last, and wake the pool's loop: it
+        puts this in the ProxyPool's status, which nothing else writes."""
+        k = self.calls.keys
+        record = json.dumps(dataclasses.asdict(last))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(k.merged, LAST_MERGE, record)
+        pipe.publish(k.events, json.dumps({"merged": last.refresh}))
+        await pipe.execute()
+
+    async def last_merge(self) -> LastMerge | None:
+        raw = await self.redis.hget(self.calls.keys.merged, LAST_MERGE)
+        if not raw:
+            return None
+        try:
+            return LastMerge(**json.loads(raw))
+        except (ValueError, TypeError):  # not ours: as if none was recorded
+            return None
 
     async def delete(self) -> int:
         k = self.calls.keys

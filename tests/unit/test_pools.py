@@ -160,7 +160,7 @@ def test_a_refill_cut_off_anywhere_is_started_once_and_reported_once(
     async def steps() -> None:
         for _ in range(3):  # the first step may be killed; a restarted one follows
             with contextlib.suppress(asyncio.CancelledError):
-                await watch.maybe_refill(api.body(), SPEC, 3)
+                api.status.update(await watch.maybe_refill(api.body(), SPEC, 3))
 
     asyncio.run(steps())
     assert list(api.refreshes) == ["eu-refill-1"]
