@@ -86,15 +86,18 @@ async def merge_into_pool(ctx: Context, refresh: Refresh, store: RunStore) -> Me
     scoring, max_age = pools.scoring_of(pool_body)
     pool = ctx.pool(refresh.namespace, spec.pool, scoring)
     try:
-        into = await pool.merge(refresh.uid, results(), ctx.settings.pool_ttl_seconds, max_age)
+        into = await pool.merge(
+            refresh.uid, results(), ctx.settings.pool_ttl_seconds, max_age, announce=False
+        )
         best = await pool.entries(limit=spec.output.max_bytes // 100)
     except RedisError as exc:
         raise redis_unavailable(" while merging", exc) from exc
     exported = await export(refresh, best)
     # Left in Redis before the refresh says Complete, for the ProxyPool's
-    # own loop to write into its status (woken by the pool's channel): an
-    # operator stopped in between repeats this step (the merge is keyed by
-    # the refresh's uid) instead of never noting it.
+    # own loop to write into its status with the merge's counts (woken by
+    # the pool's channel only now, so one look sees both): an operator
+    # stopped in between repeats this step (the merge is keyed by the
+    # refresh's uid) instead of never noting it.
     try:
         await pool.note_merge(LastMerge(refresh.name, now_iso(), len(exported)))
     except RedisError as exc:

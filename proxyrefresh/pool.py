@@ -218,13 +218,15 @@ return {1, size, usable}
 """
 )
 
-# ARGV: uid, now, max_age (0: none), ttl. Marks the merge done, drops what
-# has not been confirmed within max_age, keeps every key for another ttl,
-# and tells subscribers the new size. Returns {size, usable, expired}.
+# ARGV: uid, now, max_age (0: none), ttl, announce (1/0). Marks the merge
+# done, drops what has not been confirmed within max_age, keeps every key
+# for another ttl, and (announce) tells subscribers the new size. Returns
+# {size, usable, expired}.
 FINISH_SCRIPT = (
     _LUA_COMMON
     + """
 local uid, now, max_age, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local announce = ARGV[5] ~= '0'
 redis.call('HSET', merged, uid, 'done')
 local expired = 0
 if max_age > 0 then
@@ -238,7 +240,9 @@ end
 for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ttl) end
 for i = 9, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 local size, usable = counts()
-redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable, merged = uid}))
+if announce then
+  redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable, merged = uid}))
+end
 return {size, usable, expired}
 """
 )
@@ -447,8 +451,10 @@ class _Calls:
     def group_keys(self) -> list[str]:
         return [self.keys.group(g) for g in all_groups()]
 
-    def finish_args(self, uid: str, now: float, max_age: float | None, ttl: int) -> list[Any]:
-        return [uid, now, max_age or 0, ttl]
+    def finish_args(
+        self, uid: str, now: float, max_age: float | None, ttl: int, announce: bool = True
+    ) -> list[Any]:
+        return [uid, now, max_age or 0, ttl, int(announce)]
 
     def report_args(self, proxy: str, ok: bool, latency_ms: float | None) -> list[Any]:
         if "://" not in proxy:
@@ -694,12 +700,16 @@ class AsyncPool(_Scripts):
         ttl: int,
         max_age_seconds: float | None = None,
         now: float | None = None,
+        announce: bool = True,
     ) -> MergeOutcome:
         """Merge one refresh's results (proxy URL, passing, entry), in batches
         of MERGE_BATCH; idempotent per refresh ``uid``, batch by batch, so a
         merge cut short by a restart resumes without counting anything
         twice (the batches are the same when the results are). ``results``
-        may be an async iterable: a run of any size streams through."""
+        may be an async iterable: a run of any size streams through. Without
+        ``announce`` the pool's channel hears of it only from
+        :meth:`note_merge`, so its subscribers see the merge and its export
+        at once."""
         now = time.time() if now is None else now
         keys = self.calls.keys.fixed()
         applied, number, batch = 0, 0, []
@@ -717,7 +727,7 @@ class AsyncPool(_Scripts):
             applied += int(first)
         size, usable, expired = await self._finish(
             keys=[*keys, *self.calls.group_keys()],
-            args=self.calls.finish_args(uid, now, max_age_seconds, ttl),
+            args=self.calls.finish_args(uid, now, max_age_seconds, ttl, announce),
         )
         return MergeOutcome(int(size), int(usable), int(expired), already=applied == 0)
 
