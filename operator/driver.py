@@ -107,9 +107,10 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
             turn = ctx.pool_turns.event(namespace, refresh.pool)
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow
+            moving = False
             try:  # step must not add its own length to the next one's wait
                 with ctx.metrics.reconcile.labels("refresh").time():
-                    await reconcile.run_steps(ctx, refresh)
+                    moving = await reconcile.run_step(ctx, refresh)
             except Exception as exc:  # kopf.TemporaryError and the unforeseen alike
                 if isinstance(exc.__cause__, RedisError):
                     ctx.metrics.redis_errors.labels("refresh").inc()
@@ -121,6 +122,8 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
             if finished(ours):
                 ctx.pool_turns.wake(namespace, refresh.pool)
                 return
+            if moving:  # the next transition needs nothing to wait for
+                continue
             if delay == HEARTBEAT and awaiting_job_end(ours):
                 delay = JOB_END_POLL
             # A newer refresh may ask this one to stop (Replace, an

@@ -1,6 +1,6 @@
 """One refresh, one step at a time, from whatever the status and Redis say.
 
-The driver (operator/driver.py) calls :func:`run_steps` when the run's
+The driver (operator/driver.py) calls :func:`run_step` when the run's
 events or its heartbeat wake the refresh. A step reads the world (status,
 Redis, the Job), makes the one transition its phase calls for, builds the
 status in memory and writes it once (operator/transition.py); a step that
@@ -42,44 +42,43 @@ log = logging.getLogger("proxyrefresh.operator")
 MOVES_ON = {Phase.PENDING.value, Phase.SCRAPING.value, Phase.MERGING.value}
 
 
-async def run_steps(ctx: Context, refresh: Refresh) -> None:
-    """Run transitions until one leaves the refresh waiting (for the pool,
-    the Job, or nothing: it ended); each writes the status once. The caller
-    keeps ``refresh``: its status is kept up to date with every write, so a
-    caller that steps again needs no re-read."""
+async def run_step(ctx: Context, refresh: Refresh) -> bool:
+    """One wake: the one transition the refresh's phase calls for, written
+    once. True when the refresh may move on at once (Pending to Scraping to
+    Dispatched, Merging to Complete): the driver wakes it again without
+    waiting. The caller keeps ``refresh``: its status is kept up to date
+    with every write, so a caller that steps again needs no re-read."""
     try:
         refresh.spec  # noqa: B018 - validate before anything else
     except ValidationError as exc:
         await fail(ctx, refresh, "InvalidSpec", problems(exc))
-        return
-    for _ in range(4):
-        before = refresh.status.get("phase")
-        t = Transition(refresh)
-        try:
-            await advance(ctx, t)
-        except Refused as exc:
-            t.fail(exc.reason, str(exc))
-        except ApiException as exc:
-            if not kube.permanent(exc):
-                why = f"Kubernetes API: {kube.describe(exc)}"
-                raise await stall(ctx, refresh, "ApiUnavailable", why) from None
-            # A permanent answer: retrying would fail the same way, forever.
-            t.fail("ApiError", f"the Kubernetes API refused: {kube.describe(exc)}")
-        except Unavailable as exc:
-            raise await stall(ctx, refresh, exc.reason, str(exc)) from exc.__cause__
-        except Exception as exc:
-            # Not the refresh's fault, and its text may quote what a source
-            # held: the status names the kind of failure, the log the rest.
-            step = before or "first"
-            why = f"the {step} step failed ({type(exc).__name__}): see the operator's log"
-            await stall(ctx, refresh, "StepFailed", why)
-            raise
-        if true_condition(t.status, STALLED):
-            t.condition(STALLED, False, "Resumed", "")
-        await commit(ctx, t)
-        after = refresh.status.get("phase")
-        if after == before or after not in MOVES_ON:
-            return
+        return False
+    before = refresh.status.get("phase")
+    t = Transition(refresh)
+    try:
+        await advance(ctx, t)
+    except Refused as exc:
+        t.fail(exc.reason, str(exc))
+    except ApiException as exc:
+        if not kube.permanent(exc):
+            why = f"Kubernetes API: {kube.describe(exc)}"
+            raise await stall(ctx, refresh, "ApiUnavailable", why) from None
+        # A permanent answer: retrying would fail the same way, forever.
+        t.fail("ApiError", f"the Kubernetes API refused: {kube.describe(exc)}")
+    except Unavailable as exc:
+        raise await stall(ctx, refresh, exc.reason, str(exc)) from exc.__cause__
+    except Exception as exc:
+        # Not the refresh's fault, and its text may quote what a source
+        # held: the status names the kind of failure, the log the rest.
+        step = before or "first"
+        why = f"the {step} step failed ({type(exc).__name__}): see the operator's log"
+        await stall(ctx, refresh, "StepFailed", why)
+        raise
+    if true_condition(t.status, STALLED):
+        t.condition(STALLED, False, "Resumed", "")
+    await commit(ctx, t)
+    after = refresh.status.get("phase")
+    return after != before and after in MOVES_ON
 
 
 async def advance(ctx: Context, t: Transition) -> None:
