@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.harness.testbed import Testbed
 
-ENTRY = [sys.executable, "-m", "proxyrefresh.entry"]
+ENTRY = [sys.executable, "-m", "proxyrefresh.front.entry"]
 TARGETS = {"--version": 0.06, "check (1 candidate)": 0.10}
 
 

@@ -22,11 +22,12 @@ from proxyrefresh.fanout.store import RunStore
 from proxyrefresh.operator import memory, scrape
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
+from proxyrefresh.operator.settings import OperatorSettings
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.operator.turns import PoolTurns
 from proxyrefresh.pool import AsyncPool
 from proxyrefresh.redact import redis_problem
-from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, RedisSettings
 
 
 @dataclass

@@ -8,14 +8,19 @@ first one instead of starting a second.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyRefreshSpec
 from proxyrefresh.fanout import job as fanout_job
-from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
+from proxyrefresh.operator.settings import OperatorSettings
+from proxyrefresh.settings import (
+    CheckerSettings,
+    NetworkSettings,
+    RedisSettings,
+    WorkerSettings,
+)
 
 T = TypeVar("T")
 
@@ -72,29 +77,25 @@ def worker_env(
     network: NetworkSettings,
     job: str,
 ) -> list[dict[str, Any]]:
+    """A worker pod's environment, written by the settings classes the pod
+    reads it with (EnvSettings.env_of): one contract, spelled once."""
     checker = spec.checker
     env: list[dict[str, Any]] = [
-        {"name": "PROXYREFRESH_RUN_ID", "value": uid},
-        {"name": "PROXYREFRESH_ENGINE", "value": checker.engine.value},
-        {"name": "PROXYREFRESH_JUDGES", "value": json.dumps(checker.judges)},
-        {"name": "PROXYREFRESH_TIMEOUT", "value": str(checker.timeout_seconds)},
-        {"name": "PROXYREFRESH_CONCURRENCY", "value": str(checker.concurrency)},
-        {
-            "name": "PROXYREFRESH_TARGETS",
-            "value": json.dumps([t.model_dump(by_alias=True) for t in checker.targets]),
-        },
-        {"name": "PROXYREFRESH_CHUNK_SECONDS", "value": str(spec.deadlines.chunk_seconds)},
-        {"name": "PROXYREFRESH_REDIS_KEY_TTL_SECONDS", "value": str(redis.key_ttl_seconds)},
+        *WorkerSettings.env_of(run_id=uid, chunk_seconds=spec.deadlines.chunk_seconds),
+        *CheckerSettings.env_of(
+            judges=checker.judges,
+            timeout=checker.timeout_seconds,
+            connect_timeout=checker.connect_timeout_seconds,
+            concurrency=checker.concurrency,
+            targets=checker.targets,
+        ),
+        *RedisSettings.env_of(key_ttl_seconds=redis.key_ttl_seconds),
+        *network.env(),
     ]
-    if checker.connect_timeout_seconds:
-        env.append(
-            {"name": "PROXYREFRESH_CONNECT_TIMEOUT", "value": str(checker.connect_timeout_seconds)}
-        )
-    env += network.env()
     # Never the URL itself: anyone with `view` reads a Job's spec.
     env.append(
         {
-            "name": "PROXYREFRESH_REDIS_URL",
+            "name": RedisSettings.variable("url"),
             "valueFrom": {
                 "secretKeyRef": {"name": redis_secret_name(job), "key": c.REDIS_SECRET_KEY}
             },

@@ -20,9 +20,10 @@ from proxyrefresh.api import Phase
 from proxyrefresh.operator import driver, memory, policy, pools, reconcile
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
+from proxyrefresh.operator.settings import OperatorSettings
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.operator.turns import PoolTurns
-from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, RedisSettings
 
 ACTIVE = {p.value for p in Phase if not p.terminal}
 

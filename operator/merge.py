@@ -10,9 +10,7 @@ fastest first, as ``live_proxies.json`` (with scores) and
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +19,7 @@ from kubernetes.client.rest import ApiException
 from proxyrefresh import constants as c
 from proxyrefresh.api import Filter
 from proxyrefresh.fanout.store import ChunkResult
-from proxyrefresh.models import ProxyResult
+from proxyrefresh.models import ProxyResult, Tally
 from proxyrefresh.operator import kube
 from proxyrefresh.pool import PoolEntry, identity
 
@@ -49,17 +47,6 @@ def not_managed_message(name: str, pool: str) -> str:
     )
 
 
-@dataclass
-class Tally:
-    """What one refresh found, for its status."""
-
-    checked: int = 0
-    live: int = 0
-    usable: int = 0
-    unchecked: int = 0
-    anonymity: Counter[str] = field(default_factory=Counter)
-
-
 def tally_chunk(
     out: Tally, chunk: ChunkResult, flt: Filter
 ) -> Iterator[tuple[str, bool, PoolEntry | None]]:
@@ -69,16 +56,12 @@ def tally_chunk(
     out.unchecked += len(chunk.pending)
     for outcome in chunk.outcomes:
         row = outcome.value
-        out.checked += 1
         if "protocol" not in row:  # an item the worker could not even parse
+            out.checked += 1
             continue
         result = ProxyResult.model_validate(row)
-        if result.alive:
-            out.live += 1
-            out.anonymity[str(result.anonymity)] += 1
         passing = result.passes(flt.min_anonymity, flt.max_latency_ms)  # implies an anonymity
-        if passing:
-            out.usable += 1
+        out.add(result, passing)
         yield result.proxy, passing, entry_of(result) if passing else None
 
 

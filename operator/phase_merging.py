@@ -13,6 +13,7 @@ from proxyrefresh.api import CredentialsExport, Phase, ProxyRefreshSpec
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.job import job_end
 from proxyrefresh.fanout.store import RunStore, StateLost
+from proxyrefresh.models import Tally
 from proxyrefresh.operator import dispatch, kube, merge, policy, pools
 from proxyrefresh.operator.context import Context, Refused, redis_unavailable
 from proxyrefresh.operator.status import now_iso, progress_fields
@@ -29,7 +30,7 @@ MERGE_READ_ITEMS = 4096  # results read from Redis per round trip while merging
 class Merged:
     """What a merge did: the counts for the status, the pool, the export."""
 
-    found: merge.Tally
+    found: Tally
     pool: MergeOutcome
     exported: list[PoolEntry]
 
@@ -59,7 +60,7 @@ async def finish(ctx: Context, t: Transition) -> None:
         t.fail(
             end.reason or "JobFailed",
             f"Job {job_name} failed ({end.reason}: {end.message}); merged what finished: "
-            f"{merged.found.usable} usable of {merged.found.checked} checked",
+            f"{merged.found.passed} usable of {merged.found.checked} checked",
         )
         return
     complete(t, refresh.spec, merged)
@@ -70,7 +71,7 @@ async def merge_into_pool(ctx: Context, refresh: Refresh, store: RunStore) -> Me
     few chunks at a time are read, counted and merged, so a run of any size
     merges in bounded memory (the tally keeps counts only)."""
     spec = refresh.spec
-    found = merge.Tally()
+    found = Tally()
     # About MERGE_READ_ITEMS results a read, whatever the chunk size (a
     # status from before chunkSize was recorded: 64 chunks, as it was).
     size = int(refresh.status.get("chunkSize") or 0)
@@ -129,7 +130,7 @@ def counted_fields(merged: Merged) -> dict[str, Any]:
     return {
         "checked": found.checked,
         "live": found.live,
-        "usable": found.usable,
+        "usable": found.passed,
         "unchecked": found.unchecked,
         "poolSize": merged.pool.size,
         "poolUsable": merged.pool.usable,
@@ -145,19 +146,19 @@ def complete(t: Transition, spec: ProxyRefreshSpec, merged: Merged) -> None:
     """Complete, with a summary, and Degraded when too few were usable."""
     found, exported = merged.found, merged.exported
     summary = (
-        f"{found.usable} usable of {found.live} live, {found.checked} checked; "
+        f"{found.passed} usable of {found.live} live, {found.checked} checked; "
         f"pool {spec.pool} holds {merged.pool.size}, {len(exported)} of them in ConfigMap "
         f"{spec.output_config_map}"
     )
     hidden = merge.withheld(exported)
     if hidden and spec.output.credentials is CredentialsExport.OMIT:
         summary += f" ({hidden} with credentials: passwords only in the Redis pool)"
-    degraded = found.usable < spec.min_usable
+    degraded = found.passed < spec.min_usable
     t.condition(
         "Degraded",
         degraded,
         "TooFewUsable" if degraded else "EnoughUsable",
-        f"{found.usable} usable, minUsable {spec.min_usable}",
+        f"{found.passed} usable, minUsable {spec.min_usable}",
     )
     t.condition("Failed", False, "Completed", "")
     t.condition("Complete", True, "Merged", summary)

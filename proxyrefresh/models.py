@@ -7,6 +7,8 @@ objects go through Redis, the output ConfigMap and ``proxyrefresh check``.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from enum import StrEnum
 from typing import Annotated
 
@@ -174,3 +176,25 @@ class ProxyResult(BaseModel):
         if max_latency_ms is not None and (self.latency_ms or 0) > max_latency_ms:
             return False
         return self.targets_ok
+
+
+@dataclasses.dataclass
+class Tally:
+    """What a set of checks found: ``proxyrefresh check``'s summary and a
+    refresh's status count alike (worker/check_command.py, operator/merge.py)."""
+
+    checked: int = 0
+    live: int = 0
+    passed: int = 0  # live and passing the filter: a refresh's "usable"
+    unchecked: int = 0  # left pending (a chunk stopped at its deadline)
+    anonymity: Counter[str] = dataclasses.field(default_factory=Counter)
+    failures: Counter[str] = dataclasses.field(default_factory=Counter)  # by error kind
+
+    def add(self, result: ProxyResult, passed: bool) -> None:
+        self.checked += 1
+        if result.alive:
+            self.live += 1
+            self.anonymity[str(result.anonymity)] += 1
+        elif result.error:
+            self.failures[result.error.split(":")[0]] += 1
+        self.passed += passed

@@ -1,9 +1,13 @@
 """Configuration: the resource spec first, then the environment, then defaults.
 
-Every knob lives here once. The CLI and the worker build a
-:class:`CheckerSettings` from the environment (``PROXYREFRESH_*``) and lay
-explicit values (command-line flags, a resource's spec) over it with
-:meth:`CheckerSettings.overlay`; nothing reads ``os.environ`` elsewhere.
+Every knob lives in one settings class, read by :meth:`EnvSettings.from_env`
+(``PROXYREFRESH_*``), with explicit values (command-line flags, a
+resource's spec) laid over it by :meth:`EnvSettings.overlay`; nothing else
+reads the product's variables. Here are the settings more than one part
+reads: the checker's and the pod's (the operator writes them into a Job
+with :meth:`EnvSettings.env_of`, the worker reads them back), the network
+guard's and Redis's. Each plane keeps its own beside it:
+operator/settings.py, worker/rotate_settings.py.
 """
 
 from __future__ import annotations
@@ -14,9 +18,17 @@ import os
 import re
 import typing
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
@@ -101,6 +113,32 @@ class EnvSettings(BaseModel):
 
         return "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors())
 
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The variable field ``name`` is read from (its first, if several)."""
+        return _variables(cls.env_prefix, name, cls.model_fields[name])[0]
+
+    @classmethod
+    def env_of(cls, **values: Any) -> list[dict[str, str]]:
+        """Env entries (a container's ``env``) that :meth:`from_env` reads
+        back as ``values``; None is left out. The class that reads a pod's
+        environment writes it, so the two cannot drift apart; a name it does
+        not read is a KeyError here, not a variable nobody reads."""
+        entries = []
+        for name, value in values.items():
+            if value is None:
+                continue
+            annotation = cls.model_fields[name].annotation
+            if annotation is not None and _structured(annotation):
+                dumped = TypeAdapter(annotation).dump_python(value, mode="json", by_alias=True)
+                text = json.dumps(dumped)
+            elif isinstance(value, bool):
+                text = str(value).lower()
+            else:
+                text = str(getattr(value, "value", value))  # an enum's value
+            entries.append({"name": cls.variable(name), "value": text})
+        return entries
+
     def overlay(self, **explicit: Any) -> Self:
         """These settings with every explicit (non-None) value laid over them
         (command-line flags, a resource's spec), validated again so a bad
@@ -172,11 +210,7 @@ class NetworkSettings(EnvSettings):
 
     def env(self) -> list[dict[str, str]]:
         """The same rule for a worker pod, as env entries."""
-        return [
-            {"name": "PROXYREFRESH_NETWORK_GUARD", "value": str(self.guard).lower()},
-            {"name": "PROXYREFRESH_NETWORK_ALLOWED", "value": json.dumps(self.allowed)},
-            {"name": "PROXYREFRESH_NETWORK_INTERNAL", "value": json.dumps(self.internal)},
-        ]
+        return self.env_of(guard=self.guard, allowed=self.allowed, internal=self.internal)
 
 
 class RedisSettings(EnvSettings):
@@ -298,85 +332,3 @@ class WorkerSettings(EnvSettings):
         if self.chunk_seconds is None:
             return None
         return self.chunk_seconds * self.soft_deadline_fraction
-
-
-class OperatorSettings(EnvSettings):
-    """How the operator runs, from its environment (the chart sets these)."""
-
-    env_prefix = "PROXYREFRESH_OPERATOR_"
-
-    worker_image: str = "proxyrefresh:dev"
-    worker_image_pull_policy: str = "IfNotPresent"
-    worker_service_account: str | None = None  # None: the namespace's default
-    # Worker pods on their node's network (hostNetwork) instead of the pod
-    # network: for nodes whose pods cannot reach the judges, proxies or Redis
-    # (the chart's hostNetwork.enabled; the test bed, which lives on loopback).
-    worker_host_network: bool = False
-    # Each run's workers get a Redis ACL user limited to the run's keys
-    # (fanout.access); false hands them the operator's own URL (documented as
-    # loosening the rules). The key their passwords derive from defaults to
-    # the operator's Redis URL, which only the operator holds.
-    worker_redis_acl: bool = True
-    worker_credential_key: str | None = None
-    job_ttl_seconds: int = Field(default=3600, ge=0)
-    keep_complete: int = Field(default=5, ge=0)
-    keep_failed: int = Field(default=3, ge=0)
-    source_timeout_seconds: float = Field(default=30.0, gt=0)
-    source_retries: int = Field(default=3, ge=0)
-    # What one refresh may make the operator hold (operator/scrape.py): each
-    # source, all its sources together, its candidates; how many sources
-    # are read at once; how often a scrape may die with the operator (out
-    # of memory, say) before the refresh fails instead of trying again.
-    source_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
-    scrape_max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
-    max_candidates: int = Field(default=1_000_000, gt=0)
-    namespace_max_candidates: int = Field(default=2_000_000, gt=0)  # unfinished runs together
-    scrape_concurrency: int = Field(default=4, ge=1)
-    scrape_crash_limit: int = Field(default=3, ge=1)
-    # Refreshes scraping at once, in all and per namespace (operator/scrape_slots.py).
-    concurrent_scrapes: int = Field(default=3, ge=1)
-    namespace_scrapes: int = Field(default=1, ge=1)
-    # No run starts while Redis holds more than this share of its maxmemory
-    # (the refresh waits, saying so); a finished run's keys go this soon
-    # after its merge.
-    redis_high_water: float = Field(default=0.8, gt=0, le=1)
-    finished_key_ttl_seconds: int = Field(default=600, ge=1)
-    scrape_report_seconds: float = Field(default=2.0, gt=0)  # "fetching X: attempt 2 of 4"
-    pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
-    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
-    metrics_address: str = "0.0.0.0"
-    metrics_port: int = Field(default=9090, ge=0, le=65535)  # /metrics; 0: none
-    # text: one line each, logger names whole; json: one object a line, for
-    # log pipelines (kopf's JSON, with the object each line is about).
-    log_format: Literal["text", "json"] = "text"
-    namespaces: list[str] = Field(default_factory=list)  # empty: all namespaces
-
-
-class RotatorSettings(EnvSettings):
-    """How ``proxyrefresh rotate`` serves a pool (flags lay over these)."""
-
-    env_prefix = "PROXYREFRESH_ROTATOR_"
-
-    # Filters every request of the listener gets; a client may narrow them
-    # (X-Proxyrefresh-* headers, or its proxy user name).
-    protocol: Protocol | None = None
-    min_anonymity: Anonymity | None = None
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    # Other upstreams a request may try after one failed (invisibly to the client).
-    retries: int = Field(default=2, ge=0, le=20)
-    connect_timeout: float = Field(default=5.0, gt=0)  # upstream connect or tunnel handshake
-    answer_timeout: float = Field(default=30.0, gt=0)  # upstream's response head
-    idle_timeout: float = Field(default=60.0, gt=0)  # a kept-alive client's next request
-    session_seconds: float = Field(default=600.0, gt=0)  # a sticky session's life
-    max_sessions: int = Field(default=100_000, ge=1)
-    # Basic credentials clients must give (from a Secret); none: open to
-    # whoever reaches the port (the chart's NetworkPolicy decides who can).
-    username: str | None = None
-    password: str | None = None
-    # Failure reports one client may make a minute over the JSON API (each
-    # also needs its proxy's lease, and counts once per proxy).
-    report_failures_per_minute: int = Field(default=30, ge=1)
-
-    @property
-    def auth_required(self) -> bool:
-        return self.password is not None

@@ -56,7 +56,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real console entry point, as a user would (``env``: added to ours)."""
     return subprocess.run(
-        [sys.executable, "-m", "proxyrefresh.cli", *args],
+        [sys.executable, "-m", "proxyrefresh.front.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from proxyrefresh.models import Anonymity, ProxyResult
+from proxyrefresh.models import Anonymity, ProxyResult, Tally
 from proxyrefresh.parse import InputTooLarge, ParseReport, check_size, parse_text
 from proxyrefresh.settings import CheckerSettings
 from proxyrefresh.worker.native import CheckOptions, NativeChecker, NoJudgeAvailable, require_judges
@@ -51,26 +50,6 @@ def format_result(result: ProxyResult, output_format: str) -> str:
     if output_format == "txt":
         return result.proxy
     return result.model_dump_json(exclude_none=True)
-
-
-@dataclass
-class Tally:
-    """Counts for the closing summary."""
-
-    checked: int = 0
-    live: int = 0
-    passed: int = 0
-    anonymity: Counter[str] = field(default_factory=Counter)
-    failures: Counter[str] = field(default_factory=Counter)
-
-    def add(self, result: ProxyResult, passed: bool) -> None:
-        self.checked += 1
-        if result.alive:
-            self.live += 1
-            self.anonymity[str(result.anonymity)] += 1
-        elif result.error:
-            self.failures[result.error.split(":")[0]] += 1
-        self.passed += passed
 
 
 def summary_lines(report: ParseReport, tally: Tally, seconds: float) -> list[str]:

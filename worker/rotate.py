@@ -43,7 +43,6 @@ from redis.exceptions import RedisError
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.pool import AsyncPool, NoMatch, PickFilter, PoolEntry, describe
 from proxyrefresh.redact import redis_problem
-from proxyrefresh.settings import RotatorSettings
 from proxyrefresh.worker.http1 import (
     IDEMPOTENT,
     MAX_HEAD,
@@ -62,6 +61,7 @@ from proxyrefresh.worker.http1 import (
     request_framing,
     response_framing,
 )
+from proxyrefresh.worker.rotate_settings import RotatorSettings
 from proxyrefresh.worker.upstream import (
     Streams,
     TargetUnreachable,

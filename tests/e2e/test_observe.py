@@ -88,7 +88,7 @@ def test_metrics_match_the_status_during_and_after_a_refresh(
 
 
 def watch_cmd(world: World, kubectl: Kubectl, name: str) -> list[str]:
-    return [sys.executable, "-m", "proxyrefresh.cli", "watch", name, "-n", kubectl.namespace]
+    return [sys.executable, "-m", "proxyrefresh.front.cli", "watch", name, "-n", kubectl.namespace]
 
 
 def test_watch_piped_prints_lines_and_exits_0_on_complete(world: World, kubectl: Kubectl) -> None:
@@ -169,7 +169,7 @@ def ui(world: World, kubectl: Kubectl) -> Any:
         admin.execute_command("ACL", "SETUSER", user, *viewer_rules("viewer-secret"))
     url = world.redis.url.replace("redis://", f"redis://{user}:viewer-secret@", 1)
     proc = start_logged(
-        [sys.executable, "-m", "proxyrefresh.cli", "ui", "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "proxyrefresh.front.cli", "ui", "--listen", f"127.0.0.1:{port}",
          "-n", kubectl.namespace],
         log,
         env={**world.operator.env, "PROXYREFRESH_REDIS_URL": url},

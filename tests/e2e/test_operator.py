@@ -442,7 +442,7 @@ def test_wait_for_refresh_blocks_until_complete(world: World, kubectl: Kubectl) 
         [
             sys.executable,
             "-m",
-            "proxyrefresh.cli",
+            "proxyrefresh.front.cli",
             "create",
             str(path),
             "-n",
@@ -525,7 +525,7 @@ def test_an_operator_whose_metrics_port_is_taken_exits_saying_so(world: World) -
             PROXYREFRESH_OPERATOR_NAMESPACES='["port-taken"]',
         )
         proc = start_logged(
-            [sys.executable, "-m", "proxyrefresh.cli", "operator"], log, env=operator.env
+            [sys.executable, "-m", "proxyrefresh.front.cli", "operator"], log, env=operator.env
         )
         try:
             code = proc.wait(timeout=60)

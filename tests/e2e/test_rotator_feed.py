@@ -28,7 +28,7 @@ def test_feed_writes_in_place_and_never_empties(kubectl: Kubectl, tmp_path: Path
         [
             sys.executable,
             "-m",
-            "proxyrefresh.cli",
+            "proxyrefresh.front.cli",
             "rotator-feed",
             "--configmap",
             "pool-proxies",

@@ -100,7 +100,7 @@ def start(
         [
             sys.executable,
             "-m",
-            "proxyrefresh.cli",
+            "proxyrefresh.front.cli",
             "rotate",
             "--pool",
             pool,

@@ -193,7 +193,7 @@ class OperatorProcess:
     def start(self, timeout: float = 60) -> None:
         """Start it and return once its liveness endpoint answers 200."""
         self.proc = start_logged(
-            [sys.executable, "-m", "proxyrefresh.cli", "operator"], self.log, env=self.env
+            [sys.executable, "-m", "proxyrefresh.front.cli", "operator"], self.log, env=self.env
         )
         proc = self.proc
         wait_for_port("127.0.0.1", self.port, timeout=timeout, proc=proc, log=self.log)

@@ -160,7 +160,7 @@ class Testbed:
         port = port or free_port(host)
         proc, log = self.spawn(
             f"judge-{host}",
-            [sys.executable, "-m", "proxyrefresh.cli", "judge", "--listen", f"{host}:{port}"],
+            [sys.executable, "-m", "proxyrefresh.front.cli", "judge", "--listen", f"{host}:{port}"],
         )
         wait_for_port(host, port, proc=proc, log=log)
         return f"http://{host}:{port}/"

@@ -191,7 +191,7 @@ def test_progress_bar_only_on_a_terminal(bed: Bed, write_list: Callable[..., str
     assert "checking" not in piped.stderr
     primary, secondary = os.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxyrefresh.cli", "check", path, "-j", bed.judge],
+        [sys.executable, "-m", "proxyrefresh.front.cli", "check", path, "-j", bed.judge],
         stdout=subprocess.PIPE,
         stderr=secondary,
         env={**os.environ, "COLUMNS": "100"},

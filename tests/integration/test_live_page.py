@@ -97,7 +97,7 @@ def page() -> Iterator[str]:
     from redis import Redis as SyncRedis
     from redis.asyncio import Redis
 
-    from proxyrefresh.ui import Board, make_app
+    from proxyrefresh.front.ui import Board, make_app
 
     testbed = tb.Testbed()
     redis = RedisServer(testbed)

@@ -64,7 +64,7 @@ def worker_env(redis_url: str, run_id: str, index: int, judge: str, **extra: str
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "proxyrefresh.cli", "worker"],
+        [sys.executable, "-m", "proxyrefresh.front.cli", "worker"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -13,7 +13,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 from kubernetes.config import kube_config
 
-from proxyrefresh import client
+from proxyrefresh.front import client
 from tests.conftest import run_cli
 from tests.harness.fakeapi import Answer, fake_api, status_body, write_kubeconfig
 

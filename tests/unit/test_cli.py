@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from proxyrefresh import cli
 from proxyrefresh.api import ProxyRefreshSpec, problems
-from proxyrefresh.cli_output import Format, document, entry_view, table
+from proxyrefresh.front import cli
+from proxyrefresh.front.output import Format, document, entry_view, table
 from proxyrefresh.kubeconfig import default_namespace
 from proxyrefresh.pool import PoolEntry
 from proxyrefresh.redact import connection_problem
@@ -179,7 +179,7 @@ def operator_lines(tmp_path: Path, log_format: str, wanted: int = 3) -> list[str
         "PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT": "",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxyrefresh.cli", "operator"],
+        [sys.executable, "-m", "proxyrefresh.front.cli", "operator"],
         stderr=subprocess.STDOUT,
         stdout=subprocess.PIPE,
         text=True,
@@ -216,7 +216,7 @@ def test_version_answers_without_loading_the_command_tree() -> None:
     import sys
 
     fast = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "proxyrefresh.entry", "--version"],
+        [sys.executable, "-X", "importtime", "-m", "proxyrefresh.front.entry", "--version"],
         capture_output=True,
         text=True,
         check=True,

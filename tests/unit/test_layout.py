@@ -86,7 +86,7 @@ def test_wheel_maps_the_folders_into_the_package(tmp_path: Path) -> None:
         names = set(archive.namelist())
     assert "proxyrefresh/operator/reconcile.py" in names
     assert "proxyrefresh/worker/native.py" in names
-    assert "proxyrefresh/cli.py" in names
+    assert "proxyrefresh/front/cli.py" in names
     tops = {name.split("/")[0] for name in names}
     assert tops == {"proxyrefresh", f"{wheel.name.split('-py3')[0]}.dist-info"}
     # Only what a user runs: no local control plane, node, testbed or demo.
@@ -97,21 +97,24 @@ def test_wheel_maps_the_folders_into_the_package(tmp_path: Path) -> None:
 
 # Which package may import which: the control plane (operator/) decides, the
 # data plane (worker/) checks proxies; both depend on the core, never on each
-# other; the core depends on neither (cli.py is the entry point that wires
-# the commands, so it alone may); the fan-out core knows nothing of proxies.
+# other; the core depends on neither; the fan-out core knows nothing of
+# proxies; the front doors (proxyrefresh/front/: the CLI, the API client,
+# watch, the page) may import anything, and nothing imports them.
+FRONT = ("proxyrefresh.front",)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "core": ("proxyrefresh.operator", "proxyrefresh.worker"),
-    "operator": ("proxyrefresh.worker",),
-    "worker": ("proxyrefresh.operator",),
+    "core": ("proxyrefresh.operator", "proxyrefresh.worker", *FRONT),
+    "operator": ("proxyrefresh.worker", *FRONT),
+    "worker": ("proxyrefresh.operator", *FRONT),
     "fanout": (
         "proxyrefresh.operator",
         "proxyrefresh.worker",
         "proxyrefresh.models",
         "proxyrefresh.parse",
         "proxyrefresh.api",
+        *FRONT,
     ),
+    "front": (),
 }
-ENTRY_POINTS = {"proxyrefresh/cli.py", "proxyrefresh/entry.py"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -128,8 +131,9 @@ def imported_modules(path: Path) -> set[str]:
 
 def layer_of(path: Path) -> str:
     relative = path.relative_to(ROOT).as_posix()
-    if relative.startswith("proxyrefresh/fanout/"):
-        return "fanout"
+    for wing in ("fanout", "front"):
+        if relative.startswith(f"proxyrefresh/{wing}/"):
+            return wing
     return relative.split("/")[0].replace("proxyrefresh", "core")
 
 
@@ -137,6 +141,7 @@ def test_imports_point_the_right_way() -> None:
     files = [
         *(ROOT / "proxyrefresh").glob("*.py"),
         *(ROOT / "proxyrefresh" / "fanout").glob("*.py"),
+        *(ROOT / "proxyrefresh" / "front").glob("*.py"),
         *(ROOT / "operator").glob("*.py"),
         *(ROOT / "worker").glob("*.py"),
     ]
@@ -144,7 +149,6 @@ def test_imports_point_the_right_way() -> None:
     wrong = [
         f"{path.relative_to(ROOT)} imports {module}"
         for path in files
-        if path.relative_to(ROOT).as_posix() not in ENTRY_POINTS
         for module in sorted(imported_modules(path))
         for banned in FORBIDDEN[layer_of(path)]
         if module == banned or module.startswith(banned + ".")
@@ -186,7 +190,7 @@ def run_entry(
     probe = (
         f"import sys\n{before}"
         f"sys.argv = ['proxyrefresh', *{argv!r}]\n"
-        "from proxyrefresh import entry\n"
+        "from proxyrefresh.front import entry\n"
         "try:\n"
         "    entry.main()\n"
         "except SystemExit as exc:\n"
@@ -250,7 +254,8 @@ def test_check_and_the_worker_start_without_the_control_planes_libraries() -> No
     tunnel messages until a tunnel is opened."""
     probe = (
         "import sys, runpy\n"
-        "import proxyrefresh.cli, proxyrefresh.worker.check_command, proxyrefresh.worker.pod\n"
+        "import proxyrefresh.front.cli, proxyrefresh.worker.check_command\n"
+        "import proxyrefresh.worker.pod\n"
         "heavy = ('kopf', 'kubernetes', 'aiohttp', 'rich.progress', 'python_socks._protocols')\n"
         "print(sorted({m for m in sys.modules if m.startswith(heavy)}))\n"
     )

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxyrefresh import ui, watch
+from proxyrefresh.front import ui, watch
 from proxyrefresh.operator.metrics import Metrics
 
 

@@ -18,9 +18,10 @@ from proxyrefresh import constants as c
 from proxyrefresh.api import Phase
 from proxyrefresh.operator import context, kube, memory, phase_pending, reconcile, transition
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
+from proxyrefresh.operator.settings import OperatorSettings
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.operator.turns import PoolTurns
-from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, RedisSettings
 
 NS = "team-a"
 BASE = f"/apis/{c.API_VERSION}/namespaces/{NS}/proxyrefreshes"

@@ -9,18 +9,19 @@ from typing import Any
 
 import pytest
 
-from proxyrefresh.api import Filter, ProxyRefreshSpec
+from proxyrefresh.api import Filter, ProxyRefreshSpec, Target
 from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
-from proxyrefresh.models import Anonymity
+from proxyrefresh.models import Anonymity, Tally, TargetSpec
 from proxyrefresh.operator import dispatch, driver, merge, policy
+from proxyrefresh.operator.settings import OperatorSettings
 from proxyrefresh.operator.status import (
     changes,
     progress_fields,
     set_condition,
 )
 from proxyrefresh.pool import PoolEntry
-from proxyrefresh.settings import NetworkSettings, OperatorSettings, RedisSettings
+from proxyrefresh.settings import NetworkSettings, RedisSettings
 
 SPEC = ProxyRefreshSpec.model_validate(
     {
@@ -131,6 +132,37 @@ def test_worker_env_carries_the_checker_settings() -> None:
     assert "hunter2" not in json.dumps(build())
 
 
+def test_what_the_operator_writes_into_a_pod_the_pod_reads_back() -> None:
+    """The pod's environment is written by the settings classes that read
+    it: every variable is read, and reads back as the spec said."""
+    from proxyrefresh.settings import CheckerSettings, WorkerSettings
+
+    spec = SPEC.model_copy(deep=True)
+    spec.checker.targets = [Target(url="http://127.0.0.1:9/t", expect_status=204)]
+    spec.checker.connect_timeout_seconds = 1.5
+    env = {k: v for k, v in env_of(build(spec=spec)).items() if isinstance(v, str)}
+    env["JOB_COMPLETION_INDEX"] = "3"  # the Job controller's
+    checker = CheckerSettings.from_env(env)
+    assert (checker.judges, checker.timeout, checker.connect_timeout) == (
+        ["http://judge/"],
+        4.0,
+        1.5,
+    )
+    assert checker.targets == [TargetSpec(url="http://127.0.0.1:9/t", expect_status=204)]
+    worker = WorkerSettings.from_env(env)
+    assert (worker.run_id, worker.job_completion_index, worker.chunk_seconds) == (
+        "0123456789abcdef",
+        3,
+        120,
+    )
+    assert RedisSettings.from_env(env).key_ttl_seconds == RedisSettings().key_ttl_seconds
+    assert NetworkSettings.from_env(env).allowed == ["127.0.0.0/8"]
+    # No variable the pod does not read (an engine only one image ever had).
+    assert "PROXYREFRESH_ENGINE" not in env
+    with pytest.raises(KeyError):
+        CheckerSettings.env_of(no_such_field=1)
+
+
 def test_the_redis_secret_is_owned_by_the_refresh() -> None:
     owner = {"kind": "ProxyRefresh", "name": "nightly", "uid": "u"}
     secret = dispatch.redis_secret("nightly-0123", "ns", "redis://x", owner, "eu", "nightly")
@@ -226,7 +258,7 @@ def row(
 class Found:
     """A chunk counted as the merge counts it, and what it merges."""
 
-    tally: merge.Tally
+    tally: Tally
     merged: list[tuple[str, bool, PoolEntry | None]]
 
     @property
@@ -240,7 +272,7 @@ def found(*rows: dict, flt: Filter | None = None) -> Found:  # type: ignore[type
         outcomes=[ItemOutcome(pos=i, ok=r["alive"], value=r) for i, r in enumerate(rows)],
         pending=["x"],
     )
-    out = merge.Tally()
+    out = Tally()
     return Found(out, list(merge.tally_chunk(out, chunk, flt or Filter())))
 
 
@@ -256,7 +288,7 @@ def test_tally_applies_the_filter() -> None:
         row(4, True, "anonymous", latency=9000),
         flt=Filter(max_latency_ms=8000),
     )
-    assert (t.tally.checked, t.tally.live, t.tally.usable, t.tally.unchecked) == (4, 3, 1, 1)
+    assert (t.tally.checked, t.tally.live, t.tally.passed, t.tally.unchecked) == (4, 3, 1, 1)
     assert t.tally.anonymity == {"elite": 1, "transparent": 1, "anonymous": 1}
     assert t.passing == {"http://1.1.1.1:1"}
 

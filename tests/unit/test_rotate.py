@@ -9,7 +9,6 @@ import pytest
 
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.pool import PickFilter, PoolEntry
-from proxyrefresh.settings import RotatorSettings
 from proxyrefresh.worker.http1 import (
     NO_BODY,
     BadMessage,
@@ -29,6 +28,7 @@ from proxyrefresh.worker.rotate import (
     narrow,
     user_params,
 )
+from proxyrefresh.worker.rotate_settings import RotatorSettings
 
 
 def head(*lines: str) -> bytes:

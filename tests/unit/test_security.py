@@ -227,7 +227,7 @@ def test_a_redis_outage_in_a_status_names_no_address() -> None:
 def test_servers_started_by_hand_listen_on_loopback_unless_told(command: str, port: int) -> None:
     """An unauthenticated rotator on every interface of a workstation is an
     open proxy: each server's default is loopback (the chart says 0.0.0.0)."""
-    from proxyrefresh import cli
+    from proxyrefresh.front import cli
 
     default = inspect.signature(getattr(cli, command)).parameters["listen"].default
     assert default == f"127.0.0.1:{port}"

@@ -6,13 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from proxyrefresh.models import Protocol, TargetSpec
-from proxyrefresh.settings import (
-    CheckerSettings,
-    NetworkSettings,
-    RedisSettings,
-    RotatorSettings,
-    WorkerSettings,
-)
+from proxyrefresh.settings import CheckerSettings, NetworkSettings, RedisSettings, WorkerSettings
+from proxyrefresh.worker.rotate_settings import RotatorSettings
 
 
 def test_a_variable_is_the_prefix_and_the_field_in_any_case() -> None:

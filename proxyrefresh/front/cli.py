@@ -19,14 +19,14 @@ from pydantic import ValidationError
 from typer.core import MarkupMode
 
 from proxyrefresh import __version__
-from proxyrefresh.cli_output import SCORE_DIGITS, Format, document, entry_view, rounded, table
 from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL
+from proxyrefresh.front.output import SCORE_DIGITS, Format, document, entry_view, rounded, table
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 from proxyrefresh.settings import CheckerSettings, EnvSettings
 
 if TYPE_CHECKING:
     from proxyrefresh.api import ProxyRefreshSpec
-    from proxyrefresh.settings import RotatorSettings
+    from proxyrefresh.worker.rotate_settings import RotatorSettings
 
 S = TypeVar("S", bound=EnvSettings)
 
@@ -95,7 +95,7 @@ def api_failure(exc: Exception, what: str) -> typer.Exit:
     refusal: the message names the permission)."""
     from kubernetes.client.rest import ApiException
 
-    from proxyrefresh.client import explain, transient
+    from proxyrefresh.front.client import explain, transient
 
     code = 1
     if transient(exc):
@@ -257,7 +257,7 @@ def operator() -> None:
 
     from proxyrefresh.kubeconfig import load
     from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
-    from proxyrefresh.settings import OperatorSettings
+    from proxyrefresh.operator.settings import OperatorSettings
 
     load()  # no API server to talk to: one line and exit 2, not kopf's retries
     settings = OperatorSettings.from_env()
@@ -304,7 +304,7 @@ def create(
 ) -> None:
     """Create a ProxyRefresh (what the scheduling CronJobs run)."""
     from proxyrefresh.api import ProxyRefreshSpec
-    from proxyrefresh.client import API_ERRORS, create_refresh
+    from proxyrefresh.front.client import API_ERRORS, create_refresh
 
     if sum(x is not None for x in (spec_file, spec_env, pool)) != 1:
         raise fail("give one of: a spec file, --spec-env, --pool", EXIT_BAD_INPUT)
@@ -356,7 +356,7 @@ def read_refresh_spec(spec_file: Path | None, spec_env: str) -> tuple[Any, Proxy
 
 def wait_and_say(name: str, namespace: str, timeout: float) -> None:
     """--wait: block until the refresh ends; exit 1 if it failed, 75 at the timeout."""
-    from proxyrefresh.client import API_ERRORS, RefreshFailed, wait_for_refresh
+    from proxyrefresh.front.client import API_ERRORS, RefreshFailed, wait_for_refresh
 
     try:
         status = wait_for_refresh(name, namespace, timeout)
@@ -374,7 +374,7 @@ def pool_refresh_spec(namespace: str, pool: str) -> dict[str, Any]:
     from pydantic import ValidationError as SpecError
 
     from proxyrefresh.api import ProxyPoolSpec, dump, problems
-    from proxyrefresh.client import API_ERRORS, read_pool
+    from proxyrefresh.front.client import API_ERRORS, read_pool
 
     try:
         found = read_pool(namespace, pool)
@@ -448,7 +448,7 @@ def rotate(
 ) -> None:
     """A rotating forward proxy over a pool (Redis: $PROXYREFRESH_REDIS_URL):
     each request leaves through the next proxy, every outcome is reported."""
-    from proxyrefresh.settings import RotatorSettings
+    from proxyrefresh.worker.rotate_settings import RotatorSettings
 
     namespace = in_namespace(namespace)
     addresses = listen_addresses(listen, api_listen)
@@ -538,9 +538,9 @@ def watch(
     from kubernetes.client.rest import ApiException
 
     from proxyrefresh import constants as c
-    from proxyrefresh import watch as w
-    from proxyrefresh.client import API_ERRORS
     from proxyrefresh.fanout.store import RunKeys
+    from proxyrefresh.front import watch as w
+    from proxyrefresh.front.client import API_ERRORS
     from proxyrefresh.kubeconfig import load
     from proxyrefresh.settings import RedisSettings
 
@@ -599,8 +599,8 @@ def ui(
     from aiohttp import web
 
     from proxyrefresh.fanout import aio
+    from proxyrefresh.front.ui import Board, kube_lister, make_app
     from proxyrefresh.settings import RedisSettings
-    from proxyrefresh.ui import Board, kube_lister, make_app
 
     async def main() -> None:
         redis = RedisSettings.from_env().client(retries=1, timeout=5.0)

@@ -30,10 +30,10 @@ from redis.exceptions import RedisError
 from proxyrefresh import redact
 from proxyrefresh.api import STALLED, finished, true_condition
 from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
+from proxyrefresh.front.watch import stalled
 from proxyrefresh.pool import BANDS, AsyncPool
-from proxyrefresh.watch import stalled
 
-log = logging.getLogger("proxyrefresh.ui")
+log = logging.getLogger("proxyrefresh.front.ui")
 RELIST_SECONDS = 2.0
 QUEUE = 256  # events a slow page may fall behind by before it is let go
 
@@ -331,7 +331,7 @@ async def page(request: web.Request) -> web.Response:
     board = request.app[BOARD]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(board.listed.wait(), FIRST_LISTING_WAIT)
-    html = resources.files("proxyrefresh").joinpath("ui.html").read_text()
+    html = resources.files("proxyrefresh.front").joinpath("ui.html").read_text()
     state = json.dumps(board.state(), separators=(",", ":")).replace("</", "<\\/")
     html = html.replace(INITIAL, INITIAL.replace(">null<", f">{state}<"))
     return web.Response(text=html, content_type="text/html")

@@ -4,7 +4,7 @@ Every Job pod runs ``proxyrefresh worker`` and pays for its own start-up,
 so that one invocation goes straight to the worker: importing typer and
 building the command tree from every command's signature was a tenth of a
 pod's start-up CPU, paid by each of a run's pods. Anything else (options,
-``--help``, every other command) is the typer app in :mod:`proxyrefresh.cli`.
+``--help``, every other command) is the typer app in :mod:`proxyrefresh.front.cli`.
 
 Importing is most of a short command's start-up, and what it makes
 (modules, classes, pydantic's validators) lives as long as the process: no
@@ -41,7 +41,7 @@ def command(args: list[str]) -> Callable[[], int | None]:
         return pod_main
     if args == ["--version"]:  # a probe's question: no typer, no pydantic to load
         return version
-    from proxyrefresh.cli import main as cli_main
+    from proxyrefresh.front.cli import main as cli_main
 
     return cli_main
 
