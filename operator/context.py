@@ -18,6 +18,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxyrefresh.api import Scoring
+from proxyrefresh.constants import RUNS
+from proxyrefresh.fanout.control import Run
 from proxyrefresh.fanout.store import RunStore
 from proxyrefresh.operator import memory, scrape
 from proxyrefresh.operator.metrics import Metrics
@@ -58,8 +60,12 @@ class Context:
     # (guard_scrape): a different one there means that one died scraping.
     process: str = field(default_factory=lambda: f"{socket.gethostname()}/{time.time_ns()}")
 
+    def run(self, uid: str) -> Run:
+        """A refresh's run, as the fan-out core controls it."""
+        return Run(self.redis, RUNS, uid, self.redis_settings.key_ttl_seconds)
+
     def store(self, uid: str) -> RunStore:
-        return RunStore(self.redis, uid, self.redis_settings.key_ttl_seconds)
+        return self.run(uid).store
 
     def pool(self, namespace: str, name: str, scoring: Scoring | None = None) -> AsyncPool:
         return AsyncPool(self.redis, name, namespace, scoring)

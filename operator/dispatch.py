@@ -8,8 +8,7 @@ first one instead of starting a second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyRefreshSpec
@@ -21,13 +20,6 @@ from proxyrefresh.settings import (
     RedisSettings,
     WorkerSettings,
 )
-
-T = TypeVar("T")
-
-
-def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    """``items`` in chunks of ``size``, made one at a time as they are taken."""
-    return (list(items[i : i + size]) for i in range(0, len(items), size))
 
 
 def job_name(refresh_name: str, uid: str) -> str:
@@ -56,18 +48,9 @@ def redis_secret(
 ) -> dict[str, Any]:
     """The run's Redis URL (its own ACL user, see fanout.access) as a Secret
     owned by the refresh: the Job's spec only references it."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": redis_secret_name(job),
-            "namespace": namespace,
-            "labels": labels(refresh, pool),
-            "ownerReferences": [owner],
-        },
-        "stringData": {c.REDIS_SECRET_KEY: url},
-    }
+    return fanout_job.worker_secret(
+        redis_secret_name(job), namespace, url, owner, labels(refresh, pool), c.REDIS_SECRET_KEY
+    )
 
 
 def worker_env(
@@ -93,14 +76,8 @@ def worker_env(
         *network.env(),
     ]
     # Never the URL itself: anyone with `view` reads a Job's spec.
-    env.append(
-        {
-            "name": RedisSettings.variable("url"),
-            "valueFrom": {
-                "secretKeyRef": {"name": redis_secret_name(job), "key": c.REDIS_SECRET_KEY}
-            },
-        }
-    )
+    url = RedisSettings.variable("url")
+    env.append(fanout_job.secret_env(url, redis_secret_name(job), c.REDIS_SECRET_KEY))
     return env
 
 

@@ -10,7 +10,6 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from proxyrefresh.api import CredentialsExport, Phase, ProxyRefreshSpec
-from proxyrefresh.fanout import access
 from proxyrefresh.fanout.job import job_end
 from proxyrefresh.fanout.store import RunStore, StateLost
 from proxyrefresh.models import Tally
@@ -48,7 +47,7 @@ async def finish(ctx: Context, t: Transition) -> None:
         return
     merged = await merge_into_pool(ctx, refresh, store)
     await store.mark_finished()
-    await access.revoke(ctx.redis, refresh.uid)
+    await ctx.run(refresh.uid).revoke()
     t.set(**progress_fields(refresh.status, progress, job))
     t.set(**counted_fields(merged))
     # Once the status says how it ended (a repeated merge step would find

@@ -17,12 +17,10 @@ from proxyrefresh.operator.transition import Transition
 async def follow(ctx: Context, t: Transition) -> None:
     """Progress from Redis; Merging once the Job finished."""
     refresh = t.refresh
-    store = ctx.store(refresh.uid)
     job_name = refresh.job_name
     job = await kube.read_job(refresh.namespace, job_name)
     try:
-        progress = await store.progress()
-        await store.touch()
+        progress = await ctx.run(refresh.uid).follow()  # its keys kept alive meanwhile
     except StateLost as exc:
         await kube.delete_job(refresh.namespace, job_name)
         t.fail("StateLost", f"{exc}; the refresh cannot be merged")

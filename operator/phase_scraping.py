@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from proxyrefresh import redact
 from proxyrefresh.api import Engine, Phase, ProxyRefreshSpec, dump
 from proxyrefresh.fanout import access
-from proxyrefresh.fanout.store import RunStore
+from proxyrefresh.fanout.store import RunStore, chunked
 from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
@@ -111,7 +111,7 @@ async def write_chunks(store: RunStore, candidates: Sequence[Proxy], size: int) 
     """The candidates into the run's chunks. Items are made a chunk at a
     time as they are written: a big run is never held twice (proxies and
     their JSON) in the operator."""
-    batches = ([p.to_item() for p in chunk] for chunk in dispatch.chunked(candidates, size))
+    batches = ([p.to_item() for p in chunk] for chunk in chunked(candidates, size))
     try:
         return await store.write_chunks(batches)
     except RedisError as exc:
@@ -275,7 +275,7 @@ async def create_job(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec, chu
     url = ctx.redis_settings.url
     if ctx.settings.worker_redis_acl:
         await grant(ctx, refresh)
-        url = access.run_url(url, refresh.uid, ctx.credential_key)
+        url = ctx.run(refresh.uid).worker_url(url, ctx.credential_key)
     await kube.create_secret(
         dispatch.redis_secret(job_name, refresh.namespace, url, owner, spec.pool, refresh.name)
     )
@@ -303,7 +303,7 @@ async def grant(ctx: Context, refresh: Refresh) -> None:
     if not ctx.settings.worker_redis_acl:
         return
     try:
-        await access.grant(ctx.redis, refresh.uid, ctx.credential_key)
+        await ctx.run(refresh.uid).grant(ctx.credential_key)
     except access.AclUnavailable as exc:
         raise Refused("RedisAclUnavailable", str(exc)) from None
     except RedisError as exc:

@@ -26,7 +26,6 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from proxyrefresh.api import STALLED, Phase, problems, true_condition
-from proxyrefresh.fanout import access
 from proxyrefresh.operator import kube
 from proxyrefresh.operator.context import Context, Refused, Unavailable
 from proxyrefresh.operator.phase_merging import finish
@@ -104,7 +103,6 @@ async def cleanup(ctx: Context, body: dict[str, Any]) -> None:
     but is deleted here too so its pods stop at once."""
     refresh = Refresh(body)
     await kube.delete_job(refresh.namespace, refresh.job_name)
-    await access.revoke(ctx.redis, refresh.uid)
-    deleted = await ctx.store(refresh.uid).delete()
+    deleted = await ctx.run(refresh.uid).cleanup()
     ctx.metrics.refresh_gone(refresh.uid)
     log.info("deleted %s/%s: %d Redis keys removed", refresh.namespace, refresh.name, deleted)

@@ -28,7 +28,6 @@ from proxyrefresh.api import (
     finished,
     true_condition,
 )
-from proxyrefresh.fanout import access
 from proxyrefresh.operator import dispatch, kube
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.status import changes, now_iso, set_condition
@@ -163,7 +162,7 @@ async def commit(ctx: Context, t: Transition) -> None:
     refresh = t.refresh
     if t.failing:
         with contextlib.suppress(RedisError):
-            await access.revoke(ctx.redis, refresh.uid)
+            await ctx.run(refresh.uid).revoke()
     try:
         await patch(ctx, refresh, t.fields)
     except ApiException as exc:

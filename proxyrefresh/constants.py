@@ -3,6 +3,8 @@ labels, annotations and the finalizer. One place, so nothing drifts."""
 
 from __future__ import annotations
 
+from proxyrefresh.fanout.kind import Kind
+
 GROUP = "proxyrefresh.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -46,3 +48,7 @@ EXPORT_TXT_KEY = "live_proxies.txt"
 
 WORKER_CONTAINER = "worker"
 REDIS_SECRET_KEY = "url"
+
+# The refreshes' runs in Redis: keys ``proxyrefresh:{<uid>}:*`` and one ACL
+# user ``proxyrefresh-run-<uid>`` each (fanout.access), for the fan-out core.
+RUNS = Kind(key_prefix="proxyrefresh", user_prefix="proxyrefresh-run-")

@@ -1,7 +1,7 @@
 """The pool of working proxies, kept in Redis: merge, pick, report, stats.
 
 A ConfigMap holds at most 1 MiB (about 3,300 proxies), so the pool itself
-lives in Redis under the keys of :class:`~proxyrefresh.fanout.store.PoolKeys`
+lives in Redis under the keys of :class:`~proxyrefresh.pool_keys.PoolKeys`
 and a ConfigMap is only a bounded export of its best entries. Every change
 is one Lua script, so any number of consumers may report at once and two
 refreshes may merge at once without losing an update (the legacy system
@@ -32,8 +32,8 @@ from pydantic import BaseModel
 
 from proxyrefresh import redact
 from proxyrefresh.api import Scoring
-from proxyrefresh.fanout.store import PoolKeys
 from proxyrefresh.models import Anonymity, Protocol
+from proxyrefresh.pool_keys import PoolKeys
 
 if TYPE_CHECKING:
     from redis import Redis

@@ -30,9 +30,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from proxyrefresh.fanout import slots, store
-from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
+from proxyrefresh.fanout.kind import Kind
+from proxyrefresh.fanout.store import RunKeys
 
-USER_PREFIX = "proxyrefresh-run-"
 # Every script a worker runs; the operator loads them (grant), a worker may
 # only call them by their SHA.
 WORKER_SCRIPTS = (
@@ -78,8 +78,8 @@ class AclUnavailable(RuntimeError):
     """The operator's Redis user may not manage ACL users (or Redis is older than 6)."""
 
 
-def user_name(uid: str) -> str:
-    return f"{USER_PREFIX}{uid}"
+def user_name(uid: str, kind: Kind) -> str:
+    return f"{kind.user_prefix}{uid}"
 
 
 def password(key: str, uid: str) -> str:
@@ -102,19 +102,6 @@ def rules(keys: RunKeys, secret: str) -> list[str]:
     ]
 
 
-# A pool's user (``proxyrefresh pool grant``) runs the pool's own scripts,
-# which name its group keys as it goes: its keys go by pattern.
-POOL_DENIED = ("-@dangerous", "-@admin", "-scan", "-randomkey", "-select", "-swapdb")
-
-
-def pool_rules(keys: PoolKeys, secret: str) -> list[str]:
-    """ACL SETUSER arguments for a pool's consumer: that pool's keys and
-    channel, no dangerous or admin command."""
-    pattern = keys.key("*")
-    return ["reset", "on", f">{secret}", f"~{pattern}", "resetchannels", f"&{pattern}",
-            "+@all", *POOL_DENIED]  # fmt: skip
-
-
 def worker_url(url: str, user: str, secret: str) -> str:
     """The operator's Redis URL with the run's user in place of its own."""
     parts = urlsplit(url)
@@ -122,17 +109,17 @@ def worker_url(url: str, user: str, secret: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{secret}@{host}"))
 
 
-def run_url(url: str, uid: str, key: str) -> str:
+def run_url(url: str, uid: str, key: str, kind: Kind) -> str:
     """The URL a worker of run ``uid`` connects with."""
-    return worker_url(url, user_name(uid), password(key, uid))
+    return worker_url(url, user_name(uid, kind), password(key, uid))
 
 
-async def grant(redis: Redis, uid: str, key: str, prefix: str = KEY_PREFIX) -> None:
+async def grant(redis: Redis, uid: str, key: str, kind: Kind) -> None:
     """Create (or re-create) the run's user, and load the scripts it may
     call (a Redis restarted forgets them; a worker may not load its own)."""
-    keys = RunKeys(uid, prefix)
+    keys = RunKeys(uid, kind.key_prefix)
     try:
-        setuser = ["ACL", "SETUSER", user_name(uid), *rules(keys, password(key, uid))]
+        setuser = ["ACL", "SETUSER", user_name(uid, kind), *rules(keys, password(key, uid))]
         pipe = redis.pipeline(transaction=False)
         pipe.execute_command(*setuser)
         pipe.script_exists(*WORKER_SHAS)
@@ -151,31 +138,7 @@ async def grant(redis: Redis, uid: str, key: str, prefix: str = KEY_PREFIX) -> N
         ) from None
 
 
-async def revoke(redis: Redis, uid: str) -> None:
+async def revoke(redis: Redis, uid: str, kind: Kind) -> None:
     """Delete the run's user; Redis drops its connections with it. Idempotent."""
     with contextlib.suppress(ResponseError):  # no ACL support: there was no user
-        await redis.acl_deluser(user_name(uid))
-
-
-def viewer_rules(secret: str, prefix: str = KEY_PREFIX) -> list[str]:
-    """ACL SETUSER arguments for a viewer (``proxyrefresh ui``): read the
-    pools' keys, subscribe to the runs' and pools' events, read the runs'
-    per-chunk counters (numbers only: never a run's items or results); no
-    write. Redis checks PSUBSCRIBE patterns literally, hence the two given."""
-    return [
-        "reset",
-        "on",
-        f">{secret}",
-        f"~{prefix}:pool:*",
-        f"~{prefix}:{{*}}:completed",
-        f"~{prefix}:{{*}}:index_progress",
-        "resetchannels",
-        f"&{prefix}:{{*}}:events",
-        f"&{prefix}:pool:{{*}}:events",
-        "+@read",
-        "+@pubsub",
-        "+eval",  # read-only scripts: every call inside obeys the same rules
-        "+evalsha",
-        "+script|load",
-        "-@dangerous",
-    ]
+        await redis.acl_deluser(user_name(uid, kind))

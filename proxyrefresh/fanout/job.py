@@ -123,6 +123,36 @@ def pod_failure_policy(container_name: str) -> dict[str, Any]:
     }
 
 
+def worker_secret(
+    name: str,
+    namespace: str,
+    url: str,
+    owner: dict[str, Any],
+    labels: dict[str, str],
+    key: str = "url",
+) -> dict[str, Any]:
+    """The Secret that hands a run's workers their Redis URL (the run's own
+    user, fanout.control.Run.worker_url), owned by the run's resource: the
+    Job's spec only references it, so reading the Job shows no password."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner],
+        },
+        "stringData": {key: url},
+    }
+
+
+def secret_env(variable: str, secret: str, key: str = "url") -> dict[str, Any]:
+    """The env entry that reads ``variable`` from the run's Secret."""
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
 def failed_indexes(job: dict[str, Any] | None) -> int:
     """How many indexes the Job gave up on ("1,3-5" -> 4)."""
     text = ((job or {}).get("status") or {}).get("failedIndexes") or ""

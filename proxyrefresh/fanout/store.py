@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 from redis.typing import EncodableT, FieldT
 
+T = TypeVar("T")
 KEY_PREFIX = "proxyrefresh"  # the default; each kind of run may have its own
 DEFAULT_TTL_SECONDS = 24 * 3600
 # One HSET carries up to this many chunks or bytes, whichever comes first:
@@ -41,6 +42,12 @@ CHUNK_WRITE_BYTES = 1 << 20
 # after a Redis restart it waits this long for the operator, which loads
 # them again while it follows the run, before it gives up.
 SCRIPT_WAIT_SECONDS = 30.0
+
+
+def chunked(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    """``items`` in chunks of ``size``, made one at a time as they are taken
+    (what :meth:`RunStore.write_chunks` wants: a run is never held twice)."""
+    return (list(items[i : i + size]) for i in range(0, len(items), size))
 
 
 class StateLost(RuntimeError):
@@ -205,70 +212,6 @@ class RunKeys:
             self.processed,
             self.succeeded,
             self.snapshot,
-            self.events,
-        ]
-
-
-@dataclass(frozen=True)
-class PoolKeys:
-    """The names of every key of one long-lived pool that runs merge into:
-    ``<prefix>:pool:{<namespace>/<name>}:<field>``. The hash tag puts a pool
-    in one slot, so its scripts may touch all of it atomically. What the
-    members are, how they score and how they group is the user's business
-    (proxyrefresh.pool, for the product's own pool); here are only the names."""
-
-    namespace: str
-    name: str
-    prefix: str = KEY_PREFIX
-
-    def key(self, field: str) -> str:
-        return f"{self.prefix}:pool:{{{self.namespace}/{self.name}}}:{field}"
-
-    @property
-    def entries(self) -> str:  # hash: member id -> its JSON
-        return self.key("entries")
-
-    @property
-    def score(self) -> str:  # zset: member id -> score (best first, for exports)
-        return self.key("score")
-
-    @property
-    def failing(self) -> str:  # set of member ids whose last outcome failed
-        return self.key("failing")
-
-    @property
-    def last_ok(self) -> str:  # zset: member id -> when it last succeeded (max age)
-        return self.key("last_ok")
-
-    @property
-    def latency(self) -> str:  # zset: member id -> latency (filters)
-        return self.key("latency")
-
-    @property
-    def merged(self) -> str:  # hash: run uid -> batches merged so far, or "done"
-        return self.key("merged")
-
-    @property
-    def clock(self) -> str:  # the virtual time of the last pick (fair selection)
-        return self.key("clock")
-
-    @property
-    def events(self) -> str:  # pub/sub channel: size and usable after a change
-        return self.key("events")
-
-    def group(self, name: str) -> str:  # zset: member id -> virtual time of its next turn
-        return self.key(f"group:{name}")
-
-    def fixed(self) -> list[str]:
-        """Every key but the groups, in the order the scripts take them."""
-        return [
-            self.entries,
-            self.score,
-            self.failing,
-            self.last_ok,
-            self.latency,
-            self.merged,
-            self.clock,
             self.events,
         ]
 

@@ -809,8 +809,8 @@ def pool_grant(
 
     from redis.exceptions import ResponseError
 
-    from proxyrefresh.fanout.access import pool_rules, worker_url
-    from proxyrefresh.fanout.store import PoolKeys
+    from proxyrefresh.fanout.access import worker_url
+    from proxyrefresh.pool_keys import PoolKeys, pool_rules
     from proxyrefresh.settings import RedisSettings
 
     if not user:

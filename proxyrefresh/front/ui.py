@@ -29,9 +29,11 @@ from redis.exceptions import RedisError
 
 from proxyrefresh import redact
 from proxyrefresh.api import STALLED, finished, true_condition
-from proxyrefresh.fanout.store import KEY_PREFIX, PoolKeys, RunKeys
+from proxyrefresh.constants import RUNS
+from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.front.watch import stalled
 from proxyrefresh.pool import BANDS, AsyncPool
+from proxyrefresh.pool_keys import PoolKeys
 
 log = logging.getLogger("proxyrefresh.front.ui")
 RELIST_SECONDS = 2.0
@@ -290,7 +292,7 @@ class Board:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.psubscribe(
-                    f"{KEY_PREFIX}:{{*}}:events", f"{KEY_PREFIX}:pool:{{*}}:events"
+                    f"{RUNS.key_prefix}:{{*}}:events", f"{RUNS.key_prefix}:pool:{{*}}:events"
                 )
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
@@ -300,7 +302,7 @@ class Board:
                         data = json.loads(message["data"])
                     except (TypeError, ValueError):
                         continue
-                    if channel.startswith(f"{KEY_PREFIX}:pool:"):
+                    if channel.startswith(f"{RUNS.key_prefix}:pool:"):
                         await self.pool_event(channel, data)
                     else:
                         await self.run_event(channel, data)

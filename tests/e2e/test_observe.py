@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis as SyncRedis
 
-from proxyrefresh.fanout.access import viewer_rules
+from proxyrefresh.pool_keys import viewer_rules
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.e2e.test_operator import assert_exact, small

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 
+from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.runner import DONE, run_chunk
 from proxyrefresh.fanout.slots import Slots
@@ -281,9 +282,9 @@ async def test_a_run_user_works_its_run_and_nothing_else(
     store = RunStore(redis, run_id)
     await store.write_chunks([items(bed, *LIVE)])
     await redis.set("proxyrefresh:{other}:chunks", "theirs")
-    await access.grant(redis, run_id, "k")
+    await access.grant(redis, run_id, "k", RUNS)
     await redis.script_flush()  # as a restarted Redis would have it
-    url = access.run_url(redis_server.url, run_id, "k")
+    url = access.run_url(redis_server.url, run_id, "k", RUNS)
     worker = start_worker(worker_env(url, run_id, 0, bed.judge, PROXYREFRESH_SLOTS="1"))
 
     async def refused_load() -> bool:
@@ -291,7 +292,7 @@ async def test_a_run_user_works_its_run_and_nothing_else(
         return any(e["object"] == "script|load" and run_id in e["username"] for e in log)
 
     await async_wait_for(refused_load, 30, "the worker to be refused loading a script")
-    await access.grant(redis, run_id, "k")  # the operator's next step loads them
+    await access.grant(redis, run_id, "k", RUNS)  # the operator's next step loads them
     code, err = await finish(worker)
     assert code == 0, err
     progress = await store.progress()
@@ -320,7 +321,7 @@ async def test_a_run_user_works_its_run_and_nothing_else(
     finally:
         await leaked.aclose()
     assert await redis.get("proxyrefresh:{other}:chunks") == "theirs"
-    await access.revoke(redis, run_id)
+    await access.revoke(redis, run_id, RUNS)
 
 
 async def test_exit_codes_for_what_a_retry_cannot_fix(

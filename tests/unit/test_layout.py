@@ -317,3 +317,24 @@ def test_the_length_check_catches_a_long_function(tmp_path: Path) -> None:
     probe.write_text(f"class C:\n    async def long(self) -> None:\n{body}        return\n")
     assert long_functions(probe) == ["probe.py:2 long (61 lines)"]
     assert long_functions(probe, limit=61) == []
+
+
+def test_the_second_kind_uses_only_the_fanout_cores_public_names() -> None:
+    """tests/e2e/squares is a whole kind on the fan-out core: from the
+    product it imports ``proxyrefresh.fanout`` alone, never a module inside."""
+    squares = sorted((ROOT / "tests" / "e2e" / "squares").glob("*.py"))
+    assert len(squares) >= 3
+    used = {
+        module
+        for path in squares
+        for module in imported_modules(path)
+        if module.startswith("proxyrefresh")
+    }
+    assert used, "the kind imports nothing of the core"
+    assert {m for m in used if not m.startswith("proxyrefresh.fanout")} == set()
+    # `from proxyrefresh.fanout import Run` names proxyrefresh.fanout.Run: a
+    # public name; a module would be proxyrefresh.fanout.<module>.<name>.
+    import proxyrefresh.fanout as fanout
+
+    inside = {m for m in used if m.count(".") > 2 or m.split(".")[-1] not in fanout.__all__}
+    assert inside <= {"proxyrefresh.fanout"}, inside

@@ -11,7 +11,7 @@ import pytest
 
 from proxyrefresh.api import Filter, ProxyRefreshSpec, Target
 from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
-from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress
+from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress, chunked
 from proxyrefresh.models import Anonymity, Tally, TargetSpec
 from proxyrefresh.operator import dispatch, driver, merge, policy
 from proxyrefresh.operator.settings import OperatorSettings
@@ -182,7 +182,7 @@ def test_parallelism_never_exceeds_chunks_and_names_fit_labels() -> None:
     job = build(name="x" * 253, uid="u" * 36, chunks=2)
     assert job["spec"]["parallelism"] == 2
     assert len(job["metadata"]["name"]) <= 49  # the job-name label (63) with room for pods
-    assert list(dispatch.chunked(list(range(5)), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(chunked(list(range(5)), 2)) == [[0, 1], [2, 3], [4]]
 
 
 def test_progress_never_goes_backwards() -> None:

@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
+from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.netguard import AddressRefused, NetworkGuard, kind_of
@@ -184,7 +185,7 @@ def test_a_worker_redis_user_opens_its_run_only() -> None:
     assert not {"+@all", "+eval", "+script|load", "+keys", "+scan"} & set(rules)
     assert access.password("k", "abc") == access.password("k", "abc") != access.password("k", "abd")
     assert access.password("k", "abc") != access.password("other", "abc")
-    url = access.run_url("rediss://op:opsecret@redis.svc:6380/2", "abc", "k")
+    url = access.run_url("rediss://op:opsecret@redis.svc:6380/2", "abc", "k", RUNS)
     assert url.startswith("rediss://proxyrefresh-run-abc:")
     assert url.endswith("@redis.svc:6380/2")
     assert "opsecret" not in url

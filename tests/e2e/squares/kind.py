@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from proxyrefresh.fanout import Kind
+
 GROUP = "squares.example.com"
 VERSION = "v1"
 PLURAL = "squares"
-PREFIX = "squares"  # its runs' Redis keys: squares:{<uid>}:*
+# Its runs' Redis keys (squares:{<uid>}:*) and users (squares-run-<uid>).
+SQUARES = Kind(key_prefix="squares", user_prefix="squares-run-")
+PREFIX = SQUARES.key_prefix
 CONTAINER = "squarer"
+
+
+def job_name(name: str, uid: str) -> str:
+    """A Square's Job (and, with -redis, its Secret): one per Square."""
+    return f"{name}-{uid[:8]}"
 
 
 def crd() -> dict[str, Any]:
@@ -36,6 +45,8 @@ def crd() -> dict[str, Any]:
                                     "properties": {
                                         "numbers": {"type": "array", "items": {"type": "integer"}},
                                         "chunkSize": {"type": "integer", "default": 3},
+                                        # Seconds per number: a run slow enough to lose.
+                                        "slowSeconds": {"type": "number", "default": 0},
                                     },
                                 },
                                 "status": {
