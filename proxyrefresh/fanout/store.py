@@ -381,14 +381,6 @@ class RunStore:
             completed_at=float(finished) if finished else None,
         )
 
-    async def snapshot(self) -> dict[str, Any] | None:
-        """The JSON snapshot the pods keep current (what a web page reads)."""
-        raw = await self.redis.get(self.keys.snapshot)
-        return json.loads(raw) if raw else None
-
-    async def completed_indexes(self) -> set[int]:
-        return {int(i) for i in await self.redis.smembers(self.keys.completed)}
-
     async def read_results(self) -> dict[int, ChunkResult]:
         """Every stored result, complete or partial, by index."""
         raw = await self.redis.hgetall(self.keys.results)
