@@ -24,6 +24,7 @@ from proxyrefresh.fanout.store import RunStore
 from proxyrefresh.operator import memory, scrape
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
+from proxyrefresh.operator.scrape_tasks import ScrapeTasks
 from proxyrefresh.operator.settings import OperatorSettings
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.operator.turns import PoolTurns
@@ -56,6 +57,8 @@ class Context:
     scrape_slots: ScrapeSlots = field(kw_only=True)
     # Wakes the refreshes waiting for a pool when one of its refreshes ends.
     pool_turns: PoolTurns = field(kw_only=True)
+    # The scrapes running beside their refreshes' loops.
+    scrapes: ScrapeTasks = field(default_factory=ScrapeTasks, kw_only=True)
     # This operator process, in a refresh's status while it scrapes it
     # (guard_scrape): a different one there means that one died scraping.
     process: str = field(default_factory=lambda: f"{socket.gethostname()}/{time.time_ns()}")

@@ -105,6 +105,7 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
             # varies, so progress writes are paced too.
             refresh = Refresh({**current, "status": status}, not_before=written + MIN_GAP)
             turn = ctx.pool_turns.event(namespace, refresh.pool)
+            feed = feed_for(ctx, feed, uid, status)  # before the step: a scrape's news comes here
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow
             moving = False
@@ -133,15 +134,22 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
             if delay == HEARTBEAT and waiting_for_pool(ours):
                 await wait_for_turn(turn, asked, last_step + WAITING_HEARTBEAT)
                 continue
-            if feed is None and ours.get("phase") != Phase.PENDING.value:
-                feed = ctx.subscriptions.open(RunKeys(uid).events)
+            feed = feed_for(ctx, feed, uid, ours)
             if delay == HEARTBEAT and ours.get("phase") in FOLLOWED:
                 delay = min(QUIET_HEARTBEAT, HEARTBEAT * 2**quiet)
             news = await wait_for_news(feed, asked, last_step, delay)
             quiet = 0 if news or wrote else quiet + 1
     finally:
+        await ctx.scrapes.cancel(uid)  # a scrape its refresh no longer needs
         if feed is not None:
             ctx.subscriptions.close(feed)
+
+
+def feed_for(ctx: Context, feed: Feed | None, uid: str, status: dict[str, Any]) -> Feed | None:
+    """The run's channel, followed from the first step past Pending."""
+    if feed is None and status.get("phase") not in (None, Phase.PENDING.value):
+        return ctx.subscriptions.open(RunKeys(uid).events)
+    return feed
 
 
 class Asked:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from kubernetes.client.rest import ApiException
 from redis.exceptions import RedisError
@@ -13,7 +12,7 @@ from redis.exceptions import RedisError
 from proxyrefresh import redact
 from proxyrefresh.api import Engine, Phase, ProxyRefreshSpec, dump
 from proxyrefresh.fanout import access
-from proxyrefresh.fanout.store import RunStore, chunked
+from proxyrefresh.fanout.store import RunKeys, RunStore, chunked
 from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
@@ -25,7 +24,6 @@ from proxyrefresh.operator.transition import (
     Refresh,
     Transition,
     owner_reference,
-    patch,
     reread,
 )
 
@@ -38,16 +36,18 @@ async def start(ctx: Context, t: Transition) -> None:
     spec = refresh.spec
     job_name = refresh.job_name
     store = ctx.store(refresh.uid)
-    creds = await preflight(ctx, refresh, spec)
     try:
         written = await store.items_written()
     except RedisError as exc:
         raise redis_unavailable(" while dispatching", exc) from exc
     if written is not None:
+        await preflight(ctx, refresh, spec)
         candidates, chunks = written
         sources = list(refresh.status.get("sources") or [])
     else:
-        found = await scrape_once(ctx, refresh, spec, creds)
+        found = await scrape_step(ctx, t)
+        if found is None:  # still scraping: this wake said how it goes
+            return
         sources = [dump(x) for x in found.sources]
         if found.failed:
             t.set(sources=sources)
@@ -79,22 +79,51 @@ async def start(ctx: Context, t: Transition) -> None:
         t.note("Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
 
 
-async def scrape_once(
-    ctx: Context,
-    refresh: Refresh,
-    spec: ProxyRefreshSpec,
-    creds: dict[int, credentials.SourceCredentials],
-) -> scrape.ScrapeResult:
-    """The sources, scraped in one of the operator's scrape slots."""
-    busy = ctx.scrape_slots.busy(refresh.namespace)
-    if busy:
-        await patch(ctx, refresh, {"message": f"waiting to scrape: {busy}"})
-    async with ctx.scrape_slots.hold(refresh.namespace):
-        await guard_scrape(ctx, refresh)
+async def scrape_step(ctx: Context, t: Transition) -> scrape.ScrapeResult | None:
+    """One wake of a scrape (operator/scrape_tasks.py): start it, write its
+    guard, or say how it goes; its result once it is done, None until then."""
+    refresh = t.refresh
+    running = ctx.scrapes.get(refresh.uid)
+    if running is None:
+        spec = refresh.spec
+        creds = await preflight(ctx, refresh, spec)
+
+        async def sources(attempts: scrape.Attempts) -> scrape.ScrapeResult:
+            return await scrape_sources(ctx, refresh, spec, creds, attempts)
+
+        running = await ctx.scrapes.start(
+            refresh.uid,
+            ctx.scrape_slots.hold(refresh.namespace),
+            sources,
+            wake=lambda: ctx.subscriptions.wake(RunKeys(refresh.uid).events),
+        )
+    if not running.slot_taken.is_set():
+        t.set(message=f"waiting to scrape: {ctx.scrape_slots.busy(refresh.namespace)}")
+        return None
+    if not running.guarded.is_set():
         try:
-            return await scrape_reporting(ctx, refresh, spec, creds)
-        except scrape.LimitExceeded as exc:
-            raise Refused(exc.reason, str(exc)) from None
+            guard_scrape(ctx, t)
+        except Refused:
+            await ctx.scrapes.cancel(refresh.uid)
+            raise
+        guarded = running.guarded
+
+        async def begin() -> None:  # once the guard is written
+            guarded.set()
+
+        t.after.append(begin)
+        return None
+    assert running.task is not None
+    if not running.task.done():
+        text = running.attempts.text()
+        if text:
+            t.set(message=redact.one_line(text))
+        return None
+    ctx.scrapes.finish(refresh.uid)
+    try:
+        return running.task.result()
+    except scrape.LimitExceeded as exc:
+        raise Refused(exc.reason, str(exc)) from None
 
 
 async def room_for(ctx: Context, refresh: Refresh, candidates: int) -> int:
@@ -156,13 +185,13 @@ async def within_namespace_limit(ctx: Context, refresh: Refresh, candidates: int
         )
 
 
-async def guard_scrape(ctx: Context, refresh: Refresh) -> None:
+def guard_scrape(ctx: Context, t: Transition) -> None:
     """Before a scrape: count the scrapes of this refresh that a process
     started and did not live to finish (an operator killed, say for memory,
     while scraping it), and fail the refresh once there were too many,
-    instead of dying on it again at every start. Written once, before the
-    scrape, with this process's identity."""
-    status = refresh.status
+    instead of dying on it again at every start. Written in its own wake,
+    before the scrape may begin, with this process's identity."""
+    status = t.refresh.status
     crashes = int(status.get("scrapeCrashes") or 0)
     by = status.get("scrapeBy")
     if by and by != ctx.process:
@@ -175,7 +204,7 @@ async def guard_scrape(ctx: Context, refresh: Refresh) -> None:
             "(out of memory?); not tried again (PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT "
             f"is {limit}); lower operator.limits.scrapeMaxBytes or split the sources",
         )
-    await patch(ctx, refresh, {"scrapeBy": ctx.process, "scrapeCrashes": crashes})
+    t.set(scrapeBy=ctx.process, scrapeCrashes=crashes)
 
 
 async def preflight(
@@ -231,41 +260,19 @@ async def preflight(
     return found
 
 
-async def scrape_reporting(
+async def scrape_sources(
     ctx: Context,
     refresh: Refresh,
     spec: ProxyRefreshSpec,
     creds: dict[int, credentials.SourceCredentials],
+    attempts: scrape.Attempts,
 ) -> scrape.ScrapeResult:
-    """Scrape, and while it takes long say in the status which source is
-    being fetched and on which attempt. A scrape stops as soon as it has
-    more candidates than Redis has room for."""
-    attempts = scrape.Attempts()
+    """Scrape, noting in ``attempts`` which source is being fetched and on
+    which try (the loop's wakes say so in the status). A scrape stops as
+    soon as it has more candidates than Redis has room for."""
     room, full = await ctx.memory.room()
     rules = dataclasses.replace(ctx.fetch_rules(), redis_room=room, redis_full=full)
-    async with reporting(ctx, refresh, attempts):
-        return await scrape.scrape(spec.sources, refresh.namespace, rules, creds, attempts)
-
-
-@contextlib.asynccontextmanager
-async def reporting(
-    ctx: Context, refresh: Refresh, attempts: scrape.Attempts
-) -> AsyncIterator[None]:
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(ctx.settings.scrape_report_seconds)
-            text = attempts.text()
-            if text:
-                with contextlib.suppress(ApiException):
-                    await patch(ctx, refresh, {"message": redact.one_line(text)})
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return await scrape.scrape(spec.sources, refresh.namespace, rules, creds, attempts)
 
 
 async def create_job(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec, chunks: int) -> bool:

@@ -50,7 +50,6 @@ class OperatorSettings(EnvSettings):
     # after its merge.
     redis_high_water: float = Field(default=0.8, gt=0, le=1)
     finished_key_ttl_seconds: int = Field(default=600, ge=1)
-    scrape_report_seconds: float = Field(default=2.0, gt=0)  # "fetching X: attempt 2 of 4"
     pool_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     metrics_address: str = "0.0.0.0"

@@ -85,6 +85,12 @@ class Subscriptions:
             if not feeds:
                 del self._feeds[feed.channel]
 
+    def wake(self, channel: str) -> None:
+        """Wake whoever follows ``channel`` in this process, as a message on
+        it would (a refresh's scrape, running beside its loop, has news)."""
+        for feed in self._feeds.get(channel, ()):
+            feed.wake()
+
     @contextlib.asynccontextmanager
     async def follow(self, channel: str) -> AsyncIterator[Feed]:
         feed = self.open(channel)

@@ -386,20 +386,25 @@ async def test_a_refresh_whose_scrape_killed_the_operator_too_often_fails(
         scrape_slots=ScrapeSlots(1, 1), pool_turns=PoolTurns(),
     )  # fmt: skip
 
-    def refresh(status: dict[str, Any]) -> transition.Refresh:
+    async def guard_scrape(status: dict[str, Any]) -> None:
+        """The guard's wake: its fields, written in the one commit."""
         meta = {"name": "r", "namespace": "t", "uid": "u", "generation": 1}
-        return transition.Refresh({"metadata": meta, "spec": {}, "status": status})
+        t = transition.Transition(
+            transition.Refresh({"metadata": meta, "spec": {}, "status": status})
+        )
+        phase_scraping.guard_scrape(ctx, t)
+        await transition.commit(ctx, t)
 
-    await phase_scraping.guard_scrape(ctx, refresh({"phase": "Scraping"}))  # the first scrape
+    await guard_scrape({"phase": "Scraping"})  # the first scrape
     assert written[-1] == {"scrapeBy": ctx.process, "scrapeCrashes": 0, "observedGeneration": 1}
     # This process tried before (a retried error): not a crash, nothing to write.
-    await phase_scraping.guard_scrape(ctx, refresh({"scrapeBy": ctx.process, "scrapeCrashes": 1}))
+    await guard_scrape({"scrapeBy": ctx.process, "scrapeCrashes": 1})
     assert len(written) == 1
     # Another, gone, process began the last one: one more crash.
-    await phase_scraping.guard_scrape(ctx, refresh({"scrapeBy": "gone/1", "scrapeCrashes": 1}))
+    await guard_scrape({"scrapeBy": "gone/1", "scrapeCrashes": 1})
     assert written[-1]["scrapeCrashes"] == 2
     with pytest.raises(context.Refused, match="stopped 3 times while scraping") as refused:
-        await phase_scraping.guard_scrape(ctx, refresh({"scrapeBy": "gone/2", "scrapeCrashes": 2}))
+        await guard_scrape({"scrapeBy": "gone/2", "scrapeCrashes": 2})
     assert refused.value.reason == "ScrapeCrashed"
     assert "PROXYREFRESH_OPERATOR_SCRAPE_CRASH_LIMIT" in str(refused.value)
 
