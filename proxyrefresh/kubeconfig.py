@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubernetes import config
-
 # Where a pod's ServiceAccount token says which namespace the pod runs in.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -18,6 +16,8 @@ class NoKubeconfig(RuntimeError):
 
 def load() -> None:
     """In a pod: its ServiceAccount; elsewhere: KUBECONFIG / ~/.kube/config."""
+    from kubernetes import config  # a tenth of a second: only where an API is wanted
+
     try:
         config.load_incluster_config()
     except config.ConfigException:
@@ -38,6 +38,8 @@ def default_namespace() -> str:
         return POD_NAMESPACE_FILE.read_text().strip() or "default"
     except OSError:
         pass
+    from kubernetes import config
+
     try:
         _, current = config.list_kube_config_contexts()
     except (config.ConfigException, OSError, TypeError, KeyError):

@@ -255,6 +255,7 @@ def test_check_and_the_worker_start_without_the_control_planes_libraries() -> No
     probe = (
         "import sys, runpy\n"
         "import proxyrefresh.front.cli, proxyrefresh.worker.check_command\n"
+        "import proxyrefresh.kubeconfig  # every command's main() names its error\n"
         "import proxyrefresh.worker.pod\n"
         "heavy = ('kopf', 'kubernetes', 'aiohttp', 'rich.progress', 'python_socks._protocols')\n"
         "print(sorted({m for m in sys.modules if m.startswith(heavy)}))\n"
