@@ -93,6 +93,7 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
     ours: dict[str, Any] = {}
     feed: Feed | None = None
     last_step = written = 0.0
+    moving = False  # the last step may move on at once
     quiet = 0  # steps in a row that wrote nothing, with no event between
     try:
         while not stopped:
@@ -102,13 +103,14 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
                 ctx.pool_turns.wake(namespace, Refresh(current).pool)
                 return
             # Steps start at least MIN_GAP apart, but how long a step reads
-            # varies, so progress writes are paced too.
-            refresh = Refresh({**current, "status": status}, not_before=written + MIN_GAP)
+            # varies, so progress writes are paced too (not a step that
+            # follows a transition at once: it is no progress report).
+            paced = 0.0 if moving else written + MIN_GAP
+            refresh = Refresh({**current, "status": status}, not_before=paced)
             turn = ctx.pool_turns.event(namespace, refresh.pool)
             feed = feed_for(ctx, feed, uid, status)  # before the step: a scrape's news comes here
             delay = HEARTBEAT
             last_step = time.monotonic()  # gaps count from a step's start: a slow
-            moving = False
             try:  # step must not add its own length to the next one's wait
                 with ctx.metrics.reconcile.labels("refresh").time():
                     moving = await reconcile.run_step(ctx, refresh)
@@ -117,7 +119,7 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
                     ctx.metrics.redis_errors.labels("refresh").inc()
                 log.warning("%s/%s: step failed, again in %gs: %s",
                             refresh.namespace, refresh.name, RETRY, exc)  # fmt: skip
-                delay = RETRY
+                delay, moving = RETRY, False
             wrote = bool(refresh.written_at) and refresh.written_at != written
             ours, written = refresh.status, refresh.written_at or written
             if finished(ours):

@@ -73,7 +73,7 @@ async def merge_into_pool(ctx: Context, refresh: Refresh, store: RunStore) -> Me
     found = Tally()
     # About MERGE_READ_ITEMS results a read, whatever the chunk size (a
     # status from before chunkSize was recorded: 64 chunks, as it was).
-    size = int(refresh.status.get("chunkSize") or 0)
+    size = refresh.state.chunk_size or 0
     per_read = max(1, MERGE_READ_ITEMS // size) if size else 64
 
     async def results() -> AsyncIterator[tuple[str, bool, PoolEntry | None]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ async def start(ctx: Context, t: Transition) -> None:
     if written is not None:
         await preflight(ctx, refresh, spec)
         candidates, chunks = written
-        sources = list(refresh.status.get("sources") or [])
+        sources = [dump(s) for s in refresh.state.sources or []]
     else:
         found = await scrape_step(ctx, t)
         if found is None:  # still scraping: this wake said how it goes
@@ -79,6 +80,10 @@ async def start(ctx: Context, t: Transition) -> None:
         t.note("Dispatched", f"{candidates} candidates in {chunks} chunks, Job {job_name}")
 
 
+# How long a wake waits for a scrape before it says how it goes instead.
+SCRAPE_WAIT = 1.0
+
+
 async def scrape_step(ctx: Context, t: Transition) -> scrape.ScrapeResult | None:
     """One wake of a scrape (operator/scrape_tasks.py): start it, write its
     guard, or say how it goes; its result once it is done, None until then."""
@@ -112,8 +117,11 @@ async def scrape_step(ctx: Context, t: Transition) -> scrape.ScrapeResult | None
             guarded.set()
 
         t.after.append(begin)
+        t.again = True  # the scrape begins once this is written: look again at once
         return None
     assert running.task is not None
+    # Most scrapes take well under this: their result goes out in this wake.
+    await asyncio.wait({running.task}, timeout=SCRAPE_WAIT)
     if not running.task.done():
         text = running.attempts.text()
         if text:
@@ -191,9 +199,9 @@ def guard_scrape(ctx: Context, t: Transition) -> None:
     while scraping it), and fail the refresh once there were too many,
     instead of dying on it again at every start. Written in its own wake,
     before the scrape may begin, with this process's identity."""
-    status = t.refresh.status
-    crashes = int(status.get("scrapeCrashes") or 0)
-    by = status.get("scrapeBy")
+    state = t.refresh.state
+    crashes = state.scrape_crashes or 0
+    by = state.scrape_by
     if by and by != ctx.process:
         crashes += 1  # the process that began the last scrape is gone
     limit = ctx.settings.scrape_crash_limit

@@ -52,7 +52,7 @@ async def run_step(ctx: Context, refresh: Refresh) -> bool:
     except ValidationError as exc:
         await fail(ctx, refresh, "InvalidSpec", problems(exc))
         return False
-    before = refresh.status.get("phase")
+    before = refresh.state.phase
     t = Transition(refresh)
     try:
         await advance(ctx, t)
@@ -76,14 +76,14 @@ async def run_step(ctx: Context, refresh: Refresh) -> bool:
     if true_condition(t.status, STALLED):
         t.condition(STALLED, False, "Resumed", "")
     await commit(ctx, t)
-    after = refresh.status.get("phase")
-    return after != before and after in MOVES_ON
+    after = refresh.state.phase
+    return t.again or (after != before and after in MOVES_ON)
 
 
 async def advance(ctx: Context, t: Transition) -> None:
     """The one transition the refresh's phase calls for."""
     refresh = t.refresh
-    phase = refresh.status.get("phase")
+    phase = refresh.state.phase
     if refresh.replaced_by:
         stop(ctx, t)
     elif not phase:  # first sight: PHASE is never blank

@@ -42,6 +42,10 @@ class Refresh:
     # until then; written_at is when the last write landed (monotonic).
     not_before: float = 0.0
     written_at: float = 0.0
+    # The status last read through the model, and the dict it was read from.
+    _typed: tuple[dict[str, Any], ProxyRefreshStatus] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def name(self) -> str:
@@ -62,11 +66,21 @@ class Refresh:
 
     @property
     def status(self) -> dict[str, Any]:
+        """The status as the API has it: what a write is merged into."""
         return dict(self.body.get("status") or {})
 
     @property
-    def phase(self) -> str:
-        return str(self.status.get("phase") or Phase.PENDING.value)
+    def state(self) -> ProxyRefreshStatus:
+        """The status read through its model, once per status written: what
+        a step reads, by name, instead of by string keys."""
+        raw = self.body.get("status") or {}
+        if self._typed is None or self._typed[0] is not raw:
+            self._typed = (raw, ProxyRefreshStatus.model_validate(raw))
+        return self._typed[1]
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase or Phase.PENDING
 
     @property
     def pool(self) -> str:
@@ -87,7 +101,7 @@ class Refresh:
     @property
     def job_name(self) -> str:
         """The Job's name, as recorded, else derived (never a second Job)."""
-        return str(self.status.get("jobName") or dispatch.job_name(self.name, self.uid))
+        return self.state.job_name or dispatch.job_name(self.name, self.uid)
 
 
 async def patch(ctx: Context, refresh: Refresh, fields: dict[str, Any]) -> None:
@@ -119,6 +133,7 @@ class Transition:
     events: list[tuple[str, str, bool]] = field(default_factory=list)
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     failing: bool = False
+    again: bool = False  # the refresh may step again at once, in the same phase
 
     @property
     def status(self) -> dict[str, Any]:
@@ -142,7 +157,7 @@ class Transition:
         self.condition("Failed", True, reason, message)
         self.condition("Complete", False, reason, message)
         self.set(phase=Phase.FAILED.value, message=message, completedAt=now_iso())
-        if not self.status.get("totalChunks"):
+        if not ProxyRefreshStatus.model_validate(self.status).total_chunks:
             # "scraping" or "waiting" would read as if it still did that.
             self.set(progress="-")
         self.note(reason, message, warning=True)
