@@ -108,6 +108,7 @@ def viewer_rules(secret: str, prefix: str = RUNS.key_prefix) -> list[str]:
         f"&{prefix}:pool:{{*}}:events",
         "+@read",
         "+@pubsub",
+        "+ping",  # the page's readiness (/readyz)
         "+eval",  # read-only scripts: every call inside obeys the same rules
         "+evalsha",
         "+script|load",

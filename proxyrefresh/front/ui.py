@@ -377,6 +377,17 @@ async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready while Redis answers this process's user: a page whose viewer
+    user is gone (a Redis restarted without its ACLs) shows only errors, so
+    its pod leaves the Service instead of serving them."""
+    try:
+        await request.app[BOARD].redis.ping()
+    except RedisError as exc:
+        return web.Response(status=503, text=f"Redis: {redact.redis_problem(exc)}")
+    return web.Response(text="ready")
+
+
 def make_app(board: Board) -> web.Application:
     app = web.Application()
     app[BOARD] = board
@@ -385,6 +396,7 @@ def make_app(board: Board) -> web.Application:
     app.router.add_get("/events", events)
     app.router.add_get("/refreshes/{uid}", refresh_detail)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
 
     async def end_streams(_: web.Application) -> None:
         """Let every page's stream end now, not at its next keep-alive."""

@@ -204,3 +204,38 @@ def test_the_page_shows_trouble_first_and_drills_down(page: str) -> None:
         assert driver.execute_script(visible + ".map(c => c.dataset.name)") == ["stuck"]
     finally:
         driver.quit()
+
+
+async def test_the_page_is_ready_only_while_its_redis_user_is() -> None:
+    """A Redis restarted without its ACLs forgets the page's viewer user:
+    the page then says so on /readyz (503, naming Redis) and its pod leaves
+    the Service; the user made again, it is ready again by itself."""
+    from aiohttp.test_utils import TestClient, TestServer
+    from redis.asyncio import Redis
+
+    from proxyrefresh.front.ui import Board, make_app
+    from proxyrefresh.pool_keys import viewer_rules
+
+    testbed = tb.Testbed()
+    server = RedisServer(testbed)
+    admin = Redis.from_url(server.url, decode_responses=True)
+    viewer_url = server.url.replace("redis://", "redis://viewer:viewer-secret@", 1)
+    viewer = Redis.from_url(viewer_url, decode_responses=True)
+    try:
+        rules = ["ACL", "SETUSER", "viewer", *viewer_rules("viewer-secret")]
+        await admin.execute_command(*rules)  # type: ignore[no-untyped-call]
+        async with TestClient(TestServer(make_app(Board(viewer, [NS], listing, pods)))) as page:
+            ready = await page.get("/readyz")
+            assert (ready.status, await ready.text()) == (200, "ready")
+            await admin.acl_deluser("viewer")  # Redis drops its connections with it
+            gone = await page.get("/readyz")
+            assert gone.status == 503
+            assert (await gone.text()).startswith("Redis: ")
+            assert (await page.get("/healthz")).status == 200  # alive all the same
+            await admin.execute_command(*rules)  # type: ignore[no-untyped-call]
+            assert (await page.get("/readyz")).status == 200
+    finally:
+        await viewer.aclose()
+        await admin.aclose()
+        server.stop()
+        testbed.close()
