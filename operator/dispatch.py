@@ -113,6 +113,7 @@ def build_job(
         chunks=chunks,
         parallelism=spec.parallelism,
         ready_pods=spec.parallelism if spec.ready_pods is None else spec.ready_pods,
+        slots_env=WorkerSettings.variable("slots"),
         backoff_limit_per_index=spec.retry.backoff_limit_per_index,
         max_failed_indexes=spec.retry.max_failed_indexes,
         chunk_seconds=spec.deadlines.chunk_seconds,

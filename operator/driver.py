@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from proxyrefresh import constants as c
 from proxyrefresh.api import Phase, true_condition
 from proxyrefresh.api import finished as api_finished
-from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.constants import RUNS
 from proxyrefresh.operator import kube, reconcile
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.subscriptions import Feed
@@ -150,7 +150,7 @@ async def drive(ctx: Context, body: Any, stopped: Any) -> None:
 def feed_for(ctx: Context, feed: Feed | None, uid: str, status: dict[str, Any]) -> Feed | None:
     """The run's channel, followed from the first step past Pending."""
     if feed is None and status.get("phase") not in (None, Phase.PENDING.value):
-        return ctx.subscriptions.open(RunKeys(uid).events)
+        return ctx.subscriptions.open(RUNS.keys(uid).events)
     return feed
 
 

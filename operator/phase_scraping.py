@@ -12,8 +12,9 @@ from redis.exceptions import RedisError
 
 from proxyrefresh import redact
 from proxyrefresh.api import Engine, Phase, ProxyRefreshSpec, dump
+from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
-from proxyrefresh.fanout.store import RunKeys, RunStore, chunked
+from proxyrefresh.fanout.store import RunStore, chunked
 from proxyrefresh.models import Proxy
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
@@ -100,7 +101,7 @@ async def scrape_step(ctx: Context, t: Transition) -> scrape.ScrapeResult | None
             refresh.uid,
             ctx.scrape_slots.hold(refresh.namespace),
             sources,
-            wake=lambda: ctx.subscriptions.wake(RunKeys(refresh.uid).events),
+            wake=lambda: ctx.subscriptions.wake(RUNS.keys(refresh.uid).events),
         )
     if not running.slot_taken.is_set():
         t.set(message=f"waiting to scrape: {ctx.scrape_slots.busy(refresh.namespace)}")
@@ -320,6 +321,9 @@ async def grant(ctx: Context, refresh: Refresh) -> None:
     try:
         await ctx.run(refresh.uid).grant(ctx.credential_key)
     except access.AclUnavailable as exc:
-        raise Refused("RedisAclUnavailable", str(exc)) from None
+        raise Refused(
+            "RedisAclUnavailable",
+            f"{exc}, or turn per-run users off (PROXYREFRESH_OPERATOR_WORKER_REDIS_ACL=false)",
+        ) from None
     except RedisError as exc:
         raise redis_unavailable("", exc) from exc

@@ -323,7 +323,7 @@ class WorkerSettings(EnvSettings):
     chunk_seconds: float | None = Field(default=None, gt=0)  # the pod's hard deadline
     soft_deadline_fraction: float = Field(default=0.85, gt=0, le=1)
     progress_interval_seconds: float = Field(default=1.0, gt=0)
-    # Chunks at work at once when the Job runs pods ahead (fanout.slots.SLOTS_ENV).
+    # Chunks at work at once when the Job runs pods ahead (fanout.job's slots_env).
     slots: int | None = Field(default=None, ge=1)
 
     @property

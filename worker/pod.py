@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout.exits import EXIT_CONFIG
 from proxyrefresh.fanout.exits import EXIT_UNAVAILABLE as EXIT_NO_JUDGE
 from proxyrefresh.fanout.pod import PodFailure, PodRun, run_pod
@@ -118,6 +119,7 @@ async def run(started: float) -> int:
         return proxy_processor(NativeChecker(options, judges))
 
     pod = PodRun(
+        prefix=RUNS.key_prefix,
         run_id=worker.run_id,
         index=worker.job_completion_index,
         redis_url=redis_settings.url,

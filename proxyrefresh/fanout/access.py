@@ -132,9 +132,8 @@ async def grant(redis: Redis, uid: str, key: str, kind: Kind) -> None:
     except ResponseError as exc:
         why = str(exc).rsplit("caused error: ", 1)[-1].split(":")[0]  # not the pipeline's words
         raise AclUnavailable(
-            f"Redis refused ACL SETUSER ({why}): the operator's Redis user "
-            "needs +acl|setuser, +acl|deluser, +script|load and +script|exists, or turn "
-            "per-run users off (PROXYREFRESH_OPERATOR_WORKER_REDIS_ACL=false)"
+            f"Redis refused ACL SETUSER ({why}): the controller's Redis user "
+            "needs +acl|setuser, +acl|deluser, +script|load and +script|exists"
         ) from None
 
 

@@ -32,7 +32,7 @@ class Run:
 
     @property
     def store(self) -> RunStore:
-        return RunStore(self.redis, self.uid, self.ttl, self.kind.key_prefix)
+        return self.kind.store(self.redis, self.uid, self.ttl)
 
     async def grant(self, key: str) -> None:
         """(Re)create the run's Redis user; idempotent. ``key`` is what its

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxyrefresh.fanout.exits import EXIT_CONFIG, EXIT_STATE_LOST
-from proxyrefresh.fanout.slots import SLOTS_ENV
 
 # The pod's security context: workers run non-root, need no API access.
 POD_SECURITY = {
@@ -46,6 +45,7 @@ def indexed_job(
     ttl_seconds: int,
     service_account: str | None = None,
     ready_pods: int = 0,
+    slots_env: str | None = None,
     host_network: bool = False,
 ) -> dict[str, Any]:
     """The Job for ``chunks`` chunks; ``container`` is completed with the
@@ -54,7 +54,9 @@ def indexed_job(
     pods = min(parallelism + max(0, ready_pods), chunks)
     gated = pods > parallelism
     if gated:
-        env = [{"name": SLOTS_ENV, "value": str(parallelism)}]
+        if slots_env is None:
+            raise ValueError("pods ahead of their slot need slots_env: the variable they read")
+        env = [{"name": slots_env, "value": str(parallelism)}]
         container["env"] = [*container.get("env", []), *env]
     # The pod's hard deadline; the runtime stops itself before it (a pod
     # started ahead may first wait as long for its slot).

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -34,9 +34,9 @@ from proxyrefresh.fanout.exits import (
 )
 from proxyrefresh.fanout.runner import TERMINATED, Outcome, Processor, run_chunk
 from proxyrefresh.fanout.slots import Slots
-from proxyrefresh.fanout.store import KEY_PREFIX, ChunkResult, RunKeys, RunStore, StateLost
+from proxyrefresh.fanout.store import ChunkResult, RunKeys, RunStore, StateLost
 
-log = logging.getLogger("proxyrefresh.pod")
+log = logging.getLogger(__name__)
 
 
 class PodFailure(Exception):
@@ -57,7 +57,7 @@ class PodRun:
     soft_deadline: float | None = None  # seconds after start
     progress_interval: float = 1.0
     ttl: int = 24 * 3600
-    prefix: str = KEY_PREFIX
+    prefix: str = field(kw_only=True)  # the kind's (fanout.kind.Kind.key_prefix)
     # At most this many chunks at work at once (fanout.slots), when the Job
     # runs pods ahead; a pod goes ahead without a slot slot_wait after its start.
     slots: int | None = None
@@ -93,7 +93,7 @@ async def run_pod(
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    store = RunStore(redis, pod.run_id, pod.ttl, pod.prefix)
+    store = RunStore(redis, pod.run_id, pod.ttl, prefix=pod.prefix)
     try:
         process = await prepare()
         async with pod.gate(redis, stop, started):

@@ -38,7 +38,6 @@ from proxyrefresh.fanout.store import RunKeys, run_script
 log = logging.getLogger(__name__)
 
 # Set by the Job (fanout.job) when it runs more pods than chunks at work.
-SLOTS_ENV = "PROXYREFRESH_SLOTS"
 LEASE_SECONDS = 10.0  # how long a dead pod keeps its slot
 POLL_SECONDS = 0.05  # how often a waiting pod asks for a free slot
 

@@ -29,7 +29,6 @@ from redis.exceptions import NoPermissionError
 from redis.typing import EncodableT, FieldT
 
 T = TypeVar("T")
-KEY_PREFIX = "proxyrefresh"  # the default; each kind of run may have its own
 DEFAULT_TTL_SECONDS = 24 * 3600
 # One HSET carries up to this many chunks or bytes, whichever comes first:
 # 16 chunks of 6,400 items in one command held 22 MB at once (the JSON and
@@ -119,7 +118,7 @@ class RunKeys:
     """The names of every key of one run: ``<prefix>:{<uid>}:<field>``."""
 
     uid: str
-    prefix: str = KEY_PREFIX
+    prefix: str  # the kind's (fanout.kind.Kind.key_prefix)
 
     def key(self, field: str) -> str:
         return f"{self.prefix}:{{{self.uid}}}:{field}"
@@ -296,7 +295,7 @@ class RunStore:
     """Operations on one run's keys; both the operator and the pods use it."""
 
     def __init__(
-        self, redis: Redis, uid: str, ttl: int = DEFAULT_TTL_SECONDS, prefix: str = KEY_PREFIX
+        self, redis: Redis, uid: str, ttl: int = DEFAULT_TTL_SECONDS, *, prefix: str
     ) -> None:
         self.redis = redis
         self.keys = RunKeys(uid, prefix)

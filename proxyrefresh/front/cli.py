@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from typer.core import MarkupMode
 
 from proxyrefresh import __version__
-from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL
+from proxyrefresh.constants import EXPORT_TXT_KEY, LABEL_POOL, RUNS
 from proxyrefresh.front.output import SCORE_DIGITS, Format, document, entry_view, rounded, table
 from proxyrefresh.models import Anonymity, Protocol, TargetSpec
 from proxyrefresh.settings import CheckerSettings, EnvSettings
@@ -538,7 +538,6 @@ def watch(
     from kubernetes.client.rest import ApiException
 
     from proxyrefresh import constants as c
-    from proxyrefresh.fanout.store import RunKeys
     from proxyrefresh.front import watch as w
     from proxyrefresh.front.client import API_ERRORS
     from proxyrefresh.kubeconfig import load
@@ -572,7 +571,7 @@ def watch(
     # the default URL: else the status alone.
     redis = RedisSettings.from_env()
     named = redis.url if "url" in redis.model_fields_set else None
-    events = w.Events(named, RunKeys(uid).events)
+    events = w.Events(named, RUNS.keys(uid).events)
     view = w.follow(name, status, events, w.Output(name, sys.stdout, bar=sys.stdout.isatty()))
     if view.phase != "Complete":
         raise fail(f"refresh {name} failed: {w.failure(last)}", 1)

@@ -30,7 +30,6 @@ from redis.exceptions import RedisError
 from proxyrefresh import redact
 from proxyrefresh.api import STALLED, finished, true_condition
 from proxyrefresh.constants import RUNS
-from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.front.watch import stalled
 from proxyrefresh.pool import BANDS, AsyncPool
 from proxyrefresh.pool_keys import PoolKeys
@@ -173,7 +172,7 @@ class Board:
         row = self.refreshes.get(uid)
         if row is None:
             return None
-        keys = RunKeys(uid)
+        keys = RUNS.keys(uid)
         chunks: list[dict[str, Any]] = []
         error = None
         try:

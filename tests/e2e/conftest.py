@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout.store import RunStore
 from tests.conftest import Bed, wait_for
 from tests.harness import node
@@ -114,7 +115,7 @@ class World:
         return [p for p in self.bed.proxies if p.expect is not None]
 
     async def store(self, uid: str) -> RunStore:
-        return RunStore(Redis.from_url(self.redis.url, decode_responses=True), uid)
+        return RUNS.store(Redis.from_url(self.redis.url, decode_responses=True), uid)
 
 
 @pytest.fixture(scope="session")

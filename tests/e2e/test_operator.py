@@ -18,7 +18,7 @@ from redis import Redis as SyncRedis
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import ProxyRefreshStatus
-from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.constants import RUNS
 from tests.conftest import wait_for
 from tests.e2e.conftest import World, phase_in, refresh, wait_status
 from tests.harness.kubectl import Kubectl
@@ -473,7 +473,7 @@ def test_status_follows_redis_within_a_second(world: World, kubectl: Kubectl) ->
     recorder.start()
     cands = small(world, kubectl, "pushed", holes=60, chunkSize=25, parallelism=2)
     uid = wait_for(lambda: kubectl.get("proxyrefresh", "pushed")["metadata"].get("uid"), 30, "uid")
-    processed_key = RunKeys(uid).processed
+    processed_key = RUNS.keys(uid).processed
     changes: list[tuple[float, int]] = []
     with SyncRedis.from_url(world.redis.url, decode_responses=True) as redis:
 

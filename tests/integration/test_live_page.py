@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from proxyrefresh.api import TIME_FORMAT
-from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.constants import RUNS
 from proxyrefresh.models import Anonymity
 from tests.conftest import wait_for
 from tests.harness import rotator as rot
@@ -106,7 +106,7 @@ def page() -> Iterator[str]:
         LocalProxy(f"p{i}", f"http://127.0.0.{40 + i}:8080", a) for i, a in enumerate(levels)
     ]
     rot.fill(redis.url, NS, "eu", entries)
-    keys = RunKeys("u-busy")
+    keys = RUNS.keys("u-busy")
     with SyncRedis.from_url(redis.url) as sync:
         sync.sadd(keys.completed, 0, 1, 2, 3)
         sync.hset(keys.index_progress, mapping={"4:processed": 3, "4:succeeded": 1})

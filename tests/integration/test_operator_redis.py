@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
-from proxyrefresh.fanout.store import RunStore
+from proxyrefresh.constants import RUNS
 from proxyrefresh.operator import memory
 from proxyrefresh.operator.subscriptions import Subscriptions
 from proxyrefresh.settings import RedisSettings
@@ -102,7 +102,7 @@ async def test_past_the_high_water_mark_no_run_starts_and_a_refused_write_says_w
         assert room is not None
         assert 0 < room < 1_000_000
         assert f"more candidates than the {room} Redis has room for" in full
-        store = RunStore(redis, "oom-run", ttl=60)
+        store = RUNS.store(redis, "oom-run", ttl=60)
         with pytest.raises(OutOfMemoryError, match="maxmemory") as refused:
             await store.write_chunks([["x" * 1000] * 100] * 100)  # 10 MB
         assert memory.out_of_memory(refused.value)

@@ -8,12 +8,12 @@ import uuid
 
 from redis.asyncio import Redis
 
+from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout.slots import Slots
-from proxyrefresh.fanout.store import RunKeys
 
 
 def slots(redis: Redis, count: int, lease: float = 10.0) -> Slots:
-    return Slots(redis, RunKeys(uuid.uuid4().hex), count, lease=lease)
+    return Slots(redis, RUNS.keys(uuid.uuid4().hex), count, lease=lease)
 
 
 async def test_at_most_count_work_at_once_and_a_waiter_takes_a_freed_slot_at_once(

@@ -22,7 +22,7 @@ from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
 from proxyrefresh.fanout.runner import DONE, run_chunk
 from proxyrefresh.fanout.slots import Slots
-from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunKeys, RunStore, StateLost
+from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, RunStore, StateLost
 from proxyrefresh.models import Protocol, Proxy, ProxyResult
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import Bed, async_wait_for
@@ -95,7 +95,7 @@ DEAD = ("refused", "forger")
 async def test_worker_checks_its_chunk_and_counts_it(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([items(bed, *LIVE), items(bed, *DEAD)])
     code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
     assert code == 0, err
@@ -116,7 +116,7 @@ async def test_dead_results_are_stored_without_their_defaults(
 ) -> None:
     """Most of a run's results are dead proxies: each is stored with what it
     says (the error, when) and without the empty fields, and reads back whole."""
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([items(bed, *DEAD)])
     code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
     assert code == 0, err
@@ -133,7 +133,7 @@ async def test_dead_results_are_stored_without_their_defaults(
 async def test_two_pods_racing_give_exact_totals(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([items(bed, *LIVE, *DEAD), items(bed, *DEAD, *LIVE[:2])])
     procs = [start_worker(worker_env(redis_server.url, run_id, i, bed.judge)) for i in (0, 1)]
     results = await asyncio.gather(*(finish(p) for p in procs))
@@ -146,7 +146,7 @@ async def test_two_pods_racing_give_exact_totals(
 async def test_a_retried_index_is_counted_once(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([items(bed, *LIVE)])
     for _ in range(3):
         code, err = await finish(start_worker(worker_env(redis_server.url, run_id, 0, bed.judge)))
@@ -180,7 +180,7 @@ async def start_slow_worker(
 async def test_killed_mid_chunk_and_rerun_gives_one_result(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     proc, env = await start_slow_worker(bed, redis_server.url, store, run_id, holes=4)
     proc.kill()
     proc.wait(timeout=10)
@@ -196,7 +196,7 @@ async def test_killed_mid_chunk_and_rerun_gives_one_result(
 async def test_sigterm_saves_partial_and_the_retry_resumes(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     proc, env = await start_slow_worker(bed, redis_server.url, store, run_id, holes=2)
     proc.send_signal(signal.SIGTERM)
     code, err = await finish(proc)
@@ -218,7 +218,7 @@ async def test_soft_deadline_saves_a_partial_result(
     bed: Bed, redis_server: RedisServer, redis: Redis, run_id: str
 ) -> None:
     holes = [p.to_item() for p in black_holes(bed, 3)]
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([items(bed, *LIVE) + holes])
     env = worker_env(
         redis_server.url,
@@ -289,7 +289,7 @@ async def test_a_run_user_works_its_run_and_nothing_else(
     checked and counted under it, with slots; every server-wide command
     and every key not the run's is refused; and after Redis forgot the
     scripts the worker waits for the operator to load them again."""
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([items(bed, *LIVE)])
     await redis.set("proxyrefresh:{other}:chunks", "theirs")
     await access.grant(redis, run_id, "k", RUNS)
@@ -315,19 +315,19 @@ async def test_a_run_user_works_its_run_and_nothing_else(
                 await leaked.execute_command(  # type: ignore[no-untyped-call]
                     *command
                 )
-        key = RunKeys(run_id).results
+        key = RUNS.keys(run_id).results
         with pytest.raises(NoPermissionError):  # 100 MB at an offset of its own key
             await leaked.execute_command(  # type: ignore[no-untyped-call]
                 "SETRANGE", key, str(100 << 20), "x"
             )
-        for other in ("proxyrefresh:{other}:chunks", RunKeys(run_id).key("mine")):
+        for other in ("proxyrefresh:{other}:chunks", RUNS.keys(run_id).key("mine")):
             with pytest.raises(NoPermissionError):
                 await leaked.execute_command(  # type: ignore[no-untyped-call]
                     "EVALSHA", "0" * 40, "1", other
                 )
             with pytest.raises(NoPermissionError):
                 await leaked.hget(other, "0")
-        assert await leaked.hget(RunKeys(run_id).chunks, "0")  # its own chunk still reads
+        assert await leaked.hget(RUNS.keys(run_id).chunks, "0")  # its own chunk still reads
     finally:
         await leaked.aclose()
     assert await redis.get("proxyrefresh:{other}:chunks") == "theirs"
@@ -377,7 +377,7 @@ async def test_keys_expire_and_delete_removes_everything(redis: Redis, run_id: s
         for pos, item in enumerate(batch):
             yield pos, {"item": item}, True
 
-    store = RunStore(redis, run_id, ttl=300)
+    store = RUNS.store(redis, run_id, ttl=300)
     await store.write_chunks([[1, 2], [3]])
     await run_chunk(store, 0, noop)
     assert await Slots(redis, store.keys, 2).take("left-by-a-pod")
@@ -395,7 +395,7 @@ async def test_keys_expire_and_delete_removes_everything(redis: Redis, run_id: s
         )
     assert [k async for k in redis.scan_iter(pattern)] == []
 
-    short = RunStore(redis, run_id, ttl=1)
+    short = RUNS.store(redis, run_id, ttl=1)
     await short.write_chunks([[1]])
     await run_chunk(short, 0, noop)
 
@@ -430,7 +430,7 @@ async def test_round_trips_do_not_grow_with_chunk_size(
             yield pos, {"item": item}, pos % 10 == 0
 
     client = CountingRedis.from_url(redis_server.url, decode_responses=True)
-    store = RunStore(client, run_id)
+    store = RUNS.store(client, run_id)
     await store.write_chunks([list(range(size))])
     CountingRedis.round_trips = 0
     outcome = await run_chunk(store, 0, instant, progress_interval=60)
@@ -465,7 +465,7 @@ async def test_big_chunk_writes_go_in_bounded_commands(
             return pipe
 
     client = Sizing.from_url(redis_server.url, decode_responses=True)
-    store = RunStore(client, run_id)
+    store = RUNS.store(client, run_id)
     chunks = [[f"{n:06d}-" + "x" * 90 for n in range(i * 4000, (i + 1) * 4000)] for i in range(8)]
     assert await store.write_chunks(chunks) == 8
     assert sum(sent) > 3 << 20
@@ -492,7 +492,7 @@ async def test_a_brief_redis_outage_is_ridden_out(bed: Bed, run_id: str) -> None
     server = RedisServer(bed.testbed, appendonly=True)
     redis = RedisSettings(url=server.url).client()  # retries, as the operator's does
     try:
-        store = RunStore(redis, run_id)
+        store = RUNS.store(redis, run_id)
         proc, _ = await start_slow_worker(bed, server.url, store, run_id, holes=2, timeout="4")
         await asyncio.to_thread(server.restart)  # data kept: appendonly
         code, err = await finish(proc)
@@ -507,7 +507,7 @@ async def test_a_brief_redis_outage_is_ridden_out(bed: Bed, run_id: str) -> None
 async def test_results_stream_in_batches_as_they_are_stored(redis: Redis, run_id: str) -> None:
     """The merge reads results a few chunks at a time; what it reads is what
     is stored, in index order, partial results included."""
-    store = RunStore(redis, run_id)
+    store = RUNS.store(redis, run_id)
     await store.write_chunks([[i] for i in range(130)])
     for index in range(130):
         result = ChunkResult(

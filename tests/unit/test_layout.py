@@ -181,6 +181,39 @@ def test_the_fanout_core_speaks_of_items_not_proxies() -> None:
     assert PROXY_WORDS.search("counts live proxies")  # the check can fail
 
 
+def product_names_in(path: Path) -> list[str]:
+    """String constants in ``path`` that carry the product's name (a key
+    prefix, a user name, a variable, a logger), docstrings and module paths
+    (``proxyrefresh.fanout...``) aside."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        f"{path.name}:{node.lineno}: {node.value[:60]!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and "proxyrefresh" in node.value.lower().replace("proxyrefresh.fanout", "")
+    ]
+
+
+def test_the_fanout_core_carries_no_name_of_the_product(tmp_path: Path) -> None:
+    """Its keys, users and variables are named by the kind (fanout.kind.Kind,
+    indexed_job's slots_env): a second kind shares nothing of ours."""
+    files = sorted((ROOT / "proxyrefresh" / "fanout").glob("*.py"))
+    assert [name for path in files for name in product_names_in(path)] == []
+    probe = tmp_path / "probe.py"
+    probe.write_text('"""proxyrefresh in a docstring is fine."""\nPREFIX = "proxyrefresh-run-"\n')
+    assert product_names_in(probe) == ["probe.py:2: 'proxyrefresh-run-'"]
+
+
 def run_entry(
     argv: list[str], before: str = "", report: str = "exc.code"
 ) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,6 @@ from proxyrefresh import constants as c
 from proxyrefresh import redact
 from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
-from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.netguard import AddressRefused, NetworkGuard, kind_of
 from proxyrefresh.operator import merge
 from proxyrefresh.operator.credentials import (
@@ -173,11 +172,11 @@ def test_only_our_own_output_configmap_is_written() -> None:
 
 
 def test_a_worker_redis_user_opens_its_run_only() -> None:
-    rules = access.rules(RunKeys("abc"), "pw")
+    rules = access.rules(RUNS.keys("abc"), "pw")
     assert rules[:2] == ["reset", "on"]
     # Its keys by name (cleanup deletes every one), never a pattern.
     keys = [r[1:] for r in rules if r.startswith("~")]
-    assert keys == RunKeys("abc").all()
+    assert keys == RUNS.keys("abc").all()
     assert all("*" not in key for key in keys)
     assert [r for r in rules if r.startswith("&")] == ["&proxyrefresh:{abc}:events"]
     # Nothing but the worker's own commands; no Lua of its own making.
