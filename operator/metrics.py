@@ -24,20 +24,20 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from proxyrefresh import __version__
-from proxyrefresh.api import Phase, finished
+from proxyrefresh.api import Phase, ProxyPoolStatus, ProxyRefreshStatus, finished
 from proxyrefresh.operator.status import parse_time
 
 DURATION_BUCKETS = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Status fields of a refresh exported per pool (from its latest refresh).
-COUNTS = {
+COUNTS = {  # a status field (by its name in the model) -> its gauge's name
     "candidates": "candidates",
     "checked": "checked",
     "live": "live",
     "usable": "usable",
-    "totalChunks": "chunks",
-    "completedChunks": "chunks_completed",
-    "failedChunks": "chunks_failed",
+    "total_chunks": "chunks",
+    "completed_chunks": "chunks_completed",
+    "failed_chunks": "chunks_failed",
 }
 
 
@@ -48,7 +48,7 @@ class Seen:
     namespace: str
     pool: str
     phase: str
-    status: dict[str, Any]
+    status: ProxyRefreshStatus
     order: float  # when it was first seen: the latest refresh of a pool wins
 
 
@@ -83,11 +83,12 @@ class _State(Collector):
         for field, metric in COUNTS.items():
             family = GaugeMetricFamily(
                 f"proxyrefresh_refresh_{metric}",
-                f"{field} of the pool's latest refresh (its status).",
+                f"{ProxyRefreshStatus.model_fields[field].alias} of the pool's latest refresh "
+                "(its status).",
                 labels=["namespace", "pool"],
             )
             for (ns, name), seen in sorted(latest.items()):
-                family.add_metric([ns, name], float(seen.status.get(field) or 0))
+                family.add_metric([ns, name], float(getattr(seen.status, field) or 0))
             yield family
         for field in ("size", "usable"):
             family = GaugeMetricFamily(
@@ -175,31 +176,32 @@ class Metrics:
             self.redis_errors.labels(kind)
             self.patches.labels(kind)
 
-    def refresh_written(self, uid: str, namespace: str, pool: str, status: dict[str, Any]) -> None:
+    def refresh_written(self, uid: str, namespace: str, pool: str, written: dict[str, Any]) -> None:
         """After a refresh's status write: its gauges, and at its end its duration."""
+        status = ProxyRefreshStatus.model_validate(written)  # as written: checked on its way out
         before = self.state.refreshes.get(uid)
-        phase = str(status.get("phase") or Phase.PENDING.value)
+        phase = str(status.phase or Phase.PENDING.value)
         order = before.order if before else time.time()
-        self.state.refreshes[uid] = Seen(namespace, pool, phase, dict(status), order)
+        self.state.refreshes[uid] = Seen(namespace, pool, phase, status, order)
         if before is None:  # the pool's counters exist (at 0) before their first increment
             self.chunk_failures.labels(namespace, pool)
             self.chunk_retries.labels(namespace, pool)
             for outcome in ("complete", "failed"):
                 self.durations.labels(namespace, pool, outcome)
-        failed_before = int((before.status.get("failedChunks") if before else 0) or 0)
-        failed_now = int(status.get("failedChunks") or 0)
+        failed_before = (before.status.failed_chunks if before else 0) or 0
+        failed_now = status.failed_chunks or 0
         if failed_now > failed_before:
             self.chunk_failures.labels(namespace, pool).inc(failed_now - failed_before)
-        if status.get("poolSize") is not None:  # a pool without a ProxyPool has only this
+        if status.pool_size is not None:  # a pool without a ProxyPool has only this
             values = self.state.pools.setdefault((namespace, pool), {})
-            values["size"] = int(status["poolSize"])
-            if status.get("poolUsable") is not None:
-                values["usable"] = int(status["poolUsable"])
+            values["size"] = status.pool_size
+            if status.pool_usable is not None:
+                values["usable"] = status.pool_usable
         if phase == Phase.COMPLETE.value:
-            self._succeeded(namespace, pool, status.get("completedAt"))
+            self._succeeded(namespace, pool, status.completed_at)
         was_terminal = before is not None and finished(before.phase)
         if finished(phase) and not was_terminal:
-            seconds = _seconds_between(status.get("startedAt"), status.get("completedAt"))
+            seconds = _seconds_between(status.started_at, status.completed_at)
             if seconds is not None:
                 outcome = "complete" if phase == Phase.COMPLETE.value else "failed"
                 self.durations.labels(namespace, pool, outcome).observe(seconds)
@@ -215,10 +217,13 @@ class Metrics:
         self.state.refreshes.pop(uid, None)
         self._pod_failures.pop(uid, None)
 
-    def pool_written(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        values = {k: int(status[k]) for k in ("size", "usable") if status.get(k) is not None}
-        self.state.pools.setdefault((namespace, name), {}).update(values)
-        self._succeeded(namespace, name, status.get("lastRefreshAt"))
+    def pool_written(self, namespace: str, name: str, written: dict[str, Any]) -> None:
+        status = ProxyPoolStatus.model_validate(written)
+        values = {"size": status.size, "usable": status.usable}
+        self.state.pools.setdefault((namespace, name), {}).update(
+            {k: v for k, v in values.items() if v is not None}
+        )
+        self._succeeded(namespace, name, status.last_refresh_at)
 
     def _succeeded(self, namespace: str, pool: str, when: Any) -> None:
         try:
