@@ -104,7 +104,9 @@ async def scrape_step(ctx: Context, t: Transition) -> scrape.ScrapeResult | None
             wake=lambda: ctx.subscriptions.wake(RUNS.keys(refresh.uid).events),
         )
     if not running.slot_taken.is_set():
-        t.set(message=f"waiting to scrape: {ctx.scrape_slots.busy(refresh.namespace)}")
+        busy = ctx.scrape_slots.busy(refresh.namespace)
+        if busy:  # else a slot came free a moment ago: the scrape takes it next
+            t.set(message=f"waiting to scrape: {busy}")
         return None
     if not running.guarded.is_set():
         try:
