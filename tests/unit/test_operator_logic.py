@@ -437,6 +437,54 @@ async def test_scrape_slots_leave_room_for_other_namespaces() -> None:
     assert slots.busy("a") == ""
 
 
+async def test_a_scrape_beside_its_loop_waits_for_its_slot_and_its_guard() -> None:
+    """operator/scrape_tasks.py: a scrape takes its slot (or waits for one),
+    begins only once its loop has written the guard, wakes the loop at each
+    change, gives its slot back when done, and a cancelled one does too."""
+    import asyncio
+
+    from proxyrefresh.operator.scrape import Attempts, ScrapeResult
+    from proxyrefresh.operator.scrape_slots import ScrapeSlots
+    from proxyrefresh.operator.scrape_tasks import ScrapeTasks
+
+    slots, tasks = ScrapeSlots(total=1, per_namespace=1), ScrapeTasks()
+    woken: list[str] = []
+    began: list[str] = []
+    finish = asyncio.Event()
+
+    def scraping(uid: str) -> Any:
+        async def scrape(attempts: Attempts) -> ScrapeResult:
+            began.append(uid)
+            attempts.started("url http://127.0.0.1:9/list.txt", 2, 4)
+            await finish.wait()
+            return ScrapeResult()
+
+        return scrape
+
+    first = await tasks.start("u1", slots.hold("t"), scraping("u1"), lambda: woken.append("u1"))
+    second = await tasks.start("u2", slots.hold("t"), scraping("u2"), lambda: woken.append("u2"))
+    assert first.slot_taken.is_set()
+    assert not second.slot_taken.is_set()
+    assert woken == ["u1"]  # the slot was taken: its loop writes the guard next
+    await asyncio.sleep(0.01)
+    assert began == []  # nothing is fetched before the guard is written
+    first.guarded.set()
+    await asyncio.sleep(0.01)
+    assert began == ["u1"]
+    assert "fetching url http://127.0.0.1:9/list.txt: attempt 2 of 4" in first.attempts.text()
+    finish.set()
+    assert first.task is not None
+    assert isinstance(await asyncio.wait_for(first.task, 5), ScrapeResult)
+    assert tasks.finish("u1") is first
+    await asyncio.sleep(0.01)
+    assert second.slot_taken.is_set()  # the slot came free: the next one has it
+    assert woken == ["u1", "u1", "u2"]  # done, then the next one's slot
+    await tasks.cancel("u2")  # its refresh went before its guard was written
+    assert tasks.get("u2") is None
+    assert slots.busy("t") == ""
+    assert began == ["u1"]
+
+
 def test_a_namespace_holds_the_candidates_of_its_unfinished_refreshes() -> None:
     items = [
         {**item("a", "1", "Processing"), "status": {"phase": "Processing", "candidates": 700}},
