@@ -28,6 +28,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 
@@ -111,7 +112,10 @@ class EnvSettings(BaseModel):
             rest = "".join(f"[{part}]" for part in loc[1:])
             return _variables(cls.env_prefix, str(loc[0]), field)[0] + rest
 
-        return "; ".join(f"{where(e['loc'])}: {e['msg']}" for e in exc.errors())
+        return "; ".join(
+            f"{where(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
 
     @classmethod
     def variable(cls, name: str) -> str:
@@ -229,6 +233,30 @@ class RedisSettings(EnvSettings):
     # own): past this many a command waits for a free one, up to the socket
     # timeout, instead of failing as redis-py's default pool does at 100.
     max_connections: int = Field(default=32, ge=2)
+    # rediss:// only: the PEM bundle that signed the server's certificate
+    # (else the system's), and a client certificate and key where the server
+    # asks for one. The server's certificate is always verified.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> Self:
+        given = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n)]
+        if given and not self.url.startswith("rediss://"):
+            names = ", ".join(self.variable(n) for n in given)
+            raise ValueError(f"{names} is for a rediss:// URL (TLS); the URL is not one")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("a client certificate needs its key, and a key its certificate")
+        return self
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's TLS options for this URL (none for redis://)."""
+        if not self.url.startswith("rediss://"):
+            return {}
+        files = {"ssl_ca_certs": self.ca_file, "ssl_certfile": self.cert_file,
+                 "ssl_keyfile": self.key_file}  # fmt: skip
+        return {"ssl_cert_reqs": "required", **{k: v for k, v in files.items() if v}}
 
     def client(
         self,
@@ -257,6 +285,7 @@ class RedisSettings(EnvSettings):
             "socket_timeout": seconds,
             "socket_connect_timeout": seconds,
             "health_check_interval": 30,
+            **self.tls_options(),
         }
         if max_connections is None:
             return Redis.from_url(self.url, **options)
@@ -271,7 +300,11 @@ class RedisSettings(EnvSettings):
         from redis import Redis as BlockingRedis
 
         return BlockingRedis.from_url(
-            self.url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+            self.url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            **self.tls_options(),
         )
 
 

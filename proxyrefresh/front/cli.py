@@ -26,6 +26,7 @@ from proxyrefresh.settings import CheckerSettings, EnvSettings
 
 if TYPE_CHECKING:
     from proxyrefresh.api import ProxyRefreshSpec
+    from proxyrefresh.settings import RedisSettings
     from proxyrefresh.worker.rotate_settings import RotatorSettings
 
 S = TypeVar("S", bound=EnvSettings)
@@ -208,6 +209,16 @@ def checker_settings(targets: list[str] | None, **options: Any) -> CheckerSettin
     except ValidationError as exc:
         raise fail(option_error(exc), EXIT_BAD_INPUT) from None
     return overlaid(CheckerSettings, targets=parsed, **options)
+
+
+def redis_from_env() -> RedisSettings:
+    """$PROXYREFRESH_REDIS_*; exit 2 naming each bad variable."""
+    from proxyrefresh.settings import RedisSettings
+
+    try:
+        return RedisSettings.from_env()
+    except ValidationError as exc:
+        raise fail(RedisSettings.explain(exc), EXIT_BAD_INPUT) from None
 
 
 def overlaid(kind: type[S], **options: Any) -> S:
@@ -493,7 +504,6 @@ def serve_rotator(
 
     from proxyrefresh.fanout import aio
     from proxyrefresh.pool import AsyncPool
-    from proxyrefresh.settings import RedisSettings
     from proxyrefresh.worker.rotate import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -507,7 +517,7 @@ def serve_rotator(
         # A client is waiting: few retries, a short timeout. Requests share a
         # bounded pool and wait their turn for a connection, never failing
         # with "Too many connections" under a burst of clients.
-        redis_settings = RedisSettings.from_env()
+        redis_settings = redis_from_env()
         redis = redis_settings.client(
             retries=1, timeout=2.0, max_connections=redis_settings.max_connections
         )
@@ -541,7 +551,6 @@ def watch(
     from proxyrefresh.front import watch as w
     from proxyrefresh.front.client import API_ERRORS
     from proxyrefresh.kubeconfig import load
-    from proxyrefresh.settings import RedisSettings
 
     namespace = in_namespace(namespace)
     load()
@@ -569,8 +578,8 @@ def watch(
     uid = read()["metadata"]["uid"]
     # Events only where the user named a Redis (PROXYREFRESH_REDIS_URL), not
     # the default URL: else the status alone.
-    redis = RedisSettings.from_env()
-    named = redis.url if "url" in redis.model_fields_set else None
+    redis = redis_from_env()
+    named = redis if "url" in redis.model_fields_set else None
     events = w.Events(named, RUNS.keys(uid).events)
     view = w.follow(name, status, events, w.Output(name, sys.stdout, bar=sys.stdout.isatty()))
     if view.phase != "Complete":
@@ -599,10 +608,9 @@ def ui(
 
     from proxyrefresh.fanout import aio
     from proxyrefresh.front.ui import Board, kube_lister, make_app
-    from proxyrefresh.settings import RedisSettings
 
     async def main() -> None:
-        redis = RedisSettings.from_env().client(retries=1, timeout=5.0)
+        redis = redis_from_env().client(retries=1, timeout=5.0)
         board = Board(redis, namespace or [in_namespace(None)], *kube_lister())
         runner = web.AppRunner(make_app(board), access_log=None)
         await runner.setup()
@@ -650,9 +658,8 @@ def output_format(output: Format | None, as_json: bool) -> Format:
 def _pool(name: str, namespace: str, must_exist: bool = True) -> Any:
     """The pool, or exit 4 if Redis has never heard of it."""
     from proxyrefresh.pool import Pool
-    from proxyrefresh.settings import RedisSettings
 
-    pool = Pool(RedisSettings.from_env().sync_client(), name, namespace)
+    pool = Pool(redis_from_env().sync_client(), name, namespace)
     if must_exist and not pool.exists():
         raise fail(f"pool {namespace}/{name} not found in Redis", EXIT_NOT_FOUND)
     return pool
@@ -666,7 +673,6 @@ def _pool_errors() -> Any:
 
     from proxyrefresh import redact
     from proxyrefresh.pool import NoMatch, NotInPool, PoolError
-    from proxyrefresh.settings import RedisSettings
 
     @contextlib.contextmanager
     def mapped() -> Any:
@@ -677,7 +683,7 @@ def _pool_errors() -> Any:
         except PoolError as exc:
             raise fail(str(exc), EXIT_BAD_INPUT) from None
         except RedisError as exc:
-            where = redact.url(RedisSettings.from_env().url)
+            where = redact.url(redis_from_env().url)
             why = redact.connection_problem(exc)
             raise fail(f"Redis at {where} unavailable: {why}", EXIT_UNAVAILABLE) from None
 
@@ -810,12 +816,11 @@ def pool_grant(
 
     from proxyrefresh.fanout.access import worker_url
     from proxyrefresh.pool_keys import PoolKeys, pool_rules
-    from proxyrefresh.settings import RedisSettings
 
     if not user:
         raise fail("--user is required", EXIT_BAD_INPUT)
     namespace = in_namespace(namespace)
-    settings = RedisSettings.from_env()
+    settings = redis_from_env()
     secret = secrets.token_hex(24)
     with _pool_errors():
         try:

@@ -14,9 +14,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from proxyrefresh.api import STALLED, Phase, finished, true_condition
+
+if TYPE_CHECKING:
+    from proxyrefresh.settings import RedisSettings
 
 
 @dataclass(frozen=True)
@@ -155,17 +158,14 @@ class Output:
 class Events:
     """The run's Redis events channel, when Redis may be read."""
 
-    def __init__(self, redis_url: str | None, channel: str) -> None:
+    def __init__(self, redis: RedisSettings | None, channel: str) -> None:
         self.pubsub: Any = None  # None: no Redis to read (the status alone drives the view)
-        if redis_url is None:
+        if redis is None:
             return
-        from redis import Redis
         from redis.exceptions import RedisError
 
         try:
-            client = Redis.from_url(
-                redis_url, decode_responses=True, socket_timeout=3, socket_connect_timeout=3
-            )
+            client = redis.sync_client(timeout=3)
             self.pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
             self.pubsub.subscribe(channel)
         except RedisError:

@@ -369,23 +369,61 @@ def standard_set(bed: Testbed) -> list[LocalProxy]:
     ]
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate it signed, for 127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def make(cls, into: Path) -> TlsFiles:
+        """Made with the openssl command line, per run: nothing is kept."""
+        into.mkdir(parents=True, exist_ok=True)
+        openssl = which("openssl")
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], check=True, capture_output=True)
+
+        ca, ca_key = into / "ca.pem", into / "ca.key"
+        cert, key, csr = into / "server.pem", into / "server.key", into / "server.csr"
+        san = into / "san.cnf"
+        san.write_text("subjectAltName=IP:127.0.0.1\n")
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=test CA", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(key), "-out", str(csr))  # fmt: skip
+        run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "1", "-extfile", str(san), "-out", str(cert))  # fmt: skip
+        return cls(ca, cert, key)
+
+
 class RedisServer:
     """A real redis-server on loopback that a test may stop and restart,
-    with its data (appendonly) or empty."""
+    with its data (appendonly) or empty; with ``tls``, on TLS only."""
 
-    def __init__(self, bed: Testbed, host: str = "127.0.0.1", appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        bed: Testbed,
+        host: str = "127.0.0.1",
+        appendonly: bool = False,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.binary = which("redis-server")
         self.bed = bed
         self.host = host
         self.port = free_port(host)
         self.appendonly = appendonly
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=bed.workdir))
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         args = [
@@ -403,6 +441,12 @@ class RedisServer:
             "--appendfsync",
             "always",
         ]
+        if self.tls is not None:  # the TLS port only; clients need no certificate
+            tls = self.tls
+            args[4] = "0"
+            args += ["--tls-port", str(self.port), "--tls-auth-clients", "no",
+                     "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
+                     "--tls-ca-cert-file", str(tls.ca)]  # fmt: skip
         self.proc, log = self.bed.spawn(f"redis-{self.port}", args)
         wait_for_port(self.host, self.port, proc=self.proc, log=log)
 

@@ -1,0 +1,93 @@
+"""A Redis that speaks TLS only (rediss://), as most managed offerings do:
+the pool commands, a pool client and a run's store reach it with its CA
+(PROXYREFRESH_REDIS_CA_FILE), and without the CA the command says in one
+line that the server's certificate could not be verified."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from proxyrefresh.constants import RUNS
+from proxyrefresh.models import Anonymity, Protocol
+from proxyrefresh.pool import AsyncPool, PoolEntry
+from proxyrefresh.settings import RedisSettings
+from tests.conftest import run_cli
+from tests.harness import testbed as tb
+from tests.harness.testbed import RedisServer, TlsFiles
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    bed = tb.Testbed()
+    server = RedisServer(bed, tls=TlsFiles.make(tmp_path_factory.mktemp("tls")))
+    try:
+        yield server
+    finally:
+        server.stop()
+        bed.close()
+
+
+def ca_of(server: RedisServer) -> Path:
+    assert server.tls is not None
+    return server.tls.ca
+
+
+async def test_the_pool_and_a_run_work_over_tls_and_the_cli_reads_them(
+    tls_redis: RedisServer,
+) -> None:
+    settings = RedisSettings(url=tls_redis.url, ca_file=str(ca_of(tls_redis)))
+    redis = settings.client(retries=0)
+    try:
+        entry = PoolEntry(
+            proxy="http://127.0.0.41:8080",
+            protocol=Protocol.HTTP,
+            host="127.0.0.41",
+            port=8080,
+            anonymity=Anonymity.ELITE,
+            last_checked=time.time(),
+            last_ok=time.time(),
+        )
+        await AsyncPool(redis, "eu", "team").merge("u-tls", [(entry.proxy, True, entry)], 3600)
+        store = RUNS.store(redis, "u-tls-run")
+        assert await store.write_chunks([[1, 2], [3]]) == 2
+        assert (await store.progress()).total_chunks == 2
+    finally:
+        await redis.aclose()
+    env = {
+        "PROXYREFRESH_REDIS_URL": tls_redis.url,
+        "PROXYREFRESH_REDIS_CA_FILE": str(ca_of(tls_redis)),
+    }
+    stats = run_cli("pool", "stats", "eu", "-n", "team", "--json", env=env)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["size"] == 1
+
+
+def test_without_its_ca_the_cli_says_the_certificate_is_not_trusted(
+    tls_redis: RedisServer,
+) -> None:
+    out = run_cli(
+        "pool", "stats", "eu", "-n", "team", env={"PROXYREFRESH_REDIS_URL": tls_redis.url}
+    )
+    assert out.returncode != 0
+    (line,) = out.stderr.strip().splitlines()
+    assert "certificate verify failed" in line, out.stderr
+
+
+def test_a_ca_file_for_a_plain_url_is_refused_by_name() -> None:
+    env = {"PROXYREFRESH_REDIS_URL": "redis://127.0.0.1:1/0", "PROXYREFRESH_REDIS_CA_FILE": "/x"}
+    out = run_cli("pool", "stats", "eu", "-n", "team", env=env)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "proxyrefresh: environment: PROXYREFRESH_REDIS_CA_FILE is for a rediss:// URL (TLS); "
+        "the URL is not one"
+    ], out.stderr
+    with pytest.raises(ValidationError, match="a client certificate needs its key"):
+        RedisSettings(url="rediss://127.0.0.1:1/0", cert_file="/c.pem")
