@@ -27,11 +27,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     bed = tb.Testbed()
-    server = RedisServer(bed, tls=TlsFiles.make(tmp_path_factory.mktemp("tls")))
-    try:
+    try:  # a server that does not start still leaves nothing behind
+        server = RedisServer(bed, tls=TlsFiles.make(tmp_path_factory.mktemp("tls")))
         yield server
-    finally:
         server.stop()
+    finally:
         bed.close()
 
 
