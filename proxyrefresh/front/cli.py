@@ -211,14 +211,19 @@ def checker_settings(targets: list[str] | None, **options: Any) -> CheckerSettin
     return overlaid(CheckerSettings, targets=parsed, **options)
 
 
+def from_env(kind: type[S]) -> S:
+    """``kind`` from the environment; exit 2 naming each bad variable."""
+    try:
+        return kind.from_env()
+    except ValidationError as exc:
+        raise fail(kind.explain(exc), EXIT_BAD_INPUT) from None
+
+
 def redis_from_env() -> RedisSettings:
     """$PROXYREFRESH_REDIS_*; exit 2 naming each bad variable."""
     from proxyrefresh.settings import RedisSettings
 
-    try:
-        return RedisSettings.from_env()
-    except ValidationError as exc:
-        raise fail(RedisSettings.explain(exc), EXIT_BAD_INPUT) from None
+    return from_env(RedisSettings)
 
 
 def overlaid(kind: type[S], **options: Any) -> S:
@@ -269,9 +274,14 @@ def operator() -> None:
     from proxyrefresh.kubeconfig import load
     from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
     from proxyrefresh.operator.settings import OperatorSettings
+    from proxyrefresh.settings import NetworkSettings, RedisSettings
 
+    # What the operator reads, read now: a bad variable is one line naming
+    # it and exit 2, not a traceback from inside kopf's start-up.
+    settings = from_env(OperatorSettings)
+    from_env(RedisSettings)
+    from_env(NetworkSettings)
     load()  # no API server to talk to: one line and exit 2, not kopf's retries
-    settings = OperatorSettings.from_env()
     # kopf's own text format cuts logger names to 20 characters; its
     # formatter takes a format string as well as a LogFormat.
     text = cast(kopf.LogFormat, "[%(asctime)s] %(name)s [%(levelname)s] %(message)s")

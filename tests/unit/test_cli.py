@@ -209,6 +209,23 @@ def test_operator_without_a_kubeconfig_says_so_and_exits(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("PROXYREFRESH_OPERATOR_METRICS_PORT", "ninety", "PROXYREFRESH_OPERATOR_METRICS_PORT: "),
+        ("PROXYREFRESH_REDIS_CA_FILE", "/ca.pem", "PROXYREFRESH_REDIS_CA_FILE is for a rediss://"),
+        ("PROXYREFRESH_NETWORK_ALLOWED", '["nowhere"]', "PROXYREFRESH_NETWORK_ALLOWED: 'nowhere'"),
+    ],
+)
+def test_operator_with_a_bad_variable_names_it_and_exits(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    done = run_cli("operator", env={**no_kubeconfig(tmp_path), variable: value})
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert said in line
+
+
 def test_version_answers_without_loading_the_command_tree() -> None:
     """Issue 35: `proxyrefresh --version` (a probe's question) loads neither
     typer nor pydantic, and says what the full command line says."""
