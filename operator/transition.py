@@ -79,10 +79,6 @@ class Refresh:
         return self._typed[1]
 
     @property
-    def phase(self) -> Phase:
-        return self.state.phase or Phase.PENDING
-
-    @property
     def pool(self) -> str:
         """The pool it names, read without validating the spec (a refresh
         with an invalid spec is still counted, as Failed)."""
