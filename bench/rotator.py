@@ -15,6 +15,7 @@ requests per second pass through it, and what 1,000 open tunnels cost.
   rotator's peak RSS. Target: under 150 MiB.
 
     .venv/bin/python -m bench.rotator [--requests N] [--clients N] [--seconds S] [--tunnels N]
+    .venv/bin/python -m bench.rotator --peers [--rounds N] [--seconds S]  (bench/rotator_peers.py)
 
 Run it on a quiet machine, a minute after anything else that made many
 connections: tens of thousands of sockets in TIME_WAIT (a previous run
@@ -233,7 +234,19 @@ def cli() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--tunnels", type=int, default=1000)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="side by side with a Go reference and proxy.py instead (bench/rotator_peers.py)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --peers")
+    args = parser.parse_args()
+    if args.peers:
+        from bench import rotator_peers
+
+        rotator_peers.main(args.rounds, args.seconds if args.seconds != 3.0 else 10.0)
+        return
+    asyncio.run(main(args))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from proxyrefresh import redact
 from proxyrefresh.api import Scoring
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 BANDS: tuple[float, ...] = (100, 250, 500, 1000, 2000, 4000, 8000, float("inf"))
 SCAN_IN_BAND = 32  # members looked at in the one band a limit cuts through
 MERGE_BATCH = 500  # results per merge script call
+ENTRY_CACHE = 4096  # validated entries a pool client keeps, by their stored JSON
+
+
+Outcome = tuple[str, bool, float | None]  # proxy URL, worked, latency ms
 
 
 def scoring_args(scoring: Scoring) -> list[float]:
@@ -58,7 +62,10 @@ def scoring_args(scoring: Scoring) -> list[float]:
 
 
 class PoolEntry(BaseModel):
-    """One proxy in the pool, as stored, listed and exported."""
+    """One proxy in the pool, as stored, listed and exported (frozen: one
+    entry object may be shared by every request it is picked for)."""
+
+    model_config = ConfigDict(frozen=True)
 
     proxy: str  # the whole URL, credentials included (the store is not world-readable)
     protocol: Protocol
@@ -247,80 +254,98 @@ return {size, usable, expired}
 """
 )
 
-# ARGV: id, ok (1/0), latency ms (or ''), now, then the scoring. Returns
-# {outcome, size, usable, score, failures}; outcome 'missing' if the proxy
-# is not in the pool. A change of usable is published for the operator.
+# ARGV: now, the scoring, then per outcome: id, ok (1/0), latency ms (or '').
+# Applies the outcomes in order, in one call (a busy reporter sends what
+# queued meanwhile). Returns per outcome {outcome, size, usable, score,
+# failures}; outcome 'missing' if the proxy is not in the pool. A change of
+# usable is published once, for the operator.
 REPORT_SCRIPT = (
     _LUA_COMMON
     + """
-local id, ok, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
-local success, failure, max_failures = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local min_score, max_score = tonumber(ARGV[8]), tonumber(ARGV[9])
-local raw = redis.call('HGET', entries, id)
-if not raw then
-  local size, usable = counts()
-  return {'missing', size, usable, 0, 0}
-end
-local e = cjson.decode(raw)
-e.score = tonumber(redis.call('ZSCORE', score, id)) or e.score  -- full precision
+local now = tonumber(ARGV[1])
+local success, failure, max_failures = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local min_score, max_score = tonumber(ARGV[5]), tonumber(ARGV[6])
 local _, before = counts()
-local outcome
-if ok == '1' then
-  e.score = math.min(max_score, e.score * success)
-  e.failures, e.last_checked, e.last_ok = 0, now, now
-  if ARGV[3] ~= '' then e.reported_latency_ms = tonumber(ARGV[3]) end
-  redis.call('HSET', entries, id, cjson.encode(e))
-  redis.call('ZADD', score, e.score, id)
-  redis.call('SREM', failing, id)
-  redis.call('ZADD', last_ok, now, id)
-  outcome = 'ok'
-else
-  outcome = failed(id, e, now, failure, max_failures, min_score)
+local out = {}
+for i = 7, #ARGV, 3 do
+  local id, ok, latency = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local raw = redis.call('HGET', entries, id)
+  if not raw then
+    local size, usable = counts()
+    out[#out + 1] = {'missing', size, usable, 0, 0}
+  else
+    local e = cjson.decode(raw)
+    e.score = tonumber(redis.call('ZSCORE', score, id)) or e.score  -- full precision
+    local outcome
+    if ok == '1' then
+      e.score = math.min(max_score, e.score * success)
+      e.failures, e.last_checked, e.last_ok = 0, now, now
+      if latency ~= '' then e.reported_latency_ms = tonumber(latency) end
+      redis.call('HSET', entries, id, cjson.encode(e))
+      redis.call('ZADD', score, e.score, id)
+      redis.call('SREM', failing, id)
+      redis.call('ZADD', last_ok, now, id)
+      outcome = 'ok'
+    else
+      outcome = failed(id, e, now, failure, max_failures, min_score)
+    end
+    local size, usable = counts()
+    local kept = redis.call('ZSCORE', score, id) or tostring(e.score)
+    out[#out + 1] = {outcome, size, usable, kept, e.failures}
+  end
 end
 local size, usable = counts()
 if usable ~= before then
   redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable}))
 end
-return {outcome, size, usable, redis.call('ZSCORE', score, id) or tostring(e.score), e.failures}
+return out
 """
 )
 
 # KEYS: entries, clock, then the whole groups, then the groups to scan.
-# ARGV: how many whole groups, max latency (or ''), scan limit. The member
-# with the earliest turn wins and moves on by 1/score. Returns its JSON.
+# ARGV: how many whole groups, max latency (or ''), scan limit, how many
+# picks. Each pick: the member with the earliest turn wins and moves on by
+# 1/score, so the picks of one call take their turns as that many calls
+# would. Returns the winners' JSON in order (none: no member matches).
 PICK_SCRIPT = """
 local entries, clock = KEYS[1], KEYS[2]
 local whole, limit, scan = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local best_id, best_turn, best_key
-for i = 3, #KEYS do
-  local key = KEYS[i]
-  if i - 2 <= whole then
-    local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if r[1] and (not best_turn or tonumber(r[2]) < best_turn) then
-      best_id, best_turn, best_key = r[1], tonumber(r[2]), key
-    end
-  else
-    local r = redis.call('ZRANGE', key, 0, scan - 1, 'WITHSCORES')
-    for j = 1, #r, 2 do
-      local turn = tonumber(r[j + 1])
-      if best_turn and turn >= best_turn then break end
-      local e = cjson.decode(redis.call('HGET', entries, r[j]))
-      if e.latency_ms ~= nil and e.latency_ms ~= cjson.null and e.latency_ms <= limit then
-        best_id, best_turn, best_key = r[j], turn, key
-        break
+local count = tonumber(ARGV[4] or '1')
+local now = tonumber(redis.call('GET', clock) or '0')
+local picked = {}
+for _ = 1, count do
+  local best_id, best_turn, best_key
+  for i = 3, #KEYS do
+    local key = KEYS[i]
+    if i - 2 <= whole then
+      local r = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if r[1] and (not best_turn or tonumber(r[2]) < best_turn) then
+        best_id, best_turn, best_key = r[1], tonumber(r[2]), key
+      end
+    else
+      local r = redis.call('ZRANGE', key, 0, scan - 1, 'WITHSCORES')
+      for j = 1, #r, 2 do
+        local turn = tonumber(r[j + 1])
+        if best_turn and turn >= best_turn then break end
+        local e = cjson.decode(redis.call('HGET', entries, r[j]))
+        if e.latency_ms ~= nil and e.latency_ms ~= cjson.null and e.latency_ms <= limit then
+          best_id, best_turn, best_key = r[j], turn, key
+          break
+        end
       end
     end
   end
+  if not best_id then break end
+  local raw = redis.call('HGET', entries, best_id)
+  local e = cjson.decode(raw)
+  -- A member that waited out of reach of the filters starts from now, not
+  -- from its old turn: it gets its share from here on, not a burst.
+  now = math.max(best_turn, now)
+  redis.call('ZADD', best_key, now + 1.0 / math.max(e.score, 1e-6), best_id)
+  picked[#picked + 1] = raw
 end
-if not best_id then return false end
-local raw = redis.call('HGET', entries, best_id)
-local e = cjson.decode(raw)
--- A member that waited out of reach of the filters starts from now, not
--- from its old turn: it gets its share from here on, not a burst.
-local now = math.max(best_turn, tonumber(redis.call('GET', clock) or '0'))
-redis.call('ZADD', best_key, now + 1.0 / math.max(e.score, 1e-6), best_id)
-redis.call('SET', clock, now)
-return raw
+if #picked > 0 then redis.call('SET', clock, now) end
+return picked
 """
 
 # KEYS: score, failing, then every group. Returns {size, usable, count per group...}.
@@ -434,6 +459,7 @@ class _Calls:
     they wait."""
 
     def __init__(self, namespace: str, name: str, scoring: Scoring | None) -> None:
+        self._entries: dict[str | bytes, PoolEntry] = {}
         self.keys = PoolKeys(namespace, name)
         self.scoring = scoring or Scoring()
         self.namespace, self.name = namespace, name
@@ -456,17 +482,24 @@ class _Calls:
     ) -> list[Any]:
         return [uid, now, max_age or 0, ttl, int(announce)]
 
-    def report_args(self, proxy: str, ok: bool, latency_ms: float | None) -> list[Any]:
-        if "://" not in proxy:
-            raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
-        latency = "" if latency_ms is None else repr(float(latency_ms))
-        return [
-            identity(proxy),
-            "1" if ok else "0",
-            latency,
-            time.time(),
-            *scoring_args(self.scoring),
-        ]
+    def report_args(self, outcomes: Iterable[Outcome]) -> list[Any]:
+        args: list[Any] = [time.time(), *scoring_args(self.scoring)]
+        for proxy, ok, latency_ms in outcomes:
+            if "://" not in proxy:
+                raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
+            latency = "" if latency_ms is None else repr(float(latency_ms))
+            args += [identity(proxy), "1" if ok else "0", latency]
+        return args
+
+    def parse_reports(self, outcomes: list[Outcome], raw: list[Any]) -> list[Report | PoolError]:
+        """Each outcome's Report, or the NotInPool of a proxy the pool does not hold."""
+        results: list[Report | PoolError] = []
+        for (proxy, _, _), one in zip(outcomes, raw, strict=True):
+            try:
+                results.append(self.parse_report(proxy, one))
+            except PoolError as exc:
+                results.append(exc)
+        return results
 
     def parse_report(self, proxy: str, raw: list[Any]) -> Report:
         outcome = _text(raw[0])
@@ -475,7 +508,7 @@ class _Calls:
         return Report(outcome, int(raw[1]), int(raw[2]), float(_text(raw[3])), int(raw[4]))
 
     def pick_call(
-        self, flt: PickFilter, occupied: frozenset[str] | None = None
+        self, flt: PickFilter, occupied: frozenset[str] | None = None, count: int = 1
     ) -> tuple[list[str], list[Any]]:
         """The pick's keys and arguments; ``occupied`` (the groups known to
         have members) leaves out the empty ones, which cost a call nothing
@@ -487,12 +520,24 @@ class _Calls:
         keys = [self.keys.entries, self.keys.clock]
         keys += [self.keys.group(g) for g in whole + scan]
         limit = "" if flt.max_latency_ms is None else flt.max_latency_ms
-        return keys, [len(whole), limit, SCAN_IN_BAND]
+        return keys, [len(whole), limit, SCAN_IN_BAND, count]
 
-    def parse_pick(self, raw: Any, flt: PickFilter) -> PoolEntry:
+    def parse_picks(self, raw: Any, flt: PickFilter) -> list[PoolEntry]:
+        """The picks, in order; NoMatch if there are none."""
         if not raw:
             raise NoMatch(f"no proxy in pool {self.namespace}/{self.name} {describe(flt)}")
-        return PoolEntry.model_validate_json(raw)
+        return [self.entry(text) for text in raw]
+
+    def entry(self, raw: str | bytes) -> PoolEntry:
+        """The entry stored as ``raw``. A busy picker sees the same few
+        entries over and over: each is validated once and then shared (an
+        entry is frozen), until the pool's scores move it on."""
+        entry = self._entries.get(raw)
+        if entry is None:
+            if len(self._entries) >= ENTRY_CACHE:
+                self._entries.clear()
+            entry = self._entries[raw] = PoolEntry.model_validate_json(raw)
+        return entry
 
     def stats_keys(self) -> list[str]:
         return [self.keys.score, self.keys.failing, *self.group_keys()]
@@ -578,13 +623,12 @@ class Pool(_Scripts):
         """The next proxy that passes the filters; NoMatch if none does."""
         flt = PickFilter.of(**filters)
         keys, args = self.calls.pick_call(flt)
-        return self.calls.parse_pick(self._pick(keys=keys, args=args), flt)
+        return self.calls.parse_picks(self._pick(keys=keys, args=args), flt)[0]
 
     def report(self, proxy: str, ok: bool, latency_ms: float | None = None) -> Report:
-        raw = self._report(
-            keys=self.calls.keys.fixed(), args=self.calls.report_args(proxy, ok, latency_ms)
-        )
-        return self.calls.parse_report(proxy, raw)
+        outcome = [(proxy, ok, latency_ms)]
+        raw = self._report(keys=self.calls.keys.fixed(), args=self.calls.report_args(outcome))
+        return self.calls.parse_report(proxy, raw[0])
 
     @contextmanager
     def lease(self, **filters: Unpack[Filters]) -> Iterator[PoolEntry]:
@@ -633,9 +677,17 @@ class AsyncPool(_Scripts):
         self, occupied: frozenset[str] | None = None, **filters: Unpack[Filters]
     ) -> PoolEntry:
         """As :meth:`Pool.get`; ``occupied``: see :meth:`occupied`."""
+        return (await self.get_many(1, occupied, **filters))[0]
+
+    async def get_many(
+        self, count: int, occupied: frozenset[str] | None = None, **filters: Unpack[Filters]
+    ) -> list[PoolEntry]:
+        """The next ``count`` picks (fewer only if fewer members match; at
+        least one, else NoMatch) in one round trip: a busy picker (the
+        rotator) draws ahead in batches instead of a round trip a request."""
         flt = PickFilter.of(**filters)
-        keys, args = self.calls.pick_call(flt, occupied)
-        return self.calls.parse_pick(await self._pick(keys=keys, args=args), flt)
+        keys, args = self.calls.pick_call(flt, occupied, count)
+        return self.calls.parse_picks(await self._pick(keys=keys, args=args), flt)
 
     async def occupied(self) -> frozenset[str]:
         """The groups that have members now. A frequent picker (the rotator)
@@ -646,29 +698,18 @@ class AsyncPool(_Scripts):
         return frozenset(g for g, n in zip(all_groups(), raw[2:], strict=True) if int(n))
 
     async def report(self, proxy: str, ok: bool, latency_ms: float | None = None) -> Report:
-        raw = await self._report(
-            keys=self.calls.keys.fixed(), args=self.calls.report_args(proxy, ok, latency_ms)
-        )
-        return self.calls.parse_report(proxy, raw)
+        result = (await self.report_many([(proxy, ok, latency_ms)]))[0]
+        if isinstance(result, PoolError):
+            raise result
+        return result
 
-    async def report_many(
-        self, outcomes: list[tuple[str, bool, float | None]]
-    ) -> list[Report | PoolError]:
-        """Several reports in one round trip (a pipeline of the same script):
-        what a busy reporter (the rotator) sends. Each is applied atomically
-        and on its own; a proxy no longer in the pool gets its NotInPool."""
-        pipe = self.redis.pipeline(transaction=False)
-        for proxy, ok, latency_ms in outcomes:
-            args = self.calls.report_args(proxy, ok, latency_ms)
-            await self._report(keys=self.calls.keys.fixed(), args=args, client=pipe)
-        raws = await pipe.execute()
-        results: list[Report | PoolError] = []
-        for (proxy, _, _), raw in zip(outcomes, raws, strict=True):
-            try:
-                results.append(self.calls.parse_report(proxy, raw))
-            except PoolError as exc:
-                results.append(exc)
-        return results
+    async def report_many(self, outcomes: list[Outcome]) -> list[Report | PoolError]:
+        """Several reports in one script call: what a busy reporter (the
+        rotator) sends. They are applied in order; a proxy no longer in the
+        pool gets its NotInPool."""
+        args = self.calls.report_args(outcomes)
+        raw = await self._report(keys=self.calls.keys.fixed(), args=args)
+        return self.calls.parse_reports(outcomes, raw)
 
     @asynccontextmanager
     async def lease(self, **filters: Unpack[Filters]) -> AsyncIterator[PoolEntry]:

@@ -58,10 +58,19 @@ class Head:
     start: tuple[str, str, str]  # (method, target, version) or (version, status, reason)
     fields: list[tuple[str, str]] = field(default_factory=list)
 
+    # Field values by lower-case name, made at the first look (a request's
+    # head is looked up about ten times on its way through the rotator).
+    _by_name: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
+
     def get(self, name: str) -> str | None:
         """The field's value, repeated fields joined with commas."""
-        values = [v for n, v in self.fields if n.lower() == name]
-        return ", ".join(values) if values else None
+        if self._by_name is None:
+            by_name: dict[str, str] = {}
+            for n, v in self.fields:
+                key = n.lower()
+                by_name[key] = f"{by_name[key]}, {v}" if key in by_name else v
+            self._by_name = by_name
+        return self._by_name.get(name)
 
     def tokens(self, name: str) -> set[str]:
         value = self.get(name) or ""

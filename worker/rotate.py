@@ -61,6 +61,7 @@ from proxyrefresh.worker.http1 import (
     request_framing,
     response_framing,
 )
+from proxyrefresh.worker.picks import Picks
 from proxyrefresh.worker.rotate_settings import RotatorSettings
 from proxyrefresh.worker.upstream import (
     Streams,
@@ -78,9 +79,10 @@ log = logging.getLogger("proxyrefresh.rotate")
 access_log = logging.getLogger("proxyrefresh.rotate.access")
 CONTROL_PREFIX = "x-proxyrefresh-"
 USER_KEYS = ("session", "protocol", "anonymity", "latency")
+REPORT_BATCH = 500  # outcomes per report call (a script blocks Redis while it runs)
 MAX_DRAWS = 8  # picks per attempt before giving up on finding an untried upstream
 AHEAD_SECONDS = 1.0  # how long a pick drawn ahead may wait for its request
-MAX_AHEAD = 64  # filters with a pick drawn ahead (the oldest is let go first)
+MAX_AHEAD = 64  # filters with picks drawn ahead (the oldest is let go first)
 STRIKE_SECONDS = 60.0  # how long failures in a row keep an upstream out here
 MAX_STRIKES_KEPT = 10_000  # upstreams whose recent failures are remembered here
 GONE_POLL = 0.25  # how often a client waiting on an upstream is checked for having left
@@ -118,12 +120,6 @@ def _noted(**what: str | int) -> None:
     if exchange is not None:
         for name, value in what.items():
             setattr(exchange, name, value)
-
-
-def _retrieved(task: asyncio.Task[PoolEntry]) -> None:
-    """Mark a draw's failure as seen: it is drawn again when needed."""
-    if not task.cancelled():
-        task.exception()
 
 
 class NoAnswer(ConnectionError):
@@ -391,7 +387,7 @@ class Rotator:
         self._queued: list[tuple[str, bool, float | None]] = []
         self._strikes: dict[str, tuple[int, float]] = {}  # failures in a row, and when
         self._queue_wake = asyncio.Event()
-        self._ahead: dict[PickFilter, tuple[asyncio.Task[PoolEntry], float]] = {}
+        self.picks = Picks(self._get_many, AHEAD_SECONDS, MAX_AHEAD)
         self._occupied: frozenset[str] | None = None  # None: every group
         self.upstreams = UpstreamConnections()
 
@@ -404,7 +400,10 @@ class Rotator:
                 return held
         for _ in range(MAX_DRAWS):
             try:
-                entry = await (self._draw(ask.filters) if not tried else self._get(ask.filters))
+                if tried:  # a retry: a fresh pick, not one drawn before the failure
+                    entry = (await self._get_many(ask.filters, 1))[0]
+                else:
+                    entry = await self.picks.next(ask.filters)
             except NoMatch as exc:
                 raise refused(503, "Service Unavailable", str(exc)) from None
             except RedisError as exc:
@@ -418,15 +417,15 @@ class Rotator:
             f"tried {len(tried)}",
         )
 
-    async def _get(self, flt: PickFilter) -> PoolEntry:
+    async def _get_many(self, flt: PickFilter, count: int) -> list[PoolEntry]:
         if self._occupied is not None:
             try:
-                return await self.pool.get(self._occupied, **vars(flt))
+                return await self.pool.get_many(count, self._occupied, **vars(flt))
             except NoMatch:
                 # A group may have filled since the last look: ask again
                 # naming every group (and keep doing so until the next look).
                 self._occupied = None
-        return await self.pool.get(None, **vars(flt))
+        return await self.pool.get_many(count, None, **vars(flt))
 
     async def watch_groups(self, every: float = 1.0) -> None:
         """Keep the set of groups with members fresh (picks name only those)."""
@@ -436,30 +435,6 @@ class Rotator:
             except RedisError:
                 self._occupied = None  # every group, until Redis answers again
             await asyncio.sleep(every)
-
-    async def _draw(self, flt: PickFilter) -> PoolEntry:
-        """The next pick for ``flt``, drawn one request ahead: each pick
-        starts the next one in the background, so steady traffic does not
-        wait on Redis. A draw older than AHEAD_SECONDS is not used (its
-        proxy may have been dropped since); a failed one is drawn again."""
-        ahead = self._ahead.pop(flt, None)
-        entry: PoolEntry | None = None
-        if ahead is not None:
-            task, drawn_at = ahead
-            if time.monotonic() - drawn_at < AHEAD_SECONDS:
-                with contextlib.suppress(Exception):
-                    entry = await task
-            else:
-                task.cancel()
-        if entry is None:
-            entry = await self._get(flt)
-        if len(self._ahead) >= MAX_AHEAD:
-            stale_task, _ = self._ahead.pop(next(iter(self._ahead)))
-            stale_task.cancel()
-        following = asyncio.create_task(self._get(flt))
-        following.add_done_callback(_retrieved)
-        self._ahead[flt] = (following, time.monotonic())
-        return entry
 
     def struck_out(self, entry: PoolEntry) -> bool:
         """Whether ``entry`` failed here as often in a row as the pool drops
@@ -489,7 +464,9 @@ class Rotator:
             await self._queue_wake.wait()
             self._queue_wake.clear()
             await asyncio.sleep(0)  # let the outcomes of this loop turn queue up
-            batch, self._queued = self._queued, []
+            batch, self._queued = self._queued[:REPORT_BATCH], self._queued[REPORT_BATCH:]
+            if self._queued:
+                self._queue_wake.set()  # the rest goes next, in calls as short
             if not batch:
                 continue
             try:
@@ -499,8 +476,8 @@ class Rotator:
 
     async def drain_reports(self) -> None:
         """Send what is still queued (at shutdown)."""
-        if self._queued:
-            batch, self._queued = self._queued, []
+        while self._queued:
+            batch, self._queued = self._queued[:REPORT_BATCH], self._queued[REPORT_BATCH:]
             with contextlib.suppress(RedisError):
                 await self.pool.report_many(batch)
 

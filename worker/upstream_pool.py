@@ -7,7 +7,8 @@ connection neither side closes leaves the connection reusable: it waits
 here, under its upstream (and, for a tunnel, its target), for the next
 request that upstream is picked for.
 
-Bounded: a few idle connections per upstream and target, none older than
+Bounded: as many idle connections per upstream and target as requests
+went through it at once (up to ``per_key``), at most ``total`` in all, none older than
 ``idle_seconds`` (an upstream's own idle timeout may close one first: the
 rotator then opens a fresh one and holds nothing against the upstream), and
 an upstream that fails loses all of its own at once.
@@ -28,8 +29,12 @@ Key = tuple[str, str]
 
 @dataclass
 class UpstreamConnections:
-    per_key: int = 4  # idle connections kept per upstream and target
+    # Idle connections kept per upstream and target: 64 clients over 8
+    # upstreams hold about 8 each at once, and with 4 kept half the requests
+    # opened a connection (bench.rotator --peers).
+    per_key: int = 32
     keys: int = 1024  # upstream-and-target pairs with idle connections (the oldest goes)
+    total: int = 2048  # idle connections in all (the oldest pair's go first)
     idle_seconds: float = 20.0
     clock: Callable[[], float] = time.monotonic
     _idle: OrderedDict[Key, deque[tuple[Streams, float]]] = field(default_factory=OrderedDict)
@@ -58,7 +63,7 @@ class UpstreamConnections:
         waiting.append((streams, self.clock()))
         while len(waiting) > self.per_key:
             waiting.popleft()[0][1].close()
-        while len(self._idle) > self.keys:
+        while len(self._idle) > self.keys or (len(self._idle) > 1 and len(self) > self.total):
             _, oldest = self._idle.popitem(last=False)
             for (_, writer), _ in oldest:
                 writer.close()

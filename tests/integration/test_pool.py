@@ -240,6 +240,31 @@ def test_filters_pick_only_what_matches(
         pool.get(min_anonymity="elit")
 
 
+async def test_a_batch_of_picks_takes_turns_as_single_picks_would(
+    redis: AsyncRedis, name: str
+) -> None:
+    """Issue 35: the rotator draws its picks in batches. One call of 40
+    picks over 20 members gives each its two turns, in the order 40 single
+    picks would; a batch of reports is applied in order, and a proxy the
+    pool does not hold gets its NotInPool without stopping the others."""
+    batch, single = AsyncPool(redis, name), AsyncPool(redis, name + "-single")
+    members = [entry(p) for p in range(1, 21)]
+    await fill(batch, members)
+    await fill(single, members)
+    drawn = [e.port for e in await batch.get_many(40)]
+    assert drawn == [(await single.get()).port for _ in range(40)]
+    assert Counter(drawn) == dict.fromkeys(range(1, 21), 2)
+    with pytest.raises(NoMatch, match="protocol socks5"):
+        await batch.get_many(3, protocol="socks5")
+    reports = await batch.report_many(
+        [("http://127.0.0.1:1", False, None), ("http://127.0.0.1:99", True, 5.0)]
+        + [("http://127.0.0.1:1", False, None)] * 2
+    )
+    assert isinstance(reports[1], NotInPool)
+    assert [getattr(r, "outcome", None) for r in reports] == ["failed", None, "failed", "removed"]
+    assert 1 not in {e.port for e in await batch.entries()}  # the third failure in a row
+
+
 REPORTER = """
 import sys
 from redis import Redis

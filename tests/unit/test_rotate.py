@@ -300,3 +300,67 @@ def test_kept_upstream_connections_are_bounded_fresh_and_dropped_on_failure() ->
     kept.give(("up6", ""), streams())
     assert b[0].closed  # past `keys` pairs: the oldest pair goes
     assert kept.reused == 1
+
+
+def test_kept_upstream_connections_are_bounded_in_all() -> None:
+    """Many connections per upstream are kept (64 clients over 8 upstreams
+    hold 8 each), but never more than ``total`` in all: the oldest pair's go."""
+    from typing import Any, cast
+
+    from proxyrefresh.worker.upstream_pool import UpstreamConnections
+
+    kept = UpstreamConnections(per_key=8, keys=100, total=10)
+    first = [cast(Any, (s, s)) for s in (FakeStream() for _ in range(8))]
+    for streams in first:
+        kept.give(("up1", ""), streams)
+    assert len(kept) == 8
+    assert not any(s[0].closed for s in first)
+    for _ in range(3):
+        s = FakeStream()
+        kept.give(("up2", ""), cast(Any, (s, s)))
+    assert all(s[0].closed for s in first)  # 11 > 10: up1's went, up2's stay
+    assert len(kept) == 3
+
+
+def test_picks_are_drawn_ahead_in_batches_that_follow_the_demand() -> None:
+    """Issue 35: a request takes the next pick drawn ahead; concurrent
+    requests share one draw; the batch doubles while requests wait for one
+    and halves while picks go stale; a draw's error reaches its waiters."""
+    import asyncio
+
+    from proxyrefresh.pool import NoMatch, PickFilter
+    from proxyrefresh.worker.picks import Picks
+    from tests.harness.rotator import entry_for
+    from tests.harness.testbed import LocalProxy
+
+    now = [0.0]
+    asked: list[int] = []
+    fail = [False]
+
+    async def draw(_: PickFilter, count: int) -> list[PoolEntry]:
+        asked.append(count)
+        await asyncio.sleep(0)
+        if fail[0]:
+            raise NoMatch("no proxy in pool")
+        return [
+            entry_for(LocalProxy(f"p{i}", f"http://127.0.0.1:{i + 1}", None)) for i in range(count)
+        ]
+
+    async def scenario() -> None:
+        picks = Picks(draw, ahead_seconds=1.0, clock=lambda: now[0])
+        flt = PickFilter()
+        first = await asyncio.gather(*(picks.next(flt) for _ in range(8)))
+        assert len(first) == 8
+        assert len(asked) < 8  # the waiters shared draws
+        assert asked == sorted(asked)  # and the batches grew while they waited
+        assert asked[-1] >= 4
+        grown = asked[-1]
+        now[0] = 5.0  # everything drawn is stale now: the next draw is smaller
+        await picks.next(flt)
+        assert asked[-1] <= grown
+        fail[0] = True
+        now[0] = 10.0
+        with pytest.raises(NoMatch):
+            await picks.next(flt)
+
+    asyncio.run(scenario())
