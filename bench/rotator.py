@@ -240,11 +240,14 @@ def cli() -> None:
         help="side by side with a Go reference and proxy.py instead (bench/rotator_peers.py)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --peers")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="with --peers: the rotator's acceptor processes"
+    )
     args = parser.parse_args()
     if args.peers:
         from bench import rotator_peers
 
-        rotator_peers.main(args.rounds, args.seconds if args.seconds != 3.0 else 10.0)
+        rotator_peers.main(args.rounds, args.seconds if args.seconds != 3.0 else 10.0, args.workers)
         return
     asyncio.run(main(args))
 

@@ -11,8 +11,11 @@ upstreams, on the same bed, driven by the same load generator:
 - proxy.py with its ProxyPoolPlugin (from PyPI, in a virtualenv of its own).
 
 The bed: 8 upstream forward proxies and one origin, all goref (Go, so
-neither is the bottleneck), on loopback. The load: wrk (Debian's), kept-alive
-clients sending ``GET http://origin/`` back to back, at 16 and 64 clients;
+neither is the bottleneck), on loopback; the origin is asked for by the name
+``localhost``, since proxy.py's pool plugin sends a request for an IP
+address that is private (all of loopback is) past its upstreams. The load:
+wrk (Debian's), kept-alive clients sending ``GET http://localhost:PORT/``
+back to back, at 16 and 64 clients;
 the tools take turns within each round, so the machine's noise falls on all
 alike. Per tool and client count: requests/s, p50 and p99 latency, errors
 (non-2xx answers and socket errors), CPU seconds per 1,000 requests (the
@@ -198,9 +201,9 @@ def wrk(tool: Tool, origin: str, clients: int, seconds: float, workdir: Path) ->
 @contextmanager
 def bed_of_upstreams(bed: Testbed, goref: Path) -> Iterator[tuple[str, list[LocalProxy]]]:
     """The origin's URL and the upstream proxies, all goref on loopback."""
-    origin_port = free_port("127.0.0.60")
-    proc, log = bed.spawn("goref-origin", [str(goref), "origin", f"127.0.0.60:{origin_port}"])
-    wait_for_port("127.0.0.60", origin_port, proc=proc, log=log)
+    origin_port = free_port("127.0.0.1")
+    proc, log = bed.spawn("goref-origin", [str(goref), "origin", f"127.0.0.1:{origin_port}"])
+    wait_for_port("127.0.0.1", origin_port, proc=proc, log=log)
     upstreams = []
     for i in range(UPSTREAMS):
         ip = f"127.0.0.{61 + i}"
@@ -208,21 +211,22 @@ def bed_of_upstreams(bed: Testbed, goref: Path) -> Iterator[tuple[str, list[Loca
         proc, log = bed.spawn(f"goref-upstream-{i}", [str(goref), "upstream", f"{ip}:{port}"])
         wait_for_port(ip, port, proc=proc, log=log)
         upstreams.append(LocalProxy(f"goref-{i}", f"http://{ip}:{port}", Anonymity.TRANSPARENT))
-    yield f"http://127.0.0.60:{origin_port}/", upstreams
+    # By name: proxy.py's pool plugin sends a request for a private address
+    # (127.0.0.0/8 is one) straight to it, past every upstream.
+    yield f"http://localhost:{origin_port}/", upstreams
 
 
 def start_tools(
-    bed: Testbed, goref: Path, upstreams: list[LocalProxy], redis: RedisServer
+    bed: Testbed, goref: Path, upstreams: list[LocalProxy], redis: RedisServer, workers: int
 ) -> tuple[list[Tool], Callable[[], None]]:
     """The three proxies, listening; and how to stop the one the bed does not own."""
     asyncio.run(rot.merge_into(redis.url, "bench", "peers", upstreams))
-    ours = rot.start(bed.workdir, redis.url, "peers", "bench")
+    ours = rot.start(bed.workdir, redis.url, "peers", "bench", "--workers", str(workers))
     ours_port = int(ours.proxy.rsplit(":", 1)[1])
     assert redis.proc is not None
     redis_pid = redis.proc.pid
-    tools = [
-        Tool("proxyrefresh rotate", ("127.0.0.1", ours_port), lambda: [ours.proc.pid, redis_pid])
-    ]
+    name = f"proxyrefresh rotate x{workers}"
+    tools = [Tool(name, ("127.0.0.1", ours_port), lambda: [*descendants(ours.proc.pid), redis_pid])]
     go_port = free_port("127.0.0.1")
     urls = [p.url for p in upstreams]
     go, log = bed.spawn("goref-rotate", [str(goref), "rotate", f"127.0.0.1:{go_port}", *urls])
@@ -278,13 +282,13 @@ def report(tools: list[Tool], rounds: int, seconds: float) -> None:
     )
 
 
-def main(rounds: int, seconds: float) -> None:
+def main(rounds: int, seconds: float, workers: int) -> None:
     if shutil.which("wrk") is None:
         raise missing("wrk", "apt-get install wrk")
     goref = goref_binary()
     with Testbed() as bed, bed_of_upstreams(bed, goref) as (origin, upstreams):
         redis = RedisServer(bed)
-        tools, stop = start_tools(bed, goref, upstreams, redis)
+        tools, stop = start_tools(bed, goref, upstreams, redis, workers)
         try:
             for tool in tools:  # warm up: connections, caches, the pool's first picks
                 wrk(tool, origin, CLIENTS[-1], 2.0, bed.workdir)

@@ -348,6 +348,23 @@ if #picked > 0 then redis.call('SET', clock, now) end
 return picked
 """
 
+# KEYS: a session, entries. The entry of the member the session keeps, or
+# nothing (none kept, or it left the pool: then the session is let go).
+SESSION_SCRIPT = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+local raw = redis.call('HGET', KEYS[2], id)
+if not raw then redis.call('DEL', KEYS[1]) end
+return raw
+"""
+
+# KEYS: a session. ARGV: the member id it should no longer keep. Let go only
+# if it still keeps that one (another process may have moved it on).
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # KEYS: score, failing, then every group. Returns {size, usable, count per group...}.
 STATS_SCRIPT = """
 local out = {redis.call('ZCARD', KEYS[1])}
@@ -603,6 +620,8 @@ class _Scripts:
         self._stats = redis.register_script(STATS_SCRIPT)
         self._merge = redis.register_script(MERGE_SCRIPT)
         self._finish = redis.register_script(FINISH_SCRIPT)
+        self._session = redis.register_script(SESSION_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
 
 
 class Pool(_Scripts):
@@ -784,6 +803,22 @@ class AsyncPool(_Scripts):
         pipe.hset(k.merged, LAST_MERGE, record)
         pipe.publish(k.events, json.dumps({"merged": last.refresh}))
         await pipe.execute()
+
+    # --- sticky sessions: shared by every rotator process of the pool -------
+
+    async def session(self, name: str) -> PoolEntry | None:
+        """The member session ``name`` keeps, if any and still in the pool."""
+        keys = [self.calls.keys.session(name), self.calls.keys.entries]
+        raw = await self._session(keys=keys)
+        return self.calls.entry(raw) if raw else None
+
+    async def hold_session(self, name: str, entry: PoolEntry, seconds: float) -> None:
+        """Session ``name`` keeps ``entry`` for ``seconds`` from now."""
+        await self.redis.set(self.calls.keys.session(name), entry.id, px=int(seconds * 1000))
+
+    async def release_session(self, name: str, entry: PoolEntry) -> None:
+        """Session ``name`` no longer keeps ``entry`` (it failed)."""
+        await self._release(keys=[self.calls.keys.session(name)], args=[entry.id])
 
     async def last_merge(self) -> LastMerge | None:
         raw = await self.redis.hget(self.calls.keys.merged, LAST_MERGE)

@@ -9,6 +9,7 @@ and of the live page's viewer, which reads the pools and the runs' counters.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from proxyrefresh.constants import RUNS
@@ -63,6 +64,13 @@ class PoolKeys:
 
     def group(self, name: str) -> str:  # zset: member id -> virtual time of its next turn
         return self.key(f"group:{name}")
+
+    def session(self, name: str) -> str:
+        """string: the member id a sticky session keeps, for the session's
+        life. The name is the client's: hashed, so any name makes a short
+        key and none shows in Redis."""
+        digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+        return self.key(f"session:{digest}")
 
     def fixed(self) -> list[str]:
         """Every key but the groups, in the order the scripts take them."""

@@ -27,15 +27,16 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import functools
 import hmac
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
@@ -63,6 +64,7 @@ from proxyrefresh.worker.http1 import (
 )
 from proxyrefresh.worker.picks import Picks
 from proxyrefresh.worker.rotate_settings import RotatorSettings
+from proxyrefresh.worker.sessions import SharedSessions
 from proxyrefresh.worker.upstream import (
     Streams,
     TargetUnreachable,
@@ -73,6 +75,9 @@ from proxyrefresh.worker.upstream import (
     open_tunnel,
 )
 from proxyrefresh.worker.upstream_pool import Key, UpstreamConnections
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("proxyrefresh.rotate")
 # One line per request or tunnel (``rotate -v``): off unless its level is INFO.
@@ -279,43 +284,6 @@ def authority(text: str, default_port: int) -> tuple[str, int]:
     return parts.hostname, port
 
 
-class Sessions:
-    """Sticky sessions: a name to the upstream it keeps, for a while.
-    Bounded (the oldest goes first) and local to this process."""
-
-    def __init__(
-        self, seconds: float, limit: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.seconds, self.limit, self.clock = seconds, limit, clock
-        self._held: OrderedDict[str, tuple[PoolEntry, float]] = OrderedDict()
-
-    def get(self, name: str) -> PoolEntry | None:
-        held = self._held.get(name)
-        if held is None:
-            return None
-        if held[1] < self.clock():
-            del self._held[name]
-            return None
-        return held[0]
-
-    def pin(self, name: str, entry: PoolEntry) -> None:
-        held = self._held.get(name)
-        if held is not None and held[0].id == entry.id:
-            return  # kept: the session's time counts from its first pick
-        self._held[name] = (entry, self.clock() + self.seconds)
-        self._held.move_to_end(name)
-        while len(self._held) > self.limit:
-            self._held.popitem(last=False)
-
-    def drop(self, name: str, entry: PoolEntry) -> None:
-        held = self._held.get(name)
-        if held is not None and held[0].id == entry.id:
-            del self._held[name]
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-
 @dataclass
 class Counters:
     """What the rotator has done since it started (the API's /healthz)."""
@@ -382,7 +350,7 @@ class Rotator:
 
     def __init__(self, pool: AsyncPool, settings: RotatorSettings) -> None:
         self.pool, self.settings = pool, settings
-        self.sessions = Sessions(settings.session_seconds, settings.max_sessions)
+        self.sessions = SharedSessions(pool, settings.session_seconds, settings.max_sessions)
         self.counters = Counters()
         self._queued: list[tuple[str, bool, float | None]] = []
         self._strikes: dict[str, tuple[int, float]] = {}  # failures in a row, and when
@@ -390,12 +358,34 @@ class Rotator:
         self.picks = Picks(self._get_many, AHEAD_SECONDS, MAX_AHEAD)
         self._occupied: frozenset[str] | None = None  # None: every group
         self.upstreams = UpstreamConnections()
+        self.others: dict[int, dict[str, Any]] = {}  # the other workers' snapshots, by slot
+        self.retired: dict[str, Any] = {}  # what workers that ended had counted
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counters, as /healthz shows them."""
+        counters = dataclasses.asdict(self.counters)
+        counters["sessions"] = len(self.sessions)
+        counters["upstream_connections_reused"] = self.upstreams.reused
+        counters["upstream_connections_idle"] = len(self.upstreams)
+        counters["workers"] = 1  # summed over the processes that reported (worker/acceptors.py)
+        return counters
+
+    def totals(self) -> dict[str, Any]:
+        """Every worker's counters as one (worker/acceptors.py)."""
+        if not self.others and not self.retired:
+            return self.snapshot()
+        from proxyrefresh.worker.acceptors import summed
+
+        return summed([self.snapshot(), self.retired, *self.others.values()])
 
     # --- the pool --------------------------------------------------------
 
     async def pick(self, ask: Ask, tried: set[str]) -> PoolEntry:
         if ask.session:
-            held = self.sessions.get(ask.session)
+            try:
+                held = await self.sessions.get(ask.session)
+            except RedisError as exc:
+                raise unreachable(exc) from None
             if held is not None and held.id not in tried:
                 return held
         for _ in range(MAX_DRAWS):
@@ -822,26 +812,37 @@ async def run(
     listen: tuple[str, int],
     api_listen: tuple[str, int] | None = None,
     ready: Callable[[], None] | None = None,
+    report_to: Connection | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT; reports still on their way are sent first."""
+    """Serve until SIGTERM/SIGINT; reports still on their way are sent first.
+    With ``settings.workers`` > 1 the first process (``report_to`` None)
+    starts the others on the same port; each of them sends its counters
+    to ``report_to`` (worker/acceptors.py)."""
     import signal
+
+    from proxyrefresh.worker import acceptors
 
     rotator = Rotator(pool, settings)
     server = await asyncio.start_server(
-        rotator.handle, *listen, limit=MAX_HEAD, backlog=1024, reuse_address=True
+        rotator.handle,
+        *listen,
+        limit=MAX_HEAD,
+        backlog=1024,
+        reuse_address=True,
+        reuse_port=settings.workers > 1 or None,
     )
-    runner = None
-    if api_listen is not None:
-        from aiohttp import web
-
-        from proxyrefresh.worker.rotate_api import make_app
-
-        runner = web.AppRunner(make_app(rotator), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, *api_listen, reuse_address=True).start()
-    groups = asyncio.create_task(rotator.watch_groups())
-    reports = asyncio.create_task(rotator.send_reports())
+    runner = await _api(rotator, api_listen) if api_listen is not None else None
     stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(rotator.watch_groups()),
+        asyncio.create_task(rotator.send_reports()),
+    ]
+    others = None
+    if report_to is not None:
+        tasks.append(asyncio.create_task(acceptors.send_counters(rotator, report_to, stop)))
+    elif settings.workers > 1:
+        others = acceptors.Acceptors(rotator, listen)
+        others.start(settings.workers - 1)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -850,10 +851,25 @@ async def run(
     try:
         await stop.wait()
     finally:
-        groups.cancel()
-        reports.cancel()
+        for task in tasks:
+            task.cancel()
         server.close()
+        if others is not None:
+            await others.stop()
         if runner is not None:
             await runner.cleanup()
         rotator.upstreams.close()
         await rotator.drain_reports()
+        await rotator.sessions.flush()
+
+
+async def _api(rotator: Rotator, listen: tuple[str, int]) -> web.AppRunner:
+    """The JSON API, probes and metrics, listening."""
+    from aiohttp import web
+
+    from proxyrefresh.worker.rotate_api import make_app
+
+    runner = web.AppRunner(make_app(rotator), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, *listen, reuse_address=True).start()
+    return runner

@@ -194,12 +194,9 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    rotator = request.app[ROTATOR]
-    counters = dataclasses.asdict(rotator.counters)
-    counters["sessions"] = len(rotator.sessions)
-    counters["upstream_connections_reused"] = rotator.upstreams.reused
-    counters["upstream_connections_idle"] = len(rotator.upstreams)
-    return web.json_response({"status": "ok", **counters})
+    totals = request.app[ROTATOR].totals()
+    totals["by_status"] = {str(code): n for code, n in totals["by_status"].items()}
+    return web.json_response({"status": "ok", **totals})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -34,19 +34,19 @@ class RotatorCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         calls = self.rotator.pool.calls
         where = [calls.namespace, calls.name]
-        counters = self.rotator.counters
+        counters = self.rotator.totals()  # every worker process's
         for name, help_text in COUNTED.items():
             family = CounterMetricFamily(
                 f"proxyrefresh_rotator_{name}", help_text, labels=["namespace", "pool"]
             )
-            family.add_metric(where, getattr(counters, name))
+            family.add_metric(where, counters[name])
             yield family
         responses = CounterMetricFamily(
             "proxyrefresh_rotator_responses",
             "Upstream answers relayed to clients, by status code.",
             labels=["namespace", "pool", "code"],
         )
-        for code, count in sorted(counters.by_status.items()):
+        for code, count in sorted(counters["by_status"].items()):
             responses.add_metric([*where, str(code)], count)
         yield responses
         open_now = GaugeMetricFamily(
@@ -54,14 +54,14 @@ class RotatorCollector(Collector):
             "Client connections open now.",
             labels=["namespace", "pool"],
         )
-        open_now.add_metric(where, counters.connections)
+        open_now.add_metric(where, counters["connections"])
         yield open_now
         sessions = GaugeMetricFamily(
             "proxyrefresh_rotator_sessions",
-            "Sticky sessions held now (in this process).",
+            "Sticky sessions whose upstream a rotator process holds in memory now.",
             labels=["namespace", "pool"],
         )
-        sessions.add_metric(where, len(self.rotator.sessions))
+        sessions.add_metric(where, counters["sessions"])
         yield sessions
 
 

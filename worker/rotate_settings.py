@@ -32,6 +32,9 @@ class RotatorSettings(EnvSettings):
     # Failure reports one client may make a minute over the JSON API (each
     # also needs its proxy's lease, and counts once per proxy).
     report_failures_per_minute: int = Field(default=30, ge=1)
+    # Acceptor processes on the listening port (SO_REUSEPORT): one uses one
+    # core; sticky sessions hold across them (worker/acceptors.py).
+    workers: int = Field(default=1, ge=1, le=64)
 
     @property
     def auth_required(self) -> bool:

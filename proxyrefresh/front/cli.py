@@ -428,6 +428,21 @@ def rotator_feed(
     feed(namespace, configmap, key, file)
 
 
+RotatorWorkers = Annotated[
+    int | None,
+    typer.Option(
+        help="Acceptor processes on the port, one core each; sessions hold across them (default 1)."
+    ),
+]
+WaitForPool = Annotated[
+    bool,
+    typer.Option(
+        help="Start even if Redis has no such pool yet, answering 503 until a refresh "
+        "makes it (instead of exit 4): for a rotator deployed before its pool."
+    ),
+]
+
+
 @app.command()
 def rotate(
     pool: Annotated[str, typer.Option(help="The pool to rotate through.")],
@@ -453,13 +468,8 @@ def rotate(
     answer_timeout: Annotated[
         float | None, typer.Option(help="Seconds for an upstream's answer (default 30).")
     ] = None,
-    wait_for_pool: Annotated[
-        bool,
-        typer.Option(
-            help="Start even if Redis has no such pool yet, answering 503 until a refresh "
-            "makes it (instead of exit 4): for a rotator deployed before its pool."
-        ),
-    ] = False,
+    workers: RotatorWorkers = None,
+    wait_for_pool: WaitForPool = False,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -481,6 +491,7 @@ def rotate(
         retries=retries,
         connect_timeout=connect_timeout,
         answer_timeout=answer_timeout,
+        workers=workers,
     )
     if not wait_for_pool:
         with _pool_errors():
@@ -513,8 +524,7 @@ def serve_rotator(
     import logging
 
     from proxyrefresh.fanout import aio
-    from proxyrefresh.pool import AsyncPool
-    from proxyrefresh.worker.rotate import run
+    from proxyrefresh.worker.acceptors import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     access = logging.INFO if verbose else logging.WARNING
@@ -523,21 +533,9 @@ def serve_rotator(
     def ready() -> None:
         typer.echo(f"proxyrefresh rotate: pool {namespace}/{pool} on {where}", err=True)
 
-    async def main() -> None:
-        # A client is waiting: few retries, a short timeout. Requests share a
-        # bounded pool and wait their turn for a connection, never failing
-        # with "Too many connections" under a burst of clients.
-        redis_settings = redis_from_env()
-        redis = redis_settings.client(
-            retries=1, timeout=2.0, max_connections=redis_settings.max_connections
-        )
-        try:
-            await run(AsyncPool(redis, pool, namespace), settings, *addresses, ready=ready)
-        finally:
-            await redis.aclose()
-
+    redis = redis_from_env()  # a bad variable: one line naming it, before anything starts
     try:
-        aio.run(main())
+        aio.run(serve(pool, namespace, settings, *addresses, ready=ready, redis_settings=redis))
     except OSError as exc:
         raise fail(f"cannot listen: {exc.strerror or exc}", EXIT_BAD_INPUT) from None
 

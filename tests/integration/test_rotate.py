@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,6 +199,77 @@ def test_a_session_keeps_its_upstream_until_it_fails(rotating: Rotating) -> None
     after = exits("session-abc", 10)
     assert len(set(after)) == 1
     assert after[0] != first[0]
+
+
+def test_a_session_holds_across_rotator_processes(rotating: Rotating) -> None:
+    """Issue 35: a session's next request may reach another acceptor process
+    or replica. Both follow the same upstream, and when it dies, the one
+    that finds out moves the session on and the other follows it there
+    (not to an upstream of its own)."""
+    bed = rotating.bed
+    upstreams = [bed.testbed.pproxy(f"127.0.0.{ip}") for ip in (34, 35, 36)]
+    rotating.fill(upstreams)
+    one, two = rotating.start(), rotating.start()
+
+    def exits(r: rot.Rotator, n: int) -> list[str]:
+        got = curl("-x", f"http://u-session-s1:x@{r.proxy[7:]}", *[bed.judge] * n, "-w", "\n")
+        assert got.returncode == 0, got.stderr
+        return [seen["remote_addr"] for seen in judged(got.stdout)]
+
+    first = exits(one, 4)
+    assert len(set(first)) == 1
+    assert set(exits(two, 4)) == set(first)
+    (proc,) = [p for n, p in bed.testbed.procs if n == f"pproxy-socks5-{first[0]}"]
+    proc.terminate()
+    proc.wait(timeout=10)
+    moved = exits(two, 4)
+    assert len(set(moved)) == 1
+    assert moved[0] != first[0]
+    assert set(exits(one, 4)) == set(moved)
+
+
+def test_workers_share_one_port_count_together_and_come_back(rotating: Rotating) -> None:
+    """Issue 35: ``--workers 2`` puts two acceptor processes on one port;
+    /healthz counts the requests of both; a worker that dies is started
+    again while the other goes on answering."""
+    import os
+    import signal
+
+    bed = rotating.bed
+    rotating.fill([bed.testbed.pproxy("127.0.0.37")])
+    r = rotating.start("--workers", "2")
+    host, port = r.proxy[7:].split(":")
+
+    def one_get() -> bytes:
+        request = f"GET {bed.judge} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(request.encode())
+            return conn.makefile("rb").readline()
+
+    def health() -> dict[str, Any]:
+        return r.health()
+
+    def workers() -> set[int]:
+        listed = Path(f"/proc/{r.proc.pid}/task/{r.proc.pid}/children").read_text().split()
+        return {int(c) for c in listed if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+
+    wait_for(lambda: health()["workers"] == 2, 20, "the second worker to report")
+    assert all(one_get().startswith(b"HTTP/1.1 200") for _ in range(30))
+    wait_for(lambda: health()["requests"] == 30, 10, "/healthz to count all 30 requests")
+    (killed,) = workers()
+    os.kill(killed, signal.SIGKILL)
+
+    def gone() -> bool:  # its sockets closed (connections it had queued were reset)
+        try:
+            return not os.listdir(f"/proc/{killed}/fd")  # a zombie's are closed
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, 10, "the killed worker to be gone")
+    assert all(one_get().startswith(b"HTTP/1.1 200") for _ in range(10))  # the first goes on
+    wait_for(lambda: workers() - {killed}, 20, "a new worker in place of the one killed")
+    wait_for(lambda: health()["workers"] == 2, 20, "the new worker to report")
+    assert health()["requests"] == 40  # what the killed one reported is still counted
 
 
 def test_an_empty_pool_and_a_bad_filter_get_answers_that_say_so(rotating: Rotating) -> None:

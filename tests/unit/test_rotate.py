@@ -21,7 +21,6 @@ from proxyrefresh.worker.http1 import (
 )
 from proxyrefresh.worker.rotate import (
     Refused,
-    Sessions,
     accepts,
     authority,
     client_ask,
@@ -29,6 +28,7 @@ from proxyrefresh.worker.rotate import (
     user_params,
 )
 from proxyrefresh.worker.rotate_settings import RotatorSettings
+from proxyrefresh.worker.sessions import Sessions
 
 
 def head(*lines: str) -> bytes:
