@@ -79,8 +79,9 @@ class PoolEntry(BaseModel):
     last_checked: float
     last_ok: float
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        """Worked out once: a busy rotator asks an entry for it several times a request."""
         return identity(self.proxy)
 
 

@@ -73,7 +73,9 @@ class Head:
         return self._by_name.get(name)
 
     def tokens(self, name: str) -> set[str]:
-        value = self.get(name) or ""
+        value = self.get(name)
+        if not value:
+            return set()
         return {t.strip().lower() for t in value.split(",") if t.strip()}
 
     def without(self, names: set[str] | frozenset[str]) -> list[tuple[str, str]]:

@@ -130,6 +130,8 @@ def as_proxy(entry: PoolEntry) -> Proxy:
 
 def authorization(entry: PoolEntry) -> list[tuple[str, str]]:
     """The Proxy-Authorization an http upstream wants for its credentials."""
+    if "@" not in entry.proxy:
+        return []  # no credentials: nothing to decode (the rotator asks every request)
     proxy = as_proxy(entry)
     if proxy.username is None:
         return []
