@@ -17,7 +17,7 @@ import kopf
 from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import driver, memory, policy, pools, reconcile
+from proxyrefresh.operator import driver, memory, policy, pool_access, pools, reconcile
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
 from proxyrefresh.operator.settings import OperatorSettings
@@ -146,9 +146,15 @@ async def pool_daemon(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     """One per ProxyPool: its status and refills, from the pool's Redis events."""
-    await pools.PoolWatch(memo.ctx.redis, memo.ctx.metrics, memo.ctx.subscriptions).run(
-        body, stopped
+    ctx = memo.ctx
+    watch = pools.PoolWatch(
+        ctx.redis,
+        ctx.metrics,
+        ctx.subscriptions,
+        access_key=ctx.credential_key if ctx.settings.worker_redis_acl else None,
+        redis_url=ctx.redis_settings.url,
     )
+    await watch.run(body, stopped)
 
 
 @kopf.on.delete(c.GROUP, c.VERSION, c.POOL_PLURAL)
@@ -157,6 +163,9 @@ async def pool_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with it through their owner references)."""
     meta = body["metadata"]
     await pools.PoolWatch(memo.ctx.redis).pool(dict(body)).delete()
+    spec = pools.pool_spec(dict(body))
+    if spec is not None and spec.access is not None:  # its consumer user goes too
+        await pool_access.revoke(memo.ctx.redis, meta["namespace"], meta["name"])
     memo.ctx.metrics.pool_gone(meta["namespace"], meta["name"])
     logging.getLogger("proxyrefresh.operator").info(
         "pool %s/%s deleted with its Redis keys", meta["namespace"], meta["name"]

@@ -39,7 +39,8 @@ from proxyrefresh.api import (
     dump,
     true_condition,
 )
-from proxyrefresh.operator import kube, policy
+from proxyrefresh.fanout.access import AclUnavailable
+from proxyrefresh.operator import kube, policy, pool_access
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import (
     changes,
@@ -54,6 +55,7 @@ from proxyrefresh.redact import redis_problem
 log = logging.getLogger("proxyrefresh.operator.pools")
 STATUS_INTERVAL = 1.0  # at most one status patch a second per pool
 CHECK_INTERVAL = 30.0  # a look without an event, in case one was missed
+ACCESS_INTERVAL = pool_access.ACCESS_INTERVAL
 REFILL_NAME_ROOM = 63 - len("-refill-") - 6
 
 
@@ -91,6 +93,17 @@ def status_fields(
     fields["conditions"] = conditions
     fields["observedGeneration"] = generation
     return fields
+
+
+def access_condition(
+    conditions: list[dict[str, Any]], problem: str | None, generation: int | None
+) -> list[dict[str, Any]]:
+    """Condition AccessReady of a pool with spec.access: its consumer user
+    exists (and its Secret), or why not."""
+    if problem is None:
+        return set_condition(conditions, "AccessReady", True, "UserKept", "", generation)
+    message = redact.one_line(problem)
+    return set_condition(conditions, "AccessReady", False, "AccessUnavailable", message, generation)
 
 
 def stalled_fields(
@@ -221,6 +234,13 @@ class PoolWatch:
     redis: Any
     metrics: Metrics = field(default_factory=Metrics)
     subscriptions: Subscriptions | None = None  # the operator's; None: one of its own
+    # What spec.access's user is made with: the key its password derives
+    # from and the URL its own is built on (None: pools get no user).
+    access_key: str | None = None
+    redis_url: str = ""
+    _access_at: float = field(default=-ACCESS_INTERVAL, init=False)
+    access_problem: str | None = field(default=None, init=False)  # why there is no user
+    _access_kept: bool = field(default=False, init=False)  # once: its Secret was seen to
 
     def pool(self, body: dict[str, Any]) -> AsyncPool:
         meta = body["metadata"]
@@ -235,7 +255,12 @@ class PoolWatch:
         stats = await pool.stats()
         last = await pool.last_merge()
         old = dict(body.get("status") or {})
-        fields = status_fields(stats, spec, old, body["metadata"].get("generation"))
+        generation = body["metadata"].get("generation")
+        fields = status_fields(stats, spec, old, generation)
+        if spec.access is not None and self.access_key is not None:
+            fields["conditions"] = access_condition(
+                fields["conditions"], self.access_problem, generation
+            )
         if last is not None:
             fields |= {
                 "lastRefresh": last.refresh,
@@ -331,6 +356,7 @@ class PoolWatch:
                         if (dirty and since >= STATUS_INTERVAL) or since >= CHECK_INTERVAL:
                             await self.step(body)
                             last, dirty = time.monotonic(), False
+                        dirty = await self.keep_access(body) or dirty
                 except (RedisError, OSError) as exc:
                     self.metrics.redis_errors.labels("pool").inc()
                     log.warning("%s: Redis: %s; again in 2s", where, exc)
@@ -356,5 +382,28 @@ class PoolWatch:
         spec = pool_spec(dict(body))
         if spec is None:
             return
+        await self.keep_access(body)
         with self.metrics.reconcile.labels("pool").time():
             await self.sync(dict(body), spec)
+
+    async def keep_access(self, body: Any) -> bool:
+        """Every ACCESS_INTERVAL: the pool's consumer user, made again if
+        Redis forgot it (pool_access.py). Whether what the pool's condition
+        AccessReady says changed (the next look writes it)."""
+        if self.access_key is None or time.monotonic() - self._access_at < ACCESS_INTERVAL:
+            return False
+        spec = pool_spec(dict(body))
+        if spec is None or spec.access is None:
+            return False
+        self._access_at = time.monotonic()
+        meta, before = body["metadata"], self.access_problem
+        try:
+            key, url, first = self.access_key, self.redis_url, not self._access_kept
+            if await pool_access.keep(self.redis, dict(body), spec, key, url, first):
+                log.info("pool %s/%s: made its consumer user", meta["namespace"], meta["name"])
+            self.access_problem, self._access_kept = None, True
+        except AclUnavailable as exc:
+            if before != str(exc):
+                log.warning("pool %s/%s: %s", meta["namespace"], meta["name"], exc)
+            self.access_problem = str(exc)
+        return self.access_problem != before

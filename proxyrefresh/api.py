@@ -282,6 +282,16 @@ class Scoring(Camel):
     """The highest score a proxy can reach."""
 
 
+class PoolAccess(Camel):
+    """A Redis user for the pool's consumers (a rotator, a scraper), kept
+    by the operator: it may use this pool and nothing else, and it is made
+    again whenever Redis forgot it (a restart without an ACL file)."""
+
+    secret_name: ObjectName
+    """The Secret in the pool's namespace the operator writes the user's
+    Redis URL into (key ``url``), once: it goes with the pool."""
+
+
 class ProxyPoolSpec(Camel):
     """The long-lived pool refreshes merge into, as a Deployment is to its
     ReplicaSets: the refresh to start from, when to start one by itself,
@@ -302,6 +312,9 @@ class ProxyPoolSpec(Camel):
     (default: kept until it fails)."""
     output: Output | None = None
     """The export of the pool; default: the template's."""
+    access: PoolAccess | None = None
+    """A least-privilege Redis user for the pool's consumers, kept by the
+    operator (none: consumers need one from ``proxyrefresh pool grant``)."""
 
     def refresh_spec(self, pool: str) -> ProxyRefreshSpec:
         spec = self.template.model_copy(update={"output": self.output or self.template.output})

@@ -172,6 +172,61 @@ def test_a_pool_that_redis_does_not_answer_says_so_and_recovers(
     ProxyPoolStatus.model_validate(pool_status(kubectl, "idle"))
 
 
+def test_a_pools_consumer_user_is_kept_through_a_redis_restart(
+    world: World, kubectl: Kubectl
+) -> None:
+    """Issue 34: a pool with spec.access gets a least-privilege Redis user
+    from the operator, its URL in a Secret. A rotator on it serves; after a
+    Redis restart that forgot every ACL user, the operator makes it again
+    and the rotator serves again by itself within 30 s (its /readyz says
+    what it meets meanwhile). The user reaches its own pool and nothing else."""
+    import base64
+
+    import requests
+    from redis.exceptions import NoPermissionError
+
+    from tests.harness import rotator as rot
+
+    url = world.lists.put(f"{kubectl.namespace}-served.txt", "")
+    access = {"secretName": "served-redis"}
+    kubectl.apply(proxy_pool("served", url, world.judge, minUsable=0, access=access))
+
+    def secret_url() -> str | None:
+        found = kubectl("get", "secret", "served-redis", "-o", "json", check=False)
+        if found.returncode != 0:
+            return None
+        return base64.b64decode(json.loads(found.stdout)["data"]["url"]).decode()
+
+    consumer = wait_for(secret_url, 30, "the pool's consumer Secret")
+    http = [p for p in world.live_fixed() if p.url.startswith("http://")]
+    rot.fill(world.redis.url, kubectl.namespace, "served", http)
+    with Redis.from_url(consumer) as mine:
+        assert Pool(mine, "served", kubectl.namespace).stats().size == len(http)
+        with pytest.raises(NoPermissionError):
+            mine.get("proxyrefresh:pool:{other/pool}:entries")
+    r = rot.start(world.bed.testbed.workdir, consumer, "served", kubectl.namespace)
+
+    def served() -> bool:
+        try:
+            got = requests.get(world.judge, proxies={"http": r.proxy}, timeout=10)
+            ready = requests.get(r.api + "/readyz", timeout=5)
+        except requests.RequestException:
+            return False
+        return got.status_code == 200 and ready.status_code == 200
+
+    try:
+        assert served()
+        world.redis.restart(wipe=False)  # no ACL file: it forgets every user
+        restarted = time.monotonic()
+        wait_for(served, 30, "the rotator to serve again on the pool's user")
+        assert time.monotonic() - restarted < 30
+    finally:
+        r.stop()
+    conditions = pool_status(kubectl, "served").get("conditions") or []
+    (ready,) = [x for x in conditions if x["type"] == "AccessReady"]
+    assert (ready["status"], ready["reason"]) == ("True", "UserKept")
+
+
 def test_a_pool_named_what_a_refresh_cannot_name_is_refused(world: World, kubectl: Kubectl) -> None:
     """Its refreshes say its name in spec.pool, which is a DNS label: a dot
     would have been accepted here and failed every refill after."""

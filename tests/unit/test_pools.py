@@ -182,3 +182,28 @@ def test_the_shipped_pool_example_starts_nothing_until_it_is_yours() -> None:
     example = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "pool.yaml"
     spec = ProxyPoolSpec.model_validate(yaml.safe_load(example.read_text())["spec"])
     assert spec.min_usable == 0
+
+
+def test_a_pools_consumer_user_is_the_same_each_time_and_its_secret_goes_with_the_pool() -> None:
+    """Issue 34: the operator makes a pool's user again after a Redis
+    restart: the same name and password each time (from its key), unique
+    per pool; the Secret it writes names only the user's URL, owned by the
+    pool; condition AccessReady says whether the user is kept, or why not."""
+    from proxyrefresh.operator import pool_access
+    from proxyrefresh.operator.pools import access_condition
+
+    assert pool_access.password("k", "a", "p") == pool_access.password("k", "a", "p")
+    assert pool_access.password("k", "a", "p") != pool_access.password("k", "b", "p")
+    assert pool_access.password("k", "a", "p") != pool_access.password("other", "a", "p")
+    assert pool_access.user_name("team", "eu") == "proxyrefresh-pool:team/eu"
+    body = {"metadata": {"name": "eu", "namespace": "team", "uid": "u-1"}}
+    secret = pool_access.secret_manifest(body, "eu-redis", "redis://u:p@redis:6379/0")
+    assert secret["metadata"]["namespace"] == "team"
+    assert secret["stringData"] == {"url": "redis://u:p@redis:6379/0"}
+    (owner,) = secret["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("ProxyPool", "eu", "u-1")
+    (kept,) = access_condition([], None, 3)
+    assert (kept["type"], kept["status"], kept["reason"]) == ("AccessReady", "True", "UserKept")
+    (refused,) = access_condition([], "Redis refused the pool's user (NOPERM)", 3)
+    assert (refused["status"], refused["reason"]) == ("False", "AccessUnavailable")
+    assert "NOPERM" in refused["message"]
