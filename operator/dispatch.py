@@ -75,6 +75,9 @@ def worker_env(
         *RedisSettings.env_of(key_ttl_seconds=redis.key_ttl_seconds),
         *network.env(),
     ]
+    ca = redis.ca_pem()
+    if ca is not None:  # TLS to Redis with a CA of one's own: the workers verify with it too
+        env += RedisSettings.env_of(ca_data=ca)
     # Never the URL itself: anyone with `view` reads a Job's spec.
     url = RedisSettings.variable("url")
     env.append(fanout_job.secret_env(url, redis_secret_name(job), c.REDIS_SECRET_KEY))

@@ -18,6 +18,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import (
@@ -239,13 +240,18 @@ class RedisSettings(EnvSettings):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # The same CA bundle as PEM text (a chart's env from a Secret or
+    # ConfigMap key; the operator hands its own to the workers this way).
+    ca_data: str | None = None
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> Self:
-        given = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n)]
+        given = [n for n in ("ca_file", "ca_data", "cert_file", "key_file") if getattr(self, n)]
         if given and not self.url.startswith("rediss://"):
             names = ", ".join(self.variable(n) for n in given)
             raise ValueError(f"{names} is for a rediss:// URL (TLS); the URL is not one")
+        if self.ca_file and self.ca_data:
+            raise ValueError("give the CA as a file or as PEM text, not both")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("a client certificate needs its key, and a key its certificate")
         return self
@@ -254,9 +260,18 @@ class RedisSettings(EnvSettings):
         """redis-py's TLS options for this URL (none for redis://)."""
         if not self.url.startswith("rediss://"):
             return {}
-        files = {"ssl_ca_certs": self.ca_file, "ssl_certfile": self.cert_file,
-                 "ssl_keyfile": self.key_file}  # fmt: skip
-        return {"ssl_cert_reqs": "required", **{k: v for k, v in files.items() if v}}
+        given = {"ssl_ca_certs": self.ca_file, "ssl_ca_data": self.ca_data,
+                 "ssl_certfile": self.cert_file, "ssl_keyfile": self.key_file}  # fmt: skip
+        return {"ssl_cert_reqs": "required", **{k: v for k, v in given.items() if v}}
+
+    def ca_pem(self) -> str | None:
+        """The CA bundle as PEM text, from whichever form it was given in
+        (what the operator hands its workers: they cannot read its files)."""
+        if self.ca_data:
+            return self.ca_data
+        if self.ca_file and self.url.startswith("rediss://"):
+            return Path(self.ca_file).read_text()
+        return None
 
     def client(
         self,

@@ -366,6 +366,23 @@ def test_the_native_rotator_needs_no_api_rights_and_no_volume() -> None:
     assert role["rules"][0]["resourceNames"] == ["default-proxies"]
 
 
+def test_a_tls_redis_with_its_own_ca_reaches_every_redis_client() -> None:
+    """Issue 34: rediss:// with a CA from a Secret: the operator, the
+    rotator and the page read it (the operator hands it on to its workers,
+    tests/e2e/test_redis_tls.py); without it nothing is added."""
+    values = ["--set", "redis.url=rediss://r:6380/0", "--set", "redis.tls.caSecret=redis-ca"]
+    docs = render(*values, "--set", "rotator.enabled=true", "--set", "ui.enabled=true")
+    deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+    assert len(deployments) == 3
+    for name, deployment in deployments.items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        wanted = {"secretKeyRef": {"name": "redis-ca", "key": "ca.crt"}}
+        assert env["PROXYREFRESH_REDIS_CA_DATA"] == wanted, name
+    plain = render("--set", "redis.url=redis://r:6379/0", "--set", "rotator.enabled=true")
+    assert "PROXYREFRESH_REDIS_CA_DATA" not in json.dumps(plain)
+
+
 def test_metrics_service_monitor_dashboard_and_the_page() -> None:
     docs = render(
         "--set", "redis.url=redis://r:6379/0", "--set", "metrics.serviceMonitor.enabled=true",

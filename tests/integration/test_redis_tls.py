@@ -91,3 +91,20 @@ def test_a_ca_file_for_a_plain_url_is_refused_by_name() -> None:
     ], out.stderr
     with pytest.raises(ValidationError, match="a client certificate needs its key"):
         RedisSettings(url="rediss://127.0.0.1:1/0", cert_file="/c.pem")
+
+
+def test_the_ca_as_pem_text_is_what_a_worker_is_handed(tls_redis: RedisServer) -> None:
+    """A worker cannot read the operator's CA file: the operator hands it
+    the PEM text (PROXYREFRESH_REDIS_CA_DATA), which verifies the server
+    as the file does. One form only: both at once is refused."""
+    pem = ca_of(tls_redis).read_text()
+    operator = RedisSettings(url=tls_redis.url, ca_file=str(ca_of(tls_redis)))
+    assert operator.ca_pem() == pem
+    worker = RedisSettings(url=tls_redis.url, ca_data=pem).sync_client()
+    worker.hset("proxyrefresh:pem-check", "worker", "1")  # a worker's write, over TLS
+    env = {"PROXYREFRESH_REDIS_URL": tls_redis.url, "PROXYREFRESH_REDIS_CA_DATA": pem}
+    stats = run_cli("pool", "stats", "nowhere", "-n", "team", env=env)
+    assert stats.returncode == 4, stats.stderr  # through TLS to an answer: no such pool
+    assert operator.sync_client().hget("proxyrefresh:pem-check", "worker") == "1"
+    with pytest.raises(ValidationError, match="as a file or as PEM text, not both"):
+        RedisSettings(url=tls_redis.url, ca_file="/ca.pem", ca_data=pem)

@@ -75,6 +75,19 @@ it when the `kubernetes` Service's ClusterIP is not routed on the node. */ -}}
 {{- end }}
 {{- end -}}
 
+{{- /* rediss:// with a CA of one's own: every Redis client of the chart
+reads the PEM bundle from the Secret (the operator hands it on to its
+workers as text: they run in tenants' namespaces, where the Secret is not). */ -}}
+{{- define "proxyrefresh.redisTlsEnv" -}}
+{{- with .Values.redis.tls.caSecret -}}
+- name: PROXYREFRESH_REDIS_CA_DATA
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.redis.tls.caSecretKey }}
+{{- end }}
+{{- end -}}
+
 {{- /* Every container's: no privileges, a read-only root, no capabilities,
 with securityContext laid over it. */ -}}
 {{- define "proxyrefresh.securityContext" -}}
