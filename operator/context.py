@@ -7,6 +7,7 @@ go on raises Refused (the refresh fails with that reason) or Unavailable
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections import Counter
@@ -59,6 +60,8 @@ class Context:
     pool_turns: PoolTurns = field(kw_only=True)
     # The scrapes running beside their refreshes' loops.
     scrapes: ScrapeTasks = field(default_factory=ScrapeTasks, kw_only=True)
+    # What runs for the operator's whole life (the viewer user's keeper).
+    background: list[asyncio.Task[None]] = field(default_factory=list, kw_only=True)
     # This operator process, in a refresh's status while it scrapes it
     # (guard_scrape): a different one there means that one died scraping.
     process: str = field(default_factory=lambda: f"{socket.gethostname()}/{time.time_ns()}")

@@ -7,6 +7,7 @@ from) the status our schema describes.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import socket
@@ -17,7 +18,15 @@ import kopf
 from proxyrefresh import constants as c
 from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
-from proxyrefresh.operator import driver, memory, policy, pool_access, pools, reconcile
+from proxyrefresh.operator import (
+    driver,
+    memory,
+    policy,
+    pool_access,
+    pools,
+    reconcile,
+    viewer_access,
+)
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.scrape_slots import ScrapeSlots
 from proxyrefresh.operator.settings import OperatorSettings
@@ -82,6 +91,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
                 f"metrics cannot listen on {address}:{port}: {exc.strerror or exc}"
             ) from exc
     settings.execution.max_workers = 20
+    if operator_settings.viewer_secret and operator_settings.worker_redis_acl:
+        keeper = viewer_access.keep_forever(
+            redis, memo.ctx.credential_key, redis_settings.url, operator_settings.viewer_secret
+        )
+        memo.ctx.background.append(asyncio.create_task(keeper))
 
 
 @kopf.on.login()
@@ -91,6 +105,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    for task in memo.ctx.background:
+        task.cancel()
     await memo.ctx.subscriptions.aclose()
     await memo.ctx.redis.aclose()
 

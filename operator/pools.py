@@ -56,6 +56,10 @@ log = logging.getLogger("proxyrefresh.operator.pools")
 STATUS_INTERVAL = 1.0  # at most one status patch a second per pool
 CHECK_INTERVAL = 30.0  # a look without an event, in case one was missed
 ACCESS_INTERVAL = pool_access.ACCESS_INTERVAL
+NO_USERS = (
+    "this operator makes no Redis users (PROXYREFRESH_OPERATOR_WORKER_REDIS_ACL is false, "
+    "chart worker.redisAcl): give consumers a user of your own (proxyrefresh pool grant)"
+)
 REFILL_NAME_ROOM = 63 - len("-refill-") - 6
 
 
@@ -257,10 +261,9 @@ class PoolWatch:
         old = dict(body.get("status") or {})
         generation = body["metadata"].get("generation")
         fields = status_fields(stats, spec, old, generation)
-        if spec.access is not None and self.access_key is not None:
-            fields["conditions"] = access_condition(
-                fields["conditions"], self.access_problem, generation
-            )
+        if spec.access is not None:
+            problem = self.access_problem if self.access_key is not None else NO_USERS
+            fields["conditions"] = access_condition(fields["conditions"], problem, generation)
         if last is not None:
             fields |= {
                 "lastRefresh": last.refresh,

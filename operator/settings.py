@@ -27,6 +27,11 @@ class OperatorSettings(EnvSettings):
     # the operator's Redis URL, which only the operator holds.
     worker_redis_acl: bool = True
     worker_credential_key: str | None = None
+    # NAMESPACE/NAME of a Secret to keep the live page's read-only Redis
+    # user's URL in (operator/viewer_access.py); none: no such user.
+    viewer_secret: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+    )
     job_ttl_seconds: int = Field(default=3600, ge=0)
     keep_complete: int = Field(default=5, ge=0)
     keep_failed: int = Field(default=3, ge=0)

@@ -25,6 +25,7 @@ from tests.conftest import Bed, wait_for
 from tests.harness import node
 from tests.harness.cluster import Cluster
 from tests.harness.kubectl import Kubectl
+from tests.harness.operator_pod import NAMESPACE as OPERATOR_NAMESPACE
 from tests.harness.operator_pod import OperatorPod
 from tests.harness.scenario import ListServer
 from tests.harness.testbed import LocalProxy, RedisServer
@@ -118,6 +119,9 @@ class World:
         return RUNS.store(Redis.from_url(self.redis.url, decode_responses=True), uid)
 
 
+VIEWER_SECRET = f"{OPERATOR_NAMESPACE}/viewer"
+
+
 @pytest.fixture(scope="session")
 def world(cluster: Cluster, bed: Bed) -> Iterator[World]:
     k = Kubectl(cluster.kubeconfig, "default")
@@ -126,7 +130,11 @@ def world(cluster: Cluster, bed: Bed) -> Iterator[World]:
     lists = ListServer(bed.testbed.workdir / "lists")
     # Test namespaces only (t-*): the chart's own operator owns its namespace.
     operator = OperatorPod(
-        cluster, redis.url, "operator", PROXYREFRESH_OPERATOR_NAMESPACES='["t-*"]'
+        cluster,
+        redis.url,
+        "operator",
+        PROXYREFRESH_OPERATOR_NAMESPACES='["t-*"]',
+        PROXYREFRESH_OPERATOR_VIEWER_SECRET=VIEWER_SECRET,  # the page's user, kept
     )
     operator.start()
     try:

@@ -3,20 +3,26 @@ consumers wear it down through reports, and it refills exactly once."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import sys
 import time
 from typing import Any
 
 import pytest
+import requests
 from redis import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from proxyrefresh.api import ProxyPoolStatus
 from proxyrefresh.pool import NotInPool, Pool
 from tests.conftest import run_cli, wait_for
-from tests.e2e.conftest import World, phase_in, refresh, wait_status
+from tests.e2e.conftest import VIEWER_SECRET, World, phase_in, refresh, wait_status
+from tests.harness import rotator as rot
 from tests.harness.kubectl import Kubectl
 from tests.harness.scenario import build_candidates
+from tests.harness.testbed import ROOT, free_port, start_logged
 
 pytestmark = pytest.mark.e2e
 
@@ -172,56 +178,78 @@ def test_a_pool_that_redis_does_not_answer_says_so_and_recovers(
     ProxyPoolStatus.model_validate(pool_status(kubectl, "idle"))
 
 
-def test_a_pools_consumer_user_is_kept_through_a_redis_restart(
+def secret_url(namespace: str, name: str, kubectl: Kubectl) -> str | None:
+    found = kubectl("get", "secret", name, "-n", namespace, "-o", "json", check=False)
+    if found.returncode != 0:
+        return None
+    return base64.b64decode(json.loads(found.stdout)["data"]["url"]).decode()
+
+
+def authenticates(url: str) -> bool:
+    with Redis.from_url(url) as client:
+        try:
+            return bool(client.ping())
+        except AuthenticationError:
+            return False
+
+
+def test_the_rotator_and_the_page_on_kept_users_serve_again_after_a_redis_restart(
     world: World, kubectl: Kubectl
 ) -> None:
     """Issue 34: a pool with spec.access gets a least-privilege Redis user
-    from the operator, its URL in a Secret. A rotator on it serves; after a
-    Redis restart that forgot every ACL user, the operator makes it again
-    and the rotator serves again by itself within 30 s (its /readyz says
-    what it meets meanwhile). The user reaches its own pool and nothing else."""
-    import base64
-
-    import requests
-    from redis.exceptions import NoPermissionError
-
-    from tests.harness import rotator as rot
-
+    from the operator, its URL in a Secret, and the live page a read-only
+    one (PROXYREFRESH_OPERATOR_VIEWER_SECRET). A rotator and a page on them
+    serve; after a Redis restart that forgot every ACL user, the operator
+    makes them again and both serve again by themselves within 30 s (their
+    /readyz says what they meet meanwhile). The pool's user reaches its own
+    pool and nothing else."""
     url = world.lists.put(f"{kubectl.namespace}-served.txt", "")
     access = {"secretName": "served-redis"}
     kubectl.apply(proxy_pool("served", url, world.judge, minUsable=0, access=access))
-
-    def secret_url() -> str | None:
-        found = kubectl("get", "secret", "served-redis", "-o", "json", check=False)
-        if found.returncode != 0:
-            return None
-        return base64.b64decode(json.loads(found.stdout)["data"]["url"]).decode()
-
-    consumer = wait_for(secret_url, 30, "the pool's consumer Secret")
+    ns = kubectl.namespace
+    consumer = wait_for(lambda: secret_url(ns, "served-redis", kubectl), 30, "the pool's Secret")
+    viewer_ns, _, viewer_name = VIEWER_SECRET.partition("/")
+    viewer = wait_for(lambda: secret_url(viewer_ns, viewer_name, kubectl), 30, "the page's Secret")
     http = [p for p in world.live_fixed() if p.url.startswith("http://")]
-    rot.fill(world.redis.url, kubectl.namespace, "served", http)
+    rot.fill(world.redis.url, ns, "served", http)
     with Redis.from_url(consumer) as mine:
-        assert Pool(mine, "served", kubectl.namespace).stats().size == len(http)
+        assert Pool(mine, "served", ns).stats().size == len(http)
         with pytest.raises(NoPermissionError):
             mine.get("proxyrefresh:pool:{other/pool}:entries")
-    r = rot.start(world.bed.testbed.workdir, consumer, "served", kubectl.namespace)
+    # (A Redis restarted by an earlier test forgot it: it is back within seconds.)
+    wait_for(lambda: authenticates(viewer), 30, "the page's user")
+    with Redis.from_url(viewer) as page_user, pytest.raises(NoPermissionError):
+        page_user.set("proxyrefresh:pool:{x/y}:entries", "1")  # it may only read
+    r = rot.start(world.bed.testbed.workdir, consumer, "served", ns)
+    page_port = free_port("127.0.0.1")
+    page = start_logged(
+        [sys.executable, "-m", "proxyrefresh.front.cli", "ui", "--listen",
+         f"127.0.0.1:{page_port}", "-n", ns],
+        world.cluster.logs / f"ui-{ns}.log",
+        env={**world.operator.env, "PROXYREFRESH_REDIS_URL": viewer},
+        cwd=ROOT,
+    )  # fmt: skip
+    page_ready = f"http://127.0.0.1:{page_port}/readyz"
 
     def served() -> bool:
         try:
             got = requests.get(world.judge, proxies={"http": r.proxy}, timeout=10)
             ready = requests.get(r.api + "/readyz", timeout=5)
+            shown = requests.get(page_ready, timeout=5)
         except requests.RequestException:
             return False
-        return got.status_code == 200 and ready.status_code == 200
+        return (got.status_code, ready.status_code, shown.status_code) == (200, 200, 200)
 
     try:
-        assert served()
+        wait_for(served, 30, "the rotator and the page to serve")
         world.redis.restart(wipe=False)  # no ACL file: it forgets every user
         restarted = time.monotonic()
-        wait_for(served, 30, "the rotator to serve again on the pool's user")
+        wait_for(served, 30, "the rotator and the page to serve again on their users")
         assert time.monotonic() - restarted < 30
     finally:
         r.stop()
+        page.terminate()
+        page.wait(timeout=10)
     conditions = pool_status(kubectl, "served").get("conditions") or []
     (ready,) = [x for x in conditions if x["type"] == "AccessReady"]
     assert (ready["status"], ready["reason"]) == ("True", "UserKept")

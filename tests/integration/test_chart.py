@@ -383,6 +383,37 @@ def test_a_tls_redis_with_its_own_ca_reaches_every_redis_client() -> None:
     assert "PROXYREFRESH_REDIS_CA_DATA" not in json.dumps(plain)
 
 
+def test_the_page_reads_with_a_user_the_operator_keeps() -> None:
+    """Issue 34: with the page on and no URL of its own, the operator keeps
+    a read-only Redis user for it (made again after a Redis restart) and
+    the page reads its URL from the Secret the operator writes; a URL of
+    the user's own, or an operator that makes no users, keep it as it was."""
+
+    def ui_and_operator(*values: str) -> tuple[Any, dict[str, str | None]]:
+        docs = render("--set", "redis.url=redis://r:6379/0", "--set", "ui.enabled=true", *values)
+        deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
+        ui = deployments["proxyrefresh-proxyrefresh-ui"]["spec"]["template"]["spec"]["containers"][
+            0
+        ]
+        operator = deployments["proxyrefresh-proxyrefresh-operator"]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in operator["containers"][0]["env"]}
+        url = next(e for e in ui["env"] if e["name"] == "PROXYREFRESH_REDIS_URL")
+        return url["valueFrom"]["secretKeyRef"], env
+
+    ref, env = ui_and_operator()
+    assert ref == {"name": "proxyrefresh-proxyrefresh-viewer", "key": "url"}
+    assert (
+        env["PROXYREFRESH_OPERATOR_VIEWER_SECRET"]
+        == "proxyrefresh/proxyrefresh-proxyrefresh-viewer"
+    )
+    ref, env = ui_and_operator("--set", "ui.redis.existingSecret=mine")
+    assert ref == {"name": "mine", "key": "url"}
+    assert "PROXYREFRESH_OPERATOR_VIEWER_SECRET" not in env
+    ref, env = ui_and_operator("--set", "worker.redisAcl=false")
+    assert ref["name"] == "proxyrefresh-proxyrefresh-redis"
+    assert "PROXYREFRESH_OPERATOR_VIEWER_SECRET" not in env
+
+
 def test_metrics_service_monitor_dashboard_and_the_page() -> None:
     docs = render(
         "--set", "redis.url=redis://r:6379/0", "--set", "metrics.serviceMonitor.enabled=true",

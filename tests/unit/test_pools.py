@@ -192,10 +192,16 @@ def test_a_pools_consumer_user_is_the_same_each_time_and_its_secret_goes_with_th
     from proxyrefresh.operator import pool_access
     from proxyrefresh.operator.pools import access_condition
 
-    assert pool_access.password("k", "a", "p") == pool_access.password("k", "a", "p")
-    assert pool_access.password("k", "a", "p") != pool_access.password("k", "b", "p")
-    assert pool_access.password("k", "a", "p") != pool_access.password("other", "a", "p")
-    assert pool_access.user_name("team", "eu") == "proxyrefresh-pool:team/eu"
+    def password(key: str, namespace: str, name: str) -> str:
+        return pool_access.user(namespace, name).password(key)
+
+    assert password("k", "a", "p") == password("k", "a", "p")
+    assert password("k", "a", "p") != password("k", "b", "p")
+    assert password("k", "a", "p") != password("other", "a", "p")
+    assert pool_access.user("team", "eu").name == "proxyrefresh-pool:team/eu"
+    assert ">" + password("k", "team", "eu") in pool_access.user("team", "eu").rules(
+        password("k", "team", "eu")
+    )
     body = {"metadata": {"name": "eu", "namespace": "team", "uid": "u-1"}}
     secret = pool_access.secret_manifest(body, "eu-redis", "redis://u:p@redis:6379/0")
     assert secret["metadata"]["namespace"] == "team"
@@ -207,3 +213,32 @@ def test_a_pools_consumer_user_is_the_same_each_time_and_its_secret_goes_with_th
     (refused,) = access_condition([], "Redis refused the pool's user (NOPERM)", 3)
     assert (refused["status"], refused["reason"]) == ("False", "AccessUnavailable")
     assert "NOPERM" in refused["message"]
+
+
+def test_the_pages_viewer_user_is_kept_read_only_and_its_secret_named_whole() -> None:
+    """Issue 34: the operator keeps the live page's user with the viewer's
+    rules (read, follow events, nothing else); its Secret is named as
+    NAMESPACE/NAME, and anything else is refused by name at start."""
+    from pydantic import ValidationError
+
+    from proxyrefresh.operator import viewer_access
+    from proxyrefresh.operator.settings import OperatorSettings
+
+    viewer = viewer_access.VIEWER
+    rules = viewer.rules(viewer.password("k"))
+    assert rules[:3] == ["reset", "on", ">" + viewer.password("k")]
+    assert "+@read" in rules
+    assert "-@dangerous" in rules
+    assert not any(rule.startswith("+@write") or rule == "+@all" for rule in rules)
+    secret = viewer_access.secret_manifest("proxyrefresh", "pr-viewer", "redis://v:p@r:6379/0")
+    assert (secret["metadata"], secret["stringData"]) == (
+        {
+            "name": "pr-viewer",
+            "namespace": "proxyrefresh",
+            "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_COMPONENT: "ui"},
+        },
+        {"url": "redis://v:p@r:6379/0"},
+    )
+    assert OperatorSettings(viewer_secret="proxyrefresh/pr-viewer").viewer_secret
+    with pytest.raises(ValidationError, match="viewer_secret"):
+        OperatorSettings(viewer_secret="pr-viewer")

@@ -136,3 +136,12 @@ and no other Redis named by url or existingSecret. */}}
 true
 {{- end -}}
 {{- end }}
+
+{{- /* The page's own read-only Redis user, kept by the operator
+(operator/viewer_access.py): when the page is on and no URL of the user's
+own is named, and the operator makes Redis users at all. */ -}}
+{{- define "proxyrefresh.viewerSecret" -}}
+{{- if and .Values.ui.enabled (not .Values.ui.redis.existingSecret) .Values.worker.redisAcl -}}
+{{ include "proxyrefresh.fullname" . }}-viewer
+{{- end -}}
+{{- end -}}
