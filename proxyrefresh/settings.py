@@ -243,6 +243,18 @@ class RedisSettings(EnvSettings):
     # The same CA bundle as PEM text (a chart's env from a Secret or
     # ConfigMap key; the operator hands its own to the workers this way).
     ca_data: str | None = None
+    # redis+sentinel:// only: the sentinels' own password, if they ask for one.
+    sentinel_password: str | None = None
+
+    @model_validator(mode="after")
+    def _sentinel_url_names_its_service(self) -> Self:
+        from proxyrefresh.redis_topology import is_sentinel, sentinel_target
+
+        if is_sentinel(self.url):
+            sentinel_target(self.url)  # ValueError says what is missing
+        elif self.sentinel_password:
+            raise ValueError(f"{self.variable('sentinel_password')} is for a redis+sentinel:// URL")
+        return self
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> Self:
@@ -288,6 +300,8 @@ class RedisSettings(EnvSettings):
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
+        from proxyrefresh.redis_topology import is_sentinel
+
         retry = _login_final_retry()(
             ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds),
             self.retries if retries is None else retries,
@@ -302,6 +316,8 @@ class RedisSettings(EnvSettings):
             "health_check_interval": 30,
             **self.tls_options(),
         }
+        if is_sentinel(self.url):
+            return self._sentinel_primary(options, max_connections)
         if max_connections is None:
             return Redis.from_url(self.url, **options)
         pool = BlockingConnectionPool.from_url(
@@ -309,18 +325,56 @@ class RedisSettings(EnvSettings):
         )
         return Redis.from_pool(pool)
 
+    def _sentinel_primary(self, options: dict[str, Any], max_connections: int | None) -> Redis:
+        """The primary Sentinel names, followed through failovers (its pool
+        raises past ``max_connections`` instead of waiting)."""
+        from redis.asyncio.sentinel import Sentinel
+
+        from proxyrefresh.redis_topology import sentinel_target
+
+        target = sentinel_target(self.url)
+        sentinels = Sentinel(
+            target.nodes, sentinel_kwargs=self._sentinel_kwargs(options["socket_timeout"])
+        )
+        kwargs: dict[str, Any] = {**options, "db": target.db}
+        kwargs |= {"username": target.username, "password": target.password}
+        if max_connections is not None:
+            kwargs["max_connections"] = max_connections
+        return sentinels.master_for(target.service, **kwargs)  # type: ignore[no-any-return]
+
+    def _sentinel_kwargs(self, timeout: float) -> dict[str, Any]:
+        return {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            **({"password": self.sentinel_password} if self.sentinel_password else {}),
+        }
+
     def sync_client(self, timeout: float = 3.0) -> SyncRedis:
         """A blocking client for one-shot commands (``proxyrefresh pool``):
         a person waits on it, so it gives up within ``timeout`` seconds."""
         from redis import Redis as BlockingRedis
 
-        return BlockingRedis.from_url(
-            self.url,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+        from proxyrefresh.redis_topology import is_sentinel, sentinel_target
+
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
             **self.tls_options(),
-        )
+        }
+        if is_sentinel(self.url):
+            from redis.sentinel import Sentinel
+
+            target = sentinel_target(self.url)
+            sentinels = Sentinel(target.nodes, sentinel_kwargs=self._sentinel_kwargs(timeout))
+            return sentinels.master_for(  # type: ignore[no-any-return]
+                target.service,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                **options,
+            )
+        return BlockingRedis.from_url(self.url, **options)
 
 
 def _login_final_retry() -> Any:

@@ -409,8 +409,10 @@ class RedisServer:
         host: str = "127.0.0.1",
         appendonly: bool = False,
         tls: TlsFiles | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.binary = which("redis-server")
+        self.extra = extra  # more of redis-server's options (a replica's --replicaof)
         self.bed = bed
         self.host = host
         self.port = free_port(host)
@@ -447,6 +449,7 @@ class RedisServer:
             args += ["--tls-port", str(self.port), "--tls-auth-clients", "no",
                      "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
                      "--tls-ca-cert-file", str(tls.ca)]  # fmt: skip
+        args += self.extra
         self.proc, log = self.bed.spawn(f"redis-{self.port}", args)
         wait_for_port(self.host, self.port, proc=self.proc, log=log)
 
@@ -461,3 +464,45 @@ class RedisServer:
     def restart(self, wipe: bool = False) -> None:
         self.stop(wipe=wipe)
         self.start()
+
+
+class Sentinels:
+    """A primary, its replica and three sentinels watching it, on loopback:
+    the Redis a Sentinel-managed install gives (a failover within seconds of
+    the primary's death: down after 1 s, a quorum of 2)."""
+
+    SERVICE = "proxyrefresh"
+
+    def __init__(self, bed: Testbed, host: str = "127.0.0.1") -> None:
+        self.bed, self.host = bed, host
+        self.primary = RedisServer(bed, host, appendonly=True)
+        self.replica = RedisServer(
+            bed, host, appendonly=True, extra=("--replicaof", host, str(self.primary.port))
+        )
+        self.ports = [free_port(host) for _ in range(3)]
+        for port in self.ports:
+            conf = Path(tempfile.mkdtemp(prefix="sentinel-", dir=bed.workdir)) / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind {host}\n"
+                f"sentinel monitor {self.SERVICE} {host} {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
+                f"sentinel failover-timeout {self.SERVICE} 5000\n"
+                f"sentinel parallel-syncs {self.SERVICE} 1\n"
+            )
+            proc, log = bed.spawn(
+                f"sentinel-{port}", [which("redis-server"), str(conf), "--sentinel"]
+            )
+            wait_for_port(host, port, proc=proc, log=log)
+
+    @property
+    def url(self) -> str:
+        nodes = ",".join(f"{self.host}:{port}" for port in self.ports)
+        return f"redis+sentinel://{nodes}/{self.SERVICE}/0"
+
+    def primary_port(self) -> int:
+        """Where the sentinels say the primary is now."""
+        import redis
+
+        with redis.Redis(self.host, self.ports[0], decode_responses=True) as sentinel:
+            _, port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+            return int(port)

@@ -1,0 +1,60 @@
+"""What a Redis URL names: one server, or a primary that Sentinel manages.
+
+``redis://`` and ``rediss://`` name one server. A primary with replicas
+under Sentinel (the common Helm charts' Redis) is named by its sentinels
+and its service, ``redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/DB]``
+(the user and password are the primary's; the sentinels' own password is
+a setting of its own): every client asks the sentinels where the primary is
+and asks again after a failover, so the operator, the workers, the rotator
+and the page follow a promotion by themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    nodes: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME + "://")
+
+
+def sentinel_target(url: str) -> SentinelTarget:
+    """The sentinels, service and database a ``redis+sentinel://`` URL
+    names; ValueError saying what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for node in filter(None, hosts.split(",")):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a sentinel is host:port, not {node!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    if not nodes:
+        raise ValueError("name at least one sentinel: redis+sentinel://host:port/SERVICE")
+    service, _, db = parts.path.strip("/").partition("/")
+    if not service:
+        raise ValueError("name the service after the sentinels: redis+sentinel://host:port/SERVICE")
+    if db and not db.isdigit():
+        raise ValueError(f"the database is a number, not {db!r}")
+    return SentinelTarget(
+        nodes,
+        unquote(service),
+        int(db or 0),
+        unquote(username) or None,
+        unquote(password) if password else None,
+    )

@@ -1,0 +1,113 @@
+"""A primary that Sentinel manages, as the common Helm charts' Redis is
+(issue 34): one ``redis+sentinel://`` URL for every client; the pool keeps
+working through a failover, the CLI reads it, and a bad URL is refused in
+one line that says what is wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from proxyrefresh import redact
+from proxyrefresh.fanout.access import worker_url
+from proxyrefresh.models import Anonymity, Protocol
+from proxyrefresh.pool import AsyncPool, PoolEntry
+from proxyrefresh.redis_topology import sentinel_target
+from proxyrefresh.settings import RedisSettings
+from tests.conftest import run_cli
+from tests.harness import testbed as tb
+from tests.harness.testbed import Sentinels
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sentinels() -> Iterator[Sentinels]:
+    bed = tb.Testbed()
+    try:
+        yield Sentinels(bed)
+    finally:
+        bed.close()
+
+
+def entry(port: int) -> PoolEntry:
+    now = time.time()
+    return PoolEntry(
+        proxy=f"http://127.0.0.41:{port}",
+        protocol=Protocol.HTTP,
+        host="127.0.0.41",
+        port=port,
+        anonymity=Anonymity.ELITE,
+        latency_ms=50.0,
+        last_checked=now,
+        last_ok=now,
+    )
+
+
+def test_the_pool_follows_its_primary_through_a_failover(sentinels: Sentinels) -> None:
+    """Fill a pool through the sentinels; kill the primary; the same client
+    finds the promoted replica by itself (leases and reports go on, with the
+    data acknowledged by the replica before the kill), and the CLI reads it."""
+    settings = RedisSettings(url=sentinels.url)
+    old = sentinels.primary_port()
+
+    async def before_and_after() -> tuple[int, int, float]:
+        redis = settings.client()
+        pool = AsyncPool(redis, "eu", "team")
+        try:
+            await pool.merge("u-1", [(e.proxy, True, e) for e in map(entry, range(1, 11))], 3600)
+            acked = await redis.execute_command("WAIT", 1, 5000)  # type: ignore[no-untyped-call]
+            assert acked == 1  # the replica has it
+            sentinels.primary.stop()
+            killed = time.monotonic()
+            while True:  # a lease during the failover fails with an error, or lands
+                try:
+                    async with pool.lease() as leased:
+                        assert leased.port in range(1, 11)
+                    break
+                except RedisConnectionError:
+                    assert time.monotonic() - killed < 30, "no primary within 30 s"
+                    await asyncio.sleep(0.2)
+            gap = time.monotonic() - killed
+            return (await pool.stats()).size, sentinels.primary_port(), gap
+        finally:
+            await redis.aclose()
+
+    size, new, gap = asyncio.run(before_and_after())
+    assert size == 10
+    assert new == sentinels.replica.port != old
+    assert gap < 30
+    stats = run_cli("pool", "stats", "eu", "-n", "team", "--json",
+                    env={"PROXYREFRESH_REDIS_URL": sentinels.url})  # fmt: skip
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["size"] == 10
+
+
+def test_a_sentinel_url_without_its_service_is_refused_in_one_line() -> None:
+    target = sentinel_target("redis+sentinel://u:p%40ss@10.0.0.1:26379,10.0.0.2:26379/mymaster/2")
+    assert target.nodes == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+    assert (target.service, target.db, target.username, target.password) == (
+        "mymaster", 2, "u", "p@ss",
+    )  # fmt: skip
+    # A run's workers get the same sentinels with the run's own user; logs hide passwords.
+    url = "redis+sentinel://:operator@10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+    worker = worker_url(url, "proxyrefresh-run-1", "s3cret")
+    assert (
+        worker
+        == "redis+sentinel://proxyrefresh-run-1:s3cret@10.0.0.1:26379,10.0.0.2:26379/mymaster/0"
+    )
+    assert sentinel_target(worker).username == "proxyrefresh-run-1"
+    assert "s3cret" not in redact.url(worker)
+    with pytest.raises(ValidationError, match="name the service after the sentinels"):
+        RedisSettings(url="redis+sentinel://127.0.0.1:26379")
+    out = run_cli("pool", "stats", "eu", "-n", "team",
+                  env={"PROXYREFRESH_REDIS_URL": "redis+sentinel://127.0.0.1:26379/"})  # fmt: skip
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert "name the service after the sentinels" in line
