@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -111,3 +112,62 @@ def test_a_sentinel_url_without_its_service_is_refused_in_one_line() -> None:
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()
     assert "name the service after the sentinels" in line
+
+
+def test_the_rotator_answers_every_request_through_a_failover(sentinels: Sentinels) -> None:
+    """Issue 34: steady requests through a rotator while its primary is
+    killed: every one is answered in time (success, or 503 saying the pool
+    is unreachable), and it serves again by itself after the promotion."""
+    import concurrent.futures
+
+    import requests
+
+    from tests.harness import rotator as rot
+    from tests.harness.testbed import LocalProxy
+
+    bed = sentinels.bed
+    upstream = bed.tinyproxy("127.0.0.44", Anonymity.ELITE)
+    judge = bed.judge("127.0.0.45")
+    settings = RedisSettings(url=sentinels.url)
+
+    async def fill(proxies: list[LocalProxy]) -> None:
+        redis = settings.client()
+        try:
+            items = [(p.url, True, rot.entry_for(p)) for p in proxies]
+            await AsyncPool(redis, "served", "team").merge("u-1", items, 3600)
+            await redis.execute_command("WAIT", 1, 5000)  # type: ignore[no-untyped-call]
+        finally:
+            await redis.aclose()
+
+    asyncio.run(fill([upstream]))
+    r = rot.start(bed.workdir, sentinels.url, "served", "team")
+
+    def one() -> tuple[int, str, float]:
+        started = time.monotonic()
+        try:
+            got = requests.get(judge, proxies={"http": r.proxy}, timeout=15)
+        except requests.RequestException as exc:
+            return 0, str(exc), time.monotonic() - started
+        return got.status_code, got.text, time.monotonic() - started
+
+    try:
+        assert one()[0] == 200
+        sentinels.primary.stop()
+        killed = time.monotonic()
+        answers: list[tuple[int, str, float]] = []
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            while time.monotonic() - killed < 40:
+                batch = list(pool.map(lambda _: one(), range(4)))
+                answers += batch
+                if all(status == 200 for status, _, _ in batch) and sentinels.primary_port() == (
+                    sentinels.replica.port
+                ):
+                    break
+        recovered = time.monotonic() - killed
+    finally:
+        r.stop()
+    seen = Counter(status for status, _, _ in answers)
+    assert recovered < 30, (seen, answers[-4:])  # here: about 2.4 s, 79 answers 503 and 5 200
+    for status, text, took in answers:
+        assert took < 15  # none hangs past its timeout
+        assert status == 200 or (status == 503 and "the pool is unreachable" in text), text
