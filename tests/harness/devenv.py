@@ -2,8 +2,11 @@
 operator (a pod on the node, operator_pod.py) in the background, so a person
 can ``kubectl apply`` refreshes.
 
-Redis is ``$PROXYREFRESH_REDIS_URL`` when set (a redis-server is started
-there if nothing answers); otherwise a redis-server on a free port. The
+Redis is ``$PROXYREFRESH_REDIS_URL`` when set, in any form the product
+takes (for a plain ``redis://`` URL a redis-server is started there if
+nothing answers; a TLS or Sentinel URL is used as it is, with its CA and
+the sentinels' password handed to the operator); otherwise a redis-server
+on a free port. The
 operator gets a free port for its liveness endpoint, and ``up`` reports
 success only once that endpoint answers: nothing here depends on a fixed
 port being free.
@@ -18,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -42,6 +46,19 @@ def listening(host: str, port: int) -> bool:
         return False
 
 
+def redis_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The Redis settings beside the URL that a user gave (a CA, the
+    sentinels' password), as the operator's pod takes them: a CA file
+    becomes its text, since the pod cannot read this machine's files."""
+    env = {}
+    if environ.get("PROXYREFRESH_REDIS_CA_FILE"):
+        env["PROXYREFRESH_REDIS_CA_DATA"] = Path(environ["PROXYREFRESH_REDIS_CA_FILE"]).read_text()
+    for name in ("PROXYREFRESH_REDIS_CA_DATA", "PROXYREFRESH_REDIS_SENTINEL_PASSWORD"):
+        if environ.get(name):
+            env[name] = environ[name]
+    return env
+
+
 def up(cluster: Cluster) -> None:
     took = cluster.up()
     print(
@@ -52,8 +69,9 @@ def up(cluster: Cluster) -> None:
     pids = dict(state.get("dev_pids") or {})  # type: ignore[call-overload]
     chosen = redis_url(cluster)
     url = urlparse(chosen)
-    host, port = url.hostname or "127.0.0.1", url.port or 6379
-    if not listening(host, port):
+    plain = url.scheme == "redis"  # a TLS, Sentinel or Cluster URL is used as it is
+    host, port = (url.hostname or "127.0.0.1", url.port or 6379) if plain else ("", 0)
+    if plain and not listening(host, port):
         data = cluster.dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -79,7 +97,7 @@ def up(cluster: Cluster) -> None:
     Kubectl(cluster.kubeconfig).install_crds()
     ports = dict(state.get("dev_operator") or {})  # type: ignore[call-overload]
     if not healthy(int(ports.get("port", 0))):
-        operator = OperatorPod(cluster, chosen, "operator")
+        operator = OperatorPod(cluster, chosen, "operator", **redis_env(os.environ))
         operator.start()
         ports = {"port": operator.port, "metrics": operator.metrics_port}
     print(
