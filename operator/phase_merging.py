@@ -18,6 +18,7 @@ from proxyrefresh.operator.context import Context, Refused, redis_unavailable
 from proxyrefresh.operator.status import now_iso, progress_fields
 from proxyrefresh.operator.transition import Refresh, Transition
 from proxyrefresh.pool import LastMerge, MergeOutcome, PoolEntry
+from proxyrefresh.redis_topology import replicated
 
 log = logging.getLogger("proxyrefresh.operator")
 
@@ -100,6 +101,10 @@ async def merge_into_pool(ctx: Context, refresh: Refresh, store: RunStore) -> Me
     # refresh's uid) instead of never noting it.
     try:
         await pool.note_merge(LastMerge(refresh.name, now_iso(), len(exported)))
+        # A replica holds the merge before the refresh says Complete: a
+        # failover right after cannot take the pool's new results along.
+        if await replicated(ctx.redis) is False:
+            log.warning("%s: no replica acknowledged the merge in time", refresh.name)
     except RedisError as exc:
         raise redis_unavailable(" while merging", exc) from exc
     return Merged(found, into, exported)

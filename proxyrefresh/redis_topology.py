@@ -12,6 +12,7 @@ and the page follow a promotion by themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -58,3 +59,14 @@ def sentinel_target(url: str) -> SentinelTarget:
         unquote(username) or None,
         unquote(password) if password else None,
     )
+
+
+async def replicated(redis: Any, timeout_ms: int = 2000) -> bool | None:
+    """Wait until a replica has every write made so far on this connection's
+    primary (WAIT), for writes that must outlive a failover (a merged pool);
+    None where there is no replica to wait for, False if none acknowledged
+    within ``timeout_ms`` (the write stands on the primary alone)."""
+    info = await redis.info("replication")
+    if not int(info.get("connected_slaves") or 0):
+        return None
+    return int(await redis.execute_command("WAIT", 1, timeout_ms)) >= 1

@@ -19,7 +19,7 @@ from proxyrefresh import redact
 from proxyrefresh.fanout.access import worker_url
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.pool import AsyncPool, PoolEntry
-from proxyrefresh.redis_topology import sentinel_target
+from proxyrefresh.redis_topology import replicated, sentinel_target
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import run_cli
 from tests.harness import testbed as tb
@@ -63,8 +63,7 @@ def test_the_pool_follows_its_primary_through_a_failover(sentinels: Sentinels) -
         pool = AsyncPool(redis, "eu", "team")
         try:
             await pool.merge("u-1", [(e.proxy, True, e) for e in map(entry, range(1, 11))], 3600)
-            acked = await redis.execute_command("WAIT", 1, 5000)  # type: ignore[no-untyped-call]
-            assert acked == 1  # the replica has it
+            assert await replicated(redis, 5000) is True  # the replica has it (WAIT)
             sentinels.primary.stop()
             killed = time.monotonic()
             while True:  # a lease during the failover fails with an error, or lands

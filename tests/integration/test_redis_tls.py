@@ -108,3 +108,15 @@ def test_the_ca_as_pem_text_is_what_a_worker_is_handed(tls_redis: RedisServer) -
     assert operator.sync_client().hget("proxyrefresh:pem-check", "worker") == "1"
     with pytest.raises(ValidationError, match="as a file or as PEM text, not both"):
         RedisSettings(url=tls_redis.url, ca_file="/ca.pem", ca_data=pem)
+
+
+async def test_a_lone_redis_has_no_replica_to_wait_for(tls_redis: RedisServer) -> None:
+    """The operator waits for a replica's acknowledgement of a merge only
+    where there is a replica: a lone server answers at once."""
+    from proxyrefresh.redis_topology import replicated
+
+    redis = RedisSettings(url=tls_redis.url, ca_file=str(ca_of(tls_redis))).client(retries=0)
+    try:
+        assert await replicated(redis) is None
+    finally:
+        await redis.aclose()
