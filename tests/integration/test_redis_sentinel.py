@@ -17,13 +17,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from proxyrefresh import redact
 from proxyrefresh.fanout.access import worker_url
-from proxyrefresh.models import Anonymity, Protocol
+from proxyrefresh.models import Anonymity
 from proxyrefresh.pool import AsyncPool, PoolEntry
 from proxyrefresh.redis_topology import replicated, sentinel_target
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import run_cli
+from tests.harness import rotator as rot
 from tests.harness import testbed as tb
-from tests.harness.testbed import Sentinels
+from tests.harness.testbed import LocalProxy, Sentinels
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +39,7 @@ def sentinels() -> Iterator[Sentinels]:
 
 
 def entry(port: int) -> PoolEntry:
-    now = time.time()
-    return PoolEntry(
-        proxy=f"http://127.0.0.41:{port}",
-        protocol=Protocol.HTTP,
-        host="127.0.0.41",
-        port=port,
-        anonymity=Anonymity.ELITE,
-        latency_ms=50.0,
-        last_checked=now,
-        last_ok=now,
-    )
+    return rot.entry_for(LocalProxy(f"p{port}", f"http://127.0.0.41:{port}", Anonymity.ELITE))
 
 
 def test_the_pool_follows_its_primary_through_a_failover(sentinels: Sentinels) -> None:
@@ -120,9 +111,6 @@ def test_the_rotator_answers_every_request_through_a_failover(sentinels: Sentine
     import concurrent.futures
 
     import requests
-
-    from tests.harness import rotator as rot
-    from tests.harness.testbed import LocalProxy
 
     bed = sentinels.bed
     upstream = bed.tinyproxy("127.0.0.44", Anonymity.ELITE)
