@@ -6,7 +6,11 @@ and its service, ``redis+sentinel://[[user]:password@]host:port[,host:port...]/S
 (the user and password are the primary's; the sentinels' own password is
 a setting of its own): every client asks the sentinels where the primary is
 and asks again after a failover, so the operator, the workers, the rotator
-and the page follow a promotion by themselves.
+and the page follow a promotion by themselves. A Redis Cluster is named by
+some of its nodes, ``redis+cluster://[[user]:password@]host:port[,host:port...]``:
+so far the pool's clients (``Pool``/``AsyncPool``, the ``pool`` commands)
+take it; every key of a pool carries one hash tag, so each of its scripts
+touches one slot.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,46 @@ def is_sentinel(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME + "://")
 
 
+@dataclass(frozen=True)
+class ClusterTarget:
+    nodes: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = None
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME + "://")
+
+
+def _nodes(hosts: str, what: str) -> list[tuple[str, int]]:
+    nodes = []
+    for node in filter(None, hosts.split(",")):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a {what} is host:port, not {node!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    username, _, password = userinfo.partition(":")
+    return unquote(username) or None, unquote(password) if password else None
+
+
+def cluster_target(url: str) -> ClusterTarget:
+    """The seed nodes of a ``redis+cluster://`` URL; ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != CLUSTER_SCHEME:
+        raise ValueError(f"not a {CLUSTER_SCHEME}:// URL")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = _nodes(hosts, "cluster node")
+    if not nodes:
+        raise ValueError("name at least one node: redis+cluster://host:port[,host:port...]")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only")
+    return ClusterTarget(nodes, *_credentials(userinfo))
+
+
 def sentinel_target(url: str) -> SentinelTarget:
     """The sentinels, service and database a ``redis+sentinel://`` URL
     names; ValueError saying what is wrong with it."""
@@ -38,13 +83,7 @@ def sentinel_target(url: str) -> SentinelTarget:
     if parts.scheme != SENTINEL_SCHEME:
         raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
     userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    nodes = []
-    for node in filter(None, hosts.split(",")):
-        host, _, port = node.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"a sentinel is host:port, not {node!r}")
-        nodes.append((host.strip("[]"), int(port)))
+    nodes = _nodes(hosts, "sentinel")
     if not nodes:
         raise ValueError("name at least one sentinel: redis+sentinel://host:port/SERVICE")
     service, _, db = parts.path.strip("/").partition("/")
@@ -52,13 +91,7 @@ def sentinel_target(url: str) -> SentinelTarget:
         raise ValueError("name the service after the sentinels: redis+sentinel://host:port/SERVICE")
     if db and not db.isdigit():
         raise ValueError(f"the database is a number, not {db!r}")
-    return SentinelTarget(
-        nodes,
-        unquote(service),
-        int(db or 0),
-        unquote(username) or None,
-        unquote(password) if password else None,
-    )
+    return SentinelTarget(nodes, unquote(service), int(db or 0), *_credentials(userinfo))
 
 
 async def replicated(redis: Any, timeout_ms: int = 2000) -> bool | None:

@@ -248,10 +248,17 @@ class RedisSettings(EnvSettings):
 
     @model_validator(mode="after")
     def _sentinel_url_names_its_service(self) -> Self:
-        from proxyrefresh.redis_topology import is_sentinel, sentinel_target
+        from proxyrefresh.redis_topology import (
+            cluster_target,
+            is_cluster,
+            is_sentinel,
+            sentinel_target,
+        )
 
         if is_sentinel(self.url):
             sentinel_target(self.url)  # ValueError says what is missing
+        elif is_cluster(self.url):
+            cluster_target(self.url)
         elif self.sentinel_password:
             raise ValueError(f"{self.variable('sentinel_password')} is for a redis+sentinel:// URL")
         return self
@@ -300,7 +307,7 @@ class RedisSettings(EnvSettings):
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        from proxyrefresh.redis_topology import is_sentinel
+        from proxyrefresh.redis_topology import is_cluster, is_sentinel
 
         retry = _login_final_retry()(
             ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds),
@@ -318,6 +325,8 @@ class RedisSettings(EnvSettings):
         }
         if is_sentinel(self.url):
             return self._sentinel_primary(options, max_connections)
+        if is_cluster(self.url):
+            return self._cluster(options, max_connections)
         if max_connections is None:
             return Redis.from_url(self.url, **options)
         pool = BlockingConnectionPool.from_url(
@@ -342,6 +351,23 @@ class RedisSettings(EnvSettings):
             kwargs["max_connections"] = max_connections
         return sentinels.master_for(target.service, **kwargs)  # type: ignore[no-any-return]
 
+    def _cluster(self, options: dict[str, Any], max_connections: int | None) -> Redis:
+        """A Redis Cluster from its seed nodes (each pool's keys in one slot)."""
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        from proxyrefresh.redis_topology import cluster_target
+
+        target = cluster_target(self.url)
+        kwargs = {k: v for k, v in options.items() if k not in ("retry_on_error",)}
+        if max_connections is not None:
+            kwargs["max_connections"] = max_connections
+        return RedisCluster(  # type: ignore[return-value]
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            username=target.username,
+            password=target.password,
+            **kwargs,
+        )
+
     def _sentinel_kwargs(self, timeout: float) -> dict[str, Any]:
         return {
             "socket_timeout": timeout,
@@ -354,7 +380,12 @@ class RedisSettings(EnvSettings):
         a person waits on it, so it gives up within ``timeout`` seconds."""
         from redis import Redis as BlockingRedis
 
-        from proxyrefresh.redis_topology import is_sentinel, sentinel_target
+        from proxyrefresh.redis_topology import (
+            cluster_target,
+            is_cluster,
+            is_sentinel,
+            sentinel_target,
+        )
 
         options: dict[str, Any] = {
             "decode_responses": True,
@@ -372,6 +403,16 @@ class RedisSettings(EnvSettings):
                 db=target.db,
                 username=target.username,
                 password=target.password,
+                **options,
+            )
+        if is_cluster(self.url):
+            from redis.cluster import ClusterNode, RedisCluster
+
+            seeds = cluster_target(self.url)
+            return RedisCluster(  # type: ignore[return-value]
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],  # type: ignore[no-untyped-call]
+                username=seeds.username,
+                password=seeds.password,
                 **options,
             )
         return BlockingRedis.from_url(self.url, **options)

@@ -410,12 +410,13 @@ class RedisServer:
         appendonly: bool = False,
         tls: TlsFiles | None = None,
         extra: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> None:
         self.binary = which("redis-server")
         self.extra = extra  # more of redis-server's options (a replica's --replicaof)
         self.bed = bed
         self.host = host
-        self.port = free_port(host)
+        self.port = port or free_port(host)
         self.appendonly = appendonly
         self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=bed.workdir))
@@ -506,3 +507,52 @@ class Sentinels:
         with redis.Redis(self.host, self.ports[0], decode_responses=True) as sentinel:
             _, port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
             return int(port)
+
+
+def bus_port(host: str) -> int:
+    """A free port for a cluster node: below the ephemeral range (a node's
+    bus listens 10,000 higher, and Redis refuses a port above 55535), its
+    bus port free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 29_999)
+        try:
+            for taken in (port, port + 10_000):
+                with socket.socket() as probe:
+                    probe.bind((host, taken))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port pair for a cluster node on {host}")
+
+
+class RedisClusterSet:
+    """A Redis Cluster on loopback: three primaries, a replica each, the
+    slots spread by ``redis-cli --cluster create`` (as an operator of one
+    would), ready when every slot is served."""
+
+    def __init__(self, bed: Testbed, host: str = "127.0.0.1") -> None:
+        self.host = host
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", "2000")  # fmt: skip
+        self.nodes = [RedisServer(bed, host, extra=options, port=bus_port(host)) for _ in range(6)]
+        addresses = [f"{host}:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [which("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "1",
+             "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        import redis
+
+        def settled() -> bool:
+            with redis.Redis(host, self.nodes[0].port, decode_responses=True) as node:
+                info = node.execute_command("CLUSTER", "INFO")
+            text = info if isinstance(info, str) else str(info)
+            return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
+
+        wait_until(settled, 30, "the Redis Cluster to serve every slot", interval=0.1)
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{self.host}:{self.nodes[0].port},{self.host}:{self.nodes[1].port}"
