@@ -216,12 +216,15 @@ def test_progress_bar_only_on_a_terminal(bed: Bed, write_list: Callable[..., str
 def test_latency_is_the_proxys_not_the_event_loops(bed: Bed, tmp_path: Path) -> None:
     """Proxies answering 0, 1 and 2 s late, among 1,000 black holes at
     C=512: each latency within 30 ms of its delay plus what the proxy takes
-    when it is not delayed."""
+    when it is not delayed (the better of two undelayed proxies: one sample
+    of it, taken while the machine's other suite stalled, made the
+    reference itself 45 ms late once)."""
     slow = {delay: bed.testbed.slow("127.0.0.46", delay) for delay in (0.0, 1.0, 2.0)}
+    again = bed.testbed.slow("127.0.0.46", 0.0)
     holes = bed.testbed.blackholes("127.0.0.47", 1000)
     urls = [h.url for h in holes]
-    for i, proxy in enumerate(slow.values()):  # spread among the holes
-        urls.insert(100 + 300 * i, proxy.url)
+    for i, proxy in enumerate([*slow.values(), again]):  # spread among the holes
+        urls.insert(100 + 250 * i, proxy.url)
     path = tmp_path / "slow.txt"
     path.write_text("\n".join(urls) + "\n")
     result = run_cli(
@@ -231,8 +234,9 @@ def test_latency_is_the_proxys_not_the_event_loops(bed: Bed, tmp_path: Path) -> 
     latency = {
         row["proxy"]: row["latency_ms"] for row in map(json.loads, result.stdout.split("\n")[:-1])
     }
-    assert set(latency) == {p.url for p in slow.values()}
-    base = latency[slow[0.0].url]
+    assert set(latency) == {p.url for p in [*slow.values(), again]}
+    assert latency[again.url] < 100
+    base = min(latency[slow[0.0].url], latency[again.url])
     print("\n  latency by delay: " + ", ".join(
         f"{d:g} s: {latency[slow[d].url]:.1f} ms" for d in slow
     ))  # fmt: skip
