@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -120,6 +121,7 @@ def main() -> int:
     finally:
         cluster.down()
     log = (root / "operator.log").read_text()
+    shutil.rmtree(root, ignore_errors=True)  # what it kept is read: nothing left behind
     patches = [
         int(n) for n in re.findall(r"status patches sent by this operator so far: (\d+)", log)
     ]
