@@ -12,6 +12,7 @@ operator/settings.py, worker/rotate_settings.py.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -347,9 +348,12 @@ class RedisSettings(EnvSettings):
         )
         kwargs: dict[str, Any] = {**options, "db": target.db}
         kwargs |= {"username": target.username, "password": target.password}
-        if max_connections is not None:
-            kwargs["max_connections"] = max_connections
-        return sentinels.master_for(target.service, **kwargs)  # type: ignore[no-any-return]
+        if max_connections is None:
+            return sentinels.master_for(target.service, **kwargs)  # type: ignore[no-any-return]
+        kwargs |= {"max_connections": max_connections, "timeout": options["socket_timeout"]}
+        return sentinels.master_for(  # type: ignore[no-any-return]
+            target.service, connection_pool_class=_sentinel_blocking_pool(), **kwargs
+        )
 
     def _cluster(self, options: dict[str, Any], max_connections: int | None) -> Redis:
         """A Redis Cluster from its seed nodes (each pool's keys in one slot)."""
@@ -416,6 +420,21 @@ class RedisSettings(EnvSettings):
                 **options,
             )
         return BlockingRedis.from_url(self.url, **options)
+
+
+@functools.cache
+def _sentinel_blocking_pool() -> Any:
+    """Sentinel's pool that waits for a free connection, as the plain URL's
+    does (BlockingConnectionPool), instead of raising "Too many connections"
+    (redis-py has no such class of its own: its Sentinel pool decides where
+    to connect, its blocking pool when; neither overrides what the other does)."""
+    from redis.asyncio import BlockingConnectionPool
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+        pass
+
+    return SentinelBlockingConnectionPool
 
 
 def _login_final_retry() -> Any:

@@ -158,3 +158,19 @@ def test_the_rotator_answers_every_request_through_a_failover(sentinels: Sentine
     for status, text, took in answers:
         assert took < 15  # none hangs past its timeout
         assert status == 200 or (status == 503 and "the pool is unreachable" in text), text
+
+
+def test_commands_through_the_sentinels_wait_for_a_free_connection(sentinels: Sentinels) -> None:
+    """As with a plain URL (the rotator's 256-client test): 20 commands at
+    once on a client allowed 2 connections all get their answer, in turn,
+    instead of 18 failing with "Too many connections"."""
+
+    async def twenty_at_once() -> list[object]:
+        redis = RedisSettings(url=sentinels.url).client(max_connections=2)
+        try:
+            slow = [redis.blpop([f"nothing-{i}"], timeout=0.2) for i in range(20)]
+            return await asyncio.gather(*slow, return_exceptions=True)
+        finally:
+            await redis.aclose()
+
+    assert asyncio.run(twenty_at_once()) == [None] * 20
