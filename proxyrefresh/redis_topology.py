@@ -62,16 +62,25 @@ def _credentials(userinfo: str) -> tuple[str | None, str | None]:
     return unquote(username) or None, unquote(password) if password else None
 
 
+def _split(
+    url: str, scheme: str, what: str, example: str
+) -> tuple[str, list[tuple[str, int]], str]:
+    """A multi-host URL's path, nodes and user info; ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != scheme:
+        raise ValueError(f"not a {scheme}:// URL")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = _nodes(hosts, what)
+    if not nodes:
+        raise ValueError(f"name at least one {what}: {example}")
+    return parts.path, nodes, userinfo
+
+
 def cluster_target(url: str) -> ClusterTarget:
     """The seed nodes of a ``redis+cluster://`` URL; ValueError saying what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != CLUSTER_SCHEME:
-        raise ValueError(f"not a {CLUSTER_SCHEME}:// URL")
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    nodes = _nodes(hosts, "cluster node")
-    if not nodes:
-        raise ValueError("name at least one node: redis+cluster://host:port[,host:port...]")
-    if parts.path.strip("/") not in ("", "0"):
+    example = "redis+cluster://host:port[,host:port...]"
+    path, nodes, userinfo = _split(url, CLUSTER_SCHEME, "cluster node", example)
+    if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has database 0 only")
     return ClusterTarget(nodes, *_credentials(userinfo))
 
@@ -79,14 +88,9 @@ def cluster_target(url: str) -> ClusterTarget:
 def sentinel_target(url: str) -> SentinelTarget:
     """The sentinels, service and database a ``redis+sentinel://`` URL
     names; ValueError saying what is wrong with it."""
-    parts = urlsplit(url)
-    if parts.scheme != SENTINEL_SCHEME:
-        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL")
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    nodes = _nodes(hosts, "sentinel")
-    if not nodes:
-        raise ValueError("name at least one sentinel: redis+sentinel://host:port/SERVICE")
-    service, _, db = parts.path.strip("/").partition("/")
+    example = "redis+sentinel://host:port/SERVICE"
+    path, nodes, userinfo = _split(url, SENTINEL_SCHEME, "sentinel", example)
+    service, _, db = path.strip("/").partition("/")
     if not service:
         raise ValueError("name the service after the sentinels: redis+sentinel://host:port/SERVICE")
     if db and not db.isdigit():
