@@ -308,8 +308,6 @@ class RedisSettings(EnvSettings):
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
-        from proxyrefresh.redis_topology import is_cluster, is_sentinel
-
         retry = _login_final_retry()(
             ExponentialWithJitterBackoff(base=0.1, cap=self.backoff_cap_seconds),
             self.retries if retries is None else retries,
@@ -324,10 +322,10 @@ class RedisSettings(EnvSettings):
             "health_check_interval": 30,
             **self.tls_options(),
         }
-        if is_sentinel(self.url):
-            return self._sentinel_primary(options, max_connections)
-        if is_cluster(self.url):
-            return self._cluster(options, max_connections)
+        bound = None if max_connections is None else {"max_connections": max_connections}
+        topology = self._topology(options, asyncio=True, bound=bound)
+        if topology is not None:
+            return topology  # type: ignore[no-any-return]
         if max_connections is None:
             return Redis.from_url(self.url, **options)
         pool = BlockingConnectionPool.from_url(
@@ -335,42 +333,54 @@ class RedisSettings(EnvSettings):
         )
         return Redis.from_pool(pool)
 
-    def _sentinel_primary(self, options: dict[str, Any], max_connections: int | None) -> Redis:
-        """The primary Sentinel names, followed through failovers (its pool
-        raises past ``max_connections`` instead of waiting)."""
-        from redis.asyncio.sentinel import Sentinel
-
-        from proxyrefresh.redis_topology import sentinel_target
-
-        target = sentinel_target(self.url)
-        sentinels = Sentinel(
-            target.nodes, sentinel_kwargs=self._sentinel_kwargs(options["socket_timeout"])
-        )
-        kwargs: dict[str, Any] = {**options, "db": target.db}
-        kwargs |= {"username": target.username, "password": target.password}
-        if max_connections is None:
-            return sentinels.master_for(target.service, **kwargs)  # type: ignore[no-any-return]
-        kwargs |= {"max_connections": max_connections, "timeout": options["socket_timeout"]}
-        return sentinels.master_for(  # type: ignore[no-any-return]
-            target.service, connection_pool_class=_sentinel_blocking_pool(), **kwargs
+    def _topology(
+        self, options: dict[str, Any], asyncio: bool, bound: dict[str, int] | None = None
+    ) -> Any:
+        """The client a Sentinel or Cluster URL names, of redis-py's asyncio
+        or blocking classes (None: the URL names one server). ``bound``: at
+        most that many connections, commands waiting for a free one."""
+        from proxyrefresh.redis_topology import (
+            cluster_target,
+            is_cluster,
+            is_sentinel,
+            sentinel_target,
         )
 
-    def _cluster(self, options: dict[str, Any], max_connections: int | None) -> Redis:
-        """A Redis Cluster from its seed nodes (each pool's keys in one slot)."""
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        from proxyrefresh.redis_topology import cluster_target
-
-        target = cluster_target(self.url)
-        kwargs = {k: v for k, v in options.items() if k not in ("retry_on_error",)}
-        if max_connections is not None:
-            kwargs["max_connections"] = max_connections
-        return RedisCluster(  # type: ignore[return-value]
-            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-            username=target.username,
-            password=target.password,
-            **kwargs,
-        )
+        if is_sentinel(self.url):
+            if asyncio:
+                from redis.asyncio.sentinel import Sentinel
+            else:
+                from redis.sentinel import Sentinel  # type: ignore[assignment]
+            target = sentinel_target(self.url)
+            pool: dict[str, Any] = {}
+            if bound:  # redis-py's Sentinel pool raises past its bound: this one waits
+                pool = {**bound, "timeout": options["socket_timeout"],
+                        "connection_pool_class": _sentinel_blocking_pool()}  # fmt: skip
+            sentinels = Sentinel(
+                target.nodes, sentinel_kwargs=self._sentinel_kwargs(options["socket_timeout"])
+            )
+            return sentinels.master_for(
+                target.service,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                **options,
+                **pool,
+            )
+        if is_cluster(self.url):
+            if asyncio:
+                from redis.asyncio.cluster import ClusterNode, RedisCluster
+            else:
+                from redis.cluster import ClusterNode, RedisCluster  # type: ignore[assignment]
+            seeds = cluster_target(self.url)
+            kept: dict[str, Any] = {k: v for k, v in options.items() if k != "retry_on_error"}
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],
+                username=seeds.username,
+                password=seeds.password,
+                **kept | (bound or {}),
+            )
+        return None
 
     def _sentinel_kwargs(self, timeout: float) -> dict[str, Any]:
         return {
@@ -384,41 +394,15 @@ class RedisSettings(EnvSettings):
         a person waits on it, so it gives up within ``timeout`` seconds."""
         from redis import Redis as BlockingRedis
 
-        from proxyrefresh.redis_topology import (
-            cluster_target,
-            is_cluster,
-            is_sentinel,
-            sentinel_target,
-        )
-
         options: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             **self.tls_options(),
         }
-        if is_sentinel(self.url):
-            from redis.sentinel import Sentinel
-
-            target = sentinel_target(self.url)
-            sentinels = Sentinel(target.nodes, sentinel_kwargs=self._sentinel_kwargs(timeout))
-            return sentinels.master_for(  # type: ignore[no-any-return]
-                target.service,
-                db=target.db,
-                username=target.username,
-                password=target.password,
-                **options,
-            )
-        if is_cluster(self.url):
-            from redis.cluster import ClusterNode, RedisCluster
-
-            seeds = cluster_target(self.url)
-            return RedisCluster(  # type: ignore[return-value]
-                startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],  # type: ignore[no-untyped-call]
-                username=seeds.username,
-                password=seeds.password,
-                **options,
-            )
+        topology = self._topology(options, asyncio=False)
+        if topology is not None:
+            return topology  # type: ignore[no-any-return]
         return BlockingRedis.from_url(self.url, **options)
 
 
