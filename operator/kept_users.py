@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from proxyrefresh.fanout.access import AclUnavailable, worker_url
+from proxyrefresh.redis_topology import on_every_node
 
 INTERVAL = 5.0  # seconds between looks for a kept user (a Redis restart)
 
@@ -42,14 +43,14 @@ class KeptUser:
         return worker_url(redis_url, self.name, self.password(key))
 
     async def keep(self, redis: Redis, key: str) -> bool:
-        """Make the user if Redis does not have it; True if it was made.
-        AclUnavailable if Redis refused."""
+        """Make the user on every node that lacks it (each node of a cluster
+        keeps its own users); True if it was made anywhere. AclUnavailable
+        if Redis refused."""
         try:
-            if await redis.execute_command("ACL", "GETUSER", self.name) is not None:  # type: ignore[no-untyped-call]
+            seen = await on_every_node(redis, "ACL", "GETUSER", self.name)
+            if all(user is not None for user in seen):
                 return False
-            await redis.execute_command(
-                "ACL", "SETUSER", self.name, *self.rules(self.password(key))
-            )  # type: ignore[no-untyped-call]
+            await on_every_node(redis, "ACL", "SETUSER", self.name, *self.rules(self.password(key)))
         except ResponseError as exc:
             raise AclUnavailable(
                 f"Redis refused user {self.name} ({exc}): the operator's Redis user needs "
@@ -58,4 +59,4 @@ class KeptUser:
         return True
 
     async def delete(self, redis: Redis) -> None:
-        await redis.execute_command("ACL", "DELUSER", self.name)  # type: ignore[no-untyped-call]
+        await on_every_node(redis, "ACL", "DELUSER", self.name)

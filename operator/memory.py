@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, RedisError
 
+from proxyrefresh.redis_topology import on_every_node
+
 LOOK_EVERY = 2.0  # seconds one look at INFO serves every waiting refresh
 # What a run costs Redis a candidate, its chunks and results together (a
 # 1M-candidate run's chunks alone took 100 MB).
@@ -57,12 +59,18 @@ class RedisMemory:
     async def _levels(self) -> tuple[int, int, int] | None:
         """(used, maxmemory, the high-water mark in bytes), or None when
         Redis will not say (away, a user without INFO) or has no maxmemory."""
-        try:
-            info = await self.redis.info("memory")
+        try:  # a cluster's every primary: the fullest one decides
+            infos = await on_every_node(self.redis, "INFO", "memory", primaries=True)
         except RedisError:
             return None
-        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-        return (used, maxmemory, int(self.high_water * maxmemory)) if maxmemory else None
+        levels = [
+            (int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))) for info in infos
+        ]
+        limited = [(used, most) for used, most in levels if most]
+        if not limited:
+            return None
+        used, maxmemory = max(limited, key=lambda level: level[0] / level[1])
+        return used, maxmemory, int(self.high_water * maxmemory)
 
     async def room(self) -> tuple[int | None, str]:
         """How many candidates fit under the high-water mark now (None: no

@@ -112,6 +112,7 @@ class Subscriptions:
                 log.info("Redis events: %s; every follower steps; again in %gs",
                          exc, RECONNECT_DELAY)  # fmt: skip
                 self._wake_all()
+                await self._reopen()
                 await asyncio.sleep(RECONNECT_DELAY)
                 continue
             if message is not None:
@@ -133,6 +134,14 @@ class Subscriptions:
         # Looked at again after the awaits: a follower that came meanwhile
         # found this reader running and started none of its own.
         return bool(self._feeds)
+
+    async def _reopen(self) -> None:
+        """A new pub/sub connection, subscribed afresh by the next align: a
+        cluster's stays on the node it first chose, which may be the one
+        that died (one server's would reconnect by itself)."""
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
 
     def _wake_all(self) -> None:
         for feeds in list(self._feeds.values()):

@@ -800,10 +800,9 @@ class AsyncPool(_Scripts):
         puts this in the ProxyPool's status, which nothing else writes."""
         k = self.calls.keys
         record = json.dumps(dataclasses.asdict(last))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(k.merged, LAST_MERGE, record)
-        pipe.publish(k.events, json.dumps({"merged": last.refresh}))
-        await pipe.execute()
+        await self.redis.hset(k.merged, LAST_MERGE, record)
+        # Then the wake, apart: a cluster client pipelines no PUBLISH.
+        await self.redis.publish(k.events, json.dumps({"merged": last.refresh}))
 
     # --- sticky sessions: shared by every rotator process of the pool -------
 

@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 from proxyrefresh.constants import RUNS
+from proxyrefresh.redis_topology import CLUSTER_CLIENT_COMMANDS
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def pool_rules(keys: PoolKeys, secret: str) -> list[str]:
     channel, no dangerous or admin command."""
     pattern = keys.key("*")
     return ["reset", "on", f">{secret}", f"~{pattern}", "resetchannels", f"&{pattern}",
-            "+@all", *POOL_DENIED]  # fmt: skip
+            "+@all", *POOL_DENIED, *CLUSTER_CLIENT_COMMANDS]  # fmt: skip
 
 
 def viewer_rules(secret: str, prefix: str = RUNS.key_prefix) -> list[str]:
@@ -121,4 +122,5 @@ def viewer_rules(secret: str, prefix: str = RUNS.key_prefix) -> list[str]:
         "+evalsha",
         "+script|load",
         "-@dangerous",
+        *CLUSTER_CLIENT_COMMANDS,
     ]

@@ -8,9 +8,9 @@ a setting of its own): every client asks the sentinels where the primary is
 and asks again after a failover, so the operator, the workers, the rotator
 and the page follow a promotion by themselves. A Redis Cluster is named by
 some of its nodes, ``redis+cluster://[[user]:password@]host:port[,host:port...]``:
-so far the pool's clients (``Pool``/``AsyncPool``, the ``pool`` commands)
-take it; every key of a pool carries one hash tag, so each of its scripts
-touches one slot.
+every client takes it. Every key of a run and of a pool carries its hash
+tag, so each script touches one slot; node-local state (the ACL users)
+goes to every node (:func:`on_every_node`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
@@ -98,11 +101,50 @@ def sentinel_target(url: str) -> SentinelTarget:
     return SentinelTarget(nodes, unquote(service), int(db or 0), *_credentials(userinfo))
 
 
+# What a cluster client sends besides its keys' commands: its map of the
+# slots (CLUSTER SLOTS), the command table that says where a command's keys
+# are (COMMAND), and ASKING on a slot that is moving. Every user the product
+# makes gets them: they read no key, and on one server they are harmless.
+CLUSTER_CLIENT_COMMANDS = ("+cluster|slots", "+cluster|shards", "+command", "+asking")
+
+
+def is_cluster_client(redis: Any) -> bool:
+    """A Redis Cluster client (redis-py's, either kind), not one server's."""
+    return hasattr(redis, "get_nodes") and hasattr(redis, "nodes_manager")
+
+
+async def on_every_node(redis: Any, *command: Any, primaries: bool = False) -> list[Any]:
+    """``command`` on each node of a cluster (the replicas too, unless
+    ``primaries``: one may be promoted), or on the one server; the replies
+    of the nodes that answered. Node-local state is what needs this: an ACL
+    user exists only on the nodes it was made on, as Redis does not spread
+    ACL changes. A node that is down is skipped: it gets the command on the
+    next call after it is back (callers repeat, as they do after a
+    restart). ConnectionError when no node answered."""
+    if not is_cluster_client(redis):
+        return [await redis.execute_command(*command)]
+    await redis.ping()  # a new client learns the nodes with its first command
+    nodes = redis.get_primaries() if primaries else redis.get_nodes()
+    replies, down = [], []
+    for node in nodes:
+        try:
+            replies.append(await redis.execute_command(*command, target_nodes=node))
+        except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
+            down.append(f"{node.name}: {exc}")
+    if not replies:
+        raise RedisConnectionError(f"no Redis Cluster node answered ({'; '.join(down)})")
+    return replies
+
+
 async def replicated(redis: Any, timeout_ms: int = 2000) -> bool | None:
     """Wait until a replica has every write made so far on this connection's
     primary (WAIT), for writes that must outlive a failover (a merged pool);
     None where there is no replica to wait for, False if none acknowledged
-    within ``timeout_ms`` (the write stands on the primary alone)."""
+    within ``timeout_ms`` (the write stands on the primary alone). None on a
+    cluster too: WAIT counts one connection's writes, and a cluster client
+    cannot send it on the connection that made them (documented limit)."""
+    if is_cluster_client(redis):
+        return None
     info = await redis.info("replication")
     if not int(info.get("connected_slaves") or 0):
         return None

@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 from proxyrefresh.fanout import slots, store
 from proxyrefresh.fanout.kind import Kind
 from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.redis_topology import CLUSTER_CLIENT_COMMANDS, on_every_node
 
 # Every script a worker runs; the operator loads them (grant), a worker may
 # only call them by their SHA.
@@ -99,6 +100,7 @@ def rules(keys: RunKeys, secret: str) -> list[str]:
         f"&{keys.events}",
         "-@all",
         *(f"+{command}" for command in WORKER_COMMANDS),
+        *CLUSTER_CLIENT_COMMANDS,
     ]
 
 
@@ -115,29 +117,25 @@ def run_url(url: str, uid: str, key: str, kind: Kind) -> str:
 
 
 async def grant(redis: Redis, uid: str, key: str, kind: Kind) -> None:
-    """Create (or re-create) the run's user, and load the scripts it may
-    call (a Redis restarted forgets them; a worker may not load its own)."""
+    """Create (or re-create) the run's user on every node that may serve its
+    keys, and load the scripts it may call (a Redis restarted forgets them;
+    a worker may not load its own)."""
     keys = RunKeys(uid, kind.key_prefix)
     try:
         setuser = ["ACL", "SETUSER", user_name(uid, kind), *rules(keys, password(key, uid))]
-        pipe = redis.pipeline(transaction=False)
-        pipe.execute_command(*setuser)
-        pipe.script_exists(*WORKER_SHAS)
-        _, loaded = await pipe.execute()
-        if not all(loaded):  # a Redis restarted (or flushed) since: load them again
-            pipe = redis.pipeline(transaction=False)
-            for script in WORKER_SCRIPTS:
-                pipe.script_load(script)
-            await pipe.execute()
+        await on_every_node(redis, *setuser)
+        if not all(await redis.script_exists(*WORKER_SHAS)):  # a Redis restarted or flushed
+            for script in WORKER_SCRIPTS:  # on every primary, where a cluster is named
+                await redis.script_load(script)
     except ResponseError as exc:
-        why = str(exc).rsplit("caused error: ", 1)[-1].split(":")[0]  # not the pipeline's words
         raise AclUnavailable(
-            f"Redis refused ACL SETUSER ({why}): the controller's Redis user "
+            f"Redis refused ACL SETUSER ({exc}): the controller's Redis user "
             "needs +acl|setuser, +acl|deluser, +script|load and +script|exists"
         ) from None
 
 
 async def revoke(redis: Redis, uid: str, kind: Kind) -> None:
-    """Delete the run's user; Redis drops its connections with it. Idempotent."""
+    """Delete the run's user (on every node); Redis drops its connections
+    with it. Idempotent."""
     with contextlib.suppress(ResponseError):  # no ACL support: there was no user
-        await redis.acl_deluser(user_name(uid, kind))
+        await on_every_node(redis, "ACL", "DELUSER", user_name(uid, kind))

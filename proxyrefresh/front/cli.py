@@ -824,6 +824,7 @@ def pool_grant(
 
     from proxyrefresh.fanout.access import worker_url
     from proxyrefresh.pool_keys import PoolKeys, pool_rules
+    from proxyrefresh.redis_topology import is_cluster_client
 
     if not user:
         raise fail("--user is required", EXIT_BAD_INPUT)
@@ -832,9 +833,12 @@ def pool_grant(
     secret = secrets.token_hex(24)
     with _pool_errors():
         try:
-            settings.sync_client().execute_command(  # type: ignore[no-untyped-call]
-                "ACL", "SETUSER", user, *pool_rules(PoolKeys(namespace, name), secret)
-            )
+            redis = settings.sync_client()
+            setuser = ["ACL", "SETUSER", user, *pool_rules(PoolKeys(namespace, name), secret)]
+            if is_cluster_client(redis):  # each node keeps its own users
+                redis.execute_command(*setuser, target_nodes="all")  # type: ignore[no-untyped-call]
+            else:
+                redis.execute_command(*setuser)  # type: ignore[no-untyped-call]
         except ResponseError as exc:
             raise fail(f"Redis refused ACL SETUSER: {exc}", EXIT_BAD_INPUT) from None
     typer.echo(worker_url(settings.url, user, secret))

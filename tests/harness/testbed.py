@@ -527,6 +527,15 @@ def bus_port(host: str) -> int:
     raise RuntimeError(f"no free port pair for a cluster node on {host}")
 
 
+def replica_synced(host: str, port: int) -> bool:
+    """A primary, or a replica whose link to its primary is up."""
+    import redis
+
+    with redis.Redis(host, port, decode_responses=True) as node:
+        info = node.info("replication")
+    return info.get("role") == "master" or info.get("master_link_status") == "up"
+
+
 class RedisClusterSet:
     """A Redis Cluster on loopback: three primaries, a replica each, the
     slots spread by ``redis-cli --cluster create`` (as an operator of one
@@ -548,11 +557,44 @@ class RedisClusterSet:
         def settled() -> bool:
             with redis.Redis(host, self.nodes[0].port, decode_responses=True) as node:
                 info = node.execute_command("CLUSTER", "INFO")
+                slots = node.execute_command("CLUSTER", "SLOTS")
             text = info if isinstance(info, str) else str(info)
-            return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
+            served = "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
+            # Each primary's replica known (a client learns of it from CLUSTER
+            # SLOTS) and in sync: ready to be promoted.
+            return (
+                served
+                and all(len(span) >= 4 for span in slots)
+                and all(replica_synced(host, n.port) for n in self.nodes)
+            )
 
-        wait_until(settled, 30, "the Redis Cluster to serve every slot", interval=0.1)
+        wait_until(settled, 30, "the Redis Cluster to serve every slot, replicas in sync",
+                   interval=0.1)  # fmt: skip
 
     @property
     def url(self) -> str:
         return f"redis+cluster://{self.host}:{self.nodes[0].port},{self.host}:{self.nodes[1].port}"
+
+    def primary_for(self, key: str) -> RedisServer | None:
+        """The node that serves ``key``'s slot now, as a live node sees the
+        cluster; None while no primary that is up serves it."""
+        import redis
+
+        live = {node.port: node for node in self.nodes if node.proc and node.proc.poll() is None}
+        with redis.Redis(self.host, next(iter(live)), decode_responses=True) as node:
+            slot = int(node.execute_command("CLUSTER", "KEYSLOT", key))
+            table = str(node.execute_command("CLUSTER", "NODES"))
+        for line in table.splitlines():
+            (
+                _,
+                address,
+                flags,
+                *_,
+            ) = line.split()
+            if "master" not in flags.split(",") or "fail" in flags:
+                continue
+            for span in line.split()[8:]:
+                first, _, last = span.partition("-")
+                if first.isdigit() and int(first) <= slot <= int(last or first):
+                    return live.get(int(address.split("@")[0].rpartition(":")[2]))
+        return None

@@ -11,9 +11,15 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from redis.exceptions import NoPermissionError
 
+from proxyrefresh.constants import RUNS
+from proxyrefresh.fanout import access
+from proxyrefresh.fanout.store import RunKeys
 from proxyrefresh.models import Anonymity
+from proxyrefresh.operator import pool_access
 from proxyrefresh.pool import AsyncPool, NotInPool
+from proxyrefresh.pool_keys import PoolKeys
 from proxyrefresh.redis_topology import cluster_target
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import run_cli
@@ -80,3 +86,81 @@ def test_a_cluster_url_is_read_whole_and_refused_with_a_database() -> None:
     assert (target.username, target.password) == ("u", "p")
     with pytest.raises(ValueError, match="database 0 only"):
         cluster_target("redis+cluster://10.0.0.1:7000/3")
+
+
+def users_on(cluster: RedisClusterSet, name: str) -> list[bool]:
+    """Whether each node that is up has the user ``name``, asked of each alone."""
+    import redis
+
+    found = []
+    for node in cluster.nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            with redis.Redis(cluster.host, node.port) as alone:
+                found.append(alone.execute_command("ACL", "GETUSER", name) is not None)
+    return found
+
+
+def test_a_runs_user_is_on_every_node_reads_its_run_only_and_comes_back_after_a_restart(
+    cluster: RedisClusterSet,
+) -> None:
+    """Each node keeps its own users: the run's user is made on every node
+    (a replica may be promoted), works through the cluster client with the
+    worker's commands, opens nothing else, and is made again on a node that
+    restarted and forgot it; revoked, it is gone from every node."""
+    uid, key = "c1a2b3", "operator-key"
+    keys = RunKeys(uid, RUNS.key_prefix)
+    name = access.user_name(uid, RUNS)
+
+    async def grant_and_use() -> None:
+        operator = RedisSettings(url=cluster.url).client()
+        try:
+            await operator.set(keys.total_chunks, 3)
+            await access.grant(operator, uid, key, RUNS)
+            worker = RedisSettings(url=access.run_url(cluster.url, uid, key, RUNS)).client()
+            try:
+                assert await worker.get(keys.total_chunks) == "3"
+                with pytest.raises(NoPermissionError):
+                    await worker.get(PoolKeys("team", "eu").entries)
+            finally:
+                await worker.aclose()
+        finally:
+            await operator.aclose()
+
+    asyncio.run(grant_and_use())
+    assert users_on(cluster, name) == [True] * 6
+    restarted = cluster.primary_for(keys.total_chunks)
+    assert restarted is not None
+    restarted.restart()  # no ACL file: it forgot the user
+    assert False in users_on(cluster, name)
+
+    async def again() -> None:
+        operator = RedisSettings(url=cluster.url).client()
+        try:
+            await access.grant(operator, uid, key, RUNS)  # what every step of a run does
+            assert users_on(cluster, name) == [True] * 6
+            await access.revoke(operator, uid, RUNS)
+        finally:
+            await operator.aclose()
+
+    asyncio.run(again())
+    assert users_on(cluster, name) == [False] * 6
+
+
+def test_a_kept_user_is_kept_on_every_node(cluster: RedisClusterSet) -> None:
+    """A consumer's user (pool_access) made on every node; a node that
+    restarted gets it back on the next look, and nowhere is it made twice."""
+    kept = pool_access.user("team", "eu")
+
+    async def look() -> bool:
+        operator = RedisSettings(url=cluster.url).client()
+        try:
+            return await kept.keep(operator, "operator-key")
+        finally:
+            await operator.aclose()
+
+    assert asyncio.run(look()) is True
+    assert asyncio.run(look()) is False
+    assert users_on(cluster, kept.name) == [True] * 6
+    cluster.nodes[3].restart()
+    assert asyncio.run(look()) is True
+    assert users_on(cluster, kept.name) == [True] * 6
