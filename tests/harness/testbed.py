@@ -533,7 +533,7 @@ def replica_synced(host: str, port: int) -> bool:
 
     with redis.Redis(host, port, decode_responses=True) as node:
         info = node.info("replication")
-    return info.get("role") == "master" or info.get("master_link_status") == "up"
+    return bool(info.get("role") == "master" or info.get("master_link_status") == "up")
 
 
 class RedisClusterSet:

@@ -6,6 +6,7 @@ one line that says what is wrong."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -14,14 +15,17 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from proxyrefresh import redact
 from proxyrefresh.fanout.access import worker_url
 from proxyrefresh.models import Anonymity
+from proxyrefresh.operator import pool_access
+from proxyrefresh.operator.kept_users import INTERVAL, KeptUser
 from proxyrefresh.pool import AsyncPool, PoolEntry
 from proxyrefresh.redis_topology import replicated, sentinel_target
 from proxyrefresh.settings import RedisSettings
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_for
 from tests.harness import rotator as rot
 from tests.harness import testbed as tb
 from tests.harness.testbed import LocalProxy, Sentinels
@@ -104,10 +108,38 @@ def test_a_sentinel_url_without_its_service_is_refused_in_one_line() -> None:
     assert "name the service after the sentinels" in line
 
 
-def test_the_rotator_answers_every_request_through_a_failover(sentinels: Sentinels) -> None:
+class Keeper:
+    """The operator's look for a kept user, every INTERVAL seconds, on a
+    thread of its own: what makes a pool's consumer again on a promoted
+    replica, which never had it."""
+
+    def __init__(self, settings: RedisSettings, user: KeptUser) -> None:
+        import threading
+
+        self.settings, self.user = settings, user
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.run()), daemon=True)
+
+    async def run(self) -> None:
+        redis = self.settings.client(retries=0, timeout=2)
+        try:
+            while not self.stopping.is_set():
+                with contextlib.suppress(RedisError):  # no primary yet
+                    await self.user.keep(redis, "operator-key")
+                await asyncio.sleep(INTERVAL)
+        finally:
+            await redis.aclose()
+
+
+@pytest.mark.parametrize("user", ["operator's", "kept consumer"])
+def test_the_rotator_answers_every_request_through_a_failover(
+    sentinels: Sentinels, user: str
+) -> None:
     """Issue 34: steady requests through a rotator while its primary is
     killed: every one is answered in time (success, or 503 saying the pool
-    is unreachable), and it serves again by itself after the promotion."""
+    is unreachable), and it serves again by itself after the promotion,
+    within 30 s also on a least-privilege user that the promoted replica
+    never had, made there by the operator's look for kept users."""
     import concurrent.futures
 
     import requests
@@ -127,7 +159,14 @@ def test_the_rotator_answers_every_request_through_a_failover(sentinels: Sentine
             await redis.aclose()
 
     asyncio.run(fill([upstream]))
-    r = rot.start(bed.workdir, sentinels.url, "served", "team")
+    consumer = pool_access.user("team", "served")
+    keeper = Keeper(settings, consumer)
+    url = sentinels.url
+    if user == "kept consumer":
+        keeper.thread.start()
+        wait_for(lambda: authenticates(consumer.url(url, "operator-key")), 10, "the consumer")
+        url = consumer.url(url, "operator-key")
+    r = rot.start(bed.workdir, url, "served", "team")
 
     def one() -> tuple[int, str, float]:
         started = time.monotonic()
@@ -153,11 +192,20 @@ def test_the_rotator_answers_every_request_through_a_failover(sentinels: Sentine
         recovered = time.monotonic() - killed
     finally:
         r.stop()
+        keeper.stopping.set()
     seen = Counter(status for status, _, _ in answers)
     assert recovered < 30, (seen, answers[-4:])  # here: about 2.4 s, 79 answers 503 and 5 200
     for status, text, took in answers:
         assert took < 15  # none hangs past its timeout
         assert status == 200 or (status == 503 and "the pool is unreachable" in text), text
+
+
+def authenticates(url: str) -> bool:
+    try:
+        with RedisSettings(url=url).sync_client() as redis:
+            return bool(redis.ping())
+    except RedisError:
+        return False
 
 
 def test_commands_through_the_sentinels_wait_for_a_free_connection(sentinels: Sentinels) -> None:
@@ -174,3 +222,41 @@ def test_commands_through_the_sentinels_wait_for_a_free_connection(sentinels: Se
             await redis.aclose()
 
     assert asyncio.run(twenty_at_once()) == [None] * 20
+
+
+async def test_the_page_on_its_kept_viewer_is_ready_again_after_a_failover(
+    sentinels: Sentinels,
+) -> None:
+    """The page's viewer user, which the promoted replica never had, is made
+    there by the operator's look for kept users: /readyz says 503 naming
+    Redis meanwhile and 200 again within 30 s of the kill, without a
+    restart of the page."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from proxyrefresh.front.ui import Board, make_app
+    from proxyrefresh.operator.viewer_access import VIEWER
+
+    settings = RedisSettings(url=sentinels.url)
+    keeper = Keeper(settings, VIEWER)
+    keeper.thread.start()
+    viewer_url = VIEWER.url(sentinels.url, "operator-key")
+    await asyncio.to_thread(wait_for, lambda: authenticates(viewer_url), 10, "the viewer")
+    viewer = RedisSettings(url=viewer_url).client(retries=0, timeout=2)
+    try:
+        board = Board(viewer, ["team"], lambda namespace: ([], []))
+        async with TestClient(TestServer(make_app(board))) as page:
+            assert (await page.get("/readyz")).status == 200
+            sentinels.primary.stop()
+            killed = time.monotonic()
+            seen = []
+            while time.monotonic() - killed < 30:
+                ready = await page.get("/readyz")
+                seen.append((ready.status, await ready.text()))
+                if ready.status == 200 and sentinels.primary_port() == sentinels.replica.port:
+                    break
+                await asyncio.sleep(0.2)
+            assert seen[-1][0] == 200, seen[-3:]
+            assert all(status == 200 or text.startswith("Redis: ") for status, text in seen)
+    finally:
+        keeper.stopping.set()
+        await viewer.aclose()
