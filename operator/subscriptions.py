@@ -25,6 +25,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from proxyrefresh.redis_topology import publish_verb
+
 log = logging.getLogger("proxyrefresh.operator")
 # How long the reader blocks on the connection before it brings the
 # subscriptions in line with the followers: a new follower's channel is
@@ -62,6 +64,8 @@ class Subscriptions:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        # Sharded on a cluster, as every publisher decides (publish_verb).
+        self.sharded = publish_verb(redis) == "SPUBLISH"
         self._feeds: dict[str, set[Feed]] = {}
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -107,7 +111,7 @@ class Subscriptions:
             try:
                 if not await self._align():
                     return
-                message = await self._pubsub.get_message(timeout=READ_TIMEOUT)
+                message = await self._next_message()
             except (RedisError, OSError) as exc:
                 log.info("Redis events: %s; every follower steps; again in %gs",
                          exc, RECONNECT_DELAY)  # fmt: skip
@@ -122,18 +126,31 @@ class Subscriptions:
     async def _align(self) -> bool:
         """Subscribe what is followed, unsubscribe what is not; False once
         nothing is followed or subscribed (the reader then ends)."""
-        subscribed = set(self._pubsub.channels)
+        pubsub = self._pubsub
+        channels = pubsub.shard_channels if self.sharded else pubsub.channels
+        subscribed = set(channels)
         wanted = set(self._feeds)
         if wanted - subscribed:
-            await self._pubsub.subscribe(*(wanted - subscribed))
+            join = pubsub.ssubscribe if self.sharded else pubsub.subscribe
+            await join(*(wanted - subscribed))
         if subscribed - wanted:
-            await self._pubsub.unsubscribe(*(subscribed - wanted))
+            leave = pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe
+            await leave(*(subscribed - wanted))
             # redis-py forgets a channel only when the server's answer is read.
             for channel in subscribed - wanted:
-                self._pubsub.channels.pop(channel, None)
+                channels.pop(channel, None)
         # Looked at again after the awaits: a follower that came meanwhile
         # found this reader running and started none of its own.
         return bool(self._feeds)
+
+    async def _next_message(self) -> dict[str, Any] | None:
+        if self.sharded:
+            message = await self._pubsub.get_sharded_message(
+                ignore_subscribe_messages=True, timeout=READ_TIMEOUT
+            )
+        else:
+            message = await self._pubsub.get_message(timeout=READ_TIMEOUT)
+        return message  # type: ignore[no-any-return]
 
     async def _reopen(self) -> None:
         """A new pub/sub connection, subscribed afresh by the next align: a

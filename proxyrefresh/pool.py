@@ -34,6 +34,7 @@ from proxyrefresh import redact
 from proxyrefresh.api import Scoring
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.pool_keys import PoolKeys
+from proxyrefresh.redis_topology import publish_verb
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -174,6 +175,9 @@ local function counts()
   local size = redis.call('ZCARD', score)
   return size, size - redis.call('SCARD', failing)
 end
+local function announce(verb, message)  -- sharded on a cluster (redis_topology.publish_verb)
+  redis.call(verb == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', events, cjson.encode(message))
+end
 """
 
 # ARGV: uid, batch, now, success, failure, max_failures, min_score, max_score,
@@ -226,7 +230,7 @@ return {1, size, usable}
 """
 )
 
-# ARGV: uid, now, max_age (0: none), ttl, announce (1/0). Marks the merge
+# ARGV: uid, now, max_age (0: none), ttl, announce (the publish verb, or 0). Marks the merge
 # done, drops what has not been confirmed within max_age, keeps every key
 # for another ttl, and (announce) tells subscribers the new size. Returns
 # {size, usable, expired}.
@@ -234,7 +238,6 @@ FINISH_SCRIPT = (
     _LUA_COMMON
     + """
 local uid, now, max_age, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local announce = ARGV[5] ~= '0'
 redis.call('HSET', merged, uid, 'done')
 local expired = 0
 if max_age > 0 then
@@ -248,14 +251,13 @@ end
 for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ttl) end
 for i = 9, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
 local size, usable = counts()
-if announce then
-  redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable, merged = uid}))
-end
+if ARGV[5] ~= '0' then announce(ARGV[5], {size = size, usable = usable, merged = uid}) end
 return {size, usable, expired}
 """
 )
 
-# ARGV: now, the scoring, then per outcome: id, ok (1/0), latency ms (or '').
+# ARGV: now, the scoring, the publish verb, then per outcome: id, ok (1/0),
+# latency ms (or '').
 # Applies the outcomes in order, in one call (a busy reporter sends what
 # queued meanwhile). Returns per outcome {outcome, size, usable, score,
 # failures}; outcome 'missing' if the proxy is not in the pool. A change of
@@ -268,7 +270,7 @@ local success, failure, max_failures = tonumber(ARGV[2]), tonumber(ARGV[3]), ton
 local min_score, max_score = tonumber(ARGV[5]), tonumber(ARGV[6])
 local _, before = counts()
 local out = {}
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local id, ok, latency = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local raw = redis.call('HGET', entries, id)
   if not raw then
@@ -296,9 +298,7 @@ for i = 7, #ARGV, 3 do
   end
 end
 local size, usable = counts()
-if usable ~= before then
-  redis.call('PUBLISH', events, cjson.encode({size = size, usable = usable}))
-end
+if usable ~= before then announce(ARGV[7], {size = size, usable = usable}) end
 return out
 """
 )
@@ -476,7 +476,10 @@ class _Calls:
     answers: shared by the sync and asyncio pools, which differ only in how
     they wait."""
 
-    def __init__(self, namespace: str, name: str, scoring: Scoring | None) -> None:
+    def __init__(
+        self, namespace: str, name: str, scoring: Scoring | None, publish: str = "PUBLISH"
+    ) -> None:
+        self.publish = publish  # redis_topology.publish_verb
         self._entries: dict[str | bytes, PoolEntry] = {}
         self.keys = PoolKeys(namespace, name)
         self.scoring = scoring or Scoring()
@@ -498,10 +501,10 @@ class _Calls:
     def finish_args(
         self, uid: str, now: float, max_age: float | None, ttl: int, announce: bool = True
     ) -> list[Any]:
-        return [uid, now, max_age or 0, ttl, int(announce)]
+        return [uid, now, max_age or 0, ttl, self.publish if announce else 0]
 
     def report_args(self, outcomes: Iterable[Outcome]) -> list[Any]:
-        args: list[Any] = [time.time(), *scoring_args(self.scoring)]
+        args: list[Any] = [time.time(), *scoring_args(self.scoring), self.publish]
         for proxy, ok, latency_ms in outcomes:
             if "://" not in proxy:
                 raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
@@ -615,7 +618,7 @@ class _Scripts:
     def __init__(
         self, redis: Any, name: str, namespace: str = "default", scoring: Scoring | None = None
     ) -> None:
-        self.calls = _Calls(namespace, name, scoring)
+        self.calls = _Calls(namespace, name, scoring, publish_verb(redis))
         self._report = redis.register_script(REPORT_SCRIPT)
         self._pick = redis.register_script(PICK_SCRIPT)
         self._stats = redis.register_script(STATS_SCRIPT)
@@ -802,7 +805,8 @@ class AsyncPool(_Scripts):
         record = json.dumps(dataclasses.asdict(last))
         await self.redis.hset(k.merged, LAST_MERGE, record)
         # Then the wake, apart: a cluster client pipelines no PUBLISH.
-        await self.redis.publish(k.events, json.dumps({"merged": last.refresh}))
+        wake = json.dumps({"merged": last.refresh})
+        await self.redis.execute_command(self.calls.publish, k.events, wake)  # type: ignore[no-untyped-call]
 
     # --- sticky sessions: shared by every rotator process of the pool -------
 

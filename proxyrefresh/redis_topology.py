@@ -113,6 +113,14 @@ def is_cluster_client(redis: Any) -> bool:
     return hasattr(redis, "get_nodes") and hasattr(redis, "nodes_manager")
 
 
+def publish_verb(redis: Any) -> str:
+    """How events are published: SPUBLISH on a cluster (sharded pub/sub,
+    Redis 7: a message goes to the nodes of its channel's slot, not to every
+    node as PUBLISH's does), PUBLISH on one server. Every publisher and
+    subscriber of the product decides by this, so they always meet."""
+    return "SPUBLISH" if is_cluster_client(redis) else "PUBLISH"
+
+
 async def on_every_node(redis: Any, *command: Any, primaries: bool = False) -> list[Any]:
     """``command`` on each node of a cluster (the replicas too, unless
     ``primaries``: one may be promoted), or on the one server; the replies

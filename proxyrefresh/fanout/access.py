@@ -72,6 +72,7 @@ WORKER_COMMANDS = (
     "zremrangebyscore",
     "time",
     "publish",
+    "spublish",  # on a cluster (redis_topology.publish_verb)
 )
 
 

@@ -28,6 +28,8 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 from redis.typing import EncodableT, FieldT
 
+from proxyrefresh.redis_topology import publish_verb
+
 T = TypeVar("T")
 DEFAULT_TTL_SECONDS = 24 * 3600
 # One HSET carries up to this many chunks or bytes, whichever comes first:
@@ -221,6 +223,7 @@ _LUA_COMMON = """
 local results, completed, idx, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local done, processed, succeeded, snapshot, events = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local index, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local verb = ARGV[4] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'  -- sharded on a cluster
 if redis.call('EXISTS', total) == 0 then
   return redis.error_reply('STATELOST total_chunks is gone')
 end
@@ -238,35 +241,35 @@ local function publish(index_done)
     succeeded = tonumber(redis.call('GET', succeeded) or '0'),
     index = tonumber(index), index_completed = index_done, updated_at = tonumber(now)})
   redis.call('SET', snapshot, snap, 'EX', ttl)
-  redis.call('PUBLISH', events, snap)
+  redis.call(verb, events, snap)
   for _, key in ipairs({results, completed, idx, total, done, processed, succeeded}) do
     redis.call('EXPIRE', key, ttl)
   end
 end
 """
 
-# ARGV: index, ttl, now, processed, succeeded. Running counts only move up, and a
+# ARGV: index, ttl, now, publish verb, processed, succeeded. Running counts only move up, and a
 # completed index ignores stragglers (a pod the Job already replaced).
 PROGRESS_SCRIPT = (
     _LUA_COMMON
     + """
 if redis.call('SISMEMBER', completed, index) == 1 then return 0 end
-fold('processed', tonumber(ARGV[4]), processed, true)
-fold('succeeded', tonumber(ARGV[5]), succeeded, true)
+fold('processed', tonumber(ARGV[5]), processed, true)
+fold('succeeded', tonumber(ARGV[6]), succeeded, true)
 publish(false)
 return 1
 """
 )
 
-# ARGV: index, ttl, now, processed, succeeded, result JSON. The final counts replace
+# ARGV: index, ttl, now, publish verb, processed, succeeded, result JSON. The final counts replace
 # the running ones; the index is counted the first time only. Returns
 # {1 if first completion else 0, completed_chunks}.
 COMPLETE_SCRIPT = (
     _LUA_COMMON
     + """
-redis.call('HSET', results, index, ARGV[6])
-fold('processed', tonumber(ARGV[4]), processed, false)
-fold('succeeded', tonumber(ARGV[5]), succeeded, false)
+redis.call('HSET', results, index, ARGV[7])
+fold('processed', tonumber(ARGV[5]), processed, false)
+fold('succeeded', tonumber(ARGV[6]), succeeded, false)
 local first = redis.call('SADD', completed, index)
 if first == 1 then redis.call('INCR', done) end
 publish(true)
@@ -275,13 +278,13 @@ return {first, tonumber(redis.call('GET', done))}
 )
 
 
-# ARGV: index, ttl, now, result JSON. Like completion, but the index stays
+# ARGV: index, ttl, now, publish verb (unused), result JSON. Like completion, but the index stays
 # open for its retry; refuses to resurrect a run whose keys were deleted.
 SAVE_PARTIAL_SCRIPT = """
 if redis.call('EXISTS', KEYS[4]) == 0 then
   return redis.error_reply('STATELOST total_chunks is gone')
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
@@ -458,7 +461,9 @@ class RunStore:
     async def _run(self, script: Any, index: int, *args: Any) -> Any:
         try:
             return await run_script(
-                script, self.keys.script_keys(), [index, self.ttl, time.time(), *args]
+                script,
+                self.keys.script_keys(),
+                [index, self.ttl, time.time(), publish_verb(self.redis), *args],
             )
         except Exception as exc:
             if _is_state_lost(exc):

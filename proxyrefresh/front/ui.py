@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -33,6 +33,7 @@ from proxyrefresh.constants import RUNS
 from proxyrefresh.front.watch import stalled
 from proxyrefresh.pool import BANDS, AsyncPool
 from proxyrefresh.pool_keys import PoolKeys
+from proxyrefresh.redis_topology import publish_verb
 
 log = logging.getLogger("proxyrefresh.front.ui")
 RELIST_SECONDS = 2.0
@@ -290,21 +291,14 @@ class Board:
         while True:
             pubsub = self.redis.pubsub()
             try:
+                if publish_verb(self.redis) == "SPUBLISH":
+                    await self.listen_sharded(pubsub)
                 await pubsub.psubscribe(
                     f"{RUNS.key_prefix}:{{*}}:events", f"{RUNS.key_prefix}:pool:{{*}}:events"
                 )
                 async for message in pubsub.listen():
-                    if message.get("type") != "pmessage":
-                        continue
-                    channel = str(message["channel"])
-                    try:
-                        data = json.loads(message["data"])
-                    except (TypeError, ValueError):
-                        continue
-                    if channel.startswith(f"{RUNS.key_prefix}:pool:"):
-                        await self.pool_event(channel, data)
-                    else:
-                        await self.run_event(channel, data)
+                    if message.get("type") == "pmessage":
+                        await self.relay(str(message["channel"]), message["data"])
             except RedisError as exc:
                 self.error = f"Redis: {exc}"
                 self.send(sse("state", self.state()))
@@ -312,6 +306,37 @@ class Board:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+
+    async def listen_sharded(self, pubsub: Any) -> NoReturn:
+        """A cluster's events, on sharded channels (publish_verb), which take
+        no pattern: the channels of the refreshes and pools listed, brought in
+        line with the listing between reads."""
+        while True:
+            wanted = {RUNS.keys(uid).events for uid, row in self.refreshes.items()
+                      if not finished(row.get("phase"))}  # fmt: skip
+            wanted |= {PoolKeys(p["namespace"], p["name"]).events for p in self.pools.values()}
+            subscribed = set(pubsub.shard_channels)
+            if wanted - subscribed:
+                await pubsub.ssubscribe(*(wanted - subscribed))
+            if subscribed - wanted:
+                await pubsub.sunsubscribe(*(subscribed - wanted))
+            if not wanted:
+                await asyncio.sleep(1.0)
+                continue
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message and message.get("type") == "smessage":
+                await self.relay(str(message["channel"]), message["data"])
+
+    async def relay(self, channel: str, raw: Any) -> None:
+        """One event to the pages: a run's progress or a pool's size."""
+        try:
+            data = json.loads(raw)
+        except (TypeError, ValueError):
+            return
+        if channel.startswith(f"{RUNS.key_prefix}:pool:"):
+            await self.pool_event(channel, data)
+        else:
+            await self.run_event(channel, data)
 
     async def relisting(self) -> None:
         while True:

@@ -160,14 +160,18 @@ class Events:
 
     def __init__(self, redis: RedisSettings | None, channel: str) -> None:
         self.pubsub: Any = None  # None: no Redis to read (the status alone drives the view)
+        self.sharded = False
         if redis is None:
             return
         from redis.exceptions import RedisError
 
+        from proxyrefresh.redis_topology import publish_verb
+
         try:
             client = redis.sync_client(timeout=3)
+            self.sharded = publish_verb(client) == "SPUBLISH"  # a cluster's, as the pods publish
             self.pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
-            self.pubsub.subscribe(channel)
+            (self.pubsub.ssubscribe if self.sharded else self.pubsub.subscribe)(channel)
         except RedisError:
             self.pubsub = None
 
@@ -179,11 +183,16 @@ class Events:
         from redis.exceptions import RedisError
 
         try:
-            message = self.pubsub.get_message(timeout=timeout)
+            if self.sharded:
+                message = self.pubsub.get_sharded_message(
+                    ignore_subscribe_messages=True, timeout=timeout
+                )
+            else:
+                message = self.pubsub.get_message(timeout=timeout)
         except RedisError:
             self.pubsub = None  # the status still says it all
             return None
-        if not message or message.get("type") != "message":
+        if not message or message.get("type") not in ("message", "smessage"):
             return None
         try:
             data = json.loads(message["data"])

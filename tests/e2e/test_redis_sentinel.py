@@ -74,7 +74,7 @@ def test_a_refresh_completes_exactly_through_a_sentinel_failover(
     cands = build_candidates(world.bed.testbed, [], fleet=8, refused=16, holes=40)
     url = world.lists.put(f"{kubectl.namespace}.txt", cands.text())
     kubectl.apply(
-        refresh("failover", [{"url": url}], world.judge, pool="kept", chunkSize=4, parallelism=2)
+        refresh("failover", [{"url": url}], world.judge, pool="kept", chunkSize=8, parallelism=2)
     )
     wait_status(
         kubectl, "failover", lambda s: (s.get("completedChunks") or 0) >= 2, 120, "two chunks done"
@@ -96,6 +96,6 @@ def test_a_refresh_completes_exactly_through_a_sentinel_failover(
     status = wait_status(kubectl, "failover", phase_in("Complete", "Failed"), 240, "Complete")
     assert status["phase"] == "Complete", status
     assert (status["candidates"], status["checked"], status["live"]) == (64, 64, 8)
-    assert (status["totalChunks"], status["completedChunks"]) == (16, 16)
+    assert (status["totalChunks"], status["completedChunks"]) == (8, 8)
     with RedisSettings(url=sentinels.url).sync_client() as redis:
         assert Pool(redis, "kept", kubectl.namespace).stats().usable == 8

@@ -15,14 +15,14 @@ from redis.exceptions import NoPermissionError
 
 from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
-from proxyrefresh.fanout.store import RunKeys
+from proxyrefresh.fanout.store import RunKeys, RunStore
 from proxyrefresh.models import Anonymity
 from proxyrefresh.operator import pool_access
 from proxyrefresh.pool import AsyncPool, NotInPool
 from proxyrefresh.pool_keys import PoolKeys
 from proxyrefresh.redis_topology import cluster_target
 from proxyrefresh.settings import RedisSettings
-from tests.conftest import run_cli
+from tests.conftest import async_wait_for, run_cli, wait_for
 from tests.harness import rotator as rot
 from tests.harness import testbed as tb
 from tests.harness.testbed import LocalProxy, RedisClusterSet
@@ -161,6 +161,73 @@ def test_a_kept_user_is_kept_on_every_node(cluster: RedisClusterSet) -> None:
     assert asyncio.run(look()) is True
     assert asyncio.run(look()) is False
     assert users_on(cluster, kept.name) == [True] * 6
-    cluster.nodes[3].restart()
-    assert asyncio.run(look()) is True
-    assert users_on(cluster, kept.name) == [True] * 6
+    cluster.nodes[3].restart()  # it forgot the user
+    # The operator's looks, until every node has it again (a node that has
+    # just come back may be left out of the cluster's map for a moment).
+    made: list[bool] = []
+
+    def looked_and_everywhere() -> bool:
+        made.append(asyncio.run(look()))
+        return users_on(cluster, kept.name) == [True] * 6
+
+    wait_for(looked_and_everywhere, 15, "the user on the restarted node")
+    assert True in made
+
+
+async def test_events_are_sharded_on_a_cluster_and_reach_the_operator_the_page_and_watch(
+    cluster: RedisClusterSet,
+) -> None:
+    """On a cluster every publisher and subscriber uses sharded pub/sub
+    (SPUBLISH reaches the nodes of its channel's slot only): a pod's
+    progress wakes the operator's feed of the run, is relayed to the live
+    page and read by ``watch``; a report that changes a pool's usable count
+    wakes the feed of the pool."""
+    from proxyrefresh.front.ui import Board
+    from proxyrefresh.front.watch import Events
+    from proxyrefresh.operator.subscriptions import Subscriptions
+
+    uid = "ev1"
+    run = RunKeys(uid, RUNS.key_prefix)
+    pool = PoolKeys("team", "shard")
+    redis = RedisSettings(url=cluster.url).client()
+    subs = Subscriptions(redis)
+    listing = [{"metadata": {"name": "r", "namespace": "team", "uid": uid,
+                             "creationTimestamp": "2026-12-06T00:00:00Z"},
+                "spec": {"pool": "shard"}, "status": {"phase": "Processing"}}]  # fmt: skip
+    board = Board(redis, ["team"], lambda ns: (listing, []) if ns == "team" else ([], []))
+    watching = Events(RedisSettings(url=cluster.url), run.events)
+    listening = asyncio.create_task(board.listen())
+    try:
+        await board.relist()
+        run_feed, pool_feed = subs.open(run.events), subs.open(pool.events)
+        home = cluster.primary_for(run.events)
+        assert home is not None
+
+        async def sharded_subscribers() -> int:
+            import redis as blocking
+
+            with blocking.Redis(cluster.host, home.port) as node:
+                ((_, count),) = node.pubsub_shardnumsub(run.events)
+            return int(count) if int(count) >= 3 else 0  # the operator's, the page's, watch's
+
+        await async_wait_for(sharded_subscribers, 10, "the sharded subscriptions")
+        await redis.set(run.total_chunks, 4)
+        await RunStore(redis, uid, prefix=RUNS.key_prefix).report_progress(0, 5, 2)
+        assert await run_feed.wait(5)
+        await async_wait_for(
+            lambda: asyncio.sleep(0.05, board.refreshes[uid].get("checked") == 5),
+            5, "the page's row to show the progress",
+        )  # fmt: skip
+        # watch reads as its loop does: a read may end early with nothing
+        event = await asyncio.to_thread(wait_for, lambda: watching.next(0.5), 5, "watch's event")
+        assert (event["processed"], event["succeeded"]) == (5, 2)
+
+        shard = AsyncPool(redis, "shard", "team")
+        await shard.merge("u-1", [(p.url, True, rot.entry_for(p)) for p in proxies(2)], 3600)
+        assert await pool_feed.wait(5)  # the merge's news
+        await shard.report_many([(proxies(1)[0].url, False, None)] * 3)  # one fewer usable
+        assert await pool_feed.wait(5)
+    finally:
+        listening.cancel()
+        await subs.aclose()
+        await redis.aclose()
