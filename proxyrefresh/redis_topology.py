@@ -24,6 +24,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
+# Each with TLS too: ``rediss+sentinel://`` (the sentinels and the primary
+# on TLS) and ``rediss+cluster://`` (every node on TLS), as rediss:// is
+# redis:// on TLS.
+TLS_SCHEMES = ("rediss", "rediss+sentinel", "rediss+cluster")
+
+
+def scheme(url: str) -> str:
+    return url.partition("://")[0].lower()
+
+
+def uses_tls(url: str) -> bool:
+    return scheme(url) in TLS_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,7 @@ class SentinelTarget:
 
 
 def is_sentinel(url: str) -> bool:
-    return url.startswith(SENTINEL_SCHEME + "://")
+    return scheme(url).replace("rediss+", "redis+") == SENTINEL_SCHEME
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class ClusterTarget:
 
 
 def is_cluster(url: str) -> bool:
-    return url.startswith(CLUSTER_SCHEME + "://")
+    return scheme(url).replace("rediss+", "redis+") == CLUSTER_SCHEME
 
 
 def _nodes(hosts: str, what: str) -> list[tuple[str, int]]:
@@ -65,13 +77,11 @@ def _credentials(userinfo: str) -> tuple[str | None, str | None]:
     return unquote(username) or None, unquote(password) if password else None
 
 
-def _split(
-    url: str, scheme: str, what: str, example: str
-) -> tuple[str, list[tuple[str, int]], str]:
+def _split(url: str, kind: str, what: str, example: str) -> tuple[str, list[tuple[str, int]], str]:
     """A multi-host URL's path, nodes and user info; ValueError saying what is wrong."""
     parts = urlsplit(url)
-    if parts.scheme != scheme:
-        raise ValueError(f"not a {scheme}:// URL")
+    if parts.scheme.replace("rediss+", "redis+") != kind:
+        raise ValueError(f"not a {kind}:// URL")
     userinfo, _, hosts = parts.netloc.rpartition("@")
     nodes = _nodes(hosts, what)
     if not nodes:

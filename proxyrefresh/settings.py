@@ -266,10 +266,15 @@ class RedisSettings(EnvSettings):
 
     @model_validator(mode="after")
     def _tls_files_need_tls(self) -> Self:
+        from proxyrefresh.redis_topology import uses_tls
+
         given = [n for n in ("ca_file", "ca_data", "cert_file", "key_file") if getattr(self, n)]
-        if given and not self.url.startswith("rediss://"):
+        if given and not uses_tls(self.url):
             names = ", ".join(self.variable(n) for n in given)
-            raise ValueError(f"{names} is for a rediss:// URL (TLS); the URL is not one")
+            raise ValueError(
+                f"{names} is for a rediss:// URL (TLS, as are rediss+sentinel:// and "
+                "rediss+cluster://); the URL is not one"
+            )
         if self.ca_file and self.ca_data:
             raise ValueError("give the CA as a file or as PEM text, not both")
         if bool(self.cert_file) != bool(self.key_file):
@@ -278,7 +283,9 @@ class RedisSettings(EnvSettings):
 
     def tls_options(self) -> dict[str, Any]:
         """redis-py's TLS options for this URL (none for redis://)."""
-        if not self.url.startswith("rediss://"):
+        from proxyrefresh.redis_topology import uses_tls
+
+        if not uses_tls(self.url):
             return {}
         given = {"ssl_ca_certs": self.ca_file, "ssl_ca_data": self.ca_data,
                  "ssl_certfile": self.cert_file, "ssl_keyfile": self.key_file}  # fmt: skip
@@ -289,7 +296,7 @@ class RedisSettings(EnvSettings):
         (what the operator hands its workers: they cannot read its files)."""
         if self.ca_data:
             return self.ca_data
-        if self.ca_file and self.url.startswith("rediss://"):
+        if self.ca_file and self.tls_options():
             return Path(self.ca_file).read_text()
         return None
 
@@ -359,6 +366,9 @@ class RedisSettings(EnvSettings):
             sentinels = Sentinel(
                 target.nodes, sentinel_kwargs=self._sentinel_kwargs(options["socket_timeout"])
             )
+            tls: dict[str, Any] = (
+                {"ssl": True} if self.tls_options() else {}
+            )  # from_url: the scheme
             return sentinels.master_for(
                 target.service,
                 db=target.db,
@@ -366,6 +376,7 @@ class RedisSettings(EnvSettings):
                 password=target.password,
                 **options,
                 **pool,
+                **tls,
             )
         if is_cluster(self.url):
             if asyncio:
@@ -378,15 +389,19 @@ class RedisSettings(EnvSettings):
                 startup_nodes=[ClusterNode(host, port) for host, port in seeds.nodes],
                 username=seeds.username,
                 password=seeds.password,
-                **kept | (bound or {}),
+                **kept | (bound or {}) | ({"ssl": True} if self.tls_options() else {}),
             )
         return None
 
     def _sentinel_kwargs(self, timeout: float) -> dict[str, Any]:
+        """How to reach the sentinels: on TLS too with rediss+sentinel://,
+        verified with the same CA."""
+        tls = self.tls_options()
         return {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
             **({"password": self.sentinel_password} if self.sentinel_password else {}),
+            **({"ssl": True, **tls} if tls else {}),
         }
 
     def sync_client(self, timeout: float = 3.0) -> SyncRedis:

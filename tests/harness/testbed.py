@@ -17,6 +17,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proxyrefresh.models import Anonymity
 from tests.harness.waiting import wait_until
@@ -527,11 +528,9 @@ def bus_port(host: str) -> int:
     raise RuntimeError(f"no free port pair for a cluster node on {host}")
 
 
-def replica_synced(host: str, port: int) -> bool:
+def replica_synced(node: Any) -> bool:
     """A primary, or a replica whose link to its primary is up."""
-    import redis
-
-    with redis.Redis(host, port, decode_responses=True) as node:
+    with node:
         info = node.info("replication")
     return bool(info.get("role") == "master" or info.get("master_link_status") == "up")
 
@@ -539,23 +538,28 @@ def replica_synced(host: str, port: int) -> bool:
 class RedisClusterSet:
     """A Redis Cluster on loopback: three primaries, a replica each, the
     slots spread by ``redis-cli --cluster create`` (as an operator of one
-    would), ready when every slot is served."""
+    would), ready when every slot is served; with ``tls``, every node, its
+    bus and its replication on TLS only (``rediss+cluster://``)."""
 
-    def __init__(self, bed: Testbed, host: str = "127.0.0.1") -> None:
-        self.host = host
-        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                   "--cluster-node-timeout", "2000")  # fmt: skip
-        self.nodes = [RedisServer(bed, host, extra=options, port=bus_port(host)) for _ in range(6)]
+    def __init__(self, bed: Testbed, host: str = "127.0.0.1", tls: TlsFiles | None = None) -> None:
+        self.host, self.tls = host, tls
+        options: tuple[str, ...] = ("--cluster-enabled", "yes", "--cluster-config-file",
+                                    "nodes.conf", "--cluster-node-timeout", "2000")  # fmt: skip
+        if tls is not None:
+            options += ("--tls-cluster", "yes", "--tls-replication", "yes")
+        self.nodes = [
+            RedisServer(bed, host, extra=options, port=bus_port(host), tls=tls) for _ in range(6)
+        ]
         addresses = [f"{host}:{node.port}" for node in self.nodes]
+        on_tls = ["--tls", "--cacert", str(tls.ca)] if tls is not None else []
         subprocess.run(
-            [which("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "1",
-             "--cluster-yes"],
+            [which("redis-cli"), *on_tls, "--cluster", "create", *addresses,
+             "--cluster-replicas", "1", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-        import redis
 
         def settled() -> bool:
-            with redis.Redis(host, self.nodes[0].port, decode_responses=True) as node:
+            with self.node(self.nodes[0].port) as node:
                 info = node.execute_command("CLUSTER", "INFO")
                 slots = node.execute_command("CLUSTER", "SLOTS")
             text = info if isinstance(info, str) else str(info)
@@ -565,23 +569,32 @@ class RedisClusterSet:
             return (
                 served
                 and all(len(span) >= 4 for span in slots)
-                and all(replica_synced(host, n.port) for n in self.nodes)
+                and all(replica_synced(self.node(n.port)) for n in self.nodes)
             )
 
         wait_until(settled, 30, "the Redis Cluster to serve every slot, replicas in sync",
                    interval=0.1)  # fmt: skip
 
+    def node(self, port: int) -> Any:
+        """A client of one node alone (on TLS where the cluster is)."""
+        import redis
+
+        if self.tls is None:
+            return redis.Redis(self.host, port, decode_responses=True)
+        return redis.Redis(
+            self.host, port, decode_responses=True, ssl=True, ssl_ca_certs=str(self.tls.ca)
+        )
+
     @property
     def url(self) -> str:
-        return f"redis+cluster://{self.host}:{self.nodes[0].port},{self.host}:{self.nodes[1].port}"
+        scheme = "rediss+cluster" if self.tls is not None else "redis+cluster"
+        return f"{scheme}://{self.host}:{self.nodes[0].port},{self.host}:{self.nodes[1].port}"
 
     def primary_for(self, key: str) -> RedisServer | None:
         """The node that serves ``key``'s slot now, as a live node sees the
         cluster; None while no primary that is up serves it."""
-        import redis
-
         live = {node.port: node for node in self.nodes if node.proc and node.proc.poll() is None}
-        with redis.Redis(self.host, next(iter(live)), decode_responses=True) as node:
+        with self.node(next(iter(live))) as node:
             slot = int(node.execute_command("CLUSTER", "KEYSLOT", key))
             table = str(node.execute_command("CLUSTER", "NODES"))
         for line in table.splitlines():

@@ -25,7 +25,7 @@ from proxyrefresh.settings import RedisSettings
 from tests.conftest import async_wait_for, run_cli, wait_for
 from tests.harness import rotator as rot
 from tests.harness import testbed as tb
-from tests.harness.testbed import LocalProxy, RedisClusterSet
+from tests.harness.testbed import LocalProxy, RedisClusterSet, TlsFiles
 
 pytestmark = pytest.mark.integration
 
@@ -90,12 +90,10 @@ def test_a_cluster_url_is_read_whole_and_refused_with_a_database() -> None:
 
 def users_on(cluster: RedisClusterSet, name: str) -> list[bool]:
     """Whether each node that is up has the user ``name``, asked of each alone."""
-    import redis
-
     found = []
     for node in cluster.nodes:
         if node.proc is not None and node.proc.poll() is None:
-            with redis.Redis(cluster.host, node.port) as alone:
+            with cluster.node(node.port) as alone:
                 found.append(alone.execute_command("ACL", "GETUSER", name) is not None)
     return found
 
@@ -204,9 +202,7 @@ async def test_events_are_sharded_on_a_cluster_and_reach_the_operator_the_page_a
         assert home is not None
 
         async def sharded_subscribers() -> int:
-            import redis as blocking
-
-            with blocking.Redis(cluster.host, home.port) as node:
+            with cluster.node(home.port) as node:
                 ((_, count),) = node.pubsub_shardnumsub(run.events)
             return int(count) if int(count) >= 3 else 0  # the operator's, the page's, watch's
 
@@ -231,3 +227,43 @@ async def test_events_are_sharded_on_a_cluster_and_reach_the_operator_the_page_a
         listening.cancel()
         await subs.aclose()
         await redis.aclose()
+
+
+def test_a_cluster_on_tls_takes_the_pool_a_runs_user_and_the_cli() -> None:
+    """``rediss+cluster://`` (managed cluster modes often require TLS):
+    every node on TLS only, verified with the CA given; the pool's scripts,
+    a run's user made on every node and used with the CA as text (what the
+    operator hands its workers), and the ``pool`` commands."""
+    bed = tb.Testbed()
+    try:
+        tls = TlsFiles.make(bed.workdir / "tls")
+        cluster = RedisClusterSet(bed, tls=tls)
+        assert cluster.url.startswith("rediss+cluster://")
+        settings = RedisSettings(url=cluster.url, ca_file=str(tls.ca))
+        uid = "tls1"
+
+        async def scenario() -> None:
+            redis = settings.client()
+            try:
+                pool = AsyncPool(redis, "eu", "team")
+                await pool.merge("u-1", [(p.url, True, rot.entry_for(p)) for p in proxies(3)], 3600)
+                assert len(await pool.get_many(3)) == 3
+                await redis.set(RunKeys(uid, RUNS.key_prefix).total_chunks, 1)
+                await access.grant(redis, uid, "operator-key", RUNS)
+                url = access.run_url(cluster.url, uid, "operator-key", RUNS)
+                worker = RedisSettings(url=url, ca_data=settings.ca_pem()).client()
+                try:
+                    assert await worker.get(RunKeys(uid, RUNS.key_prefix).total_chunks) == "1"
+                finally:
+                    await worker.aclose()
+            finally:
+                await redis.aclose()
+
+        asyncio.run(scenario())
+        assert users_on(cluster, access.user_name(uid, RUNS)) == [True] * 6
+        env = {"PROXYREFRESH_REDIS_URL": cluster.url, "PROXYREFRESH_REDIS_CA_FILE": str(tls.ca)}
+        stats = run_cli("pool", "stats", "eu", "-n", "team", "--json", env=env)
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["size"] == 3
+    finally:
+        bed.close()

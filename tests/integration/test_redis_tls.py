@@ -86,8 +86,8 @@ def test_a_ca_file_for_a_plain_url_is_refused_by_name() -> None:
     out = run_cli("pool", "stats", "eu", "-n", "team", env=env)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "proxyrefresh: environment: PROXYREFRESH_REDIS_CA_FILE is for a rediss:// URL (TLS); "
-        "the URL is not one"
+        "proxyrefresh: environment: PROXYREFRESH_REDIS_CA_FILE is for a rediss:// URL (TLS, "
+        "as are rediss+sentinel:// and rediss+cluster://); the URL is not one"
     ], out.stderr
     with pytest.raises(ValidationError, match="a client certificate needs its key"):
         RedisSettings(url="rediss://127.0.0.1:1/0", cert_file="/c.pem")
