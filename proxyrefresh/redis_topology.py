@@ -1,4 +1,4 @@
-"""What a Redis URL names: one server, or a primary that Sentinel manages.
+"""What a Redis URL names: one server, a primary that Sentinel manages, or a cluster.
 
 ``redis://`` and ``rediss://`` name one server. A primary with replicas
 under Sentinel (the common Helm charts' Redis) is named by its sentinels
@@ -10,7 +10,9 @@ and the page follow a promotion by themselves. A Redis Cluster is named by
 some of its nodes, ``redis+cluster://[[user]:password@]host:port[,host:port...]``:
 every client takes it. Every key of a run and of a pool carries its hash
 tag, so each script touches one slot; node-local state (the ACL users)
-goes to every node (:func:`on_every_node`).
+goes to every node (:func:`on_every_node`), and events go over sharded
+pub/sub (:func:`publish_verb`). Each form has its TLS twin, with an ``s``:
+``rediss+sentinel://``, ``rediss+cluster://``.
 """
 
 from __future__ import annotations

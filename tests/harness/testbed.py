@@ -475,17 +475,24 @@ class Sentinels:
 
     SERVICE = "proxyrefresh"
 
-    def __init__(self, bed: Testbed, host: str = "127.0.0.1") -> None:
-        self.bed, self.host = bed, host
-        self.primary = RedisServer(bed, host, appendonly=True)
+    def __init__(self, bed: Testbed, host: str = "127.0.0.1", tls: TlsFiles | None = None) -> None:
+        self.bed, self.host, self.tls = bed, host, tls
+        on_tls = ("--tls-replication", "yes") if tls is not None else ()
+        self.primary = RedisServer(bed, host, appendonly=True, tls=tls, extra=on_tls)
         self.replica = RedisServer(
-            bed, host, appendonly=True, extra=("--replicaof", host, str(self.primary.port))
-        )
+            bed, host, appendonly=True, tls=tls,
+            extra=(*on_tls, "--replicaof", host, str(self.primary.port)),
+        )  # fmt: skip
         self.ports = [free_port(host) for _ in range(3)]
         for port in self.ports:
             conf = Path(tempfile.mkdtemp(prefix="sentinel-", dir=bed.workdir)) / "sentinel.conf"
+            listen = f"port {port}\n"
+            if tls is not None:  # the sentinels on TLS only, and to the servers on TLS
+                listen = (f"port 0\ntls-port {port}\ntls-cert-file {tls.cert}\n"
+                          f"tls-key-file {tls.key}\ntls-ca-cert-file {tls.ca}\n"
+                          "tls-auth-clients no\ntls-replication yes\n")  # fmt: skip
             conf.write_text(
-                f"port {port}\nbind {host}\n"
+                f"{listen}bind {host}\n"
                 f"sentinel monitor {self.SERVICE} {host} {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
                 f"sentinel failover-timeout {self.SERVICE} 5000\n"
@@ -499,13 +506,17 @@ class Sentinels:
     @property
     def url(self) -> str:
         nodes = ",".join(f"{self.host}:{port}" for port in self.ports)
-        return f"redis+sentinel://{nodes}/{self.SERVICE}/0"
+        scheme = "rediss+sentinel" if self.tls is not None else "redis+sentinel"
+        return f"{scheme}://{nodes}/{self.SERVICE}/0"
 
     def primary_port(self) -> int:
         """Where the sentinels say the primary is now."""
         import redis
 
-        with redis.Redis(self.host, self.ports[0], decode_responses=True) as sentinel:
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
+        with redis.Redis(self.host, self.ports[0], decode_responses=True, **tls) as sentinel:
             _, port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
             return int(port)
 

@@ -28,7 +28,7 @@ from proxyrefresh.settings import RedisSettings
 from tests.conftest import run_cli, wait_for
 from tests.harness import rotator as rot
 from tests.harness import testbed as tb
-from tests.harness.testbed import LocalProxy, Sentinels
+from tests.harness.testbed import LocalProxy, Sentinels, TlsFiles
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,22 @@ def test_the_pool_follows_its_primary_through_a_failover(sentinels: Sentinels) -
     """Fill a pool through the sentinels; kill the primary; the same client
     finds the promoted replica by itself (leases and reports go on, with the
     data acknowledged by the replica before the kill), and the CLI reads it."""
-    settings = RedisSettings(url=sentinels.url)
+    pool_through_a_failover(sentinels, {})
+
+
+def test_on_tls_too_the_pool_follows_its_primary_through_a_failover() -> None:
+    """``rediss+sentinel://``: the sentinels, the primary and its replica on
+    TLS only, verified with the CA given; the same as on plain TCP."""
+    bed = tb.Testbed()
+    try:
+        tls = TlsFiles.make(bed.workdir / "tls")
+        pool_through_a_failover(Sentinels(bed, tls=tls), {"ca_file": str(tls.ca)})
+    finally:
+        bed.close()
+
+
+def pool_through_a_failover(sentinels: Sentinels, tls: dict[str, str]) -> None:
+    settings = RedisSettings(url=sentinels.url, **tls)
     old = sentinels.primary_port()
 
     async def before_and_after() -> tuple[int, int, float]:
@@ -78,8 +93,9 @@ def test_the_pool_follows_its_primary_through_a_failover(sentinels: Sentinels) -
     assert size == 10
     assert new == sentinels.replica.port != old
     assert gap < 30
-    stats = run_cli("pool", "stats", "eu", "-n", "team", "--json",
-                    env={"PROXYREFRESH_REDIS_URL": sentinels.url})  # fmt: skip
+    env = {"PROXYREFRESH_REDIS_URL": sentinels.url}
+    env |= {f"PROXYREFRESH_REDIS_{name.upper()}": value for name, value in tls.items()}
+    stats = run_cli("pool", "stats", "eu", "-n", "team", "--json", env=env)
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["size"] == 10
 
