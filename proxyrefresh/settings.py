@@ -366,17 +366,14 @@ class RedisSettings(EnvSettings):
             sentinels = Sentinel(
                 target.nodes, sentinel_kwargs=self._sentinel_kwargs(options["socket_timeout"])
             )
-            tls: dict[str, Any] = (
-                {"ssl": True} if self.tls_options() else {}
-            )  # from_url: the scheme
             return sentinels.master_for(
                 target.service,
                 db=target.db,
                 username=target.username,
                 password=target.password,
+                connection_class=_sentinel_connection(asyncio, bool(self.tls_options())),
                 **options,
                 **pool,
-                **tls,
             )
         if is_cluster(self.url):
             if asyncio:
@@ -419,6 +416,42 @@ class RedisSettings(EnvSettings):
         if topology is not None:
             return topology  # type: ignore[no-any-return]
         return BlockingRedis.from_url(self.url, **options)
+
+
+@functools.cache
+def _sentinel_connection(asyncio: bool, tls: bool) -> Any:
+    """redis-py's connection to the primary that Sentinel names, except that
+    it asks the sentinels again whenever it reconnects. Its own asks only in
+    ``connect()``, but a retried command reconnects through the plain
+    connection's path, to the address it had: through a failover a command
+    retried against the dead primary until the retries ran out (15 s here,
+    bench/redis_failover.py), where asking again finds the promoted replica
+    as soon as the sentinels name it (3 s)."""
+    if asyncio:
+        from redis.asyncio import sentinel as managed
+
+        class AsyncReconnecting(managed.SentinelManagedConnection):
+            async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+                if not self.is_connected:
+                    await self.connect()  # type: ignore[no-untyped-call]
+                await super().send_packed_command(command, check_health)
+
+        class AsyncReconnectingTls(AsyncReconnecting, managed.SentinelManagedSSLConnection):
+            pass
+
+        return AsyncReconnectingTls if tls else AsyncReconnecting
+    from redis import sentinel as blocking
+
+    class Reconnecting(blocking.SentinelManagedConnection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            if not self._sock:
+                self.connect()  # type: ignore[no-untyped-call]
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    class ReconnectingTls(Reconnecting, blocking.SentinelManagedSSLConnection):
+        pass
+
+    return ReconnectingTls if tls else Reconnecting
 
 
 @functools.cache

@@ -477,11 +477,14 @@ class Sentinels:
 
     def __init__(self, bed: Testbed, host: str = "127.0.0.1", tls: TlsFiles | None = None) -> None:
         self.bed, self.host, self.tls = bed, host, tls
-        on_tls = ("--tls-replication", "yes") if tls is not None else ()
-        self.primary = RedisServer(bed, host, appendonly=True, tls=tls, extra=on_tls)
+        # The replica's first sync at once (Redis waits 5 s for more replicas
+        # by default), so a primary killed early has a replica that holds its data.
+        options: tuple[str, ...] = ("--repl-diskless-sync-delay", "0")
+        options += ("--tls-replication", "yes") if tls is not None else ()
+        self.primary = RedisServer(bed, host, appendonly=True, tls=tls, extra=options)
         self.replica = RedisServer(
             bed, host, appendonly=True, tls=tls,
-            extra=(*on_tls, "--replicaof", host, str(self.primary.port)),
+            extra=(*options, "--replicaof", host, str(self.primary.port)),
         )  # fmt: skip
         self.ports = [free_port(host) for _ in range(3)]
         for port in self.ports:
@@ -502,6 +505,18 @@ class Sentinels:
                 f"sentinel-{port}", [which("redis-server"), str(conf), "--sentinel"]
             )
             wait_for_port(host, port, proc=proc, log=log)
+        wait_until(lambda: replica_synced(self.node(self.replica.port)), 30,
+                   "the replica in sync with its primary", interval=0.1)  # fmt: skip
+
+    def node(self, port: int) -> Any:
+        """A client of one server alone (on TLS where the set is)."""
+        import redis
+
+        if self.tls is None:
+            return redis.Redis(self.host, port, decode_responses=True)
+        return redis.Redis(
+            self.host, port, decode_responses=True, ssl=True, ssl_ca_certs=str(self.tls.ca)
+        )
 
     @property
     def url(self) -> str:
@@ -511,12 +526,7 @@ class Sentinels:
 
     def primary_port(self) -> int:
         """Where the sentinels say the primary is now."""
-        import redis
-
-        tls: dict[str, Any] = {}
-        if self.tls is not None:
-            tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
-        with redis.Redis(self.host, self.ports[0], decode_responses=True, **tls) as sentinel:
+        with self.node(self.ports[0]) as sentinel:
             _, port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
             return int(port)
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from proxyrefresh import redact
@@ -76,14 +75,11 @@ def pool_through_a_failover(sentinels: Sentinels, tls: dict[str, str]) -> None:
             assert await replicated(redis, 5000) is True  # the replica has it (WAIT)
             sentinels.primary.stop()
             killed = time.monotonic()
-            while True:  # a lease during the failover fails with an error, or lands
-                try:
-                    async with pool.lease() as leased:
-                        assert leased.port in range(1, 11)
-                    break
-                except RedisConnectionError:
-                    assert time.monotonic() - killed < 30, "no primary within 30 s"
-                    await asyncio.sleep(0.2)
+            # The lease made during the failover lands: its retries ask the
+            # sentinels again, and find the promoted replica (seconds), where
+            # they used to retry the dead primary until they ran out (15 s).
+            async with pool.lease() as leased:
+                assert leased.port in range(1, 11)
             gap = time.monotonic() - killed
             return (await pool.stats()).size, sentinels.primary_port(), gap
         finally:
@@ -92,7 +88,7 @@ def pool_through_a_failover(sentinels: Sentinels, tls: dict[str, str]) -> None:
     size, new, gap = asyncio.run(before_and_after())
     assert size == 10
     assert new == sentinels.replica.port != old
-    assert gap < 30
+    assert gap < 10  # here: 3.5 s
     env = {"PROXYREFRESH_REDIS_URL": sentinels.url}
     env |= {f"PROXYREFRESH_REDIS_{name.upper()}": value for name, value in tls.items()}
     stats = run_cli("pool", "stats", "eu", "-n", "team", "--json", env=env)
