@@ -28,6 +28,8 @@ from proxyrefresh.operator.transition import (
     owner_reference,
     reread,
 )
+from proxyrefresh.redis_topology import is_sentinel
+from proxyrefresh.settings import RedisSettings
 
 
 async def start(ctx: Context, t: Transition) -> None:
@@ -218,6 +220,20 @@ def guard_scrape(ctx: Context, t: Transition) -> None:
     t.set(scrapeBy=ctx.process, scrapeCrashes=crashes)
 
 
+def workers_can_reach_redis(redis: RedisSettings) -> None:
+    """Refused when the workers could not find the Redis primary: sentinels
+    that ask for a password, which the workers are not given (it would sit
+    in a tenant's namespace and let its holder reconfigure the sentinels)."""
+    if is_sentinel(redis.url) and redis.sentinel_password:
+        raise Refused(
+            "RedisSentinelPassword",
+            "the Redis sentinels ask for a password, which this operator does not hand to "
+            "its workers (a tenant could reconfigure the sentinels with it): run the "
+            "sentinels without one, reachable only from the operator's and the workers' "
+            "pods (docs/security.md)",
+        )
+
+
 async def preflight(
     ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec
 ) -> dict[int, credentials.SourceCredentials]:
@@ -229,6 +245,7 @@ async def preflight(
             "engine mubeng is not available in this build: the mubeng module could "
             "not be fetched; use engine: native",
         )
+    workers_can_reach_redis(ctx.redis_settings)
     output = await kube.read_config_map(refresh.namespace, spec.output_config_map)
     if not merge.managed(output, spec.pool):
         raise Refused(

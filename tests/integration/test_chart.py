@@ -383,6 +383,28 @@ def test_a_tls_redis_with_its_own_ca_reaches_every_redis_client() -> None:
     assert "PROXYREFRESH_REDIS_CA_DATA" not in json.dumps(plain)
 
 
+def test_a_sentinel_or_cluster_url_is_taken_and_the_sentinels_password_reaches_the_clients() -> (
+    None
+):
+    """Issue 34: ``redis.url`` takes every topology's URL (the values schema
+    refused all but redis:// and rediss://); the sentinels' own password,
+    from a Secret, reaches the operator, the rotator and the page."""
+    for url in ("redis+sentinel://s1:26379,s2:26379/svc/0", "rediss+cluster://n1:6379,n2:6379"):
+        escaped = url.replace(",", "\\,")  # --set splits values at commas
+        assert by_kind(render("--set", f"redis.url={escaped}"), "Deployment")
+    values = ["--set", "redis.url=redis+sentinel://s1:26379/svc/0",
+              "--set", "redis.sentinel.passwordSecret=sentinels"]  # fmt: skip
+    docs = render(*values, "--set", "rotator.enabled=true", "--set", "ui.enabled=true")
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == 3
+    for deployment in deployments:
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        wanted = {"secretKeyRef": {"name": "sentinels", "key": "password"}}
+        assert env["PROXYREFRESH_REDIS_SENTINEL_PASSWORD"] == wanted
+        assert "PROXYREFRESH_REDIS_CA_DATA" not in env
+
+
 def test_the_page_reads_with_a_user_the_operator_keeps() -> None:
     """Issue 34: with the page on and no URL of its own, the operator keeps
     a read-only Redis user for it (made again after a Redis restart) and

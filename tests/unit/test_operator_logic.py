@@ -520,3 +520,19 @@ async def test_a_refresh_waiting_for_its_pool_steps_when_a_refresh_of_it_ends() 
         {"phase": "Pending", "conditions": [{"type": "Waiting", "status": "True",
                                              "reason": "PoolBusy"}]}
     )  # fmt: skip
+
+
+def test_sentinels_with_a_password_refuse_a_refresh_at_once_and_say_why() -> None:
+    """The workers are not handed the sentinels' password (a tenant could
+    reconfigure the sentinels with it), so they could never find the
+    primary: the refresh is refused before anything runs, saying so."""
+    from proxyrefresh.operator.context import Refused
+    from proxyrefresh.operator.phase_scraping import workers_can_reach_redis
+
+    sentinels = "redis+sentinel://127.0.0.1:26379/svc/0"
+    with pytest.raises(Refused) as refused:
+        workers_can_reach_redis(RedisSettings(url=sentinels, sentinel_password="s3cret"))
+    assert refused.value.reason == "RedisSentinelPassword"
+    assert "s3cret" not in str(refused.value)
+    workers_can_reach_redis(RedisSettings(url=sentinels))  # the workers ask as the operator does
+    workers_can_reach_redis(RedisSettings(url="redis://127.0.0.1:6379/0"))

@@ -79,13 +79,16 @@ it when the `kubernetes` Service's ClusterIP is not routed on the node. */ -}}
 reads the PEM bundle from the Secret (the operator hands it on to its
 workers as text: they run in tenants' namespaces, where the Secret is not). */ -}}
 {{- define "proxyrefresh.redisTlsEnv" -}}
+{{- $env := list -}}
 {{- with .Values.redis.tls.caSecret -}}
-- name: PROXYREFRESH_REDIS_CA_DATA
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ $.Values.redis.tls.caSecretKey }}
-{{- end }}
+{{- $ref := dict "secretKeyRef" (dict "name" . "key" $.Values.redis.tls.caSecretKey) -}}
+{{- $env = append $env (dict "name" "PROXYREFRESH_REDIS_CA_DATA" "valueFrom" $ref) -}}
+{{- end -}}
+{{- with .Values.redis.sentinel.passwordSecret -}}
+{{- $ref := dict "secretKeyRef" (dict "name" . "key" $.Values.redis.sentinel.passwordSecretKey) -}}
+{{- $env = append $env (dict "name" "PROXYREFRESH_REDIS_SENTINEL_PASSWORD" "valueFrom" $ref) -}}
+{{- end -}}
+{{- if $env }}{{ toYaml $env }}{{ end -}}
 {{- end -}}
 
 {{- /* Every container's: no privileges, a read-only root, no capabilities,
