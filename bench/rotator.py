@@ -48,8 +48,8 @@ async def origin(host: str) -> tuple[asyncio.Server, int]:
             while await reader.readuntil(b"\r\n\r\n"):
                 writer.write(answer)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client left, or the bench is over (no traceback per connection)
         finally:
             writer.close()
 
@@ -63,7 +63,7 @@ async def echo(host: str) -> tuple[asyncio.Server, int]:
             while data := await reader.read(4096):
                 writer.write(data)
                 await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
