@@ -8,9 +8,6 @@ primary took with it is done again and counted once."""
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,15 +15,12 @@ import pytest
 from redis.exceptions import NoPermissionError, RedisError
 
 from proxyrefresh.constants import RUNS
-from proxyrefresh.operator.dispatch import redis_secret_name
-from proxyrefresh.pool import Pool
 from proxyrefresh.pool_keys import PoolKeys
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import wait_for
-from tests.e2e.conftest import World, phase_in, refresh, wait_status
+from tests.e2e.conftest import World
+from tests.e2e.failover import completes_exactly, own_operator, refresh_mid_run
 from tests.harness.kubectl import Kubectl
-from tests.harness.operator_pod import OperatorPod
-from tests.harness.scenario import build_candidates
 from tests.harness.testbed import RedisClusterSet
 
 pytestmark = pytest.mark.e2e
@@ -41,21 +35,10 @@ class ClusterWorld:
 @pytest.fixture
 def cluster_world(world: World) -> Iterator[ClusterWorld]:
     redis = RedisClusterSet(world.bed.testbed)
-    namespace = f"rcl-{uuid.uuid4().hex[:8]}"  # not t-*: the shared operator stays out
-    admin = Kubectl(world.cluster.kubeconfig, namespace)
-    admin("create", "namespace", namespace, namespaced=False)
-    operator = OperatorPod(
-        world.cluster,
-        redis.url,
-        f"operator-{namespace}",
-        PROXYREFRESH_OPERATOR_NAMESPACES=json.dumps([namespace]),
-    )
-    operator.start()
     try:
-        yield ClusterWorld(redis, admin)
+        with own_operator(world, redis.url, "rcl") as kubectl:
+            yield ClusterWorld(redis, kubectl)
     finally:
-        operator.delete()
-        admin("delete", "namespace", namespace, "--wait=false", namespaced=False, check=False)
         for node in redis.nodes:
             node.stop()
 
@@ -74,19 +57,8 @@ def test_a_refresh_completes_exactly_on_a_cluster_through_a_primary_failover(
     world: World, cluster_world: ClusterWorld
 ) -> None:
     kubectl, cluster = cluster_world.kubectl, cluster_world.redis
-    cands = build_candidates(world.bed.testbed, [], fleet=8, refused=16, holes=40)
-    url = world.lists.put(f"{kubectl.namespace}.txt", cands.text())
-    kubectl.apply(
-        refresh("failover", [{"url": url}], world.judge, pool="kept", chunkSize=8, parallelism=2)
-    )
-    wait_status(
-        kubectl, "failover", lambda s: (s.get("completedChunks") or 0) >= 2, 120, "two chunks done"
-    )
-    uid = kubectl.get("proxyrefresh", "failover")["metadata"]["uid"]
+    uid, worker = refresh_mid_run(world, kubectl)
     run_key = RUNS.keys(uid).events
-    (job,) = kubectl.get("jobs")["items"]
-    secret = kubectl.get("secret", redis_secret_name(job["metadata"]["name"]))
-    worker = base64.b64decode(secret["data"]["url"]).decode()  # the run's own user
     old = cluster.primary_for(run_key)
     assert old is not None
     old.stop()  # mid-run: chunks left, pods working
@@ -96,9 +68,4 @@ def test_a_refresh_completes_exactly_on_a_cluster_through_a_primary_failover(
     wait_for(lambda: reads_its_run(worker, run_key), 30, "the run's user on the promoted replica")
     with RedisSettings(url=worker).sync_client() as redis, pytest.raises(NoPermissionError):
         redis.get(PoolKeys("elsewhere", "pool").entries)
-    status = wait_status(kubectl, "failover", phase_in("Complete", "Failed"), 240, "Complete")
-    assert status["phase"] == "Complete", status
-    assert (status["candidates"], status["checked"], status["live"]) == (64, 64, 8)
-    assert (status["totalChunks"], status["completedChunks"]) == (8, 8)
-    with RedisSettings(url=cluster.url).sync_client() as redis:
-        assert Pool(redis, "kept", kubectl.namespace).stats().usable == 8
+    completes_exactly(kubectl, cluster.url)

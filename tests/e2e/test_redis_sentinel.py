@@ -8,9 +8,6 @@ counted once."""
 
 from __future__ import annotations
 
-import base64
-import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,14 +15,11 @@ import pytest
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from proxyrefresh.operator.dispatch import redis_secret_name
-from proxyrefresh.pool import Pool
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import wait_for
-from tests.e2e.conftest import World, phase_in, refresh, wait_status
+from tests.e2e.conftest import World
+from tests.e2e.failover import completes_exactly, own_operator, refresh_mid_run
 from tests.harness.kubectl import Kubectl
-from tests.harness.operator_pod import OperatorPod
-from tests.harness.scenario import build_candidates
 from tests.harness.testbed import Sentinels
 
 pytestmark = pytest.mark.e2e
@@ -40,21 +34,10 @@ class SentinelWorld:
 @pytest.fixture
 def sentinel_world(world: World) -> Iterator[SentinelWorld]:
     sentinels = Sentinels(world.bed.testbed)
-    namespace = f"sen-{uuid.uuid4().hex[:8]}"  # not t-*: the shared operator stays out
-    admin = Kubectl(world.cluster.kubeconfig, namespace)
-    admin("create", "namespace", namespace, namespaced=False)
-    operator = OperatorPod(
-        world.cluster,
-        sentinels.url,
-        f"operator-{namespace}",
-        PROXYREFRESH_OPERATOR_NAMESPACES=json.dumps([namespace]),
-    )
-    operator.start()
     try:
-        yield SentinelWorld(sentinels, admin)
+        with own_operator(world, sentinels.url, "sen") as kubectl:
+            yield SentinelWorld(sentinels, kubectl)
     finally:
-        operator.delete()
-        admin("delete", "namespace", namespace, "--wait=false", namespaced=False, check=False)
         for server in (sentinels.primary, sentinels.replica):
             server.stop()
 
@@ -71,18 +54,8 @@ def test_a_refresh_completes_exactly_through_a_sentinel_failover(
     world: World, sentinel_world: SentinelWorld
 ) -> None:
     kubectl, sentinels = sentinel_world.kubectl, sentinel_world.sentinels
-    cands = build_candidates(world.bed.testbed, [], fleet=8, refused=16, holes=40)
-    url = world.lists.put(f"{kubectl.namespace}.txt", cands.text())
-    kubectl.apply(
-        refresh("failover", [{"url": url}], world.judge, pool="kept", chunkSize=8, parallelism=2)
-    )
-    wait_status(
-        kubectl, "failover", lambda s: (s.get("completedChunks") or 0) >= 2, 120, "two chunks done"
-    )
     old = sentinels.primary_port()
-    (job,) = kubectl.get("jobs")["items"]
-    secret = kubectl.get("secret", redis_secret_name(job["metadata"]["name"]))
-    worker = base64.b64decode(secret["data"]["url"]).decode()  # the run's own user
+    _, worker = refresh_mid_run(world, kubectl)
     sentinels.primary.stop()  # mid-run: chunks left, pods working
     wait_for(lambda: sentinels.primary_port() != old, 30, "the replica's promotion")
     # The promoted replica never had the run's user (ACL changes are not
@@ -93,9 +66,4 @@ def test_a_refresh_completes_exactly_through_a_sentinel_failover(
         assert redis.connection_pool.get_master_address()[1] == sentinels.replica.port
         with pytest.raises(NoPermissionError):
             redis.get("proxyrefresh:pool:{elsewhere/pool}:entries")
-    status = wait_status(kubectl, "failover", phase_in("Complete", "Failed"), 240, "Complete")
-    assert status["phase"] == "Complete", status
-    assert (status["candidates"], status["checked"], status["live"]) == (64, 64, 8)
-    assert (status["totalChunks"], status["completedChunks"]) == (8, 8)
-    with RedisSettings(url=sentinels.url).sync_client() as redis:
-        assert Pool(redis, "kept", kubectl.namespace).stats().usable == 8
+    completes_exactly(kubectl, sentinels.url)
