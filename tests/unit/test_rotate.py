@@ -89,6 +89,14 @@ def test_framing_follows_rfc_9112() -> None:
         request_framing(parse_head(head("POST / HTTP/1.1", "Content-Length: 5, 6")))
     with pytest.raises(BadMessage):
         request_framing(parse_head(head("POST / HTTP/1.1", "Transfer-Encoding: gzip")))
+    both = ("Transfer-Encoding: chunked", "Content-Length: 5")
+    with pytest.raises(BadMessage, match="both Transfer-Encoding and Content-Length"):
+        request_framing(parse_head(head("POST / HTTP/1.1", *both)))  # a smuggling attempt
+    # An answer framed both ways is read as chunked (RFC 9112 6.3), and its
+    # length goes: the client must not read the body another way.
+    answer = parse_head(head("HTTP/1.1 200 OK", *both, "Server: o"))
+    assert response_framing(answer, "GET") == Framing("chunked")
+    assert forwarded_fields(answer) == [("Transfer-Encoding", "chunked"), ("Server", "o")]
     ok = parse_head(head("HTTP/1.1 200 OK", "Content-Length: 3"))
     assert response_framing(ok, "GET") == Framing("length", 3)
     assert response_framing(ok, "HEAD") == NO_BODY
