@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -155,6 +156,7 @@ def main() -> int:
             redis.stop()
     finally:
         cluster.down()
+        shutil.rmtree(root, ignore_errors=True)  # nothing left behind
     channels = sum(int(c["sub"]) for c in following)
     print(
         f"objects           {args.refreshes} refreshes ({args.refreshes // 10} pools, Forbid), "

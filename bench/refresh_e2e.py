@@ -118,10 +118,10 @@ def main() -> int:
             operator.proc = None
             lists.close()
             redis.stop()
+        log = (root / "operator.log").read_text()
     finally:
         cluster.down()
-    log = (root / "operator.log").read_text()
-    shutil.rmtree(root, ignore_errors=True)  # what it kept is read: nothing left behind
+        shutil.rmtree(root, ignore_errors=True)  # nothing left behind, interrupted or not
     patches = [
         int(n) for n in re.findall(r"status patches sent by this operator so far: (\d+)", log)
     ]
