@@ -15,6 +15,7 @@ are applied at once: all must Complete with exact counts.
     .venv/bin/python -m bench.refresh_e2e [-n 20000] [--chunk 200|auto] [--parallelism 4] [-t 5]
     .venv/bin/python -m bench.refresh_e2e -n 100000 --chunk auto --parallelism 16
     .venv/bin/python -m bench.refresh_e2e -n 1000 --chunk auto --refreshes 20
+    .venv/bin/python -m bench.refresh_e2e -n 1000000 --live 2000 --chunk auto --parallelism 16
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("-t", "--timeout", type=float, default=5.0)
     parser.add_argument("-k", "--refreshes", type=int, default=1, help="at once, one pool each")
+    parser.add_argument(
+        "--live", type=int, default=0,
+        help="live proxies among them (default 2%%; a million takes --live 2000: the test "
+        "bed's one proxy process serves a few thousand)",
+    )  # fmt: skip
     args = parser.parse_args()
-    live = max(1, args.candidates // 50)
+    live = args.live or max(1, args.candidates // 50)
     dead = args.candidates - live
     root = Path(tempfile.mkdtemp(prefix="proxyrefresh-bench-"))
     root.chmod(0o755)
