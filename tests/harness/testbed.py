@@ -468,6 +468,16 @@ class RedisServer:
         self.start()
 
 
+def one_server(host: str, port: int, tls: TlsFiles | None) -> Any:
+    """A blocking client of the one Redis server (or sentinel) at ``port``,
+    on TLS with the harness's CA where ``tls`` is given."""
+    import redis
+
+    if tls is None:
+        return redis.Redis(host, port, decode_responses=True)
+    return redis.Redis(host, port, decode_responses=True, ssl=True, ssl_ca_certs=str(tls.ca))
+
+
 class Sentinels:
     """A primary, its replica and three sentinels watching it, on loopback:
     the Redis a Sentinel-managed install gives (a failover within seconds of
@@ -510,13 +520,7 @@ class Sentinels:
 
     def node(self, port: int) -> Any:
         """A client of one server alone (on TLS where the set is)."""
-        import redis
-
-        if self.tls is None:
-            return redis.Redis(self.host, port, decode_responses=True)
-        return redis.Redis(
-            self.host, port, decode_responses=True, ssl=True, ssl_ca_certs=str(self.tls.ca)
-        )
+        return one_server(self.host, port, self.tls)
 
     @property
     def url(self) -> str:
@@ -598,13 +602,7 @@ class RedisClusterSet:
 
     def node(self, port: int) -> Any:
         """A client of one node alone (on TLS where the cluster is)."""
-        import redis
-
-        if self.tls is None:
-            return redis.Redis(self.host, port, decode_responses=True)
-        return redis.Redis(
-            self.host, port, decode_responses=True, ssl=True, ssl_ca_certs=str(self.tls.ca)
-        )
+        return one_server(self.host, port, self.tls)
 
     @property
     def url(self) -> str:
