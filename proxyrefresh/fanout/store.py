@@ -303,6 +303,7 @@ class RunStore:
         self.redis = redis
         self.keys = RunKeys(uid, prefix)
         self.ttl = ttl
+        self._publish = publish_verb(redis)  # the scripts' events: sharded on a cluster
         self._progress = redis.register_script(PROGRESS_SCRIPT)
         self._complete = redis.register_script(COMPLETE_SCRIPT)
         self._save_partial = redis.register_script(SAVE_PARTIAL_SCRIPT)
@@ -463,7 +464,7 @@ class RunStore:
             return await run_script(
                 script,
                 self.keys.script_keys(),
-                [index, self.ttl, time.time(), publish_verb(self.redis), *args],
+                [index, self.ttl, time.time(), self._publish, *args],
             )
         except Exception as exc:
             if _is_state_lost(exc):
