@@ -31,9 +31,11 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, OutOfMemoryError)  # redis-py's for an OOM reply, in a pipeline too
 
 
-def full_message(candidates: int) -> str:
+def full_message(candidates: int | None = None) -> str:
+    """(``candidates``: None while they are still being scraped.)"""
+    which = "" if candidates is None else f"{candidates} "
     return (
-        f"Redis is out of memory (its maxmemory) and refused this refresh's {candidates} "
+        f"Redis is out of memory (its maxmemory) and refused this refresh's {which}"
         "candidates; what was written is deleted. Give Redis more memory "
         "(redis.bundled.maxmemory) or refresh fewer candidates at a time"
     )
@@ -87,17 +89,19 @@ class RedisMemory:
             f"{maxmemory >> 20} MiB): give Redis more memory or refresh fewer at a time"
         )
 
-    async def no_room_for(self, candidates: int) -> str:
+    async def no_room_for(self, candidates: int, held: int = 0) -> str:
         """Why a run of ``candidates`` may not be written now, or "": it would
         take Redis past its high-water mark (looked at afresh: the scrape
-        before it may have taken a while)."""
+        before it may have taken a while). ``held``: bytes of it Redis holds
+        already (its spool)."""
         levels = await self._levels()
-        need = candidates * BYTES_PER_CANDIDATE
+        need = max(0, candidates * BYTES_PER_CANDIDATE - held)
         if levels is None or levels[0] + need <= levels[2]:
             return ""
         used, maxmemory, mark = levels
         return (
-            f"its {candidates} candidates need about {need >> 20} MiB of Redis, which holds "
+            f"its {candidates} candidates need about {need >> 20} MiB{' more' if held else ''} "
+            "of Redis, which holds "
             f"{used >> 20} MiB of the {mark >> 20} MiB under its high-water mark "
             f"({self.high_water:.0%} of maxmemory {maxmemory >> 20} MiB); try again when other "
             "runs have ended, or give Redis more memory"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Sequence
 
 from kubernetes.client.rest import ApiException
 from redis.exceptions import RedisError
@@ -14,13 +13,13 @@ from proxyrefresh import redact
 from proxyrefresh.api import Engine, Phase, ProxyRefreshSpec, dump
 from proxyrefresh.constants import RUNS
 from proxyrefresh.fanout import access
-from proxyrefresh.fanout.store import RunStore, chunked
-from proxyrefresh.models import Proxy
+from proxyrefresh.fanout.store import RunStore
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
 from proxyrefresh.operator.chunking import auto_chunk_size
 from proxyrefresh.operator.context import Context, Refused, redis_unavailable
 from proxyrefresh.operator.phase_pending import stop
+from proxyrefresh.operator.spool import RunSpool
 from proxyrefresh.operator.status import progress_text
 from proxyrefresh.operator.transition import (
     Refresh,
@@ -49,23 +48,29 @@ async def start(ctx: Context, t: Transition) -> None:
         candidates, chunks = written
         sources = [dump(s) for s in refresh.state.sources or []]
     else:
-        found = await scrape_step(ctx, t)
-        if found is None:  # still scraping: this wake said how it goes
-            return
-        sources = [dump(x) for x in found.sources]
-        if found.failed:
-            t.set(sources=sources)
-            t.fail("NoCandidates", found.failure_message())
-            return
-        if not await reread(refresh):
-            return
-        if refresh.replaced_by:  # asked to stop while it scraped
-            stop(ctx, t)
-            return
-        candidates = len(found.candidates)
-        size = await room_for(ctx, refresh, candidates)
-        t.set(chunkSize=size)
-        chunks = await write_chunks(store, found.candidates, size)
+        try:
+            found = await scrape_step(ctx, t)
+            if found is None:  # still scraping: this wake said how it goes
+                return
+            sources = [dump(x) for x in found.sources]
+            if found.failed:
+                t.set(sources=sources)
+                t.fail("NoCandidates", found.failure_message())
+                return
+            if not await reread(refresh):
+                return
+            if refresh.replaced_by:  # asked to stop while it scraped
+                stop(ctx, t)
+                return
+            candidates = found.candidates
+            size = await room_for(ctx, refresh, candidates, store)
+            t.set(chunkSize=size)
+            chunks = await write_chunks(store, candidates, size)
+        except Refused:
+            # What the scrape spooled goes: the others' runs need the room.
+            with contextlib.suppress(RedisError):
+                await store.delete()
+            raise
     created = await create_job(ctx, refresh, spec, chunks)
     t.set(
         phase=Phase.DISPATCHED.value,
@@ -137,31 +142,34 @@ async def scrape_step(ctx: Context, t: Transition) -> scrape.ScrapeResult | None
         return running.task.result()
     except scrape.LimitExceeded as exc:
         raise Refused(exc.reason, str(exc)) from None
+    except RedisError as exc:
+        if memory.out_of_memory(exc):
+            raise Refused("RedisFull", memory.full_message()) from None
+        raise redis_unavailable(" while scraping", exc) from exc
 
 
-async def room_for(ctx: Context, refresh: Refresh, candidates: int) -> int:
+async def room_for(ctx: Context, refresh: Refresh, candidates: int, store: RunStore) -> int:
     """The chunk size for these candidates, once the namespace's share and
-    Redis's room are known to hold them (Refused otherwise)."""
+    Redis's room are known to hold them (Refused otherwise). Their spool,
+    which the chunks replace, is room already taken."""
     await within_namespace_limit(ctx, refresh, candidates)
-    no_room = await ctx.memory.no_room_for(candidates)
+    try:
+        spooled = await store.spool_bytes()
+    except RedisError as exc:
+        raise redis_unavailable(" while dispatching", exc) from exc
+    no_room = await ctx.memory.no_room_for(candidates, held=spooled)
     if no_room:
         raise Refused("RedisFull", no_room)
     return chunk_size(refresh.spec, candidates)
 
 
-async def write_chunks(store: RunStore, candidates: Sequence[Proxy], size: int) -> int:
-    """The candidates into the run's chunks. Items are made a chunk at a
-    time as they are written: a big run is never held twice (proxies and
-    their JSON) in the operator."""
-    batches = ([p.to_item() for p in chunk] for chunk in chunked(candidates, size))
+async def write_chunks(store: RunStore, candidates: int, size: int) -> int:
+    """The spooled candidates into the run's chunks, cut in Redis."""
     try:
-        return await store.write_chunks(batches)
+        return (await store.chunk_spool(size))[1]
     except RedisError as exc:
         if memory.out_of_memory(exc):
-            # What was written goes: the others' runs need the room.
-            with contextlib.suppress(RedisError):
-                await store.delete()
-            raise Refused("RedisFull", memory.full_message(len(candidates))) from None
+            raise Refused("RedisFull", memory.full_message(candidates)) from None
         raise redis_unavailable(" while dispatching", exc) from exc
 
 
@@ -300,7 +308,10 @@ async def scrape_sources(
     soon as it has more candidates than Redis has room for."""
     room, full = await ctx.memory.room()
     rules = dataclasses.replace(ctx.fetch_rules(), redis_room=room, redis_full=full)
-    return await scrape.scrape(spec.sources, refresh.namespace, rules, creds, attempts)
+    store = ctx.store(refresh.uid)
+    await store.delete()  # a scrape cut short before (an operator restarted) starts over
+    sink = RunSpool(store)
+    return await scrape.scrape(spec.sources, refresh.namespace, rules, creds, attempts, sink)
 
 
 async def create_job(ctx: Context, refresh: Refresh, spec: ProxyRefreshSpec, chunks: int) -> bool:

@@ -8,6 +8,10 @@ exponentially and honour Retry-After on 429/5xx; a size cap bounds the
 body; a Secret's headers go only where its owner allowed
 (operator.credentials). ConfigMap and inline sources are read as they are.
 
+A body is parsed as it arrives and its candidates go a piece at a time to
+the refresh's sink (operator/list_reader.py): the operator holds neither
+whole lists nor every candidate.
+
 Nothing read from a source reaches the status: a bad line is reported by
 its number, an HTTP error by its code. Each source gets its own outcome in
 the status; one bad source does not sink the others.
@@ -26,6 +30,7 @@ import email.utils
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -36,7 +41,8 @@ from proxyrefresh.api import Source, SourceStatus
 from proxyrefresh.netguard import AddressRefused, NetworkGuard
 from proxyrefresh.operator import kube
 from proxyrefresh.operator.credentials import SourceCredentials
-from proxyrefresh.parse import Candidates, InputTooLarge, ParseReport, parse_pieces
+from proxyrefresh.operator.list_reader import Gathered, ListReader, Sink
+from proxyrefresh.parse import InputTooLarge, ParseReport
 
 USER_AGENT = "proxyrefresh-operator"
 MAX_REDIRECTS = 5
@@ -105,7 +111,7 @@ class Budget:
 
 @dataclass
 class ScrapeResult:
-    candidates: Candidates = field(default_factory=Candidates)
+    candidates: int = 0  # unique, in the sink the scrape filled
     sources: list[SourceStatus] = field(default_factory=list)
 
     @property
@@ -166,32 +172,45 @@ def retry_after(value: str | None, fallback: float) -> float:
     return max(0.0, min(MAX_RETRY_AFTER, seconds))
 
 
+class Body(Protocol):
+    """What a download's body is handed to as it arrives (a ListReader)."""
+
+    def restart(self) -> None: ...
+    async def feed(self, data: bytes) -> None: ...
+    async def end(self) -> None: ...
+
+
 async def _get_once(
     session: aiohttp.ClientSession,
     url: str,
     headers: dict[str, str],
     rules: FetchRules,
     budget: Budget,
-) -> tuple[int, str | None, bytearray]:
-    """One request, no redirects followed: (status, Location or Retry-After,
-    body). The body's bytes count against the refresh's budget; an attempt
-    that fails gives them back (its retry counts them again)."""
+    body: Body,
+) -> tuple[int, str | None]:
+    """One request, no redirects followed: (status, Location or Retry-After);
+    a 200's body goes to ``body`` as it arrives. Its bytes count against the
+    refresh's budget; an attempt that fails gives them back (its retry
+    counts them again)."""
     rules.guard.check_url(url)
-    body = bytearray()
+    size = 0
     try:
         async with session.get(url, headers=headers, allow_redirects=False) as resp:
             if resp.status in REDIRECTS:
-                return resp.status, resp.headers.get("Location"), body
+                return resp.status, resp.headers.get("Location")
             if resp.status != 200:
-                return resp.status, resp.headers.get("Retry-After"), body
+                return resp.status, resp.headers.get("Retry-After")
+            body.restart()
             async for piece in resp.content.iter_chunked(64 * 1024):
-                body += piece
+                size += len(piece)
                 budget.take(len(piece))
-                if len(body) > rules.max_bytes:
+                if size > rules.max_bytes:
                     raise SourceError(f"larger than the cap of {rules.max_bytes} bytes")
-            return 200, None, body
+                await body.feed(piece)
+            await body.end()
+            return 200, None
     except BaseException:
-        budget.give_back(len(body))
+        budget.give_back(size)
         raise
 
 
@@ -212,11 +231,13 @@ def _unreachable(exc: BaseException, timeout: float) -> SourceError:
 async def fetch(
     url: str,
     rules: FetchRules,
+    body: Body,
     credentials: SourceCredentials | None = None,
     attempts_seen: Attempts | None = None,
     budget: Budget | None = None,
-) -> str:
-    """GET a list through at most five redirects, every hop under the guard."""
+) -> None:
+    """GET a list through at most five redirects, every hop under the guard,
+    its body into ``body`` as it arrives."""
     budget = budget or Budget(rules.total_bytes)
     attempts = rules.retries + 1
     label = f"url {redact.url(url)}"  # as Source.label names it
@@ -233,7 +254,7 @@ async def fetch(
                     attempts_seen.started(label, attempt, attempts)
                 wait = rules.backoff * 2 ** (attempt - 1)
                 try:
-                    status, extra, body = await _get_once(session, hop, headers, rules, budget)
+                    status, extra = await _get_once(session, hop, headers, rules, budget, body)
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     error = _unreachable(exc, rules.timeout)
                     if isinstance(error, SourceRefused) or attempt == attempts:
@@ -241,7 +262,7 @@ async def fetch(
                     await asyncio.sleep(wait)
                     continue
                 if status == 200:
-                    return body.decode("utf-8", errors="replace")  # the one copy kept
+                    return
                 if status in REDIRECTS:
                     if not extra:
                         raise SourceError(f"{http_status.text(status)} without a Location")
@@ -261,12 +282,15 @@ async def read_source(
     namespace: str,
     rules: FetchRules,
     credentials: SourceCredentials | None,
+    body: ListReader,
     attempts_seen: Attempts | None = None,
     budget: Budget | None = None,
-) -> str:
+) -> None:
+    """The source's list into ``body``: a URL's as it downloads."""
     budget = budget or Budget(rules.total_bytes)
     if source.url:
-        return await fetch(source.url, rules, credentials, attempts_seen, budget)
+        await fetch(source.url, rules, body, credentials, attempts_seen, budget)
+        return
     if source.config_map_ref:
         ref = source.config_map_ref
         cm = await kube.read_config_map(namespace, ref.name)
@@ -284,7 +308,7 @@ async def read_source(
     else:
         text = "\n".join(source.inline or [])
     budget.take(len(text))
-    return text
+    await body.feed_text(text)
 
 
 def bad_lines(report: ParseReport) -> str:
@@ -298,34 +322,34 @@ async def scrape_one(
     namespace: str,
     rules: FetchRules,
     credentials: SourceCredentials | None,
+    sink: Sink,
     attempts_seen: Attempts | None = None,
     budget: Budget | None = None,
-) -> tuple[SourceStatus, ParseReport | None]:
+) -> SourceStatus:
+    """One source read into ``sink``; its status counts the candidates it
+    added (what it held before a failure stays: nothing done is lost)."""
+    reader = ListReader(source.protocol, sink, rules.max_bytes, rules.check)
     try:
-        text = await read_source(source, namespace, rules, credentials, attempts_seen, budget)
-        report = ParseReport()
-        for piece in parse_pieces(text, source.protocol, rules.max_bytes):
-            report.merge(piece)
-            rules.check(len(report.candidates))
-            await asyncio.sleep(0)  # the loop is every refresh's and kopf's
-        del text
+        await read_source(source, namespace, rules, credentials, reader, attempts_seen, budget)
     except (SourceError, InputTooLarge) as exc:
-        return SourceStatus(source=source.label, ok=False, message=str(exc)), None
+        return SourceStatus(
+            source=source.label, ok=False, candidates=reader.added, message=str(exc)
+        )
     finally:
         if attempts_seen is not None and source.url:
             attempts_seen.finished(source.label)
-    ok = bool(report.candidates)
+    report = reader.report
+    ok = reader.found > 0
     message = bad_lines(report) if report.errors else ""
     if not ok:
         message = message or f"no proxies in {report.lines} lines"
-    status = SourceStatus(
+    return SourceStatus(
         source=source.label,
         ok=ok,
-        candidates=len(report.candidates),
+        candidates=reader.added,
         errors=report.error_count,
         message=message,
     )
-    return status, report
 
 
 async def scrape(
@@ -334,17 +358,22 @@ async def scrape(
     rules: FetchRules,
     credentials: dict[int, SourceCredentials] | None = None,
     attempts_seen: Attempts | None = None,
+    sink: Sink | None = None,
 ) -> ScrapeResult:
-    """Every source, ``rules.concurrency`` at a time; ``credentials`` by the
-    source's position. Raises LimitExceeded (the other reads cancelled)
-    when the sources together pass a limit."""
+    """Every source, ``rules.concurrency`` at a time, into ``sink`` (by
+    default one in memory); ``credentials`` by the source's position.
+    Raises LimitExceeded (the other reads cancelled) when the sources
+    together pass a limit."""
     creds = credentials or {}
     budget = Budget(rules.total_bytes)
     gate = asyncio.Semaphore(rules.concurrency)
+    into = sink if sink is not None else Gathered()
 
-    async def one(i: int, source: Source) -> tuple[SourceStatus, ParseReport | None]:
+    async def one(i: int, source: Source) -> SourceStatus:
         async with gate:
-            return await scrape_one(source, namespace, rules, creds.get(i), attempts_seen, budget)
+            return await scrape_one(
+                source, namespace, rules, creds.get(i), into, attempts_seen, budget
+            )
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -353,16 +382,7 @@ async def scrape(
         # Not `except*`: Python before 3.11.4 (Debian bookworm's 3.11.2, the
         # image's) wraps an exception raised in its handler in a new group.
         exceeded = [e for e in errors.exceptions if isinstance(e, LimitExceeded)]
-        if not exceeded:
-            raise
+        if not exceeded:  # the first error as it was (a RedisError from the sink, say)
+            raise errors.exceptions[0] from errors
         raise exceeded[0] from None
-    merged = ParseReport()
-    result = ScrapeResult()
-    for task in tasks:
-        status, report = task.result()
-        result.sources.append(status)
-        if report is not None:
-            merged.merge(report)
-            rules.check(len(merged.candidates))
-    result.candidates = merged.candidates
-    return result
+    return ScrapeResult(candidates=into.count, sources=[task.result() for task in tasks])

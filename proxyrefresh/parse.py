@@ -15,6 +15,7 @@ would look like proxies without ports: spurious errors in a clean file.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import itertools
 import json
@@ -116,6 +117,11 @@ class Candidates(Sequence[Proxy]):
         # the set then holds the very string the list does.
         plain = proxy.username is None and proxy.host == proxy.host.lower()
         return self._add(url, url if plain else repr(proxy.key))
+
+    def entries(self) -> Iterator[tuple[str, str]]:
+        """(identity, URL) of each proxy: what a store de-duplicates them by."""
+        for url in self._urls:
+            yield (url if url in self._keys else repr(Proxy.from_url(url).key)), url
 
     def _add(self, url: str, key: str) -> bool:
         if key in self._keys:
@@ -337,6 +343,35 @@ def lines_of(text: str) -> Iterator[str]:
         start = match.end()
     if start < len(text):
         yield text[start:]
+
+
+class LineSplitter:
+    """A text that arrives in pieces (a download), cut into whole lines as
+    :func:`lines_of` cuts it: a line split between two pieces is kept until
+    its end comes, and so is a CR that may be the first half of a CRLF."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._tail = ""
+
+    def feed(self, data: bytes) -> list[str]:
+        """The lines that ``data`` completes."""
+        text = self._tail + self._decoder.decode(data)
+        lines: list[str] = []
+        start = 0
+        for match in LINE_BREAK.finditer(text):
+            if match.end() == len(text) and match.group() == "\r":
+                break  # a CRLF, maybe, whose LF is still to come
+            lines.append(text[start : match.start()])
+            start = match.end()
+        self._tail = text[start:]
+        return lines
+
+    def end(self) -> list[str]:
+        """The last line, when the text did not end with a line break."""
+        text = self._tail + self._decoder.decode(b"", final=True)
+        self._tail = ""
+        return list(lines_of(text))
 
 
 ADDRESS_FIELDS = ("ip", "host", "addr", "address", "ip_address", "server")

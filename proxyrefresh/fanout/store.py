@@ -130,6 +130,14 @@ class RunKeys:
         return self.key("chunks")
 
     @property
+    def spool(self) -> str:  # list: work items as JSON, in the order first met, until chunked
+        return self.key("spool")
+
+    @property
+    def seen(self) -> str:  # set: the identities of the spooled items, until chunked
+        return self.key("seen")
+
+    @property
     def results(self) -> str:  # hash: index -> ChunkResult JSON
         return self.key("results")
 
@@ -183,6 +191,8 @@ class RunKeys:
 
     def all(self) -> list[str]:
         return [
+            self.spool,
+            self.seen,
             self.chunks,
             self.results,
             self.completed,
@@ -290,6 +300,32 @@ return 1
 """
 
 
+# KEYS: seen, spool. ARGV: ttl, then identity and item JSON, pair by pair.
+# An item is appended unless one of its identity was spooled before;
+# returns how many were.
+SPOOL_SCRIPT = """
+local added = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[2], ARGV[i + 1])
+    added = added + 1
+  end
+end
+for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, tonumber(ARGV[1])) end
+return added
+"""
+
+# KEYS: spool, chunks. ARGV: index, size, ttl. The next ``size`` spooled
+# items become chunk ``index`` (a JSON list); returns how many they were.
+CHUNK_SCRIPT = """
+local items = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
+if not items then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], '[' .. table.concat(items, ',') .. ']')
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return #items
+"""
+
+
 def _is_state_lost(exc: Exception) -> bool:
     return "STATELOST" in str(exc)
 
@@ -307,6 +343,8 @@ class RunStore:
         self._progress = redis.register_script(PROGRESS_SCRIPT)
         self._complete = redis.register_script(COMPLETE_SCRIPT)
         self._save_partial = redis.register_script(SAVE_PARTIAL_SCRIPT)
+        self._spool = redis.register_script(SPOOL_SCRIPT)
+        self._chunk = redis.register_script(CHUNK_SCRIPT)
 
     # --- operator side ----------------------------------------------------
 
@@ -344,14 +382,53 @@ class RunStore:
             if len(batch) >= CHUNK_WRITE_BATCH or size >= CHUNK_WRITE_BYTES:
                 await flush()
         await flush()
+        await self._written(count, items, now)
+        return count
+
+    async def _written(self, chunks: int, items: int, now: float) -> None:
+        """The totals, which mark the run as written; counters that pods
+        already moved are left alone (SET NX)."""
+        k = self.keys
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(k.total_chunks, count, ex=self.ttl)
+        pipe.set(k.total_chunks, chunks, ex=self.ttl)
         pipe.set(k.total_items, items, ex=self.ttl)
         for counter in (k.completed_chunks, k.processed, k.succeeded):
             pipe.set(counter, 0, ex=self.ttl, nx=True)
         pipe.set(k.started_at, now, ex=self.ttl, nx=True)
         await pipe.execute()
-        return count
+
+    # A run's items may instead be spooled as they are found (a scrape of a
+    # million candidates then never holds them in the operator), and cut
+    # into chunks in Redis once their number, and so the chunk size, is known.
+
+    async def spool(self, entries: Sequence[tuple[str, bytes]]) -> int:
+        """Append the items (identity, item JSON) not spooled before; returns
+        how many were new. Idempotent: an item given twice is kept once."""
+        if not entries:
+            return 0
+        args: list[Any] = [self.ttl]
+        for identity, item in entries:
+            args += (identity, item)
+        return int(await self._spool(keys=[self.keys.seen, self.keys.spool], args=args))
+
+    async def spool_bytes(self) -> int:
+        """What the spool holds in Redis (sampled), which its chunks replace."""
+        used = [await self.redis.memory_usage(key) for key in (self.keys.spool, self.keys.seen)]
+        return sum(int(u or 0) for u in used)
+
+    async def chunk_spool(self, size: int) -> tuple[int, int]:
+        """Cut the spool into chunks of ``size`` items, a chunk a call (Redis
+        is busy a few milliseconds each), then write the totals; returns
+        (items, chunks). Not repeatable: a run cut short is spooled again."""
+        now = time.time()
+        await self.redis.delete(self.keys.seen)
+        keys = [self.keys.spool, self.keys.chunks]
+        chunks = items = 0
+        while taken := int(await self._chunk(keys=keys, args=[chunks, size, self.ttl])):
+            chunks += 1
+            items += taken
+        await self._written(chunks, items, now)
+        return items, chunks
 
     async def items_written(self) -> tuple[int, int] | None:
         """(items, chunks) if the chunks are already written, else None: a

@@ -4,14 +4,18 @@ number of connections however many refreshes and pools it follows."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
 from proxyrefresh.constants import RUNS
+from proxyrefresh.models import Proxy
 from proxyrefresh.operator import memory
+from proxyrefresh.operator.spool import RunSpool
 from proxyrefresh.operator.subscriptions import Subscriptions
+from proxyrefresh.parse import Candidates
 from proxyrefresh.settings import RedisSettings
 from tests.conftest import async_wait_for
 from tests.harness.testbed import RedisServer
@@ -109,3 +113,38 @@ async def test_past_the_high_water_mark_no_run_starts_and_a_refused_write_says_w
         assert await store.delete() >= 0
     finally:
         await redis.config_set("maxmemory", "0")
+
+
+async def test_a_scrape_spools_its_candidates_in_redis_and_redis_cuts_the_chunks(
+    redis: Redis,
+) -> None:
+    """Candidates reach the run's spool as they are found, once each in the
+    order first met, from sources read at the same time; Redis then cuts
+    the spool into chunks of the size picked once their number is known,
+    and the spool and its identities are gone (their room is the chunks')."""
+    store = RUNS.store(redis, "spool-run", ttl=60)
+    sink = RunSpool(store)
+    urls = [f"http://10.2.{i // 256}.{i % 256}:80" for i in range(2500)]
+
+    async def source(part: list[str]) -> int:
+        found = Candidates()
+        for url in part:
+            found.add(Proxy.from_url(url))
+        return await sink.add(found)
+
+    # Three sources at once, overlapping: every candidate is counted by one.
+    added = await asyncio.gather(source(urls[:1500]), source(urls[1000:]), source(urls[:10]))
+    assert sum(added) == sink.count == 2500
+    assert await redis.ttl(store.keys.spool) > 0
+    assert await store.spool_bytes() > 0
+    assert await store.items_written() is None  # not a run yet: no Job may start on it
+
+    items, chunks = await store.chunk_spool(1000)
+    assert (items, chunks) == (2500, 3)
+    assert await store.items_written() == (2500, 3)
+    assert not await redis.exists(store.keys.spool, store.keys.seen)
+    got = [json.loads(await redis.hget(store.keys.chunks, str(i)) or "[]") for i in range(3)]
+    assert [len(chunk) for chunk in got] == [1000, 1000, 500]
+    assert {Proxy(**item).url for chunk in got for item in chunk} == set(urls)
+    assert got[0][0] == Proxy.from_url(urls[0]).to_item()
+    assert await store.delete() > 0

@@ -17,7 +17,8 @@ import pytest
 from proxyrefresh import constants as c
 from proxyrefresh.api import Source
 from proxyrefresh.netguard import NetworkGuard
-from proxyrefresh.operator.credentials import from_secret
+from proxyrefresh.operator.credentials import SourceCredentials, from_secret
+from proxyrefresh.operator.list_reader import Gathered
 from proxyrefresh.operator.scrape import (
     FetchRules,
     LimitExceeded,
@@ -28,6 +29,28 @@ from proxyrefresh.operator.scrape import (
 )
 
 OPEN = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0, max_bytes=1000)
+
+
+class Whole:
+    """A body kept whole as it arrives, to compare with what was served."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def restart(self) -> None:
+        self.data.clear()
+
+    async def feed(self, data: bytes) -> None:
+        self.data += data
+
+    async def end(self) -> None:
+        pass
+
+
+async def get(url: str, rules: FetchRules, creds: SourceCredentials | None = None) -> str:
+    body = Whole()
+    await fetch(url, rules, body, creds)
+    return body.data.decode()
 
 
 @dataclass
@@ -63,6 +86,16 @@ class Lists(http.server.BaseHTTPRequestHandler):
             self.send_response(307)
             self.send_header("Location", f"{Lists.elsewhere}/private")
             self.end_headers()
+            return
+        if self.path.startswith("/cut/"):  # /cut/<n>: n proxies, then the connection drops
+            n = int(self.path.split("/")[2])
+            body = b"".join(b"10.9.%d.%d:80\n" % (i >> 8, i & 255) for i in range(n))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body) * 2))  # half of it never comes
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
             return
         if self.path == "/huge":
             body = b"1.2.3.4:80\n" * 10_000
@@ -121,7 +154,7 @@ def credentials(hosts: str) -> object:
 async def test_retry_after_is_honoured(servers: tuple[str, str]) -> None:
     server, _ = servers
     rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=3, max_bytes=1000)
-    assert await fetch(f"{server}/busy", rules) == "1.2.3.4:8080\n"
+    assert await get(f"{server}/busy", rules) == "1.2.3.4:8080\n"
     first, second = Lists.hits
     assert second.at - first.at >= 1.9  # waited what the server asked, not the short backoff
 
@@ -129,10 +162,10 @@ async def test_retry_after_is_honoured(servers: tuple[str, str]) -> None:
 async def test_headers_reach_only_the_allowed_host(servers: tuple[str, str]) -> None:
     server, _ = servers
     with pytest.raises(SourceError, match=r"HTTP 401 Unauthorized$") as error:
-        await fetch(f"{server}/private", OPEN)
+        await get(f"{server}/private", OPEN)
     assert "hunter2" not in str(error.value)  # the server's own reason phrase is not repeated
     creds = from_secret(credentials(server), f"{server}/private")  # type: ignore[arg-type]
-    assert await fetch(f"{server}/private", OPEN, creds) == "1.2.3.4:8080\n"
+    assert await get(f"{server}/private", OPEN, creds) == "1.2.3.4:8080\n"
     assert Lists.hits[-1].headers["X-Api-Key"] == "k3y"
 
 
@@ -144,7 +177,7 @@ async def test_a_redirect_to_another_host_carries_no_credential(servers: tuple[s
         f"{server}/away",
     )
     with pytest.raises(SourceError, match="HTTP 401"):
-        await fetch(f"{server}/away", OPEN, creds)
+        await get(f"{server}/away", OPEN, creds)
     away, landed = Lists.hits
     assert away.headers["Authorization"] == "Bearer s3cret"
     assert landed.path == "/private"
@@ -156,36 +189,36 @@ async def test_the_guard_refuses_before_any_packet(servers: tuple[str, str]) -> 
     server, other = servers
     guard = NetworkGuard()
     with pytest.raises(SourceError, match=r"refused: 127\.0\.0\.3 is a loopback address"):
-        await fetch(f"{server}/busy", FetchRules(guard=guard, timeout=5, retries=3))
+        await get(f"{server}/busy", FetchRules(guard=guard, timeout=5, retries=3))
     # Allowed first host, redirect to a loopback address that is not allowed.
     rules = FetchRules(guard=NetworkGuard.build(True, ["127.0.0.3/32"]), timeout=5, retries=2)
     with pytest.raises(SourceError, match=r"refused: 127\.0\.0\.4 is a loopback address"):
-        await fetch(f"{server}/away", rules)
+        await get(f"{server}/away", rules)
     assert [h.path for h in Lists.hits] == ["/away"]  # the second server saw nothing
     # A name is resolved and checked before connecting.
     port = other.rsplit(":", 1)[1]
     with pytest.raises(SourceError, match=r"refused: localhost \((127\.0\.0\.1|::1)\)"):
-        await fetch(f"http://localhost:{port}/busy", rules)
+        await get(f"http://localhost:{port}/busy", rules)
     assert len(Lists.hits) == 1
 
 
 async def test_redirects_are_followed_at_most_five_times(servers: tuple[str, str]) -> None:
     server, _ = servers
     rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=1, max_bytes=1000)
-    assert await fetch(f"{server}/hop/4", rules) == "1.2.3.4:8080\n"
+    assert await get(f"{server}/hop/4", rules) == "1.2.3.4:8080\n"
     with pytest.raises(SourceError, match="more than 5 redirects"):
-        await fetch(f"{server}/hop/9", rules)
+        await get(f"{server}/hop/9", rules)
 
 
 async def test_size_cap_and_errors_name_the_cause(servers: tuple[str, str]) -> None:
     server, _ = servers
     with pytest.raises(SourceError, match="larger than the cap of 1000 bytes"):
-        await fetch(f"{server}/huge", OPEN)
+        await get(f"{server}/huge", OPEN)
     with pytest.raises(SourceError, match="HTTP 404 Not Found"):
-        await fetch(f"{server}/nothing", OPEN)
+        await get(f"{server}/nothing", OPEN)
     rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=2, retries=1)
     with pytest.raises(SourceError, match="unreachable: Connection refused"):
-        await fetch("http://127.0.0.3:1/list", rules)
+        await get("http://127.0.0.3:1/list", rules)
 
 
 async def test_a_refresh_reads_a_few_sources_at_a_time_within_its_totals(
@@ -200,7 +233,8 @@ async def test_a_refresh_reads_a_few_sources_at_a_time_within_its_totals(
     rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0,
                        max_bytes=20_000, total_bytes=200_000, concurrency=3)  # fmt: skip
     found = await scrape(sources, "default", rules)
-    assert len(found.candidates) == 1000  # the same thousand in each
+    assert found.candidates == 1000  # the same thousand in each
+    assert sum(s.candidates for s in found.sources) == 1000  # each counted by one source
     assert Lists.most_open == 3
 
     tight = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=0,
@@ -243,11 +277,24 @@ async def test_a_big_list_gives_the_event_loop_back_while_it_parses() -> None:
 
     ticker = asyncio.create_task(tick())
     started = time.monotonic()
-    status, report = await scrape_one(Source(inline=lines), "default", rules, None)
+    sink = Gathered()
+    status = await scrape_one(Source(inline=lines), "default", rules, None, sink)
     took = time.monotonic() - started
     done.set()
     await ticker
     assert status.ok
-    assert report is not None
-    assert len(report.candidates) == 100_000
+    assert status.candidates == sink.count == len(sink.candidates) == 100_000
     assert max(gaps) < max(0.25, took / 3), (took, max(gaps))
+
+
+async def test_a_list_cut_off_keeps_what_arrived_and_says_why(servers: tuple[str, str]) -> None:
+    """A download that drops halfway, twice: the source fails naming the
+    cause, and the proxies that did arrive stay, each counted once."""
+    server, _ = servers
+    rules = FetchRules(guard=NetworkGuard(enabled=False), timeout=5, retries=1, backoff=0.01)
+    sink = Gathered()
+    status = await scrape_one(Source(url=f"{server}/cut/3000"), "default", rules, None, sink)
+    assert not status.ok
+    assert status.message.startswith("unreachable:"), status.message
+    assert status.candidates == sink.count == 3000
+    assert len([h for h in Lists.hits if h.path == "/cut/3000"]) == 2

@@ -26,6 +26,7 @@ from proxyrefresh.operator.credentials import (
     host_allowed,
     parse_hosts,
 )
+from proxyrefresh.operator.list_reader import Gathered
 from proxyrefresh.redact import redis_problem
 from proxyrefresh.settings import NetworkSettings
 
@@ -259,15 +260,16 @@ async def test_a_configmap_source_tells_nothing_of_a_configmap_that_did_not_opt_
     answers = []
     for name, key in (("private", "list"), ("private", "nope"), ("absent", "list")):
         source = Source(config_map_ref=KeyRef(name=name, key=key))
-        status, report = await scrape.scrape_one(source, "t", rules, None)
-        assert report is None
+        sink = Gathered()
+        status = await scrape.scrape_one(source, "t", rules, None, sink)
+        assert (status.ok, sink.count) == (False, 0)
         answers.append(status.message.replace(name, "X"))
     assert answers == [f"ConfigMap X not found, or not labelled {c.LABEL_SOURCE_LIST}=true"] * 3
-    status, _ = await scrape.scrape_one(
-        Source(config_map_ref=KeyRef(name="shared", key="nope")), "t", rules, None
+    status = await scrape.scrape_one(
+        Source(config_map_ref=KeyRef(name="shared", key="nope")), "t", rules, None, Gathered()
     )
     assert status.message == "ConfigMap shared has no key nope"
-    status, _ = await scrape.scrape_one(
-        Source(config_map_ref=KeyRef(name="shared", key="list")), "t", rules, None
+    status = await scrape.scrape_one(
+        Source(config_map_ref=KeyRef(name="shared", key="list")), "t", rules, None, Gathered()
     )
     assert (status.ok, status.candidates) == (True, 2)
