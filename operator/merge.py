@@ -18,7 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from proxyrefresh import constants as c
 from proxyrefresh.api import Filter
-from proxyrefresh.fanout.store import ChunkResult
+from proxyrefresh.fanout.results import StoredResult
 from proxyrefresh.models import ProxyResult, Tally
 from proxyrefresh.operator import kube
 from proxyrefresh.pool import PoolEntry, identity
@@ -48,13 +48,12 @@ def not_managed_message(name: str, pool: str) -> str:
 
 
 def tally_chunk(
-    out: Tally, chunk: ChunkResult, flt: Filter
+    out: Tally, chunk: StoredResult, flt: Filter
 ) -> Iterator[tuple[str, bool, PoolEntry | None]]:
     """Count one chunk into ``out`` and yield what the pool merges of it:
     (proxy URL, passing, its entry if it passes). Nothing is kept, so a
     merge streams a run of any size."""
-    out.unchecked += len(chunk.pending)
-    for outcome in chunk.outcomes:
+    for outcome in chunk.outcomes():
         row = outcome.value
         if "protocol" not in row:  # an item the worker could not even parse
             out.checked += 1
@@ -63,6 +62,7 @@ def tally_chunk(
         passing = result.passes(flt.min_anonymity, flt.max_latency_ms)  # implies an anonymity
         out.add(result, passing)
         yield result.proxy, passing, entry_of(result) if passing else None
+    out.unchecked += len(chunk.pending)
 
 
 def entry_of(result: ProxyResult) -> PoolEntry:

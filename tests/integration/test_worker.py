@@ -516,4 +516,5 @@ async def test_results_stream_in_batches_as_they_are_stored(redis: Redis, run_id
         await (store.save_partial(result) if index % 7 == 0 else store.complete(result))
     streamed = [(i, r) async for i, r in store.iter_results(batch=16)]
     assert [i for i, _ in streamed] == list(range(130))
-    assert dict(streamed) == await store.read_results()
+    assert {i: r.whole() for i, r in streamed} == await store.read_results()
+    assert [[o.value["n"] for o in r.outcomes()] for _, r in streamed] == [[i] for i in range(130)]

@@ -11,6 +11,7 @@ import pytest
 
 from proxyrefresh.api import Filter, ProxyRefreshSpec, Target
 from proxyrefresh.fanout.job import JobEnd, failed_indexes, job_end
+from proxyrefresh.fanout.results import StoredResult
 from proxyrefresh.fanout.store import ChunkResult, ItemOutcome, Progress, chunked
 from proxyrefresh.models import Anonymity, Tally, TargetSpec
 from proxyrefresh.operator import dispatch, driver, merge, policy
@@ -273,7 +274,8 @@ def found(*rows: dict, flt: Filter | None = None) -> Found:  # type: ignore[type
         pending=["x"],
     )
     out = Tally()
-    return Found(out, list(merge.tally_chunk(out, chunk, flt or Filter())))
+    stored = StoredResult(chunk.model_dump_json())
+    return Found(out, list(merge.tally_chunk(out, stored, flt or Filter())))
 
 
 def merged(result: Found) -> list[tuple[str, bool, PoolEntry | None]]:
