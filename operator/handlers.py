@@ -16,10 +16,11 @@ from typing import Any
 import kopf
 
 from proxyrefresh import constants as c
-from proxyrefresh import kubeconfig
 from proxyrefresh.api import Phase
 from proxyrefresh.operator import (
+    apiclient,
     driver,
+    kube,
     memory,
     policy,
     pool_access,
@@ -64,7 +65,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.background.instant_exit_timeout = 2.0
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    kubeconfig.load()
     operator_settings = OperatorSettings.from_env()
     redis_settings = RedisSettings.from_env()
     redis = redis_settings.client(max_connections=redis_settings.max_connections)
@@ -100,7 +100,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_via_client(**kwargs)
+    """As the operator's own calls log in (operator/apiclient.py), so kopf
+    needs no client library."""
+    return apiclient.login(**kwargs)
 
 
 @kopf.on.cleanup()
@@ -109,6 +111,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
     await memo.ctx.subscriptions.aclose()
     await memo.ctx.redis.aclose()
+    await kube.API.close()
 
 
 @kopf.index(c.GROUP, c.VERSION, c.PLURAL)

@@ -1,26 +1,29 @@
-"""The Kubernetes API calls the control plane makes, off the event loop.
+"""The Kubernetes API calls the control plane makes, by their REST path.
 
-The kubernetes client is synchronous; every call here runs in a thread so
-kopf's loop never blocks. Calls go by their REST path
-(:mod:`proxyrefresh.kubeapi`, which says why).
+Every call goes through the process's one :class:`ApiClient` (aiohttp on
+kopf's loop, logged in as kopf is: operator/apiclient.py); an answer outside
+2xx is an :class:`ApiError` with the API server's status and message.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 from contextvars import ContextVar
 from typing import Any
 
-from kubernetes.client.rest import ApiException
+import kopf
 
 from proxyrefresh import constants as c
 from proxyrefresh import redact
-from proxyrefresh.kubeapi import MERGE_PATCH, core, ours, path, send, status_message
+from proxyrefresh.kubeapi import MERGE_PATCH, core, ours, path, status_message
+from proxyrefresh.operator.apiclient import ApiClient, ApiError, login
+
+# The process's client: one session, so one connection pool, for every call.
+# It logs in on its first call, as kopf does, and again after a 401.
+API = ApiClient(lambda: login(settings=kopf.OperatorSettings()))
 
 
-def not_found(exc: ApiException) -> bool:
+def not_found(exc: ApiError) -> bool:
     return bool(exc.status == 404)
 
 
@@ -29,8 +32,8 @@ def jobs(namespace: str, *rest: str) -> str:
 
 
 async def call(method: str, resource: str, body: Any = None, **options: Any) -> dict[str, Any]:
-    """:func:`send` in a thread (``options``: its query and content_type)."""
-    return await asyncio.to_thread(functools.partial(send, method, resource, body, **options))
+    """One call (``options``: its query and content_type)."""
+    return await API.send(method, resource, body, **options)
 
 
 async def list_refreshes(namespace: str) -> list[dict[str, Any]]:
@@ -89,7 +92,7 @@ async def annotate_refresh(
     patch = {"metadata": {"uid": uid, "annotations": annotations}}
     try:
         await call("PATCH", ours(namespace, c.PLURAL, name), patch, content_type=MERGE_PATCH)
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status not in (404, 409):  # gone, or another object's uid
             raise
 
@@ -122,7 +125,7 @@ async def create_if_missing(collection: str, manifest: dict[str, Any]) -> bool:
     try:
         await call("POST", collection, manifest)
         return True
-    except ApiException as exc:
+    except ApiError as exc:
         if exc.status == 409:
             return False
         raise
@@ -132,7 +135,7 @@ async def read_or_none(resource: str) -> dict[str, Any] | None:
     """The object as plain JSON, or None if it does not exist."""
     try:
         return await call("GET", resource)
-    except ApiException as exc:
+    except ApiError as exc:
         if not_found(exc):
             return None
         raise
@@ -141,7 +144,7 @@ async def read_or_none(resource: str) -> dict[str, Any] | None:
 async def delete_if_present(resource: str, query: dict[str, str] | None = None) -> None:
     try:
         await call("DELETE", resource, query=query)
-    except ApiException as exc:
+    except ApiError as exc:
         if not not_found(exc):
             raise
 
@@ -188,12 +191,12 @@ async def create_secret(manifest: dict[str, Any]) -> bool:
     return await create_if_missing(core(manifest["metadata"]["namespace"], "secrets"), manifest)
 
 
-def permanent(exc: ApiException) -> bool:
+def permanent(exc: ApiError) -> bool:
     """A 4xx that no retry can fix (409 Conflict and 429 Too Many Requests can)."""
     return exc.status is not None and 400 <= int(exc.status) < 500 and exc.status not in (409, 429)
 
 
-def describe(exc: ApiException) -> str:
+def describe(exc: ApiError) -> str:
     """``422 Unprocessable Entity: <the API server's message>``: the status
     line and message of the API's answer, never its headers."""
     message = status_message(exc)

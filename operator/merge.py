@@ -14,13 +14,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from kubernetes.client.rest import ApiException
-
 from proxyrefresh import constants as c
 from proxyrefresh.api import Filter
 from proxyrefresh.fanout.results import StoredResult
 from proxyrefresh.models import ProxyResult, Tally
 from proxyrefresh.operator import kube
+from proxyrefresh.operator.apiclient import ApiError
 from proxyrefresh.pool import PoolEntry, identity
 
 JSON_KEY = c.EXPORT_JSON_KEY
@@ -94,19 +93,37 @@ def ordered(entries: Iterable[PoolEntry]) -> list[PoolEntry]:
     )
 
 
+def shown(entry: PoolEntry, include_credentials: bool) -> PoolEntry:
+    """The entry as the export shows it: its password masked unless included."""
+    if include_credentials:
+        return entry
+    return entry.model_copy(update={"proxy": identity(entry.proxy)})
+
+
+def json_piece(entry: PoolEntry) -> str:
+    """One entry as ``json.dumps(entries, indent=1)`` writes it in the list."""
+    return " " + json.dumps(entry.model_dump(mode="json"), indent=1).replace("\n", "\n ")
+
+
+def txt_piece(entry: PoolEntry, include_credentials: bool) -> str:
+    """Its line in the TXT, for clients that connect with what it says: none
+    for a credentialed entry whose password the export does not carry."""
+    if include_credentials or not has_credentials(entry.proxy):
+        return f"{entry.proxy}\n"
+    return ""
+
+
 def render(entries: Iterable[PoolEntry], include_credentials: bool = False) -> dict[str, str]:
     """The export as ``live_proxies.json`` and ``.txt``, fastest first.
     Without ``include_credentials`` (a ConfigMap that `view` can read) a
     credentialed entry keeps its place in the JSON, password masked, and is
-    left out of the TXT, which is for clients that connect with what it says."""
-    shown = [
-        e if include_credentials else e.model_copy(update={"proxy": identity(e.proxy)})
-        for e in ordered(entries)
-    ]
-    usable = [e for e in shown if include_credentials or not has_credentials(e.proxy)]
+    left out of the TXT. Made an entry at a time: the whole list's dicts
+    beside its text were most of a merge's memory."""
+    seen = [shown(e, include_credentials) for e in ordered(entries)]
+    pieces = [json_piece(e) for e in seen]
     return {
-        JSON_KEY: json.dumps([e.model_dump(mode="json") for e in shown], indent=1) + "\n",
-        TXT_KEY: "".join(f"{e.proxy}\n" for e in usable),
+        JSON_KEY: "[\n" + ",\n".join(pieces) + "\n]\n" if pieces else "[]\n",
+        TXT_KEY: "".join(txt_piece(e, include_credentials) for e in seen),
     }
 
 
@@ -114,19 +131,16 @@ def fit(
     entries: list[PoolEntry], budget_bytes: int, include_credentials: bool = False
 ) -> list[PoolEntry]:
     """The longest prefix of ``entries`` (best first) whose export fits in
-    ``budget_bytes``: found by bisection on the real rendering, so the bound
-    holds exactly whatever the entries look like."""
-
-    def size(n: int) -> int:
-        return sum(len(v.encode()) for v in render(entries[:n], include_credentials).values())
-
-    lo, hi = 0, len(entries)
-    if size(hi) <= budget_bytes:
-        return entries
-    while lo < hi:  # the largest n with size(n) <= budget
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if size(mid) <= budget_bytes else (lo, mid - 1)
-    return entries[:lo]
+    ``budget_bytes``. An entry adds its own pieces to the rendering, and
+    their separators, whatever its place: summed, the bound holds exactly."""
+    size = len("[]\n")
+    for n, entry in enumerate(entries):
+        entry = shown(entry, include_credentials)
+        size += len(json_piece(entry).encode()) + len(",\n")
+        size += len(txt_piece(entry, include_credentials).encode())
+        if size > budget_bytes:
+            return entries[:n]
+    return entries
 
 
 def withheld(entries: Iterable[PoolEntry]) -> int:
@@ -171,7 +185,7 @@ async def write_export(
         try:
             await kube.write_config_map(namespace, body, exists=current is not None)
             return
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 409:  # 409: written meanwhile; read again
                 raise
     raise RuntimeError(f"ConfigMap {namespace}/{name} kept changing; gave up writing it")

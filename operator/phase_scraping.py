@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 
-from kubernetes.client.rest import ApiException
 from redis.exceptions import RedisError
 
 from proxyrefresh import redact
@@ -16,6 +15,7 @@ from proxyrefresh.fanout import access
 from proxyrefresh.fanout.store import RunStore
 from proxyrefresh.netguard import AddressRefused
 from proxyrefresh.operator import credentials, dispatch, kube, memory, merge, policy, scrape
+from proxyrefresh.operator.apiclient import ApiError
 from proxyrefresh.operator.chunking import auto_chunk_size
 from proxyrefresh.operator.context import Context, Refused, redis_unavailable
 from proxyrefresh.operator.phase_pending import stop
@@ -279,7 +279,7 @@ async def preflight(
             raise Refused("CredentialsNotAllowed", f"{where}: only a url source sends headers")
         try:
             secret = await kube.read_secret(refresh.namespace, ref.name)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status != 403:
                 raise
             raise Refused(

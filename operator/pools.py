@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -41,6 +40,7 @@ from proxyrefresh.api import (
 )
 from proxyrefresh.fanout.access import AclUnavailable
 from proxyrefresh.operator import kube, policy, pool_access
+from proxyrefresh.operator.apiclient import ApiError
 from proxyrefresh.operator.metrics import Metrics
 from proxyrefresh.operator.status import (
     changes,
@@ -367,7 +367,7 @@ class PoolWatch:
                         body, "RedisUnavailable", f"Redis unavailable: {redis_problem(exc)}"
                     )
                     await asyncio.sleep(2)
-                except ApiException as exc:
+                except ApiError as exc:
                     log.warning("%s: Kubernetes API: %s", where, kube.describe(exc))
                     await asyncio.sleep(2)
 
@@ -377,7 +377,7 @@ class PoolWatch:
         meta, old = body["metadata"], dict(body.get("status") or {})
         delta = changes(old, stalled_fields(old, reason, message, meta.get("generation")))
         if delta:
-            with contextlib.suppress(ApiException, OSError):
+            with contextlib.suppress(ApiError, OSError):
                 await kube.patch_pool_status(meta["namespace"], meta["name"], delta)
                 self.metrics.patches.labels("pool").inc()
 

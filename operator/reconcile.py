@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from proxyrefresh.api import STALLED, Phase, problems, true_condition
 from proxyrefresh.operator import kube
+from proxyrefresh.operator.apiclient import ApiError
 from proxyrefresh.operator.context import Context, Refused, Unavailable
 from proxyrefresh.operator.phase_merging import finish
 from proxyrefresh.operator.phase_pending import admit, stop
@@ -58,7 +58,7 @@ async def run_step(ctx: Context, refresh: Refresh) -> bool:
         await advance(ctx, t)
     except Refused as exc:
         t.fail(exc.reason, str(exc))
-    except ApiException as exc:
+    except ApiError as exc:
         if not kube.permanent(exc):
             why = f"Kubernetes API: {kube.describe(exc)}"
             raise await stall(ctx, refresh, "ApiUnavailable", why) from None

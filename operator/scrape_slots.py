@@ -1,9 +1,8 @@
 """How many refreshes scrape at once: operator-wide, and per namespace.
 
-A scrape holds its sources' bodies and its candidates in the operator's
-memory (up to ``scrapeMaxBytes`` and ``maxCandidates`` each; about 125 MB
-at worst with the defaults), so the operator's memory limit bounds how
-many may run together. Per namespace, so that one tenant's many refreshes
+A scrape holds a piece of each list it reads (a JSON document whole, up
+to its source's cap) and keeps a connection per source; its candidates go
+to Redis as they are found. Per namespace, so that one tenant's many refreshes
 (or their sources that hang until their timeout) take one slot and leave
 the others to everyone else.
 """

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.rest import ApiException
 from redis.exceptions import RedisError
 
 from proxyrefresh import constants as c
@@ -29,6 +28,7 @@ from proxyrefresh.api import (
     true_condition,
 )
 from proxyrefresh.operator import dispatch, kube
+from proxyrefresh.operator.apiclient import ApiError
 from proxyrefresh.operator.context import Context
 from proxyrefresh.operator.status import changes, now_iso, set_condition
 
@@ -176,7 +176,7 @@ async def commit(ctx: Context, t: Transition) -> None:
             await ctx.run(refresh.uid).revoke()
     try:
         await patch(ctx, refresh, t.fields)
-    except ApiException as exc:
+    except ApiError as exc:
         if not kube.not_found(exc):
             raise
         log.info("%s/%s is gone; this step stops", refresh.namespace, refresh.name)
@@ -235,7 +235,7 @@ async def stall(ctx: Context, refresh: Refresh, reason: str, message: str) -> Ex
     t.condition(STALLED, True, reason, message)
     if was is None or was.get("reason") != reason:
         t.note(reason, message, warning=True)
-    with contextlib.suppress(ApiException, OSError):
+    with contextlib.suppress(ApiError, OSError):
         await commit(ctx, t)
     return kopf_temporary(message)
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kubernetes.client.rest import ApiException
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from proxyrefresh import constants as c
 from proxyrefresh.fanout.access import AclUnavailable
 from proxyrefresh.operator import kube
+from proxyrefresh.operator.apiclient import ApiError
 from proxyrefresh.operator.kept_users import INTERVAL, KeptUser
 from proxyrefresh.pool_keys import viewer_rules
 from proxyrefresh.redact import redis_problem
@@ -57,6 +57,6 @@ async def keep_forever(redis: Redis, key: str, redis_url: str, secret: str) -> N
                 written = True
         except RedisError as exc:
             log.warning("the viewer user: Redis: %s", redis_problem(exc))
-        except (AclUnavailable, ApiException) as exc:
+        except (AclUnavailable, ApiError) as exc:
             log.warning("the viewer user: %s", exc)
         await asyncio.sleep(INTERVAL)

@@ -6,7 +6,9 @@ of CPU) and turn each answer into typed objects we only turned back into
 JSON. So the operator, and the rotator feed beside mubeng, call by path
 through one shared ``ApiClient`` (its configuration, credentials and
 connection pool) and get plain JSON; errors are the same ``ApiException``.
-Synchronous: the operator runs these in a thread.
+Synchronous, for the CLI and the rotator feed; the path helpers serve the
+operator too, which calls through aiohttp (operator/apiclient.py) and never
+imports the kubernetes package: it is imported here only on a first call.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
 from proxyrefresh import constants as c
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -34,7 +36,9 @@ def api_client() -> client.ApiClient:
     """One API client, so one connection pool, for every call this process
     makes: the default ``XxxApi()`` builds a new client per call, each with
     a pool of its own and a fresh TLS handshake. Made on first use, after
-    the configuration is loaded (kopf's login, or :mod:`proxyrefresh.kubeconfig`)."""
+    the configuration is loaded (:mod:`proxyrefresh.kubeconfig`)."""
+    from kubernetes import client
+
     return client.ApiClient()
 
 
@@ -53,7 +57,13 @@ def core(namespace: str, plural: str, *rest: str) -> str:
     return path("/api/v1", namespace, plural, *rest)
 
 
-def status_message(exc: ApiException) -> str:
+class AnsweredError(Protocol):
+    """An API error as either client raises it: its body is the Status."""
+
+    body: Any
+
+
+def status_message(exc: AnsweredError) -> str:
     """The message of the Status the API server answered with (it names the
     field, the permission or the object), or "" when the body is none."""
     with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -71,6 +81,8 @@ def _call(
 ) -> Any:
     """The request through the shared client; its answer unread, or
     ApiException, as the generated APIs raise it, for a status outside 2xx."""
+    from kubernetes.client.rest import ApiException
+
     api = api_client()
     headers = {"Accept": JSON}
     if body is not None:

@@ -446,9 +446,13 @@ class RunStore:
         for start in range(0, len(indexes), batch):
             part = indexes[start : start + batch]
             raws = await self.redis.hmget(self.keys.results, [str(i) for i in part])
-            for index, raw in zip(part, raws, strict=True):
-                if raw is not None:
-                    yield index, StoredResult(raw)
+            for k, index in enumerate(part):
+                raw, raws[k] = raws[k], None
+                if raw is None:
+                    continue
+                stored = StoredResult(raw)
+                del raw  # its text is the result's now: one copy held, not two
+                yield index, stored
 
     async def mark_finished(self) -> None:
         await self.redis.set(self.keys.completed_at, time.time(), ex=self.ttl, nx=True)

@@ -269,10 +269,14 @@ def operator() -> None:
     $PROXYREFRESH_OPERATOR_LIVENESS_ENDPOINT)."""
     import socket
 
+    # kopf imports the kubernetes client for helpers of its own whenever it
+    # can (19 MiB at rest); the operator calls the API without it
+    # (operator/apiclient.py), so in this process it is never imported.
+    sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
 
-    from proxyrefresh.kubeconfig import load
     from proxyrefresh.operator import handlers  # noqa: F401 - registers the handlers
+    from proxyrefresh.operator.apiclient import can_log_in
     from proxyrefresh.operator.settings import OperatorSettings
     from proxyrefresh.settings import NetworkSettings, RedisSettings
 
@@ -281,7 +285,7 @@ def operator() -> None:
     settings = from_env(OperatorSettings)
     from_env(RedisSettings)
     from_env(NetworkSettings)
-    load()  # no API server to talk to: one line and exit 2, not kopf's retries
+    can_log_in()  # no API server to talk to: one line and exit 2, not kopf's retries
     # kopf's own text format cuts logger names to 20 characters; its
     # formatter takes a format string as well as a LogFormat.
     text = cast(kopf.LogFormat, "[%(asctime)s] %(name)s [%(levelname)s] %(message)s")

@@ -34,12 +34,15 @@ class FakeApi:
     def __init__(self, answers: Answers) -> None:
         self.answers = answers
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str] = []  # each request's Authorization header
+        self.bodies: list[bytes] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             def answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                fake.bodies.append(self.rfile.read(length))
+                fake.authorizations.append(self.headers.get("Authorization") or "")
                 fake.requests.append((self.command, self.path))
                 answer = fake.answers(self.command, self.path)
                 if answer is None:
@@ -54,7 +57,7 @@ class FakeApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = answer
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = answer
 
             def log_message(self, *args: object) -> None:
                 pass
