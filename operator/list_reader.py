@@ -114,7 +114,7 @@ class ListReader:
     async def _parse_lines(self, lines: list[str]) -> None:
         for i in range(0, len(lines), PIECE_LINES):
             part = lines[i : i + PIECE_LINES]
-            await self._take(parse_lines(part, self.protocol, self._next_line))
+            await self._take(parse_lines(part, self.protocol, self._next_line, keep_proxies=True))
             self._next_line += len(part)
 
     async def _take(self, piece: ParseReport) -> None:

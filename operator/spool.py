@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 from proxyrefresh.fanout.store import RunStore
-from proxyrefresh.models import Proxy
 from proxyrefresh.parse import Candidates
 
 
@@ -25,8 +24,7 @@ class RunSpool:
 
     async def add(self, found: Candidates) -> int:
         entries = [
-            (identity, json.dumps(Proxy.from_url(url).to_item()).encode())
-            for identity, url in found.entries()
+            (identity, json.dumps(proxy.to_item()).encode()) for identity, proxy in found.entries()
         ]
         added = await self.store.spool(entries)
         self.count += added

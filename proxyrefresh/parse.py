@@ -106,9 +106,12 @@ class Candidates(Sequence[Proxy]):
     as URL strings, with a set of the same strings for identity, about 120.
     A proxy is made again from its URL when it is read."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_proxies: bool = False) -> None:
         self._urls: list[str] = []
         self._keys: set[str] = set()
+        # The proxies themselves too, for a piece that is handed on at once
+        # (operator/list_reader.py): not made again from their URLs there.
+        self._proxies: list[Proxy] | None = [] if keep_proxies else None
 
     def add(self, proxy: Proxy) -> bool:
         """Add ``proxy`` unless one of its identity is here; True if added."""
@@ -116,12 +119,19 @@ class Candidates(Sequence[Proxy]):
         # Most proxies have no user name, and their URL is their identity:
         # the set then holds the very string the list does.
         plain = proxy.username is None and proxy.host == proxy.host.lower()
-        return self._add(url, url if plain else repr(proxy.key))
+        if not self._add(url, url if plain else repr(proxy.key)):
+            return False
+        if self._proxies is not None:
+            self._proxies.append(proxy)
+        return True
 
-    def entries(self) -> Iterator[tuple[str, str]]:
-        """(identity, URL) of each proxy: what a store de-duplicates them by."""
-        for url in self._urls:
-            yield (url if url in self._keys else repr(Proxy.from_url(url).key)), url
+    def entries(self) -> Iterator[tuple[str, Proxy]]:
+        """(identity, proxy) of each: what a store de-duplicates them by."""
+        proxies = self._proxies
+        if proxies is None or len(proxies) != len(self._urls):
+            proxies = [Proxy.from_url(url) for url in self._urls]
+        for url, proxy in zip(self._urls, proxies, strict=True):
+            yield (url if url in self._keys else repr(proxy.key)), proxy
 
     def _add(self, url: str, key: str) -> bool:
         if key in self._keys:
@@ -207,12 +217,13 @@ class ParseReport:
         }
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+CANONICAL_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
+
+
 def _canonical_ipv4(text: str) -> bool:
     """Four decimal octets, 0-255, without leading zeros: as ipaddress writes them."""
-    parts = text.split(".")
-    return len(parts) == 4 and all(
-        p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts
-    )
+    return CANONICAL_IPV4.fullmatch(text) is not None
 
 
 def _host(raw: str) -> str:
@@ -253,11 +264,14 @@ def _proxy(match: re.Match[str], default: Protocol) -> Proxy:
 
 
 def parse_lines(
-    lines: Iterable[str], default_protocol: Protocol = Protocol.HTTP, first_line: int = 1
+    lines: Iterable[str],
+    default_protocol: Protocol = Protocol.HTTP,
+    first_line: int = 1,
+    keep_proxies: bool = False,
 ) -> ParseReport:
     """Parse a list line by line; every line is accounted for in the report
     (errors name lines counting from ``first_line``)."""
-    report = ParseReport()
+    report = ParseReport(candidates=Candidates(keep_proxies))
     for number, line in enumerate(lines, start=first_line):
         report.lines += 1
         if not line.strip():

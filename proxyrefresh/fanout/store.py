@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.typing import EncodableT, FieldT
 
 from proxyrefresh.fanout.results import ChunkResult, ItemOutcome, StoredResult
@@ -384,8 +384,12 @@ class RunStore:
         return int(await self._spool(keys=[self.keys.seen, self.keys.spool], args=args))
 
     async def spool_bytes(self) -> int:
-        """What the spool holds in Redis (sampled), which its chunks replace."""
-        used = [await self.redis.memory_usage(key) for key in (self.keys.spool, self.keys.seen)]
+        """What the spool holds in Redis (sampled), which its chunks replace;
+        0 where this user may not ask (MEMORY is not every user's)."""
+        try:
+            used = [await self.redis.memory_usage(key) for key in (self.keys.spool, self.keys.seen)]
+        except ResponseError:
+            return 0
         return sum(int(u or 0) for u in used)
 
     async def chunk_spool(self, size: int) -> tuple[int, int]:

@@ -137,6 +137,17 @@ async def test_a_scrape_spools_its_candidates_in_redis_and_redis_cuts_the_chunks
     assert sum(added) == sink.count == 2500
     assert await redis.ttl(store.keys.spool) > 0
     assert await store.spool_bytes() > 0
+    # A user that may not ask MEMORY (not every operator's is allowed it)
+    # counts the spool as nothing, and does not fail the refresh for it.
+    await redis.acl_setuser("no-memory", enabled=True, passwords=["+pw"], keys=["*"],
+                            commands=["+@all", "-memory"])  # fmt: skip
+    pool = redis.connection_pool.connection_kwargs
+    limited = Redis(host=pool["host"], port=pool["port"], username="no-memory", password="pw")
+    try:
+        assert await RUNS.store(limited, "spool-run", ttl=60).spool_bytes() == 0
+    finally:
+        await limited.aclose()
+        await redis.acl_deluser("no-memory")
     assert await store.items_written() is None  # not a run yet: no Job may start on it
 
     items, chunks = await store.chunk_spool(1000)
@@ -146,5 +157,12 @@ async def test_a_scrape_spools_its_candidates_in_redis_and_redis_cuts_the_chunks
     got = [json.loads(await redis.hget(store.keys.chunks, str(i)) or "[]") for i in range(3)]
     assert [len(chunk) for chunk in got] == [1000, 1000, 500]
     assert {Proxy(**item).url for chunk in got for item in chunk} == set(urls)
-    assert got[0][0] == Proxy.from_url(urls[0]).to_item()
+    assert await store.delete() > 0
+
+    # One after the other, in the order first met.
+    await source(urls[5:8])
+    await source(urls[:7])
+    assert await store.chunk_spool(100) == (8, 1)
+    (chunk,) = [json.loads(await redis.hget(store.keys.chunks, "0") or "[]")]
+    assert [Proxy(**item).url for item in chunk] == urls[5:8] + urls[:5]
     assert await store.delete() > 0

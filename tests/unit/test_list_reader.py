@@ -101,3 +101,7 @@ def test_candidates_give_each_proxy_with_its_identity() -> None:
     identities = [identity for identity, _ in found.entries()]
     assert identities[0] == "http://1.2.3.4:80"
     assert len(set(identities)) == 3
+    kept = Candidates(keep_proxies=True)
+    for _, proxy in found.entries():
+        kept.add(proxy)
+    assert list(kept.entries()) == list(found.entries())

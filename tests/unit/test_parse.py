@@ -298,3 +298,11 @@ def test_annotated_lines_and_html_tables_like_the_public_lists() -> None:
 def test_text_that_only_looks_like_json_is_scanned_as_text() -> None:
     report = parse_text("[not json] 1.2.3.4:80\n")
     assert [p.url for p in report.proxies] == ["http://1.2.3.4:80"]
+
+
+def test_an_address_in_other_scripts_digits_is_a_bad_line_not_a_proxy() -> None:
+    """Arabic-Indic and other non-ASCII digits match a regex's \\d; as an
+    address they named a host no worker could connect to."""
+    report = parse_text("38.5.\u0663.80:8080\n1.2.3.4:80\n")
+    assert [p.url for p in report.proxies] == ["http://1.2.3.4:80"]
+    assert [(e.line, e.reason) for e in report.errors] == [(1, "bad IPv4 address 38.5.\u0663.80")]
