@@ -7,8 +7,8 @@ pproxy listeners (HTTP and SOCKS5); the dead are half refused, half
 black-holed (accept, never answer). A black hole costs a whole timeout T
 and at most C checks run at once, so no checker can finish before
 ``ceil(blackholed / C) * T``: wall / floor is the figure of merit (target
-1.05). CPU (user + sys) and peak RSS of each check process come from the
-kernel (getrusage of the children); targets are twice the best peer
+1.05). CPU (user + sys) of each check process comes from the kernel
+(wait4), its peak RSS from /proc while it runs (VmHWM); targets are twice the best peer
 checker's CPU (0.55 s and 2.0 s) and 150 MiB. Start-up: the best of three
 runs of the ``proxyrefresh`` console script on one refused candidate
 (target 0.25 s). With no dead proxy, the bed's own processes (one pproxy,
@@ -28,6 +28,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import timeit
 from dataclasses import dataclass
@@ -188,6 +189,33 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class PeakRss:
+    """A process's peak RSS, read from /proc (VmHWM, which only grows) until
+    it ends. Not wait4's ru_maxrss: on Linux that counts the image the
+    process was started from, this bench's own, whatever the check used."""
+
+    def __init__(self, pid: int) -> None:
+        self.path = Path(f"/proc/{pid}/status")
+        self.mib = 0.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _follow(self) -> None:
+        while not self.done.is_set():
+            try:
+                kib = int(self.path.read_text().split("VmHWM:")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                return  # ended (or a zombie: its memory is gone)
+            self.mib = max(self.mib, kib / 1024)
+            self.done.wait(0.01)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return self.mib
+
+
 def measure(command: list[str], listing: Path, bed: Testbed) -> Run:
     """One run of the checker, and what the bed's processes spent on it."""
     out_path, err_path = listing.with_suffix(".out"), listing.with_suffix(".err")
@@ -196,12 +224,13 @@ def measure(command: list[str], listing: Path, bed: Testbed) -> Run:
     with out_path.open("wb") as out_file, err_path.open("wb") as err_file:
         started = time.monotonic()
         check = subprocess.Popen(command, stdout=out_file, stderr=err_file, env=CHECK_ENV)
+        peak = PeakRss(check.pid)
         _, status, usage = os.wait4(check.pid, 0)
         wall = time.monotonic() - started
     return Run(
         wall,
         usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss / 1024,
+        peak.stop(),
         os.waitstatus_to_exitcode(status),
         len(out_path.read_text().split()),
         err_path.read_text(),
