@@ -259,19 +259,42 @@ def test_workers_share_one_port_count_together_and_come_back(rotating: Rotating)
     (killed,) = workers()
     os.kill(killed, signal.SIGKILL)
 
-    def gone() -> bool:  # its sockets closed (connections it had queued were reset)
+    def gone() -> bool:  # a zombie, or reaped: its listening socket is closed
         try:
-            return not os.listdir(f"/proc/{killed}/fd")  # a zombie's are closed
+            return Path(f"/proc/{killed}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
         except FileNotFoundError:
             return True
 
     wait_for(gone, 10, "the killed worker to be gone")
-    assert all(one_get().startswith(b"HTTP/1.1 200") for _ in range(10))  # the first goes on
+    # Connections made in the moments after a worker's death may still be
+    # reset (seen in 3 runs of 8 within 10 ms of its reaping, none 0.3 s
+    # later; the listener it left behind is the kernel's SO_REUSEPORT
+    # business): the first process must then answer ten in a row, soon.
+    answered = resets = streak = 0
+
+    def ten_in_a_row() -> bool:
+        nonlocal answered, resets, streak
+        try:
+            line = one_get()
+        except ConnectionResetError:
+            resets, streak = resets + 1, 0
+            return False
+        assert line.startswith(b"HTTP/1.1 200"), line
+        answered, streak = answered + 1, streak + 1
+        return streak >= 10
+
+    wait_for(ten_in_a_row, 10, "the first process to answer ten in a row")
+    assert resets <= 5, resets
     wait_for(lambda: workers() - {killed}, 20, "a new worker in place of the one killed")
     wait_for(lambda: health()["workers"] == 2, 20, "the new worker to report")
     # What the killed one reported is still counted (the new one may have
-    # served some of the 10: its next report brings them).
-    wait_for(lambda: health()["requests"] == 40, 10, "/healthz to count all 40 requests")
+    # served some of the ten: its next report brings them).
+    total = 30 + answered
+    wait_for(
+        lambda: total <= health()["requests"] <= total + resets,  # a reset one may count
+        10,
+        f"/healthz to count all {total} requests answered",
+    )
 
 
 def test_a_client_that_leaves_frees_its_upstream_at_once(rotating: Rotating) -> None:
