@@ -115,22 +115,18 @@ class Collect:
         self.done = True
 
 
-def httptools_request(raw: bytes) -> tuple[object, bool]:
-    sink = Collect()
-    parser = httptools.HttpRequestParser(sink)
-    parser.feed_data(raw)
-    if not sink.done:
-        raise ValueError("head not complete")
-    return sink.fields, parser.should_keep_alive()
+def httptools_bare(parser_class: Any) -> Callable[[bytes], tuple[object, bool]]:
+    """httptools on a head as it is, with ``parser_class`` (request or response)."""
 
+    def parse(raw: bytes) -> tuple[object, bool]:
+        sink = Collect()
+        parser = parser_class(sink)
+        parser.feed_data(raw)
+        if not sink.done:
+            raise ValueError("head not complete")
+        return sink.fields, parser.should_keep_alive()
 
-def httptools_response(raw: bytes) -> tuple[object, bool]:
-    sink = Collect()
-    parser = httptools.HttpResponseParser(sink)
-    parser.feed_data(raw)
-    if not sink.done:
-        raise ValueError("head not complete")
-    return sink.fields, parser.should_keep_alive()
+    return parse
 
 
 class HeadSink(Collect):
@@ -176,7 +172,10 @@ def httptools_rotator_response(raw: bytes) -> tuple[object, bool]:
 PARSERS: dict[str, tuple[Callable[[bytes], object], Callable[[bytes], object]]] = {
     "worker/http1.py": (ours_request, ours_response),
     "httptools to a Head": (httptools_rotator_request, httptools_rotator_response),
-    f"httptools {version('httptools')} bare": (httptools_request, httptools_response),
+    f"httptools {version('httptools')} bare": (
+        httptools_bare(httptools.HttpRequestParser),
+        httptools_bare(httptools.HttpResponseParser),
+    ),
     f"h11 {version('h11')}": (h11_request, h11_response),
 }
 
