@@ -161,6 +161,7 @@ async def write_export(
     written at the resourceVersion it was read at, so a write that raced
     another is repeated on the newer one (the pool in Redis is the truth,
     the export a view of it: the last writer's view is as good)."""
+    data = render(entries, include_credentials)  # the same whatever attempt writes it
     for _ in range(attempts):
         current = await kube.read_config_map(namespace, name)
         if not managed(current, pool_name):
@@ -180,7 +181,7 @@ async def write_export(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": metadata,
-            "data": render(entries, include_credentials),
+            "data": data,
         }
         try:
             await kube.write_config_map(namespace, body, exists=current is not None)
