@@ -119,25 +119,21 @@ class Candidates(Sequence[Proxy]):
         # Most proxies have no user name, and their URL is their identity:
         # the set then holds the very string the list does.
         plain = proxy.username is None and proxy.host == proxy.host.lower()
-        if not self._add(url, url if plain else repr(proxy.key)):
-            return False
-        if self._proxies is not None:
-            self._proxies.append(proxy)
-        return True
+        return self._add(url, url if plain else repr(proxy.key), proxy)
 
     def entries(self) -> Iterator[tuple[str, Proxy]]:
         """(identity, proxy) of each: what a store de-duplicates them by."""
-        proxies = self._proxies
-        if proxies is None or len(proxies) != len(self._urls):
-            proxies = [Proxy.from_url(url) for url in self._urls]
+        proxies = self._proxies if self._proxies is not None else map(Proxy.from_url, self._urls)
         for url, proxy in zip(self._urls, proxies, strict=True):
             yield (url if url in self._keys else repr(proxy.key)), proxy
 
-    def _add(self, url: str, key: str) -> bool:
+    def _add(self, url: str, key: str, proxy: Proxy | None = None) -> bool:
         if key in self._keys:
             return False
         self._keys.add(key)
         self._urls.append(url)
+        if self._proxies is not None:
+            self._proxies.append(proxy or Proxy.from_url(url))
         return True
 
     def extend(self, other: Candidates) -> int:
