@@ -10,10 +10,13 @@ are unit-tested without a socket.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 MAX_HEAD = 64 * 1024  # a head larger than this is refused (431 / 502)
 COPY_BUFFER = 64 * 1024
+CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 # Hop-by-hop fields (RFC 9110 section 7.6.1): meant for one connection, so a
 # proxy consumes them and never forwards them; plus any field the
@@ -34,6 +37,15 @@ HOP_BY_HOP = frozenset(
 # Requests that may be sent again when an upstream failed after the request
 # went out (RFC 9110 section 9.2.2: idempotent methods).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class Writer(Protocol):
+    """Where a body is copied to: a StreamWriter, or the relay's client
+    connection (worker/relay.py)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
 class BadMessage(ValueError):
@@ -182,6 +194,76 @@ def keeps_alive(head: Head) -> bool:
     return head.version == "HTTP/1.1" or "keep-alive" in connection
 
 
+def chunk_size(line: bytes) -> int:
+    """A chunk-size line's size (its extensions ignored). Hex digits only:
+    ``int(_, 16)`` would take ``0x10``, ``-1`` or ``1_0``, which a next hop
+    may read otherwise (a body split where this proxy did not split it)."""
+    size_text = line.split(b";", 1)[0].strip()
+    if CHUNK_SIZE.fullmatch(size_text) is None:
+        raise BadMessage(f"bad chunk size {size_text[:20]!r}")
+    return int(size_text, 16)
+
+
+class BodyEnd:
+    """Where a body in ``framing`` ends, found in its bytes as they arrive
+    (the protocol relay's copy of :func:`copy_body`: it sees the bytes in
+    whatever pieces the socket gives, and passes them on as they are)."""
+
+    MAX_LINE = 4096  # a chunk-size or trailer line longer than this is refused
+
+    def __init__(self, framing: Framing) -> None:
+        self.kind = framing.kind
+        self.left = framing.length  # body bytes ("length") or chunk bytes and CRLF ("chunked")
+        self.line = bytearray()  # a chunk-size or trailer line read so far
+        self.trailers = False  # past the last chunk
+
+    def feed(self, data: bytes) -> int:
+        """How many of ``data``'s bytes end the body, or -1 if it goes on
+        past them. BadMessage for a chunk size that is not one."""
+        if self.kind == "none":
+            return 0
+        if self.kind == "close":
+            return -1
+        if self.kind == "length":
+            if len(data) < self.left:
+                self.left -= len(data)
+                return -1
+            end, self.left = self.left, 0
+            return end
+        return self._chunked(data)
+
+    def _chunked(self, data: bytes) -> int:
+        at = 0
+        while at < len(data):
+            if self.left:
+                step = min(self.left, len(data) - at)
+                self.left -= step
+                at += step
+                continue
+            newline = data.find(b"\n", at)
+            if newline < 0:
+                self._take(data[at:])
+                return -1
+            self._take(data[at : newline + 1])
+            at = newline + 1
+            line, self.line = bytes(self.line), bytearray()
+            if self.trailers:
+                if line in (b"\r\n", b"\n"):
+                    return at
+                continue
+            size = chunk_size(line)
+            if size == 0:
+                self.trailers = True
+            else:
+                self.left = size + 2  # the chunk and its CRLF
+        return -1
+
+    def _take(self, piece: bytes) -> None:
+        self.line += piece
+        if len(self.line) > self.MAX_LINE:
+            raise BadMessage("a chunk-size or trailer line too long")
+
+
 async def read_head(reader: asyncio.StreamReader) -> bytes:
     """The next head, or b"" at a clean end of stream before one began."""
     try:
@@ -194,9 +276,7 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
         raise BadMessage(f"head larger than {MAX_HEAD} bytes") from None
 
 
-async def copy_body(
-    framing: Framing, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def copy_body(framing: Framing, reader: asyncio.StreamReader, writer: Writer) -> None:
     """Relay one body, unchanged, from ``reader`` to ``writer``."""
     if framing.kind == "length":
         await _copy_exactly(framing.length, reader, writer, "the body ended early")
@@ -208,15 +288,11 @@ async def copy_body(
             await writer.drain()
 
 
-async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _copy_chunked(reader: asyncio.StreamReader, writer: Writer) -> None:
     while True:
         line = await reader.readuntil(b"\r\n")
         writer.write(line)
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BadMessage(f"bad chunk size {size_text[:20]!r}") from None
+        size = chunk_size(line)
         if size == 0:
             while True:  # trailer fields, then the final blank line
                 trailer = await reader.readuntil(b"\r\n")
@@ -229,7 +305,7 @@ async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 
 async def _copy_exactly(
-    count: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, short: str
+    count: int, reader: asyncio.StreamReader, writer: Writer, short: str
 ) -> None:
     left = count
     while left:

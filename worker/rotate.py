@@ -46,11 +46,11 @@ from proxyrefresh.pool import AsyncPool, NoMatch, PickFilter, PoolEntry, describ
 from proxyrefresh.redact import redis_problem
 from proxyrefresh.worker.http1 import (
     IDEMPOTENT,
-    MAX_HEAD,
     NO_BODY,
     BadMessage,
     Framing,
     Head,
+    Writer,
     answer,
     copy_body,
     forwarded_fields,
@@ -74,10 +74,12 @@ from proxyrefresh.worker.upstream import (
     open_plain,
     open_tunnel,
 )
-from proxyrefresh.worker.upstream_pool import Key, UpstreamConnections
+from proxyrefresh.worker.upstream_pool import KeptStreams, Key, UpstreamConnections
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from proxyrefresh.worker.relay import UpstreamRelay
 
 log = logging.getLogger("proxyrefresh.rotate")
 # One line per request or tunnel (``rotate -v``): off unless its level is INFO.
@@ -345,6 +347,20 @@ class Outgoing:
         return render((self.method, self.target, "HTTP/1.1"), self.fields + auth)
 
 
+def target_answered(exchanged: tuple[Any, Head, Key]) -> bool:
+    """Whether an exchange's answer proves the target answers (not a gateway error about it)."""
+    status = exchanged[1].start[1]
+    return status.isdigit() and int(status) < 500
+
+
+def refuses_credentials(entry: PoolEntry, response: Head) -> Head:
+    """``response``, unless it is an http upstream's 407: meant for us, not
+    the client (the pool's credentials are wrong), so Garbled."""
+    if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
+        raise Garbled("the upstream refused its credentials (407)")
+    return response
+
+
 class Rotator:
     """Serves client connections; one per pool and listener."""
 
@@ -357,16 +373,18 @@ class Rotator:
         self._queue_wake = asyncio.Event()
         self.picks = Picks(self._get_many, AHEAD_SECONDS, MAX_AHEAD)
         self._occupied: frozenset[str] | None = None  # None: every group
-        self.upstreams = UpstreamConnections()
+        self.upstreams = UpstreamConnections[KeptStreams]()  # the stream path's
+        self.relays: UpstreamConnections[UpstreamRelay] = UpstreamConnections()  # worker/relay.py
         self.others: dict[int, dict[str, Any]] = {}  # the other workers' snapshots, by slot
+        self._handed: set[asyncio.Task[None]] = set()  # connections on the stream path
         self.retired: dict[str, Any] = {}  # what workers that ended had counted
 
     def snapshot(self) -> dict[str, Any]:
         """This process's counters, as /healthz shows them."""
         counters = dataclasses.asdict(self.counters)
         counters["sessions"] = len(self.sessions)
-        counters["upstream_connections_reused"] = self.upstreams.reused
-        counters["upstream_connections_idle"] = len(self.upstreams)
+        counters["upstream_connections_reused"] = self.upstreams.reused + self.relays.reused
+        counters["upstream_connections_idle"] = len(self.upstreams) + len(self.relays)
         counters["workers"] = 1  # summed over the processes that reported (worker/acceptors.py)
         return counters
 
@@ -472,6 +490,27 @@ class Rotator:
                 await self.pool.report_many(batch)
 
     # --- client connections ----------------------------------------------
+
+    def plain(self, raw: bytes) -> tuple[Head, Ask, Outgoing] | None:
+        """The request whose head ``raw`` is, if the relay may serve it
+        (worker/relay.py): idempotent, without a body or Expect, from a
+        client with the credentials wanted, asking for something that makes
+        sense. None: the stream path's, which answers what is wrong."""
+        try:
+            head = parse_head(raw)
+            if head.start[0] not in IDEMPOTENT or request_framing(head) != NO_BODY:
+                return None
+            if head.get("expect") is not None or not accepts(self.settings, credentials(head)):
+                return None
+            return head, client_ask(head, self.settings), Outgoing.of(head)
+        except (BadMessage, Refused):
+            return None
+
+    def serve_streams(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve a connection the relay handed over on the stream path."""
+        task = asyncio.get_running_loop().create_task(self.handle(reader, writer))
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counters.connections += 1
@@ -652,6 +691,7 @@ class Rotator:
     ) -> None:
         self.report(entry, False)
         self.upstreams.drop(entry.id)
+        self.relays.drop(entry.id)
         if ask.session:
             self.sessions.drop(ask.session, entry)
         if attempt < self.settings.retries:
@@ -675,26 +715,29 @@ class Rotator:
             # Answered here, so the body comes at once (and is never asked twice).
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         resend_ok = out.method in IDEMPOTENT and out.framing == NO_BODY
-
-        def target_answered(result: tuple[Streams, Head, Key]) -> bool:
-            status = result[1].start[1]
-            return status.isdigit() and int(status) < 500
-
         exchange = functools.partial(self._exchange, out, reader)
         exchanged = self._through(ask, exchange, resend_ok, target_answered)
-        (up_reader, up_writer), response, key = await self._or_gone(exchanged, reader, writer)
+        answered = await self._or_gone(exchanged, reader, writer)
+        return await self.relay_streams(head, out.method, answered, writer)
+
+    async def relay_streams(
+        self, head: Head, method: str, exchanged: tuple[Streams, Head, Key], writer: Writer
+    ) -> bool:
+        """Relay the answer read on the stream path; whether the client's
+        connection stays open. The upstream's connection is kept if it may be."""
+        (up_reader, up_writer), response, key = exchanged
         reusable = False
         try:
-            keep, reusable = await self._relay(head, out.method, response, up_reader, writer)
+            keep, reusable = await self._relay(head, method, response, up_reader, writer)
             return keep
         finally:
             if reusable:
-                self.upstreams.give(key, (up_reader, up_writer))
+                self.upstreams.give(key, KeptStreams(up_reader, up_writer))
             else:
                 up_writer.close()
 
     async def _exchange(
-        self, out: Outgoing, reader: asyncio.StreamReader, entry: PoolEntry
+        self, out: Outgoing, reader: asyncio.StreamReader | None, entry: PoolEntry
     ) -> tuple[Streams, Head, Key]:
         """Send the request through ``entry`` (on a kept connection if there
         is one) and read the answer's head."""
@@ -711,9 +754,10 @@ class Rotator:
             # Sent again on a fresh connection if the kept one turns out
             # closed: a request without a body is whole in ``request``.
             try:
-                return kept, await self._send(entry, request, out.framing, reader, *kept), key
+                sent = await self._send(entry, request, out.framing, reader, *kept.streams)
+                return kept.streams, sent, key
             except BaseException as exc:
-                kept[1].close()
+                kept.close()
                 if not isinstance(exc, Closed):
                     raise
         up_reader, up_writer = await opening()
@@ -729,16 +773,22 @@ class Rotator:
         entry: PoolEntry,
         out: bytes,
         framing: Framing,
-        reader: asyncio.StreamReader,
+        reader: asyncio.StreamReader | None,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> Head:
-        """Send the request (its body from the client) and read the answer's head."""
+        """Send the request (its body from the client: ``reader``, None
+        for a request without one) and read the answer's head."""
         up_writer.write(out)
         try:
-            await copy_body(framing, reader, up_writer)
+            if reader is not None:
+                await copy_body(framing, reader, up_writer)
         except (OSError, BadMessage, asyncio.IncompleteReadError):
             raise ClientGone("the request body did not arrive") from None
+        return await self._answer_head(entry, up_reader)
+
+    async def _answer_head(self, entry: PoolEntry, up_reader: asyncio.StreamReader) -> Head:
+        """The answer's head, read within the answer timeout; what went wrong as NoAnswer."""
         try:
             async with asyncio.timeout(self.settings.answer_timeout):
                 response = await self._response_head(up_reader)
@@ -750,10 +800,7 @@ class Rotator:
             raise Garbled(str(exc)) from None
         except OSError as exc:
             raise Closed(exc.strerror or str(exc) or type(exc).__name__) from None
-        if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
-            # Meant for us, not the client: the pool's credentials are wrong.
-            raise Garbled("the upstream refused its credentials (407)")
-        return response
+        return refuses_credentials(entry, response)
 
     async def _or_gone(
         self, work: Awaitable[T], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -802,23 +849,27 @@ class Rotator:
         method: str,
         response: Head,
         up_reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        writer: Writer,
     ) -> tuple[bool, bool]:
         """Relay the answer; whether the client's connection stays open, and
         whether the upstream's may be kept (the whole answer came, framed,
         on a connection neither side closes)."""
         framing = response_framing(response, method)
         keep = keeps_alive(request) and framing.kind != "close"
+        writer.write(self.answer_head(response, keep))
+        await copy_body(framing, up_reader, writer)
+        await writer.drain()
+        return keep, keeps_alive(response) and framing.kind != "close"
+
+    def answer_head(self, response: Head, keep: bool) -> bytes:
+        """The answer's head as it goes to the client (counted by status)."""
         fields = forwarded_fields(response)
         if not keep:
             fields.append(("Connection", "close"))
         status = int(response.start[1]) if response.start[1].isdigit() else 0
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
         _noted(status=status)
-        writer.write(render(("HTTP/1.1", response.start[1], response.start[2]), fields))
-        await copy_body(framing, up_reader, writer)
-        await writer.drain()
-        return keep, keeps_alive(response) and framing.kind != "close"
+        return render(("HTTP/1.1", response.start[1], response.start[2]), fields)
 
 
 async def run(
@@ -836,12 +887,12 @@ async def run(
     import signal
 
     from proxyrefresh.worker import acceptors
+    from proxyrefresh.worker.relay import ClientConnection
 
     rotator = Rotator(pool, settings)
-    server = await asyncio.start_server(
-        rotator.handle,
+    server = await asyncio.get_running_loop().create_server(
+        functools.partial(ClientConnection, rotator),
         *listen,
-        limit=MAX_HEAD,
         backlog=1024,
         reuse_address=True,
         reuse_port=settings.workers > 1 or None,
@@ -874,6 +925,7 @@ async def run(
         if runner is not None:
             await runner.cleanup()
         rotator.upstreams.close()
+        rotator.relays.close()
         await rotator.drain_reports()
         await rotator.sessions.flush()
 

@@ -16,10 +16,12 @@ an upstream that fails loses all of its own at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from proxyrefresh.worker.upstream import Streams
 
@@ -27,8 +29,38 @@ from proxyrefresh.worker.upstream import Streams
 Key = tuple[str, str]
 
 
+class Kept(Protocol):
+    """A connection that may wait here: the stream path's, or the relay's."""
+
+    def usable(self) -> bool:
+        """Still open at both ends, nothing unread on it."""
+
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Kept)
+
+
+@dataclass(frozen=True)
+class KeptStreams:
+    """The stream path's connection, as it waits here."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    @property
+    def streams(self) -> Streams:
+        return self.reader, self.writer
+
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 @dataclass
-class UpstreamConnections:
+class UpstreamConnections(Generic[C]):
     # Idle connections kept per upstream and target: 64 clients over 8
     # upstreams hold about 8 each at once, and with 4 kept half the requests
     # opened a connection (bench.rotator --peers).
@@ -37,47 +69,46 @@ class UpstreamConnections:
     total: int = 2048  # idle connections in all (the oldest pair's go first)
     idle_seconds: float = 20.0
     clock: Callable[[], float] = time.monotonic
-    _idle: OrderedDict[Key, deque[tuple[Streams, float]]] = field(default_factory=OrderedDict)
+    _idle: OrderedDict[Key, deque[tuple[C, float]]] = field(default_factory=OrderedDict)
     reused: int = 0  # requests that found a connection waiting
 
-    def take(self, key: Key) -> Streams | None:
+    def take(self, key: Key) -> C | None:
         """A kept connection for ``key`` that still looks open, if any."""
         waiting = self._idle.get(key)
         now = self.clock()
         while waiting:
-            streams, since = waiting.pop()  # the freshest first
-            reader, writer = streams
-            if now - since < self.idle_seconds and not reader.at_eof() and not writer.is_closing():
+            kept, since = waiting.pop()  # the freshest first
+            if now - since < self.idle_seconds and kept.usable():
                 if not waiting:
                     del self._idle[key]
                 self.reused += 1
-                return streams
-            writer.close()
+                return kept
+            kept.close()
         self._idle.pop(key, None)
         return None
 
-    def give(self, key: Key, streams: Streams) -> None:
-        """Keep ``streams`` for the next request through ``key``."""
+    def give(self, key: Key, kept: C) -> None:
+        """Keep ``kept`` for the next request through ``key``."""
         waiting = self._idle.setdefault(key, deque())
         self._idle.move_to_end(key)
-        waiting.append((streams, self.clock()))
+        waiting.append((kept, self.clock()))
         while len(waiting) > self.per_key:
-            waiting.popleft()[0][1].close()
+            waiting.popleft()[0].close()
         while len(self._idle) > self.keys or (len(self._idle) > 1 and len(self) > self.total):
             _, oldest = self._idle.popitem(last=False)
-            for (_, writer), _ in oldest:
-                writer.close()
+            for connection, _ in oldest:
+                connection.close()
 
     def drop(self, upstream: str) -> None:
         """Close every kept connection of an upstream that failed."""
         for key in [k for k in self._idle if k[0] == upstream]:
-            for (_, writer), _ in self._idle.pop(key):
-                writer.close()
+            for connection, _ in self._idle.pop(key):
+                connection.close()
 
     def close(self) -> None:
         for waiting in self._idle.values():
-            for (_, writer), _ in waiting:
-                writer.close()
+            for connection, _ in waiting:
+                connection.close()
         self._idle.clear()
 
     def __len__(self) -> int:

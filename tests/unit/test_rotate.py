@@ -254,17 +254,14 @@ def test_a_client_s_failure_reports_are_leased_once_counted_and_rate_limited() -
     assert status("a", proxies[2], leases[proxies[2]]) == 403  # that old lease expired
 
 
-class FakeStream:
-    """A reader and writer in one: open until closed, or at EOF if told."""
+class FakeConnection:
+    """A kept connection: open until closed, or closed by its upstream if told."""
 
     def __init__(self, eof: bool = False) -> None:
         self.closed, self.eof = False, eof
 
-    def at_eof(self) -> bool:
-        return self.eof
-
-    def is_closing(self) -> bool:
-        return self.closed
+    def usable(self) -> bool:
+        return not (self.eof or self.closed)
 
     def close(self) -> None:
         self.closed = True
@@ -273,60 +270,52 @@ class FakeStream:
 def test_kept_upstream_connections_are_bounded_fresh_and_dropped_on_failure() -> None:
     """Issue 35: connections to upstreams are kept for the next request
     through the same upstream (and target), a few each, never stale."""
-    from typing import Any, cast
-
     from proxyrefresh.worker.upstream_pool import UpstreamConnections
 
     now = [0.0]
-    kept = UpstreamConnections(per_key=2, keys=3, idle_seconds=10, clock=lambda: now[0])
-
-    def streams(eof: bool = False) -> Any:
-        s = FakeStream(eof)
-        return cast(Any, (s, s))
-
-    a, b, c = streams(), streams(), streams()
-    for s in (a, b, c):
-        kept.give(("up1", ""), s)
-    assert a[0].closed  # past per_key: the oldest goes
+    kept = UpstreamConnections[FakeConnection](
+        per_key=2, keys=3, idle_seconds=10, clock=lambda: now[0]
+    )
+    a, b, c = FakeConnection(), FakeConnection(), FakeConnection()
+    for conn in (a, b, c):
+        kept.give(("up1", ""), conn)
+    assert a.closed  # past per_key: the oldest goes
     assert kept.take(("up1", "")) is c  # the freshest first
     assert kept.take(("up1", "other:80")) is None  # a tunnel is kept per target
-    closed_meanwhile = streams(eof=True)
+    closed_meanwhile = FakeConnection(eof=True)
     kept.give(("up2", ""), closed_meanwhile)
     assert kept.take(("up2", "")) is None  # the upstream closed it: not handed out
-    kept.give(("up2", ""), streams())
+    kept.give(("up2", ""), FakeConnection())
     now[0] = 11.0
     assert kept.take(("up2", "")) is None  # idle too long
-    d = streams()
+    d = FakeConnection()
     kept.give(("up3", "t:443"), d)
-    kept.give(("up3", ""), streams())
+    kept.give(("up3", ""), FakeConnection())
     kept.drop("up3")  # the upstream failed: all of its connections go
-    assert d[0].closed
+    assert d.closed
     assert len(kept) == 1  # b, under up1
     for upstream in ("up4", "up5"):
-        kept.give((upstream, ""), streams())
-    assert not b[0].closed
-    kept.give(("up6", ""), streams())
-    assert b[0].closed  # past `keys` pairs: the oldest pair goes
+        kept.give((upstream, ""), FakeConnection())
+    assert b.usable()
+    kept.give(("up6", ""), FakeConnection())
+    assert not b.usable()  # past `keys` pairs: the oldest pair goes
     assert kept.reused == 1
 
 
 def test_kept_upstream_connections_are_bounded_in_all() -> None:
     """Many connections per upstream are kept (64 clients over 8 upstreams
     hold 8 each), but never more than ``total`` in all: the oldest pair's go."""
-    from typing import Any, cast
-
     from proxyrefresh.worker.upstream_pool import UpstreamConnections
 
-    kept = UpstreamConnections(per_key=8, keys=100, total=10)
-    first = [cast(Any, (s, s)) for s in (FakeStream() for _ in range(8))]
-    for streams in first:
-        kept.give(("up1", ""), streams)
+    kept = UpstreamConnections[FakeConnection](per_key=8, keys=100, total=10)
+    first = [FakeConnection() for _ in range(8)]
+    for conn in first:
+        kept.give(("up1", ""), conn)
     assert len(kept) == 8
-    assert not any(s[0].closed for s in first)
+    assert not any(c.closed for c in first)
     for _ in range(3):
-        s = FakeStream()
-        kept.give(("up2", ""), cast(Any, (s, s)))
-    assert all(s[0].closed for s in first)  # 11 > 10: up1's went, up2's stay
+        kept.give(("up2", ""), FakeConnection())
+    assert all(c.closed for c in first)  # 11 > 10: up1's went, up2's stay
     assert len(kept) == 3
 
 
@@ -372,3 +361,31 @@ def test_picks_are_drawn_ahead_in_batches_that_follow_the_demand() -> None:
             await picks.next(flt)
 
     asyncio.run(scenario())
+
+
+def test_a_body_s_end_is_found_however_its_bytes_are_cut() -> None:
+    """The relay finds where an answer ends in the pieces the socket gives
+    (worker/relay.py): a chunked body with an extension and a trailer, cut
+    at every place, ends where it ends; a length counts down; close never ends."""
+    from proxyrefresh.worker.http1 import BodyEnd
+
+    body = b"5;ext=1\r\nhello\r\n1a\r\n" + b"z" * 26 + b"\r\n0\r\nX-T: 1\r\n\r\n"
+    for cut in range(len(body) + 1):
+        end = BodyEnd(Framing("chunked"))
+        first = end.feed(body[:cut] if cut < len(body) else body)
+        found = first if first >= 0 else cut + end.feed(body[cut:] + b"NEXT")
+        assert found == len(body), cut
+    length = BodyEnd(Framing("length", 10))
+    assert length.feed(b"12345") == -1
+    assert length.feed(b"67890NEXT") == 5
+    assert BodyEnd(NO_BODY).feed(b"NEXT") == 0
+    assert BodyEnd(Framing("close")).feed(b"anything") == -1
+
+
+@pytest.mark.parametrize("size", [b"0x5", b"-1", b"1_0", b"+5", b"", b"g"])
+def test_a_chunk_size_is_hex_digits_only(size: bytes) -> None:
+    """``int(_, 16)`` takes each of these; a next hop may not read them so."""
+    from proxyrefresh.worker.http1 import BodyEnd
+
+    with pytest.raises(BadMessage, match="bad chunk size"):
+        BodyEnd(Framing("chunked")).feed(size + b"\r\nhello\r\n0\r\n\r\n")
