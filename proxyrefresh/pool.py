@@ -62,6 +62,38 @@ def scoring_args(scoring: Scoring) -> list[float]:
     ]
 
 
+def report_runs(
+    outcomes: list[Outcome],
+) -> tuple[list[tuple[str, bool, float | None, int]], list[int]]:
+    """The outcomes as runs the report script applies, and each outcome's
+    run. A proxy's successes with no failure of its own between them are
+    one run (its last latency, how many), wherever they fall among other
+    proxies' outcomes: a proxy's entry depends on its own outcomes only, so
+    the pool ends as it would after each alone. The rotator reports every
+    request, and a script call per outcome made Redis its costliest part.
+    PoolError for an outcome that names no proxy URL."""
+    runs: list[tuple[str, bool, float | None, int]] = []
+    run_of: list[int] = []
+    open_run: dict[str, int] = {}  # by identity: a proxy's run of successes still growing
+    for proxy, ok, latency_ms in outcomes:
+        if "://" not in proxy:
+            raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
+        key = identity(proxy)
+        at = open_run.get(key) if ok else None
+        if at is None:
+            at = len(runs)
+            runs.append((proxy, ok, latency_ms, 1))
+        else:
+            _, _, latency, times = runs[at]
+            runs[at] = (proxy, True, latency if latency_ms is None else latency_ms, times + 1)
+        if ok:
+            open_run[key] = at
+        else:
+            open_run.pop(key, None)
+        run_of.append(at)
+    return runs, run_of
+
+
 class PoolEntry(BaseModel):
     """One proxy in the pool, as stored, listed and exported (frozen: one
     entry object may be shared by every request it is picked for)."""
@@ -256,10 +288,11 @@ return {size, usable, expired}
 """
 )
 
-# ARGV: now, the scoring, the publish verb, then per outcome: id, ok (1/0),
-# latency ms (or '').
-# Applies the outcomes in order, in one call (a busy reporter sends what
-# queued meanwhile). Returns per outcome {outcome, size, usable, score,
+# ARGV: now, the scoring, the publish verb, then per run of outcomes: id, ok
+# (1/0), latency ms (or ''), how many (successes in a row of one proxy come
+# as one run: ``report_runs``; a failure is a run of one).
+# Applies the runs in order, in one call (a busy reporter sends what
+# queued meanwhile). Returns per run {outcome, size, usable, score,
 # failures}; outcome 'missing' if the proxy is not in the pool. A change of
 # usable is published once, for the operator.
 REPORT_SCRIPT = (
@@ -270,8 +303,8 @@ local success, failure, max_failures = tonumber(ARGV[2]), tonumber(ARGV[3]), ton
 local min_score, max_score = tonumber(ARGV[5]), tonumber(ARGV[6])
 local _, before = counts()
 local out = {}
-for i = 8, #ARGV, 3 do
-  local id, ok, latency = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 8, #ARGV, 4 do
+  local id, ok, latency, times = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local raw = redis.call('HGET', entries, id)
   if not raw then
     local size, usable = counts()
@@ -281,7 +314,7 @@ for i = 8, #ARGV, 3 do
     e.score = tonumber(redis.call('ZSCORE', score, id)) or e.score  -- full precision
     local outcome
     if ok == '1' then
-      e.score = math.min(max_score, e.score * success)
+      for _ = 1, times do e.score = math.min(max_score, e.score * success) end
       e.failures, e.last_checked, e.last_ok = 0, now, now
       if latency ~= '' then e.reported_latency_ms = tonumber(latency) end
       redis.call('HSET', entries, id, cjson.encode(e))
@@ -503,24 +536,24 @@ class _Calls:
     ) -> list[Any]:
         return [uid, now, max_age or 0, ttl, self.publish if announce else 0]
 
-    def report_args(self, outcomes: Iterable[Outcome]) -> list[Any]:
+    def report_args(self, outcomes: list[Outcome]) -> list[Any]:
         args: list[Any] = [time.time(), *scoring_args(self.scoring), self.publish]
-        for proxy, ok, latency_ms in outcomes:
-            if "://" not in proxy:
-                raise PoolError(f"{proxy!r} is not a proxy URL (scheme://host:port)")
+        for proxy, ok, latency_ms, times in report_runs(outcomes)[0]:
             latency = "" if latency_ms is None else repr(float(latency_ms))
-            args += [identity(proxy), "1" if ok else "0", latency]
+            args += [identity(proxy), "1" if ok else "0", latency, times]
         return args
 
     def parse_reports(self, outcomes: list[Outcome], raw: list[Any]) -> list[Report | PoolError]:
-        """Each outcome's Report, or the NotInPool of a proxy the pool does not hold."""
+        """Each outcome's Report (its run's), or the NotInPool of a proxy
+        the pool does not hold."""
+        runs, run_of = report_runs(outcomes)
         results: list[Report | PoolError] = []
-        for (proxy, _, _), one in zip(outcomes, raw, strict=True):
+        for (proxy, *_), one in zip(runs, raw, strict=True):
             try:
                 results.append(self.parse_report(proxy, one))
             except PoolError as exc:
                 results.append(exc)
-        return results
+        return [results[i] for i in run_of]
 
     def parse_report(self, proxy: str, raw: list[Any]) -> Report:
         outcome = _text(raw[0])

@@ -87,6 +87,12 @@ access_log = logging.getLogger("proxyrefresh.rotate.access")
 CONTROL_PREFIX = "x-proxyrefresh-"
 USER_KEYS = ("session", "protocol", "anonymity", "latency")
 REPORT_BATCH = 500  # outcomes per report call (a script blocks Redis while it runs)
+# How long outcomes gather before a report call: a proxy's successes in one
+# call are one run for the script (proxyrefresh.pool.report_runs), so at
+# thousands of requests a second Redis applies one run per upstream each
+# time, not one outcome per request. The rotator itself holds a failing
+# upstream out at once (``struck_out``).
+REPORT_LINGER = 0.05
 MAX_DRAWS = 8  # picks per attempt before giving up on finding an untried upstream
 AHEAD_SECONDS = 1.0  # how long a pick drawn ahead may wait for its request
 MAX_AHEAD = 64  # filters with picks drawn ahead (the oldest is let go first)
@@ -466,12 +472,14 @@ class Rotator:
         self._queue_wake.set()
 
     async def send_reports(self) -> None:
-        """Send queued outcomes, batched (one round trip for all that queued
-        while the last batch was on its way), off every request's path."""
+        """Send queued outcomes, batched (all that queued in the last
+        ``REPORT_LINGER``, or while the last batch was on its way), off every
+        request's path."""
         while True:
             await self._queue_wake.wait()
+            if len(self._queued) < REPORT_BATCH:
+                await asyncio.sleep(REPORT_LINGER)  # let more outcomes queue up
             self._queue_wake.clear()
-            await asyncio.sleep(0)  # let the outcomes of this loop turn queue up
             batch, self._queued = self._queued[:REPORT_BATCH], self._queued[REPORT_BATCH:]
             if self._queued:
                 self._queue_wake.set()  # the rest goes next, in calls as short

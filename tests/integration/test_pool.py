@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from redis import Redis
@@ -263,6 +264,54 @@ async def test_a_batch_of_picks_takes_turns_as_single_picks_would(
     assert isinstance(reports[1], NotInPool)
     assert [getattr(r, "outcome", None) for r in reports] == ["failed", None, "failed", "removed"]
     assert 1 not in {e.port for e in await batch.entries()}  # the third failure in a row
+
+
+async def test_a_batch_of_reports_ends_the_pool_as_one_at_a_time_would(
+    redis: AsyncRedis, name: str
+) -> None:
+    """The rotator sends a proxy's successes in a batch as one run
+    (``report_runs``): the pool ends exactly as after each report alone,
+    scores, failures in a row, last latency and removals alike, and each
+    outcome gets its run's answer."""
+    batched, alone = AsyncPool(redis, name), AsyncPool(redis, name + "-alone")
+    members = [entry(p) for p in range(1, 5)]
+    await fill(batched, members)
+    await fill(alone, members)
+    url = "http://127.0.0.1:{}".format
+    outcomes: list[tuple[str, bool, float | None]] = [
+        (url(1), True, 10.0),
+        (url(2), True, 20.0),
+        (url(1), True, None),
+        (url(1), False, None),
+        (url(2), True, 25.0),
+        (url(1), True, 12.0),
+        (url(3), False, None),
+        (url(3), False, None),
+        (url(3), False, None),
+        (url(4), True, 40.0),
+        (url(4), True, 41.0),
+    ]
+    reports = await batched.report_many(outcomes)
+    for outcome in outcomes:
+        await alone.report(*outcome)
+    assert len(reports) == len(outcomes)
+    assert [getattr(r, "outcome", None) for r in reports][-5:] == ["failed"] * 2 + ["removed"] + [
+        "ok"
+    ] * 2
+
+    async def stored(pool: AsyncPool) -> dict[str, dict[str, object]]:
+        """Each member as the pool stores it, but for the clock of its
+        report and its group's key (which names the pool)."""
+        raw = cast(dict[str, str], await redis.hgetall(pool.calls.keys.entries))
+        times = ("last_checked", "last_ok", "group_key")
+        return {
+            i: {k: v for k, v in json.loads(e).items() if k not in times} for i, e in raw.items()
+        }
+
+    assert await stored(batched) == await stored(alone)
+    assert "127.0.0.1:3" not in str(await stored(batched))  # three failures in a row
+    fourth = next(e for e in (await stored(batched)).values() if e["port"] == 4)
+    assert fourth["reported_latency_ms"] == 41.0
 
 
 REPORTER = """
