@@ -133,12 +133,14 @@ def forwarded_fields(head: Head, drop_prefix: str = "") -> list[tuple[str, str]]
     """The head's fields without hop-by-hop ones (and those Connection
     names), nor any whose name starts with ``drop_prefix`` (the rotator's
     own control headers)."""
-    drop = set(HOP_BY_HOP) | head.tokens("connection")
+    drop: frozenset[str] | set[str] = HOP_BY_HOP
+    if head.get("connection") is not None:
+        drop = drop | head.tokens("connection")
     if head.get("transfer-encoding") is not None:
         # It overrides Content-Length, which an intermediary MUST then remove
         # (RFC 9112 6.3): a next hop that read by the length would split the
         # message where this proxy did not.
-        drop.add("content-length")
+        drop = drop | {"content-length"}
     kept = head.without(drop)
     if drop_prefix:
         kept = [(n, v) for n, v in kept if not n.lower().startswith(drop_prefix)]

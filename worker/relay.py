@@ -68,7 +68,9 @@ class UpstreamRelay(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.answer: asyncio.Future[Head] | None = None  # while a head is awaited
-        self.timer: asyncio.TimerHandle | None = None
+        self.asked = 0.0  # when (loop time), and for how long
+        self.timeout = 0.0
+        self.timer: asyncio.TimerHandle | None = None  # pending while anything was asked
         self.client: ClientConnection | None = None  # while its body is passed on
         self.end: BodyEnd | None = None
         self.reusable = False
@@ -103,13 +105,26 @@ class UpstreamRelay(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         self.answer = loop.create_future()
-        self.timer = loop.call_later(timeout, self._fail, Silent("no answer in time"))
+        self.asked, self.timeout = loop.time(), timeout
+        if self.timer is None:  # else the one pending looks again when it is due
+            self.timer = loop.call_at(self.asked + timeout, self._look)
         self.transport.write(request)
         return self.answer
 
+    def _look(self) -> None:
+        """The answer timeout, kept by one timer per connection that moves
+        on while answers come in time, not one set and cancelled per request."""
+        self.timer = None
+        if self.answer is None or self.answer.done():
+            return
+        due = self.asked + self.timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
+            self._fail(Silent("no answer in time"))
+        else:
+            self.timer = loop.call_at(due, self._look)
+
     def _fail(self, exc: Exception) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
         if self.answer is not None and not self.answer.done():
             self.answer.set_exception(exc)
 
@@ -133,8 +148,6 @@ class UpstreamRelay(asyncio.Protocol):
                 self._fail(Garbled(str(exc)))
                 return
             if not head.start[1].startswith("1"):  # an interim answer is not passed on
-                if self.timer is not None:
-                    self.timer.cancel()
                 self.answer.set_result(head)
                 return
         if len(self.buffer) > MAX_HEAD:
@@ -173,6 +186,9 @@ class UpstreamRelay(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.answer is not None and not self.answer.done():
             if self.buffer.strip():
                 self._fail(Garbled("the connection closed inside a head"))
@@ -210,7 +226,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.handed_over = False
         self.task: asyncio.Task[None] | None = None
-        self.idle: asyncio.TimerHandle | None = None
+        self.idle: asyncio.TimerHandle | None = None  # pending while the connection lives
+        self.since = 0.0  # when (loop time) it last began to wait for a request
         self.relaying: UpstreamRelay | None = None
         self.keep = True  # the connection stays open after the answer
         self.paused = False
@@ -293,11 +310,27 @@ class ClientConnection(asyncio.Protocol):
         self.busy = False
         loop = asyncio.get_running_loop()
         assert self.transport is not None
-        self.idle = loop.call_later(self.rotator.settings.idle_timeout, self.transport.close)
+        self.since = loop.time()
+        if self.idle is None:  # else the one pending looks again when it is due
+            self.idle = loop.call_at(self.since + self.rotator.settings.idle_timeout, self._look)
         if len(self.buffer) > MAX_HEAD:
             self.transport.resume_reading()
         if self.buffer:
             self._next()
+
+    def _look(self) -> None:
+        """The idle timeout, kept by one timer per connection that moves on
+        while requests come, not one set and cancelled per request."""
+        self.idle = None
+        if self.closed or self.handed_over or self.busy:
+            return  # a request on its way: waiting for the next one sets it again
+        due = self.since + self.rotator.settings.idle_timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() >= due:
+            assert self.transport is not None
+            self.transport.close()
+        else:
+            self.idle = loop.call_at(due, self._look)
 
     def _next(self) -> None:
         end = self.buffer.find(b"\r\n\r\n")
@@ -310,8 +343,6 @@ class ClientConnection(asyncio.Protocol):
             self._hand_over()
             return
         del self.buffer[: end + 4]
-        if self.idle is not None:
-            self.idle.cancel()
         self.busy = True
         self.rotator.counters.requests += 1
         self.task = asyncio.get_running_loop().create_task(self._serve(*plain))

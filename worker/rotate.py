@@ -37,7 +37,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from redis.exceptions import RedisError
 
@@ -282,7 +282,11 @@ def accepts(settings: RotatorSettings, given: tuple[str, str] | None) -> bool:
 
 def authority(text: str, default_port: int) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` (CONNECT's target, a URL's netloc)."""
-    parts = urlsplit("//" + text)
+    return host_port(urlsplit("//" + text), text, default_port)
+
+
+def host_port(parts: SplitResult, text: str, default_port: int) -> tuple[str, int]:
+    """The host and port of a split URL (``text``, as a 400 names it)."""
     try:
         port = default_port if parts.port is None else parts.port
     except ValueError:
@@ -308,7 +312,8 @@ class Counters:
 @dataclass(frozen=True)
 class Outgoing:
     """An absolute-URI request as it goes upstream: its head rendered for an
-    http upstream (absolute URI) and for a tunnel (origin form)."""
+    http upstream (absolute URI) and for a tunnel (origin form), each when
+    first wanted."""
 
     method: str
     target: str
@@ -316,34 +321,34 @@ class Outgoing:
     port: int
     framing: Framing
     fields: list[tuple[str, str]]
-    plain: bytes
-    tunneled: bytes
+    origin: str  # the target in origin form: path and query
+
+    @functools.cached_property
+    def plain(self) -> bytes:
+        return render((self.method, self.target, "HTTP/1.1"), self.fields)
+
+    @functools.cached_property
+    def tunneled(self) -> bytes:
+        return render((self.method, self.origin, "HTTP/1.1"), self.fields)
 
     @classmethod
-    def of(cls, head: Head) -> Outgoing:
+    def of(cls, head: Head, framing: Framing | None = None) -> Outgoing:
+        """``framing``: the request's, if it is known already."""
         method, target, _ = head.start
         url = urlsplit(target)
         if url.scheme.lower() != "http":
             detail = "send https through CONNECT" if url.scheme else "this is a proxy"
             raise refused(400, "Bad Request", f"{detail}: absolute http:// URIs only")
         netloc = url.netloc.rpartition("@")[2]
-        host, port = authority(netloc, 80)
+        host, port = host_port(url, netloc, 80)
         fields = forwarded_fields(head, drop_prefix=CONTROL_PREFIX)
         if "100-continue" in head.tokens("expect"):
             fields = [(n, v) for n, v in fields if n.lower() != "expect"]
         if head.get("host") is None:
             fields.insert(0, ("Host", netloc))
         origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        return cls(
-            method,
-            target,
-            host,
-            port,
-            request_framing(head),
-            fields,
-            render((method, target, "HTTP/1.1"), fields),
-            render((method, origin, "HTTP/1.1"), fields),
-        )
+        framing = request_framing(head) if framing is None else framing
+        return cls(method, target, host, port, framing, fields, origin)
 
     def through_http(self, entry: PoolEntry) -> bytes:
         """The head for an http upstream, with its credentials if it has any."""
@@ -510,7 +515,7 @@ class Rotator:
                 return None
             if head.get("expect") is not None or not accepts(self.settings, credentials(head)):
                 return None
-            return head, client_ask(head, self.settings), Outgoing.of(head)
+            return head, client_ask(head, self.settings), Outgoing.of(head, NO_BODY)
         except (BadMessage, Refused):
             return None
 

@@ -70,6 +70,7 @@ class UpstreamConnections(Generic[C]):
     idle_seconds: float = 20.0
     clock: Callable[[], float] = time.monotonic
     _idle: OrderedDict[Key, deque[tuple[C, float]]] = field(default_factory=OrderedDict)
+    _count: int = 0  # connections in ``_idle`` (counted here: a request must not walk them all)
     reused: int = 0  # requests that found a connection waiting
 
     def take(self, key: Key) -> C | None:
@@ -78,6 +79,7 @@ class UpstreamConnections(Generic[C]):
         now = self.clock()
         while waiting:
             kept, since = waiting.pop()  # the freshest first
+            self._count -= 1
             if now - since < self.idle_seconds and kept.usable():
                 if not waiting:
                     del self._idle[key]
@@ -92,17 +94,22 @@ class UpstreamConnections(Generic[C]):
         waiting = self._idle.setdefault(key, deque())
         self._idle.move_to_end(key)
         waiting.append((kept, self.clock()))
+        self._count += 1
         while len(waiting) > self.per_key:
             waiting.popleft()[0].close()
-        while len(self._idle) > self.keys or (len(self._idle) > 1 and len(self) > self.total):
+            self._count -= 1
+        while len(self._idle) > self.keys or (len(self._idle) > 1 and self._count > self.total):
             _, oldest = self._idle.popitem(last=False)
+            self._count -= len(oldest)
             for connection, _ in oldest:
                 connection.close()
 
     def drop(self, upstream: str) -> None:
         """Close every kept connection of an upstream that failed."""
         for key in [k for k in self._idle if k[0] == upstream]:
-            for connection, _ in self._idle.pop(key):
+            gone = self._idle.pop(key)
+            self._count -= len(gone)
+            for connection, _ in gone:
                 connection.close()
 
     def close(self) -> None:
@@ -110,6 +117,7 @@ class UpstreamConnections(Generic[C]):
             for connection, _ in waiting:
                 connection.close()
         self._idle.clear()
+        self._count = 0
 
     def __len__(self) -> int:
-        return sum(len(w) for w in self._idle.values())
+        return self._count

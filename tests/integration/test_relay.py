@@ -53,6 +53,9 @@ class Scripted:
         said = method + b" " + path
         if path == b"/then-close" and served > 0:
             return False  # as an upstream whose idle timeout fell just as the request came
+        if path == b"/silent":
+            time.sleep(3)  # past the answer timeout of the test that asks it
+            return False
         if path == b"/chunked":
             for piece in chunked_answer():
                 send(piece)
@@ -232,3 +235,28 @@ def test_a_slow_reader_gets_a_large_answer_whole(
             received += len(chunk)
     assert received == BIG
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_the_idle_and_answer_timeouts_hold_across_requests(
+    rotating: Rotating, scripted: Scripted
+) -> None:
+    """A client that keeps asking keeps its connection past the idle
+    timeout; one that stops is let go after it. An upstream that does not
+    answer in time is left (the client gets a 502 saying so), after a run
+    of requests it answered in time on the same connection."""
+    rotating.fill([scripted.proxy])
+    timeouts = {f"PROXYREFRESH_ROTATOR_{name}": "1" for name in ("IDLE_TIMEOUT", "ANSWER_TIMEOUT")}
+    r = rotating.start(**timeouts, PROXYREFRESH_ROTATOR_RETRIES="0")
+    host, port = r.proxy[7:].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:  # past the idle timeout, asking all along
+        assert get(conn, "/length") == (200, b"GET /length")
+        time.sleep(0.3)
+    status, body = get(conn, "/silent")
+    assert status == 502
+    assert b"no answer in time" in body
+    with socket.create_connection((host, int(port)), timeout=10) as idle:
+        left = time.monotonic()
+        assert idle.recv(1) == b""  # closed by the rotator, not by our timeout
+        assert 0.8 < time.monotonic() - left < 5

@@ -317,6 +317,12 @@ def test_kept_upstream_connections_are_bounded_in_all() -> None:
         kept.give(("up2", ""), FakeConnection())
     assert all(c.closed for c in first)  # 11 > 10: up1's went, up2's stay
     assert len(kept) == 3
+    taken = kept.take(("up2", ""))
+    kept.drop("up1")
+    assert taken is not None
+    assert len(kept) == 2
+    kept.drop("up2")
+    assert len(kept) == 0
 
 
 def test_picks_are_drawn_ahead_in_batches_that_follow_the_demand() -> None:
