@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from proxyrefresh.pool import PickFilter, PoolEntry
 
 Draw = Callable[[PickFilter, int], Awaitable[list[PoolEntry]]]
-MAX_BATCH = 64
+MAX_BATCH = 256
 
 
 @dataclass
@@ -56,11 +56,32 @@ class Picks:
             self._drop_stale(ahead)
             if ahead.waiting:
                 entry, _ = ahead.waiting.popleft()
-                if len(ahead.waiting) <= ahead.batch // 4:
+                if len(ahead.waiting) <= ahead.batch // 2:
                     self._start(flt, ahead)  # the next batch, before it is wanted
                 return entry
             ahead.starved = True
             await asyncio.shield(self._start(flt, ahead))
+
+    def ready(self, flt: PickFilter) -> PoolEntry | None:
+        """The next pick for ``flt`` if one is waiting, fresh, now (no
+        draw, no wait): what the relay sends a request at once with. None
+        counts as a request that waited (the batch grows) and starts a draw."""
+        ahead = self._for(flt)
+        self._drop_stale(ahead)
+        if not ahead.waiting:
+            ahead.starved = True
+            self._start(flt, ahead)
+            return None
+        entry, _ = ahead.waiting.popleft()
+        if len(ahead.waiting) <= ahead.batch // 2:
+            self._start(flt, ahead)  # the next batch, before it is wanted
+        return entry
+
+    def give_back(self, flt: PickFilter, entry: PoolEntry) -> None:
+        """A pick from :meth:`ready` that was not used: the next one again."""
+        ahead = self._ahead.get(flt)
+        if ahead is not None:
+            ahead.waiting.appendleft((entry, self.clock()))
 
     def _for(self, flt: PickFilter) -> _Ahead:
         ahead = self._ahead.get(flt)

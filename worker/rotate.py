@@ -618,6 +618,7 @@ class Rotator:
         attempt: Callable[[PoolEntry], Awaitable[T]],
         resend_ok: bool = True,
         proves: Callable[[T], bool] = lambda _: True,
+        failed: tuple[PoolEntry, ConnectionError] | None = None,
     ) -> T:
         """``attempt`` through the first upstream it succeeds with, trying up
         to ``retries`` others. A failure after the request went out
@@ -631,11 +632,18 @@ class Rotator:
         got an answer to the same request that ``proves`` the target
         answers (not a gateway error about it); else the target did it,
         and no upstream is reported (a site that hangs up on everyone must
-        not empty the pool)."""
+        not empty the pool). ``failed``: the first attempt was made already
+        (the relay's, worker/relay.py), and this is what it met."""
         tried: set[str] = set()
         errors: list[str] = []
         silent: list[PoolEntry] = []  # blamed only if another upstream gets an answer
         for n in range(self.settings.retries + 1):
+            if n == 0 and failed is not None:
+                entry, exc = failed
+                tried.add(entry.id)
+                if self._held(exc, entry, ask, n, resend_ok, errors, silent):
+                    continue
+                break
             try:
                 entry = await self.pick(ask, tried)
             except Refused:

@@ -358,7 +358,13 @@ def test_picks_are_drawn_ahead_in_batches_that_follow_the_demand() -> None:
         assert asked == sorted(asked)  # and the batches grew while they waited
         assert asked[-1] >= 4
         grown = asked[-1]
+        waiting = picks.ready(flt)  # one drawn ahead, at once
+        assert waiting is not None
+        picks.give_back(flt, waiting)  # not used: it is the next one again
+        assert picks.ready(flt) == waiting
+        assert picks.ready(PickFilter(protocol=Protocol.SOCKS5)) is None  # nothing drawn for it
         now[0] = 5.0  # everything drawn is stale now: the next draw is smaller
+        assert picks.ready(flt) is None
         await picks.next(flt)
         assert asked[-1] <= grown
         fail[0] = True
