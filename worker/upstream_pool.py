@@ -5,7 +5,9 @@ upstream, its tunnel to the target) cost more than relaying the request
 itself. An answer the upstream framed (a length, chunks, or no body) on a
 connection neither side closes leaves the connection reusable: it waits
 here, under its upstream (and, for a tunnel, its target), for the next
-request that upstream is picked for.
+request that upstream is picked for. The rotator keeps two of these: the
+stream path's connections (:class:`KeptStreams`) and the protocol relay's
+(worker/relay.py); a connection says itself whether it may still be used.
 
 Bounded: as many idle connections per upstream and target as requests
 went through it at once (up to ``per_key``), at most ``total`` in all, none older than
