@@ -25,6 +25,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from proxyrefresh.models import Protocol
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from proxyrefresh.worker.rotate import Rotator
 
 log = logging.getLogger("proxyrefresh.rotate")
+# What an upstream connection calls with an answer's head, or what came instead.
+Answered = Callable[[Head | None, Exception | None], None]
 
 
 class UpstreamRelay(asyncio.Protocol):
@@ -68,7 +71,7 @@ class UpstreamRelay(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.answer: asyncio.Future[Head] | None = None  # while a head is awaited
+        self.answered: Answered | None = None  # while an answer's head is awaited
         self.asked = 0.0  # when (loop time), and for how long
         self.timeout = 0.0
         self.timer: asyncio.TimerHandle | None = None  # pending while anything was asked
@@ -100,23 +103,42 @@ class UpstreamRelay(asyncio.Protocol):
         else:
             self.transport.resume_reading()
 
-    def send(self, request: bytes, timeout: float) -> asyncio.Future[Head]:
-        """Send ``request``; the answer's final head (1xx ones are passed
-        over), or Silent, Closed or Garbled."""
+    def ask(self, request: bytes, timeout: float, answered: Answered) -> None:
+        """Send ``request``; ``answered`` gets the answer's final head (1xx
+        ones are passed over), or Silent, Closed or Garbled, as it comes."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        self.answer = loop.create_future()
+        self.answered = answered
         self.asked, self.timeout = loop.time(), timeout
         if self.timer is None:  # else the one pending looks again when it is due
             self.timer = loop.call_at(self.asked + timeout, self._look)
         self.transport.write(request)
-        return self.answer
+
+    def send(self, request: bytes, timeout: float) -> asyncio.Future[Head]:
+        """:meth:`ask`, for a task to await."""
+        answer: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
+
+        def answered(head: Head | None, exc: Exception | None) -> None:
+            if answer.done():
+                return
+            if exc is not None:
+                answer.set_exception(exc)
+            else:
+                answer.set_result(cast(Head, head))
+
+        self.ask(request, timeout, answered)
+        return answer
+
+    def _answer(self, head: Head | None, exc: Exception | None) -> None:
+        answered, self.answered = self.answered, None
+        if answered is not None:
+            answered(head, exc)
 
     def _look(self) -> None:
         """The answer timeout, kept by one timer per connection that moves
         on while answers come in time, not one set and cancelled per request."""
         self.timer = None
-        if self.answer is None or self.answer.done():
+        if self.answered is None:
             return
         due = self.asked + self.timeout
         loop = asyncio.get_running_loop()
@@ -126,20 +148,18 @@ class UpstreamRelay(asyncio.Protocol):
             self.timer = loop.call_at(due, self._look)
 
     def _fail(self, exc: Exception) -> None:
-        if self.answer is not None and not self.answer.done():
-            self.answer.set_exception(exc)
+        self._answer(None, exc)
 
     def data_received(self, data: bytes) -> None:
         if self.end is not None:
             self._body(data)
-        elif self.answer is None or self.answer.done():
+        elif self.answered is None:
             self.spoiled = True  # nothing asked for it: never trust this connection again
         else:
             self.buffer += data
             self._head()
 
     def _head(self) -> None:
-        assert self.answer is not None
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             raw = bytes(self.buffer[: end + 4])
             del self.buffer[: end + 4]
@@ -149,20 +169,23 @@ class UpstreamRelay(asyncio.Protocol):
                 self._fail(Garbled(str(exc)))
                 return
             if not head.start[1].startswith("1"):  # an interim answer is not passed on
-                self.answer.set_result(head)
+                self._answer(head, None)
                 return
         if len(self.buffer) > MAX_HEAD:
             self._fail(Garbled(f"head larger than {MAX_HEAD} bytes"))
 
-    def relay(self, client: ClientConnection, end: BodyEnd, reusable: bool) -> None:
-        """Pass the body on to ``client`` as it comes (what came with the head first)."""
+    def relay(self, client: ClientConnection, head: bytes, end: BodyEnd, reusable: bool) -> None:
+        """Pass the answer on to ``client``: ``head`` (with what came of the
+        body along with the upstream's head: one write), then the body as it comes."""
         self.client, self.end, self.reusable = client, end, reusable
         data = bytes(self.buffer)
         self.buffer.clear()
         if data or end.kind == "none":
-            self._body(data)
+            self._body(data, head)
+        else:
+            client.write(head)
 
-    def _body(self, data: bytes) -> None:
+    def _body(self, data: bytes, head: bytes = b"") -> None:
         assert self.end is not None
         try:
             at = self.end.feed(data)
@@ -173,15 +196,15 @@ class UpstreamRelay(asyncio.Protocol):
         client = self.client
         assert client is not None
         if at < 0:
-            client.write(data)
+            client.write(head + data if head else data)
             return
-        if at:
-            client.write(data[:at])
+        if at or head:
+            client.write(head + data[:at])
         # Bytes past the body's end are no answer to anything: not kept.
         self._finish(self.reusable and at == len(data), whole=True)
 
     def _finish(self, reusable: bool, whole: bool) -> None:
-        client, self.client, self.end, self.answer = self.client, None, None, None
+        client, self.client, self.end = self.client, None, None
         if client is not None:
             client.answered(self, reusable, whole)
 
@@ -190,7 +213,7 @@ class UpstreamRelay(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.answer is not None and not self.answer.done():
+        if self.answered is not None:
             if self.buffer.strip():
                 self._fail(Garbled("the connection closed inside a head"))
             else:
@@ -366,10 +389,9 @@ class ClientConnection(asyncio.Protocol):
         if kept is None:
             rotator.picks.give_back(ask.filters, entry)
             return False
-        answer = kept.send(out.through_http(entry), rotator.settings.answer_timeout)
         self.relaying = kept  # let go if the client leaves meanwhile
         sent = functools.partial(self._sent, head, ask, out, entry, kept, time.perf_counter())
-        answer.add_done_callback(sent)
+        kept.ask(out.through_http(entry), rotator.settings.answer_timeout, sent)
         return True
 
     def _sent(
@@ -380,19 +402,19 @@ class ClientConnection(asyncio.Protocol):
         entry: PoolEntry,
         up: UpstreamRelay,
         started: float,
-        answer: asyncio.Future[Head],
+        response: Head | None,
+        exc: Exception | None,
     ) -> None:
         """The answer's head (or what came instead) to a request sent at once."""
         self.relaying = None
         if self.closed:
             return  # the client left: ``up`` was let go
-        exc = answer.exception()
-        if exc is None:
+        if response is not None:
             try:
-                response = refuses_credentials(entry, answer.result())
+                refuses_credentials(entry, response)
             except Garbled as garbled:
                 exc = garbled
-        if exc is not None:
+        if exc is not None or response is None:
             up.close()
             # A kept connection that closed is no failure: a fresh try.
             blamed = isinstance(exc, ConnectionError) and not isinstance(exc, Closed)
@@ -488,10 +510,11 @@ class ClientConnection(asyncio.Protocol):
             self._done(keep=False)
             return
         self.keep = keeps_alive(head) and framing.kind != "close"
-        self.write(self.rotator.answer_head(response, self.keep))
+        answer_head = self.rotator.answer_head(response, self.keep)
         self.relaying = up
         up.hold(self.paused)
-        up.relay(self, BodyEnd(framing), keeps_alive(response) and framing.kind != "close")
+        reusable = keeps_alive(response) and framing.kind != "close"
+        up.relay(self, answer_head, BodyEnd(framing), reusable)
 
     def answered(self, up: UpstreamRelay, reusable: bool, whole: bool) -> None:
         """``up`` passed the whole answer on (or broke off: ``whole`` False)."""
