@@ -260,3 +260,22 @@ def test_the_idle_and_answer_timeouts_hold_across_requests(
         left = time.monotonic()
         assert idle.recv(1) == b""  # closed by the rotator, not by our timeout
         assert 0.8 < time.monotonic() - left < 5
+
+
+def test_a_client_that_leaves_mid_answer_takes_its_upstream_connection_with_it(
+    rotating: Rotating, scripted: Scripted, relay: tuple[str, int]
+) -> None:
+    """The rest of an answer nobody reads cannot be the start of the next
+    one: the upstream connection is closed, not kept, and the next client
+    is served on a fresh one."""
+    with socket.create_connection(relay, timeout=10) as sock:
+        sock.sendall(f"GET {TARGET}/big HTTP/1.1\r\nHost: origin.invalid\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    r = rotating.started[0]
+    wait_for(lambda: r.health()["connections"] == 0, 10, "the rotator to let the client go")
+    assert r.health()["upstream_connections_idle"] == 0
+    conn = http.client.HTTPConnection(*relay, timeout=10)
+    assert get(conn, "/after") == (200, b"GET /after")
+    conn.close()
+    assert scripted.connections == 2
+    assert r.health()["upstream_failures"] == 0
