@@ -13,16 +13,26 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis as AsyncRedis
 
 from proxyrefresh.models import Anonymity, Protocol
 from proxyrefresh.pool import AsyncPool, PoolEntry
-from tests.harness.testbed import ROOT, LocalProxy, free_port, start_logged, wait_for_port
+from tests.harness.testbed import (
+    ROOT,
+    LocalProxy,
+    RedisServer,
+    free_port,
+    start_logged,
+    wait_for_port,
+)
+
+if TYPE_CHECKING:
+    from tests.conftest import Bed
 
 
 def entry_for(proxy: LocalProxy, latency_ms: float = 50.0) -> PoolEntry:
@@ -182,3 +192,32 @@ class TlsServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+ROTATE_NAMESPACE = "rotate"
+
+
+@dataclass
+class Rotating:
+    """A fresh pool in the session's Redis, and the rotators started over it
+    (the ``rotating`` fixture, tests/integration/conftest.py)."""
+
+    bed: Bed
+    redis: RedisServer
+    pool: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
+    started: list[Rotator] = field(default_factory=list)
+
+    def fill(self, proxies: list[LocalProxy], pool: str | None = None) -> None:
+        fill(self.redis.url, ROTATE_NAMESPACE, pool or self.pool, proxies)
+
+    def start(self, *args: str, redis_url: str | None = None, **env: str) -> Rotator:
+        r = start(
+            self.bed.testbed.workdir,
+            redis_url or self.redis.url,
+            self.pool,
+            ROTATE_NAMESPACE,
+            *args,
+            **env,
+        )
+        self.started.append(r)
+        return r

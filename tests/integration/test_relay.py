@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from proxyrefresh.models import Anonymity
-from tests.conftest import Bed, wait_for
-from tests.harness.testbed import LocalProxy, RedisServer, free_port
-from tests.integration.test_rotate import Rotating
+from tests.conftest import wait_for
+from tests.harness.rotator import Rotating
+from tests.harness.testbed import LocalProxy, free_port
 
 pytestmark = pytest.mark.integration
 TARGET = "http://origin.invalid"  # never resolved: the scripted upstream answers itself
@@ -111,14 +111,6 @@ def scripted() -> Iterator[Scripted]:
     yield state
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def rotating(bed: Bed, redis_server: RedisServer) -> Iterator[Rotating]:
-    setup = Rotating(bed, redis_server)
-    yield setup
-    for r in setup.started:
-        r.stop()
 
 
 @pytest.fixture

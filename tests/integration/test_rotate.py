@@ -9,10 +9,7 @@ import socketserver
 import struct
 import subprocess
 import threading
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,43 +19,16 @@ import requests
 from proxyrefresh.models import Anonymity
 from tests.conftest import Bed, run_cli, wait_for
 from tests.harness import rotator as rot
+from tests.harness.rotator import ROTATE_NAMESPACE, Rotating
 from tests.harness.testbed import LocalProxy, RedisServer
 
 pytestmark = pytest.mark.integration
-NS = "rotate"
+NS = ROTATE_NAMESPACE
 
 
 @pytest.fixture
 def live(bed: Bed) -> list[LocalProxy]:
     return [p for p in bed.proxies if p.expect is not None]
-
-
-@dataclass
-class Rotating:
-    """A fresh pool in the session's Redis, and the rotators started over it."""
-
-    bed: Bed
-    redis: RedisServer
-    pool: str = field(default_factory=lambda: f"r{uuid.uuid4().hex[:8]}")
-    started: list[rot.Rotator] = field(default_factory=list)
-
-    def fill(self, proxies: list[LocalProxy], pool: str | None = None) -> None:
-        rot.fill(self.redis.url, NS, pool or self.pool, proxies)
-
-    def start(self, *args: str, redis_url: str | None = None, **env: str) -> rot.Rotator:
-        r = rot.start(
-            self.bed.testbed.workdir, redis_url or self.redis.url, self.pool, NS, *args, **env
-        )
-        self.started.append(r)
-        return r
-
-
-@pytest.fixture
-def rotating(bed: Bed, redis_server: RedisServer) -> Iterator[Rotating]:
-    setup = Rotating(bed, redis_server)
-    yield setup
-    for r in setup.started:
-        r.stop()
 
 
 def curl_args(proxy: LocalProxy) -> list[str]:
