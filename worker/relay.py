@@ -9,7 +9,7 @@ arrive; a request without a body (what a scraper sends) goes out over a
 kept-alive protocol connection to an http upstream, and the answer is
 passed back by callbacks as it arrives, its end found by its framing
 (:class:`proxyrefresh.worker.http1.BodyEnd`). Picking, retries, blame and
-reports are the rotator's own (``Rotator._through``), unchanged, and so
+reports are the rotator's own (``Rotator.through``), unchanged, and so
 is everything through a SOCKS or https upstream (a tunnel per target, on
 the stream path's connections).
 
@@ -288,7 +288,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.rotator.counters.connections -= 1
         if self.task is not None and not self.task.done():
-            self.task.cancel()  # its upstream is let go (Rotator._through)
+            self.task.cancel()  # its upstream is let go (Rotator.through)
         if self.relaying is not None:
             relaying, self.relaying = self.relaying, None
             relaying.client = relaying.end = None
@@ -376,7 +376,7 @@ class ClientConnection(asyncio.Protocol):
         """Send the request now, with no task, if a pick for it is waiting
         and so is a kept connection to that upstream: most requests of a
         busy rotator. A task (``_serve``) was a fifth of a request's CPU.
-        What goes wrong goes on in one, as ``Rotator._through`` would."""
+        What goes wrong goes on in one, as ``Rotator.through`` would."""
         rotator = self.rotator
         if ask.session:
             return False
@@ -452,7 +452,7 @@ class ClientConnection(asyncio.Protocol):
         rotator = self.rotator
         attempt = functools.partial(self._attempt, out)
         try:
-            exchanged = await rotator._through(ask, attempt, True, target_answered, failed)
+            exchanged = await rotator.through(ask, attempt, True, target_answered, failed)
         except Refused as exc:
             rotator.counters.refused += 1
             self.write(exc.message)
@@ -482,7 +482,7 @@ class ClientConnection(asyncio.Protocol):
         request has no body: it is whole in its head)."""
         rotator = self.rotator
         if entry.protocol is not Protocol.HTTP:
-            return await rotator._exchange(out, None, entry)
+            return await rotator.exchange(out, None, entry)
         key: Key = (entry.id, "")
         request = out.through_http(entry)
         timeout = rotator.settings.answer_timeout

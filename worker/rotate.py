@@ -147,7 +147,7 @@ class Garbled(NoAnswer):
 class Silent(NoAnswer):
     """Nothing came back: the connection closed, was reset, or the answer
     did not come in time. The upstream or the target may be to blame; only
-    another upstream's answer to the same request tells (``_through``)."""
+    another upstream's answer to the same request tells (``through``)."""
 
 
 class Closed(Silent):
@@ -595,7 +595,7 @@ class Rotator:
     ) -> None:
         host, port = authority(head.start[1], 443)
         up = await self._or_gone(
-            self._through(ask, lambda entry: open_tunnel(entry, host, port, self._ct)),
+            self.through(ask, lambda entry: open_tunnel(entry, host, port, self._ct)),
             reader,
             writer,
         )
@@ -612,7 +612,7 @@ class Rotator:
     def _ct(self) -> float:
         return self.settings.connect_timeout
 
-    async def _through(
+    async def through(
         self,
         ask: Ask,
         attempt: Callable[[PoolEntry], Awaitable[T]],
@@ -736,8 +736,8 @@ class Rotator:
             # Answered here, so the body comes at once (and is never asked twice).
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         resend_ok = out.method in IDEMPOTENT and out.framing == NO_BODY
-        exchange = functools.partial(self._exchange, out, reader)
-        exchanged = self._through(ask, exchange, resend_ok, target_answered)
+        exchange = functools.partial(self.exchange, out, reader)
+        exchanged = self.through(ask, exchange, resend_ok, target_answered)
         answered = await self._or_gone(exchanged, reader, writer)
         return await self.relay_streams(head, out.method, answered, writer)
 
@@ -757,7 +757,7 @@ class Rotator:
             else:
                 up_writer.close()
 
-    async def _exchange(
+    async def exchange(
         self, out: Outgoing, reader: asyncio.StreamReader | None, entry: PoolEntry
     ) -> tuple[Streams, Head, Key]:
         """Send the request through ``entry`` (on a kept connection if there
