@@ -47,8 +47,7 @@ from proxyrefresh.worker.rotate import (
     Refused,
     Silent,
     access_log,
-    refused,
-    refuses_credentials,
+    an_answer,
     target_answered,
 )
 from proxyrefresh.worker.upstream import UpstreamDown
@@ -411,7 +410,7 @@ class ClientConnection(asyncio.Protocol):
             return  # the client left: ``up`` was let go
         if response is not None:
             try:
-                refuses_credentials(entry, response)
+                an_answer(entry, response, out.method)
             except Garbled as garbled:
                 exc = garbled
         if exc is not None or response is None:
@@ -489,26 +488,21 @@ class ClientConnection(asyncio.Protocol):
         kept = rotator.relays.take(key)
         if kept is not None:
             try:
-                return kept, refuses_credentials(entry, await kept.send(request, timeout)), key
+                answer = an_answer(entry, await kept.send(request, timeout), out.method)
+                return kept, answer, key
             except BaseException as exc:
                 kept.close()
                 if not isinstance(exc, Closed):
                     raise
         relay = await open_relay(entry, key, rotator.settings.connect_timeout)
         try:
-            return relay, refuses_credentials(entry, await relay.send(request, timeout)), key
+            return relay, an_answer(entry, await relay.send(request, timeout), out.method), key
         except BaseException:
             relay.close()
             raise
 
     def _relay(self, head: Head, method: str, up: UpstreamRelay, response: Head) -> None:
-        try:
-            framing = response_framing(response, method)
-        except BadMessage as exc:
-            up.close()
-            self.write(refused(502, "Bad Gateway", f"the upstream's answer: {exc}").message)
-            self._done(keep=False)
-            return
+        framing = response_framing(response, method)  # it has one: an_answer made sure
         self.keep = keeps_alive(head) and framing.kind != "close"
         answer_head = self.rotator.answer_head(response, self.keep)
         self.relaying = up

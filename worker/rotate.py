@@ -364,11 +364,16 @@ def target_answered(exchanged: tuple[Any, Head, Key]) -> bool:
     return status.isdigit() and int(status) < 500
 
 
-def refuses_credentials(entry: PoolEntry, response: Head) -> Head:
-    """``response``, unless it is an http upstream's 407: meant for us, not
-    the client (the pool's credentials are wrong), so Garbled."""
+def an_answer(entry: PoolEntry, response: Head, method: str) -> Head:
+    """``response``, if it is an answer to pass on; Garbled (the upstream's
+    fault) if it is an http upstream's 407 (meant for us, not the client:
+    the pool's credentials are wrong) or does not say where its body ends."""
     if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
         raise Garbled("the upstream refused its credentials (407)")
+    try:
+        response_framing(response, method)
+    except BadMessage as exc:
+        raise Garbled(str(exc)) from None
     return response
 
 
@@ -775,7 +780,7 @@ class Rotator:
             # Sent again on a fresh connection if the kept one turns out
             # closed: a request without a body is whole in ``request``.
             try:
-                sent = await self._send(entry, request, out.framing, reader, *kept.streams)
+                sent = await self._send(entry, request, out, reader, *kept.streams)
                 return kept.streams, sent, key
             except BaseException as exc:
                 kept.close()
@@ -783,7 +788,7 @@ class Rotator:
                     raise
         up_reader, up_writer = await opening()
         try:
-            head = await self._send(entry, request, out.framing, reader, up_reader, up_writer)
+            head = await self._send(entry, request, out, reader, up_reader, up_writer)
         except BaseException:
             up_writer.close()
             raise
@@ -792,23 +797,25 @@ class Rotator:
     async def _send(
         self,
         entry: PoolEntry,
-        out: bytes,
-        framing: Framing,
+        request: bytes,
+        out: Outgoing,
         reader: asyncio.StreamReader | None,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
     ) -> Head:
-        """Send the request (its body from the client: ``reader``, None
-        for a request without one) and read the answer's head."""
-        up_writer.write(out)
+        """Send ``request``'s head (its body from the client: ``reader``,
+        None for a request without one) and read the answer's head."""
+        up_writer.write(request)
         try:
             if reader is not None:
-                await copy_body(framing, reader, up_writer)
+                await copy_body(out.framing, reader, up_writer)
         except (OSError, BadMessage, asyncio.IncompleteReadError):
             raise ClientGone("the request body did not arrive") from None
-        return await self._answer_head(entry, up_reader)
+        return await self._answer_head(entry, up_reader, out.method)
 
-    async def _answer_head(self, entry: PoolEntry, up_reader: asyncio.StreamReader) -> Head:
+    async def _answer_head(
+        self, entry: PoolEntry, up_reader: asyncio.StreamReader, method: str
+    ) -> Head:
         """The answer's head, read within the answer timeout; what went wrong as NoAnswer."""
         try:
             async with asyncio.timeout(self.settings.answer_timeout):
@@ -821,7 +828,7 @@ class Rotator:
             raise Garbled(str(exc)) from None
         except OSError as exc:
             raise Closed(exc.strerror or str(exc) or type(exc).__name__) from None
-        return refuses_credentials(entry, response)
+        return an_answer(entry, response, method)
 
     async def _or_gone(
         self, work: Awaitable[T], reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -53,6 +53,9 @@ class Scripted:
         said = method + b" " + path
         if path == b"/then-close" and served > 0:
             return False  # as an upstream whose idle timeout fell just as the request came
+        if path == b"/bad-length":
+            send(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nxx")
+            return False
         if path == b"/silent":
             time.sleep(3)  # past the answer timeout of the test that asks it
             return False
@@ -271,3 +274,18 @@ def test_a_client_that_leaves_mid_answer_takes_its_upstream_connection_with_it(
     conn.close()
     assert scripted.connections == 2
     assert r.health()["upstream_failures"] == 0
+
+
+def test_an_answer_that_does_not_say_where_it_ends_is_the_upstream_s_failure(
+    rotating: Rotating, relay: tuple[str, int]
+) -> None:
+    """A Content-Length that is no number is no answer to pass on: the
+    upstream failed (it is reported, and another would be tried), and the
+    client gets a 502 saying why, on either path (a POST takes the stream path)."""
+    for method in ("GET", "POST"):
+        conn = http.client.HTTPConnection(*relay, timeout=10)
+        status, body = get(conn, "/bad-length", method)
+        conn.close()
+        assert status == 502, (method, body)
+        assert b"bad Content-Length 'nope'" in body
+    assert rotating.started[0].health()["upstream_failures"] == 2
