@@ -8,7 +8,10 @@ upstreams, on the same bed, driven by the same load generator:
 - a Go reference: elazarl/goproxy (the library mubeng is built on) with
   net/http's Transport picking the next upstream per request and keeping
   connections to each alive (``bench/goref``, built here from its module);
-- proxy.py with its ProxyPoolPlugin (from PyPI, in a virtualenv of its own).
+- proxy.py with its ProxyPoolPlugin (from PyPI, in a virtualenv of its own);
+- the CPython floor (``bench/relay_floor.py``): uvloop protocols passing
+  each request to the next upstream and nothing else, on as many processes
+  as the rotator: what any CPython rotator could reach on this bed.
 
 The bed: 8 upstream forward proxies and one origin, all goref (Go, so
 neither is the bottleneck), on loopback; the origin is asked for by the name
@@ -251,6 +254,12 @@ def start_tools(
     tools.append(
         Tool("proxy.py ProxyPoolPlugin", ("127.0.0.1", pp_port), lambda: descendants(pp.pid))
     )
+    floor_port = free_port("127.0.0.1")
+    floor_argv = [sys.executable, "-m", "bench.relay_floor", f"127.0.0.1:{floor_port}", *urls]
+    floor, log = bed.spawn("relay-floor", [*floor_argv, "--workers", str(workers)])
+    wait_for_port("127.0.0.1", floor_port, proc=floor, log=log)
+    name = f"CPython floor x{workers}"
+    tools.append(Tool(name, ("127.0.0.1", floor_port), lambda: descendants(floor.pid)))
     return tools, ours.stop
 
 
@@ -276,6 +285,14 @@ def report(tools: list[Tool], rounds: int, seconds: float) -> None:
         r.requests_per_s for r in go
     )
     p50 = statistics.median(r.p50_ms for r in ours) / statistics.median(r.p50_ms for r in go)
+    floor = tools[-1].runs[CLIENTS[-1]]
+    to_floor = statistics.median(r.requests_per_s for r in ours) / statistics.median(
+        r.requests_per_s for r in floor
+    )
+    print(
+        f"rotator vs the CPython floor at {CLIENTS[-1]} clients: req/s ratio {to_floor:.2f} "
+        "(what the rotator's work per request costs)"
+    )
     print(
         f"rotator vs go reference at {CLIENTS[-1]} clients: "
         f"req/s ratio {ratio:.2f}, p50 ratio {p50:.2f} (target R >= 1.0, P <= 1.0)"
