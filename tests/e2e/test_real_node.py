@@ -306,8 +306,15 @@ def assert_confined(k: Kubectl, pod_name: str) -> None:
     assert probe == ["65532 65532", "Read-only file system", "0000000000000000"], probe
 
 
-# What kubectl exec says of a container that ended after it was seen Running.
-ENDED = ("container not found", "completed pod", "is not running", "NotFound")
+# What kubectl exec says of a container that ended after it was seen Running
+# (137: the probe was killed with it, its chunk done while the probe ran).
+ENDED = (
+    "container not found",
+    "completed pod",
+    "is not running",
+    "NotFound",
+    "command terminated with exit code 137",
+)
 
 
 def assert_a_running_worker_confined(k: Kubectl) -> None:
