@@ -52,29 +52,30 @@ class Picks:
     async def next(self, flt: PickFilter) -> PoolEntry:
         """The next pick for ``flt``; NoMatch or RedisError as the draw raised them."""
         ahead = self._for(flt)
-        while True:
-            self._drop_stale(ahead)
-            if ahead.waiting:
-                entry, _ = ahead.waiting.popleft()
-                if len(ahead.waiting) <= ahead.batch // 2:
-                    self._start(flt, ahead)  # the next batch, before it is wanted
-                return entry
-            ahead.starved = True
+        while (entry := self._take(flt, ahead)) is None:
             await asyncio.shield(self._start(flt, ahead))
+        return entry
 
     def ready(self, flt: PickFilter) -> PoolEntry | None:
         """The next pick for ``flt`` if one is waiting, fresh, now (no
         draw, no wait): what the relay sends a request at once with. None
         counts as a request that waited (the batch grows) and starts a draw."""
         ahead = self._for(flt)
+        entry = self._take(flt, ahead)
+        if entry is None:
+            self._start(flt, ahead)
+        return entry
+
+    def _take(self, flt: PickFilter, ahead: _Ahead) -> PoolEntry | None:
+        """The next fresh pick waiting, the next batch started before it is
+        wanted; None (the filter starved) if none waits."""
         self._drop_stale(ahead)
         if not ahead.waiting:
             ahead.starved = True
-            self._start(flt, ahead)
             return None
         entry, _ = ahead.waiting.popleft()
         if len(ahead.waiting) <= ahead.batch // 2:
-            self._start(flt, ahead)  # the next batch, before it is wanted
+            self._start(flt, ahead)
         return entry
 
     def give_back(self, flt: PickFilter, entry: PoolEntry) -> None:
