@@ -62,9 +62,16 @@ def scoring_args(scoring: Scoring) -> list[float]:
     ]
 
 
-def report_runs(
-    outcomes: list[Outcome],
-) -> tuple[list[tuple[str, bool, float | None, int]], list[int]]:
+@dataclass(frozen=True)
+class ReportRuns:
+    """Outcomes as the report script applies them: runs of (proxy URL,
+    worked, latency ms, how many), and each outcome's run."""
+
+    runs: list[tuple[str, bool, float | None, int]]
+    run_of: list[int]
+
+
+def report_runs(outcomes: list[Outcome]) -> ReportRuns:
     """The outcomes as runs the report script applies, and each outcome's
     run. A proxy's successes with no failure of its own between them are
     one run (its last latency, how many), wherever they fall among other
@@ -91,7 +98,7 @@ def report_runs(
         else:
             open_run.pop(key, None)
         run_of.append(at)
-    return runs, run_of
+    return ReportRuns(runs, run_of)
 
 
 class PoolEntry(BaseModel):
@@ -536,24 +543,23 @@ class _Calls:
     ) -> list[Any]:
         return [uid, now, max_age or 0, ttl, self.publish if announce else 0]
 
-    def report_args(self, outcomes: list[Outcome]) -> list[Any]:
+    def report_args(self, runs: ReportRuns) -> list[Any]:
         args: list[Any] = [time.time(), *scoring_args(self.scoring), self.publish]
-        for proxy, ok, latency_ms, times in report_runs(outcomes)[0]:
+        for proxy, ok, latency_ms, times in runs.runs:
             latency = "" if latency_ms is None else repr(float(latency_ms))
             args += [identity(proxy), "1" if ok else "0", latency, times]
         return args
 
-    def parse_reports(self, outcomes: list[Outcome], raw: list[Any]) -> list[Report | PoolError]:
+    def parse_reports(self, runs: ReportRuns, raw: list[Any]) -> list[Report | PoolError]:
         """Each outcome's Report (its run's), or the NotInPool of a proxy
         the pool does not hold."""
-        runs, run_of = report_runs(outcomes)
         results: list[Report | PoolError] = []
-        for (proxy, *_), one in zip(runs, raw, strict=True):
+        for (proxy, *_), one in zip(runs.runs, raw, strict=True):
             try:
                 results.append(self.parse_report(proxy, one))
             except PoolError as exc:
                 results.append(exc)
-        return [results[i] for i in run_of]
+        return [results[i] for i in runs.run_of]
 
     def parse_report(self, proxy: str, raw: list[Any]) -> Report:
         outcome = _text(raw[0])
@@ -682,8 +688,8 @@ class Pool(_Scripts):
         return self.calls.parse_picks(self._pick(keys=keys, args=args), flt)[0]
 
     def report(self, proxy: str, ok: bool, latency_ms: float | None = None) -> Report:
-        outcome = [(proxy, ok, latency_ms)]
-        raw = self._report(keys=self.calls.keys.fixed(), args=self.calls.report_args(outcome))
+        runs = report_runs([(proxy, ok, latency_ms)])
+        raw = self._report(keys=self.calls.keys.fixed(), args=self.calls.report_args(runs))
         return self.calls.parse_report(proxy, raw[0])
 
     @contextmanager
@@ -763,9 +769,9 @@ class AsyncPool(_Scripts):
         """Several reports in one script call: what a busy reporter (the
         rotator) sends. They are applied in order; a proxy no longer in the
         pool gets its NotInPool."""
-        args = self.calls.report_args(outcomes)
-        raw = await self._report(keys=self.calls.keys.fixed(), args=args)
-        return self.calls.parse_reports(outcomes, raw)
+        runs = report_runs(outcomes)  # once: for the call and to read its answer
+        raw = await self._report(keys=self.calls.keys.fixed(), args=self.calls.report_args(runs))
+        return self.calls.parse_reports(runs, raw)
 
     @asynccontextmanager
     async def lease(self, **filters: Unpack[Filters]) -> AsyncIterator[PoolEntry]:
