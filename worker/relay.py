@@ -34,6 +34,7 @@ from proxyrefresh.worker.http1 import (
     MAX_HEAD,
     BadMessage,
     BodyEnd,
+    Framing,
     Head,
     keeps_alive,
     parse_head,
@@ -47,7 +48,7 @@ from proxyrefresh.worker.rotate import (
     Refused,
     Silent,
     access_log,
-    an_answer,
+    answer_framing,
     target_answered,
 )
 from proxyrefresh.worker.upstream import UpstreamDown
@@ -408,20 +409,21 @@ class ClientConnection(asyncio.Protocol):
         self.relaying = None
         if self.closed:
             return  # the client left: ``up`` was let go
+        framing = None
         if response is not None:
             try:
-                an_answer(entry, response, out.method)
+                framing = answer_framing(entry, response, out.method)
             except Garbled as garbled:
                 exc = garbled
-        if exc is not None or response is None:
+        if response is None or framing is None:
             up.close()
-            # A kept connection that closed is no failure: a fresh try.
-            blamed = isinstance(exc, ConnectionError) and not isinstance(exc, Closed)
-            failed = (entry, exc) if isinstance(exc, ConnectionError) and blamed else None
+            failed = None  # a kept connection that closed is no failure: a fresh try
+            if isinstance(exc, ConnectionError) and not isinstance(exc, Closed):
+                failed = (entry, exc)
             self.task = asyncio.get_running_loop().create_task(self._serve(head, ask, out, failed))
             return
         self.rotator.report(entry, True, (time.perf_counter() - started) * 1000)
-        self._relay(head, out.method, up, response)
+        self._relay(head, up, response, framing)
 
     def _hand_over(self) -> None:
         """The rest of the connection to the stream path, with what came so far."""
@@ -466,8 +468,8 @@ class ClientConnection(asyncio.Protocol):
             self._done(keep=False)
             return
         up, response, key = exchanged
-        if isinstance(up, UpstreamRelay):
-            self._relay(head, out.method, up, response)
+        if isinstance(up, UpstreamRelay):  # its framing was checked: this is not a BadMessage
+            self._relay(head, up, response, response_framing(response, out.method))
             return
         try:  # a tunnel's answer, on the stream path's connection
             keep = await rotator.relay_streams(head, out.method, (up, response, key), self)
@@ -488,7 +490,8 @@ class ClientConnection(asyncio.Protocol):
         kept = rotator.relays.take(key)
         if kept is not None:
             try:
-                answer = an_answer(entry, await kept.send(request, timeout), out.method)
+                answer = await kept.send(request, timeout)
+                answer_framing(entry, answer, out.method)
                 return kept, answer, key
             except BaseException as exc:
                 kept.close()
@@ -496,13 +499,14 @@ class ClientConnection(asyncio.Protocol):
                     raise
         relay = await open_relay(entry, key, rotator.settings.connect_timeout)
         try:
-            return relay, an_answer(entry, await relay.send(request, timeout), out.method), key
+            answer = await relay.send(request, timeout)
+            answer_framing(entry, answer, out.method)
+            return relay, answer, key
         except BaseException:
             relay.close()
             raise
 
-    def _relay(self, head: Head, method: str, up: UpstreamRelay, response: Head) -> None:
-        framing = response_framing(response, method)  # it has one: an_answer made sure
+    def _relay(self, head: Head, up: UpstreamRelay, response: Head, framing: Framing) -> None:
         self.keep = keeps_alive(head) and framing.kind != "close"
         answer_head = self.rotator.answer_head(response, self.keep)
         self.relaying = up

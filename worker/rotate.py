@@ -364,17 +364,17 @@ def target_answered(exchanged: tuple[Any, Head, Key]) -> bool:
     return status.isdigit() and int(status) < 500
 
 
-def an_answer(entry: PoolEntry, response: Head, method: str) -> Head:
-    """``response``, if it is an answer to pass on; Garbled (the upstream's
-    fault) if it is an http upstream's 407 (meant for us, not the client:
-    the pool's credentials are wrong) or does not say where its body ends."""
+def answer_framing(entry: PoolEntry, response: Head, method: str) -> Framing:
+    """Where ``response``'s body ends, if it is an answer to pass on;
+    Garbled (the upstream's fault) if it is an http upstream's 407 (meant
+    for us, not the client: the pool's credentials are wrong) or does not
+    say where its body ends."""
     if response.start[1] == "407" and entry.protocol is Protocol.HTTP:
         raise Garbled("the upstream refused its credentials (407)")
     try:
-        response_framing(response, method)
+        return response_framing(response, method)
     except BadMessage as exc:
         raise Garbled(str(exc)) from None
-    return response
 
 
 class Rotator:
@@ -828,7 +828,8 @@ class Rotator:
             raise Garbled(str(exc)) from None
         except OSError as exc:
             raise Closed(exc.strerror or str(exc) or type(exc).__name__) from None
-        return an_answer(entry, response, method)
+        answer_framing(entry, response, method)
+        return response
 
     async def _or_gone(
         self, work: Awaitable[T], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
