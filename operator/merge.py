@@ -95,8 +95,8 @@ def ordered(entries: Iterable[PoolEntry]) -> list[PoolEntry]:
 
 def shown(entry: PoolEntry, include_credentials: bool) -> PoolEntry:
     """The entry as the export shows it: its password masked unless included."""
-    if include_credentials:
-        return entry
+    if include_credentials or not has_credentials(entry.proxy):
+        return entry  # the same object: a copy of each was most of an export's memory
     return entry.model_copy(update={"proxy": identity(entry.proxy)})
 
 
@@ -119,11 +119,15 @@ def render(entries: Iterable[PoolEntry], include_credentials: bool = False) -> d
     credentialed entry keeps its place in the JSON, password masked, and is
     left out of the TXT. Made an entry at a time: the whole list's dicts
     beside its text were most of a merge's memory."""
-    seen = [shown(e, include_credentials) for e in ordered(entries)]
-    pieces = [json_piece(e) for e in seen]
+    pieces: list[str] = []
+    lines: list[str] = []
+    for entry in ordered(entries):
+        entry = shown(entry, include_credentials)
+        pieces.append(json_piece(entry))
+        lines.append(txt_piece(entry, include_credentials))
     return {
         JSON_KEY: "[\n" + ",\n".join(pieces) + "\n]\n" if pieces else "[]\n",
-        TXT_KEY: "".join(txt_piece(e, include_credentials) for e in seen),
+        TXT_KEY: "".join(lines),
     }
 
 
