@@ -354,6 +354,18 @@ local whole, limit, scan = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3
 local count = tonumber(ARGV[4] or '1')
 local now = tonumber(redis.call('GET', clock) or '0')
 local picked = {}
+-- Each member's entry is read and decoded once a call: a batch picks the
+-- same few members over and over.
+local known = {}
+local function entry(id)
+  local k = known[id]
+  if not k then
+    local raw = redis.call('HGET', entries, id)
+    k = {raw, cjson.decode(raw)}
+    known[id] = k
+  end
+  return k[1], k[2]
+end
 for _ = 1, count do
   local best_id, best_turn, best_key
   for i = 3, #KEYS do
@@ -368,7 +380,7 @@ for _ = 1, count do
       for j = 1, #r, 2 do
         local turn = tonumber(r[j + 1])
         if best_turn and turn >= best_turn then break end
-        local e = cjson.decode(redis.call('HGET', entries, r[j]))
+        local _, e = entry(r[j])
         if e.latency_ms ~= nil and e.latency_ms ~= cjson.null and e.latency_ms <= limit then
           best_id, best_turn, best_key = r[j], turn, key
           break
@@ -377,8 +389,7 @@ for _ = 1, count do
     end
   end
   if not best_id then break end
-  local raw = redis.call('HGET', entries, best_id)
-  local e = cjson.decode(raw)
+  local raw, e = entry(best_id)
   -- A member that waited out of reach of the filters starts from now, not
   -- from its old turn: it gets its share from here on, not a burst.
   now = math.max(best_turn, now)

@@ -249,12 +249,17 @@ async def test_a_batch_of_picks_takes_turns_as_single_picks_would(
     picks would; a batch of reports is applied in order, and a proxy the
     pool does not hold gets its NotInPool without stopping the others."""
     batch, single = AsyncPool(redis, name), AsyncPool(redis, name + "-single")
-    members = [entry(p) for p in range(1, 21)]
+    members = [entry(p, latency=50 * (p % 4)) for p in range(1, 21)]
     await fill(batch, members)
     await fill(single, members)
     drawn = [e.port for e in await batch.get_many(40)]
     assert drawn == [(await single.get()).port for _ in range(40)]
     assert Counter(drawn) == dict.fromkeys(range(1, 21), 2)
+    # With a latency limit the script reads entries to filter them, each
+    # once a call however often it is picked: the same turns all the same.
+    fast = [e.port for e in await batch.get_many(30, max_latency_ms=60)]
+    assert fast == [(await single.get(max_latency_ms=60)).port for _ in range(30)]
+    assert Counter(fast) == {p: 3 for p in range(1, 21) if p % 4 < 2}
     with pytest.raises(NoMatch, match="protocol socks5"):
         await batch.get_many(3, protocol="socks5")
     reports = await batch.report_many(
