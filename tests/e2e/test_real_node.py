@@ -105,6 +105,27 @@ def running_pod(k: Kubectl, *selector: str, within: float = 60) -> dict[str, Any
     return wait_for(found, within, f"a running pod {' '.join(selector)}")
 
 
+def ready_only_when_serving(k: Kubectl, port: int, within: float) -> None:
+    """Follow the operator's pod until kopf's probe answers; fail if the
+    pod is Ready before that. Ready is what `helm install --wait` and a
+    rollout wait for: it must mean the operator has started. (Its container
+    runs a second or two before kopf serves, so a pod without a readiness
+    probe is Ready that long too early, and a few looks catch it.)"""
+
+    def serving() -> bool:
+        pods = k.get("pods", "-l", "app.kubernetes.io/component=operator")["items"]
+        conditions = [c for p in pods for c in (p.get("status") or {}).get("conditions") or []]
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as ok:
+                return bool(ok.status == 200)
+        except OSError:
+            assert not ready, "the operator's pod is Ready while its probe does not answer"
+            return False
+
+    wait_for(serving, within, "the operator's probe to answer")
+
+
 def test_the_node_is_a_kubelet_on_containerd(node_cluster: Cluster, k: Kubectl) -> None:
     wide = k("get", "node", "-o", "wide", namespaced=False).stdout
     (row,) = wide.splitlines()[1:]
@@ -226,13 +247,14 @@ def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
     # for the whole timeout, long enough to restart kubelet under it.
     candidates = [p.url for p in bed.proxies]
     api = node_cluster.server.removeprefix("https://")
+    probe_port = free_port("0.0.0.0")
     values = {
         "image": {"repository": "proxyrefresh", "tag": "dev", "pullPolicy": "Never"},
         "hostNetwork": {"enabled": True, "apiServer": api},
         "redis": {"url": redis.url},
         # The chart's listeners take every address of the node: free on all
         # of them (the test bed holds ports on other loopback addresses).
-        "operator": {"livenessPort": free_port("0.0.0.0")},
+        "operator": {"livenessPort": probe_port},
         "metrics": {"port": free_port("0.0.0.0")},
         "network": {"allowedNetworks": ["127.0.0.0/8"]},
         # The chart's judge, on the node's network: the proxies reach it there.
@@ -242,6 +264,7 @@ def test_a_refresh_runs_in_real_containers_through_a_kubelet_restart(
     values_file.write_text(yaml.safe_dump(values))
     try:
         helm(node_cluster, "install", "prf", str(CHART), "-n", NAMESPACE, "-f", str(values_file))
+        ready_only_when_serving(k, probe_port, within=90)
         operator = running_pod(k, "-l", "app.kubernetes.io/component=operator", within=90)
         assert_confined(k, operator["metadata"]["name"])
         judge = running_pod(k, "-l", "app.kubernetes.io/component=judge", within=60)

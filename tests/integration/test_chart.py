@@ -105,6 +105,8 @@ def test_operator_is_locked_down() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # Ready when kopf serves its probe: its start-up done (test_real_node waits on it).
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Namespaced by default: a Role in the release namespace, nothing cluster-wide.
     assert not by_kind(docs, "ClusterRole")
     assert not by_kind(docs, "ClusterRoleBinding")
