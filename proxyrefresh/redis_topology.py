@@ -68,7 +68,7 @@ def _nodes(hosts: str, what: str) -> list[tuple[str, int]]:
     nodes = []
     for node in filter(None, hosts.split(",")):
         host, _, port = node.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdecimal()) or not 0 < int(port) < 65536:
             raise ValueError(f"a {what} is host:port, not {node!r}")
         nodes.append((host.strip("[]"), int(port)))
     return nodes
@@ -108,7 +108,7 @@ def sentinel_target(url: str) -> SentinelTarget:
     service, _, db = path.strip("/").partition("/")
     if not service:
         raise ValueError("name the service after the sentinels: redis+sentinel://host:port/SERVICE")
-    if db and not db.isdigit():
+    if db and not (db.isascii() and db.isdecimal()):
         raise ValueError(f"the database is a number, not {db!r}")
     return SentinelTarget(nodes, unquote(service), int(db or 0), *_credentials(userinfo))
 

@@ -141,10 +141,14 @@ def forwarded_fields(head: Head, drop_prefix: str = "") -> list[tuple[str, str]]
         # (RFC 9112 6.3): a next hop that read by the length would split the
         # message where this proxy did not.
         drop = drop | {"content-length"}
-    kept = head.without(drop)
-    if drop_prefix:
-        kept = [(n, v) for n, v in kept if not n.lower().startswith(drop_prefix)]
-    return kept
+    if not drop_prefix:
+        return head.without(drop)
+    # One pass, each name lowered once: this runs for every request.
+    return [
+        (n, v)
+        for n, v in head.fields
+        if (low := n.lower()) not in drop and not low.startswith(drop_prefix)
+    ]
 
 
 def render(start: tuple[str, str, str], fields: list[tuple[str, str]]) -> bytes:
@@ -156,33 +160,51 @@ def request_framing(head: Head) -> Framing:
     """RFC 9112 section 6.3 for a request: chunked, a length, or no body.
     Both a coding and a length is refused, as the RFC allows: a request
     smuggling attempt far more often than a client's slip."""
-    if head.get("transfer-encoding") is not None and head.get("content-length") is not None:
+    coding = head.get("transfer-encoding")
+    if coding is None:
+        return _length(head) or NO_BODY
+    if head.get("content-length") is not None:
         raise BadMessage("a request with both Transfer-Encoding and Content-Length")
     if "chunked" in head.tokens("transfer-encoding"):
         return Framing("chunked")
-    if head.get("transfer-encoding"):
+    if coding:
         raise BadMessage("a request's transfer coding must end in chunked")
-    return _length(head) or NO_BODY
+    return NO_BODY
 
 
 def response_framing(head: Head, method: str) -> Framing:
-    """RFC 9112 section 6.3 for a response to ``method``."""
-    status = int(head.start[1]) if head.start[1].isdigit() else 0
+    """RFC 9112 section 6.3 for a response to ``method``; its status code
+    three digits, or BadMessage."""
+    code = head.start[1]
+    if len(code) != 3 or not digits(code):
+        raise BadMessage(f"bad status code {code[:40]!r}")
+    status = int(code)
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         return NO_BODY
+    coding = head.get("transfer-encoding")
+    if coding is None:
+        return _length(head) or Framing("close")
     if "chunked" in head.tokens("transfer-encoding"):
         return Framing("chunked")
-    if head.get("transfer-encoding"):
+    if coding:
         return Framing("close")
     return _length(head) or Framing("close")
+
+
+def digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit also takes a superscript two (latin-1
+    0xb2), on which int raises."""
+    return text.isascii() and text.isdecimal()
 
 
 def _length(head: Head) -> Framing | None:
     value = head.get("content-length")
     if value is None:
         return None
+    if digits(value):  # the usual one: a bare number
+        return Framing("length", int(value)) if int(value) else NO_BODY
     values = {v.strip() for v in value.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    if len(values) != 1 or not digits(next(iter(values))):
         raise BadMessage(f"bad Content-Length {value[:40]!r}")
     length = int(next(iter(values)))
     return Framing("length", length) if length else NO_BODY

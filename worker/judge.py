@@ -53,7 +53,7 @@ def make_app() -> web.Application:
 def split_listen(listen: str) -> tuple[str, int]:
     """``HOST:PORT``, ``:PORT`` or ``[v6]:PORT`` to a (host, port) pair."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdecimal()):
         raise ValueError(f"--listen wants HOST:PORT, got {listen!r}")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

@@ -53,6 +53,7 @@ from proxyrefresh.worker.http1 import (
     Writer,
     answer,
     copy_body,
+    digits,
     forwarded_fields,
     keeps_alive,
     parse_head,
@@ -361,7 +362,7 @@ class Outgoing:
 def target_answered(exchanged: tuple[Any, Head, Key]) -> bool:
     """Whether an exchange's answer proves the target answers (not a gateway error about it)."""
     status = exchanged[1].start[1]
-    return status.isdigit() and int(status) < 500
+    return digits(status) and int(status) < 500
 
 
 def answer_framing(entry: PoolEntry, response: Head, method: str) -> Framing:
@@ -895,7 +896,7 @@ class Rotator:
         fields = forwarded_fields(response)
         if not keep:
             fields.append(("Connection", "close"))
-        status = int(response.start[1]) if response.start[1].isdigit() else 0
+        status = int(response.start[1]) if digits(response.start[1]) else 0
         self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
         _noted(status=status)
         return render(("HTTP/1.1", response.start[1], response.start[2]), fields)

@@ -89,7 +89,7 @@ class Reports:
         if not isinstance(lease, str) or lease.count(".") != 2:
             raise Rejected(400, '"lease" is wanted: the one GET /v1/proxy gave with this proxy')
         until_text, nonce, mac = lease.split(".")
-        if not until_text.isdigit() or not hmac.compare_digest(
+        if not (until_text.isascii() and until_text.isdecimal()) or not hmac.compare_digest(
             mac, self._sign(proxy, int(until_text), nonce)
         ):
             raise Rejected(403, "this lease was not given out with this proxy")

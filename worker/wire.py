@@ -48,6 +48,12 @@ def basic_authorization(username: str, password: str | None) -> str:
     return "Basic " + base64.b64encode(raw).decode()
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: a checked proxy may answer a superscript two
+    (latin-1 0xb2), which str.isdigit takes and int refuses."""
+    return text.isascii() and text.isdecimal()
+
+
 class NotHttp(ValueError):
     """What came back is not an HTTP answer."""
 
@@ -267,7 +273,7 @@ class _Reader(asyncio.Protocol):
             return None
         head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
         parts = head[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _digits(parts[1]):
             raise NotHttp("not an HTTP answer")
         headers: dict[str, str] = {}
         for line in head[1:]:
@@ -285,7 +291,8 @@ class _Reader(asyncio.Protocol):
                 raise ClosedEarly("closed the connection inside a chunked answer")
             body = decoded
         elif "content-length" in headers:
-            want = int(headers["content-length"]) if headers["content-length"].isdigit() else 0
+            length = headers["content-length"]
+            want = int(length) if _digits(length) else 0
             if len(body) < min(want, self.limit) and not final:
                 return None
             body = body[: self.limit]

@@ -139,7 +139,7 @@ def option_error(exc: ValidationError, env_prefix: str = "PROXYREFRESH_") -> str
 def parse_target(text: str) -> TargetSpec:
     """``URL`` or ``URL=STATUS``."""
     url, sep, status = text.rpartition("=")
-    if sep and status.isdigit() and "://" in url:
+    if sep and status.isascii() and status.isdecimal() and "://" in url:
         return TargetSpec(url=url, expect_status=int(status))
     return TargetSpec(url=text)
 

@@ -7,10 +7,13 @@ proxy that forges the judge's answer; the judge on its own address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,6 +186,35 @@ def test_dead_judge_exits_3_naming_it(write_list: Callable[..., str]) -> None:
     assert none.stderr == (
         "proxyrefresh: no judge configured: give --judge URL (or PROXYREFRESH_JUDGES)\n"
     )
+
+
+def test_an_answer_with_a_status_that_is_no_number_is_not_http(
+    bed: Bed, write_list: Callable[..., str]
+) -> None:
+    """A checked proxy is anyone's, and may say anything: a status code
+    with a superscript two (latin-1 0xb2, a digit to str.isdigit, no number
+    to int) is "not an HTTP answer" like any other, and leaves no
+    traceback in the log (a worker pod's, where every such proxy would)."""
+    liar = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = liar.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 \xb200 OK\r\nContent-Length: 2\r\n\r\nxx")
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{liar.getsockname()[1]}"
+        result = run_cli("check", write_list(url), "-j", bed.judge, "--timeout", "3", "--all")
+    finally:
+        liar.close()
+    assert result.returncode == 0, result.stderr
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (row["alive"], row["error"]) == (False, "forged answer: not an HTTP answer")
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 def test_progress_bar_only_on_a_terminal(bed: Bed, write_list: Callable[..., str]) -> None:

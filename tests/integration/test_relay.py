@@ -56,6 +56,13 @@ class Scripted:
         if path == b"/bad-length":
             send(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nxx")
             return False
+        # A superscript two (latin-1 0xb2): a digit to str.isdigit, no number to int.
+        if path == b"/superscript-length":
+            send(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nxx")
+            return False
+        if path == b"/superscript-status":
+            send(b"HTTP/1.1 \xb200 OK\r\nContent-Length: 2\r\n\r\nxx")
+            return False
         if path == b"/silent":
             time.sleep(3)  # past the answer timeout of the test that asks it
             return False
@@ -279,13 +286,23 @@ def test_a_client_that_leaves_mid_answer_takes_its_upstream_connection_with_it(
 def test_an_answer_that_does_not_say_where_it_ends_is_the_upstream_s_failure(
     rotating: Rotating, relay: tuple[str, int]
 ) -> None:
-    """A Content-Length that is no number is no answer to pass on: the
-    upstream failed (it is reported, and another would be tried), and the
-    client gets a 502 saying why, on either path (a POST takes the stream path)."""
-    for method in ("GET", "POST"):
-        conn = http.client.HTTPConnection(*relay, timeout=10)
-        status, body = get(conn, "/bad-length", method)
-        conn.close()
-        assert status == 502, (method, body)
-        assert b"bad Content-Length 'nope'" in body
-    assert rotating.started[0].health()["upstream_failures"] == 2
+    """A Content-Length or a status code that is no number is no answer to
+    pass on: the upstream failed (it is reported, and another would be
+    tried), and the client gets a 502 saying why, at once, on either path (a
+    POST takes the stream path). A superscript digit is no number either,
+    though str.isdigit says it is a digit. (A good answer after each keeps
+    the upstream from failing three times in a row, which drops it.)"""
+    cases = {
+        "/bad-length": b"bad Content-Length 'nope'",
+        "/superscript-length": b"bad Content-Length '\xc2\xb2'",
+        "/superscript-status": b"bad status code '\xc2\xb200'",
+    }
+    for path, why in cases.items():
+        for method in ("GET", "POST"):
+            conn = http.client.HTTPConnection(*relay, timeout=10)
+            status, body = get(conn, path, method)
+            assert status == 502, (path, method, body)
+            assert why in body, (path, method, body)
+            assert get(conn, "/fine")[0] == 200
+            conn.close()
+    assert rotating.started[0].health()["upstream_failures"] == 2 * len(cases)

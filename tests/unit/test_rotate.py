@@ -4,6 +4,7 @@ what a client asks for, credentials, sessions."""
 from __future__ import annotations
 
 import base64
+import functools
 
 import pytest
 
@@ -102,6 +103,27 @@ def test_framing_follows_rfc_9112() -> None:
     assert response_framing(ok, "HEAD") == NO_BODY
     assert response_framing(parse_head(head("HTTP/1.1 304 Not Modified")), "GET") == NO_BODY
     assert response_framing(parse_head(head("HTTP/1.1 200 OK")), "GET") == Framing("close")
+
+
+@pytest.mark.parametrize(
+    ("start", "fields", "why"),
+    [
+        ("POST / HTTP/1.1", ["Content-Length: \xb2"], "bad Content-Length"),
+        ("POST / HTTP/1.1", ["Content-Length: \xb2, \xb2"], "bad Content-Length"),
+        ("HTTP/1.1 200 OK", ["Content-Length: \xb9"], "bad Content-Length"),
+        ("HTTP/1.1 \xb200 OK", ["Content-Length: 2"], "bad status code"),
+        ("HTTP/1.1 20 OK", [], "bad status code"),
+        ("HTTP/1.1 2000 OK", [], "bad status code"),
+    ],
+)
+def test_numbers_are_ascii_digits(start: str, fields: list[str], why: str) -> None:
+    """A superscript digit (latin-1 0xb2, 0xb9) is a digit to str.isdigit
+    and no number to int: a message that carries one is a BadMessage, not a
+    ValueError out of a protocol callback (which left a client waiting)."""
+    message = parse_head("\r\n".join([start, *fields, "", ""]).encode("latin-1"))
+    framing = functools.partial(response_framing, method="GET")
+    with pytest.raises(BadMessage, match=why):
+        (framing if start.startswith("HTTP/") else request_framing)(message)
 
 
 def test_keep_alive_by_version_and_connection() -> None:
