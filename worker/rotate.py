@@ -225,13 +225,15 @@ def client_ask(head: Head, settings: RotatorSettings) -> Ask:
     """The listener's filters, narrowed by the client's fields and user name.
     A value that makes no sense is a 400 naming it."""
     user = (credentials(head) or ("", ""))[0]
-    _, params = user_params(user)
+    params = user_params(user)[1] if user else {}
     asked = {
         "protocol": head.get(CONTROL_PREFIX + "protocol") or params.get("protocol"),
         "anonymity": head.get(CONTROL_PREFIX + "min-anonymity") or params.get("anonymity"),
         "latency": head.get(CONTROL_PREFIX + "max-latency-ms") or params.get("latency"),
     }
     session = head.get(CONTROL_PREFIX + "session") or params.get("session")
+    if not session and not any(asked.values()):  # most requests ask for nothing
+        return _listener_ask(settings.protocol, settings.min_anonymity, settings.max_latency_ms)
     try:
         flt = narrow(listener_filter(settings), **asked)
     except ValueError as exc:
@@ -241,6 +243,15 @@ def client_ask(head: Head, settings: RotatorSettings) -> Ask:
 
 def listener_filter(settings: RotatorSettings) -> PickFilter:
     return PickFilter(settings.protocol, settings.min_anonymity, settings.max_latency_ms)
+
+
+@functools.lru_cache(maxsize=64)
+def _listener_ask(
+    protocol: Protocol | None, min_anonymity: Anonymity | None, max_latency_ms: float | None
+) -> Ask:
+    """What a client that asks for nothing gets (both frozen, so shared):
+    made once a listener, not once a request."""
+    return Ask(PickFilter(protocol, min_anonymity, max_latency_ms))
 
 
 def narrow(
