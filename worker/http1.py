@@ -193,7 +193,7 @@ def response_framing(head: Head, method: str) -> Framing:
 
 def digits(text: str) -> bool:
     """ASCII digits only: str.isdigit also takes a superscript two (latin-1
-    0xb2), on which int raises."""
+    0xb2), on which int raises; an upstream or a checked proxy may send one."""
     return text.isascii() and text.isdecimal()
 
 

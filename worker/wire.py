@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from python_socks import ProxyError
 
 from proxyrefresh.models import Protocol, Proxy
+from proxyrefresh.worker.http1 import digits
 
 if TYPE_CHECKING:
     from proxyrefresh.worker.tunnel import TunnelHandshake
@@ -46,12 +47,6 @@ def basic_authorization(username: str, password: str | None) -> str:
     """A Proxy-Authorization value for these credentials."""
     raw = f"{username}:{password or ''}".encode()
     return "Basic " + base64.b64encode(raw).decode()
-
-
-def _digits(text: str) -> bool:
-    """ASCII digits only: a checked proxy may answer a superscript two
-    (latin-1 0xb2), which str.isdigit takes and int refuses."""
-    return text.isascii() and text.isdecimal()
 
 
 class NotHttp(ValueError):
@@ -273,7 +268,7 @@ class _Reader(asyncio.Protocol):
             return None
         head = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
         parts = head[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _digits(parts[1]):
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not digits(parts[1]):
             raise NotHttp("not an HTTP answer")
         headers: dict[str, str] = {}
         for line in head[1:]:
@@ -292,7 +287,7 @@ class _Reader(asyncio.Protocol):
             body = decoded
         elif "content-length" in headers:
             length = headers["content-length"]
-            want = int(length) if _digits(length) else 0
+            want = int(length) if digits(length) else 0
             if len(body) < min(want, self.limit) and not final:
                 return None
             body = body[: self.limit]
