@@ -97,6 +97,7 @@ REPORT_LINGER = 0.05
 MAX_DRAWS = 8  # picks per attempt before giving up on finding an untried upstream
 AHEAD_SECONDS = 1.0  # how long a pick drawn ahead may wait for its request
 MAX_AHEAD = 64  # filters with picks drawn ahead (the oldest is let go first)
+MAX_AUTHORITY = 270  # a host name's 253 characters, brackets, a colon and a port
 STRIKE_SECONDS = 60.0  # how long failures in a row keep an upstream out here
 MAX_STRIKES_KEPT = 10_000  # upstreams whose recent failures are remembered here
 GONE_POLL = 0.25  # how often a client waiting on an upstream is checked for having left
@@ -294,17 +295,20 @@ def accepts(settings: RotatorSettings, given: tuple[str, str] | None) -> bool:
 
 def authority(text: str, default_port: int) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` (CONNECT's target, a URL's netloc
-    without its user), or a 400 naming ``text``."""
-    found = _authority(text, default_port)
+    without its user), or a 400 naming ``text``. Remembered: a split URL's
+    port and host name cost more than all the rest of a request's target,
+    and requests go to the same hosts again. Only the lengths a host and
+    port can have: a client cannot fill the memory with long ones."""
+    if len(text) <= MAX_AUTHORITY:
+        found = _remembered_authority(text, default_port)
+    else:
+        found = _authority(text, default_port)
     if found is None:
         raise refused(400, "Bad Request", f"bad target {text[:100]!r}")
     return found
 
 
-@functools.lru_cache(maxsize=4096)
 def _authority(text: str, default_port: int) -> tuple[str, int] | None:
-    """Remembered: a split URL's port and host name cost more than all the
-    rest of a request's target, and requests go to the same hosts again."""
     parts = urlsplit("//" + text)
     try:
         port = default_port if parts.port is None else parts.port
@@ -313,6 +317,9 @@ def _authority(text: str, default_port: int) -> tuple[str, int] | None:
     if not parts.hostname or not 0 < port < 65536:
         return None
     return parts.hostname, port
+
+
+_remembered_authority = functools.lru_cache(maxsize=4096)(_authority)
 
 
 @dataclass

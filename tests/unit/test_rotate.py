@@ -21,7 +21,9 @@ from proxyrefresh.worker.http1 import (
     response_framing,
 )
 from proxyrefresh.worker.rotate import (
+    MAX_AUTHORITY,
     Refused,
+    _remembered_authority,
     accepts,
     authority,
     client_ask,
@@ -206,6 +208,17 @@ def test_connect_targets() -> None:
     for bad in ("", ":80", "host:0", "host:99999", "host:x"):
         with pytest.raises(Refused):
             authority(bad, 443)
+    # Twice, and both answers the same, remembered or not: the second from
+    # memory for what a host and port can be, computed again for longer.
+    long = "x" * (MAX_AUTHORITY + 1)
+    for text in ("example.org:8443", "[::1]:443", long + ":1"):
+        assert authority(text, 443) == authority(text, 443)
+    remembered = _remembered_authority.cache_info().currsize
+    for n in range(100):  # a client sending ever new long targets fills nothing
+        with pytest.raises(Refused):
+            authority(f"{long}{n}:x", 443)
+        assert authority(f"{long}{n}", 443) == (f"{long}{n}", 443)
+    assert _remembered_authority.cache_info().currsize == remembered
 
 
 def entry(port: int) -> PoolEntry:
