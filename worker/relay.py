@@ -49,6 +49,7 @@ from proxyrefresh.worker.rotate import (
     Silent,
     access_log,
     answer_framing,
+    on_kept_or_fresh,
     target_answered,
 )
 from proxyrefresh.worker.upstream import UpstreamDown
@@ -487,24 +488,15 @@ class ClientConnection(asyncio.Protocol):
         key: Key = (entry.id, "")
         request = out.through_http(entry)
         timeout = rotator.settings.answer_timeout
-        kept = rotator.relays.take(key)
-        if kept is not None:
-            try:
-                answer = await kept.send(request, timeout)
-                answer_framing(entry, answer, out.method)
-                return kept, answer, key
-            except BaseException as exc:
-                kept.close()
-                if not isinstance(exc, Closed):
-                    raise
-        relay = await open_relay(entry, key, rotator.settings.connect_timeout)
-        try:
-            answer = await relay.send(request, timeout)
+
+        async def send(up: UpstreamRelay) -> Head:
+            answer = await up.send(request, timeout)
             answer_framing(entry, answer, out.method)
-            return relay, answer, key
-        except BaseException:
-            relay.close()
-            raise
+            return answer
+
+        opening = functools.partial(open_relay, entry, key, rotator.settings.connect_timeout)
+        up, answer = await on_kept_or_fresh(rotator.relays.take(key), opening, send)
+        return up, answer, key
 
     def _relay(self, head: Head, up: UpstreamRelay, response: Head, framing: Framing) -> None:
         self.keep = keeps_alive(head) and framing.kind != "close"

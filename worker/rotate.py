@@ -75,7 +75,7 @@ from proxyrefresh.worker.upstream import (
     open_plain,
     open_tunnel,
 )
-from proxyrefresh.worker.upstream_pool import KeptStreams, Key, UpstreamConnections
+from proxyrefresh.worker.upstream_pool import Kept, KeptStreams, Key, UpstreamConnections
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -102,6 +102,7 @@ STRIKE_SECONDS = 60.0  # how long failures in a row keep an upstream out here
 MAX_STRIKES_KEPT = 10_000  # upstreams whose recent failures are remembered here
 GONE_POLL = 0.25  # how often a client waiting on an upstream is checked for having left
 T = TypeVar("T")
+K = TypeVar("K", bound=Kept)
 
 
 @dataclass
@@ -382,6 +383,28 @@ class Outgoing:
         if not auth:
             return self.plain
         return render((self.method, self.target, "HTTP/1.1"), self.fields + auth)
+
+
+async def on_kept_or_fresh(
+    kept: K | None, opening: Callable[[], Awaitable[K]], send: Callable[[K], Awaitable[T]]
+) -> tuple[K, T]:
+    """``send`` over ``kept``, a connection that waited for reuse, and, if
+    it turns out closed (Closed), again over a fresh one from ``opening``:
+    only a request whole in its head (no body) is given a kept one. A
+    connection that fails is closed. Both paths' upstream connections."""
+    if kept is not None:
+        try:
+            return kept, await send(kept)
+        except BaseException as exc:
+            kept.close()
+            if not isinstance(exc, Closed):
+                raise
+    fresh = await opening()
+    try:
+        return fresh, await send(fresh)
+    except BaseException:
+        fresh.close()
+        raise
 
 
 def target_answered(exchanged: tuple[Any, Head, Key]) -> bool:
@@ -802,23 +825,16 @@ class Rotator:
             request = out.tunneled
             key = (entry.id, f"{out.host}:{out.port}")
             opening = functools.partial(open_tunnel, entry, out.host, out.port, self._ct)
-        if out.framing == NO_BODY and (kept := self.upstreams.take(key)) is not None:
-            # Sent again on a fresh connection if the kept one turns out
-            # closed: a request without a body is whole in ``request``.
-            try:
-                sent = await self._send(entry, request, out, reader, *kept.streams)
-                return kept.streams, sent, key
-            except BaseException as exc:
-                kept.close()
-                if not isinstance(exc, Closed):
-                    raise
-        up_reader, up_writer = await opening()
-        try:
-            head = await self._send(entry, request, out, reader, up_reader, up_writer)
-        except BaseException:
-            up_writer.close()
-            raise
-        return (up_reader, up_writer), head, key
+
+        async def fresh() -> KeptStreams:
+            return KeptStreams(*await opening())
+
+        async def send(up: KeptStreams) -> Head:
+            return await self._send(entry, request, out, reader, *up.streams)
+
+        kept = self.upstreams.take(key) if out.framing == NO_BODY else None
+        up, head = await on_kept_or_fresh(kept, fresh, send)
+        return up.streams, head, key
 
     async def _send(
         self,
