@@ -101,25 +101,22 @@ class UpstreamConnections(Generic[C]):
             waiting.popleft()[0].close()
             self._count -= 1
         while len(self._idle) > self.keys or (len(self._idle) > 1 and self._count > self.total):
-            _, oldest = self._idle.popitem(last=False)
-            self._count -= len(oldest)
-            for connection, _ in oldest:
-                connection.close()
+            self._close(self._idle.popitem(last=False)[1])
 
     def drop(self, upstream: str) -> None:
         """Close every kept connection of an upstream that failed."""
         for key in [k for k in self._idle if k[0] == upstream]:
-            gone = self._idle.pop(key)
-            self._count -= len(gone)
-            for connection, _ in gone:
-                connection.close()
+            self._close(self._idle.pop(key))
 
     def close(self) -> None:
-        for waiting in self._idle.values():
-            for connection, _ in waiting:
-                connection.close()
-        self._idle.clear()
-        self._count = 0
+        while self._idle:
+            self._close(self._idle.popitem()[1])
+
+    def _close(self, gone: deque[tuple[C, float]]) -> None:
+        """Close connections taken out of ``_idle``, and count them out."""
+        self._count -= len(gone)
+        for connection, _ in gone:
+            connection.close()
 
     def __len__(self) -> int:
         return self._count
