@@ -234,25 +234,30 @@ def client_ask(head: Head, settings: RotatorSettings) -> Ask:
         "latency": head.get(CONTROL_PREFIX + "max-latency-ms") or params.get("latency"),
     }
     session = head.get(CONTROL_PREFIX + "session") or params.get("session")
+    listener = listener_ask(settings)
     if not session and not any(asked.values()):  # most requests ask for nothing
-        return _listener_ask(settings.protocol, settings.min_anonymity, settings.max_latency_ms)
+        return listener
     try:
-        flt = narrow(listener_filter(settings), **asked)
+        flt = narrow(listener.filters, **asked)
     except ValueError as exc:
         raise refused(400, "Bad Request", f"bad filter: {exc}") from None
     return Ask(flt, session or None)
 
 
 def listener_filter(settings: RotatorSettings) -> PickFilter:
-    return PickFilter(settings.protocol, settings.min_anonymity, settings.max_latency_ms)
+    return listener_ask(settings).filters
+
+
+def listener_ask(settings: RotatorSettings) -> Ask:
+    """What a client that asks for nothing gets (both frozen, so shared):
+    made once a listener, not once a request."""
+    return _listener_ask(settings.protocol, settings.min_anonymity, settings.max_latency_ms)
 
 
 @functools.lru_cache(maxsize=64)
 def _listener_ask(
     protocol: Protocol | None, min_anonymity: Anonymity | None, max_latency_ms: float | None
 ) -> Ask:
-    """What a client that asks for nothing gets (both frozen, so shared):
-    made once a listener, not once a request."""
     return Ask(PickFilter(protocol, min_anonymity, max_latency_ms))
 
 
